@@ -1,0 +1,328 @@
+import Foundation
+import FieldSyncCore
+
+/// Reads the contact block of a press release saved as text from a wire-service page. The
+/// page's HTML was stripped, so pieces that sat in separate elements arrive glued together:
+/// "Sigrun Ødegård ÅsNorwegian Peoples Aid/Norsk Folkehjelp", "Tel:90000000sigrun.as@npaid.example".
+public enum PressRelease {
+    /// One result per contact (and per line that cannot be read), in file order. "source" is
+    /// the release's headline, its first non-empty line.
+    public static func parseContacts(_ text: String, file: String, defaultCountryCode: String?) -> [Result<ContactCard, ImportError>] {
+        let lines = ContactText.lines(text.precomposedStringWithCanonicalMapping).map { (number: $0.number, text: ContactText.trim($0.text)) }
+        let blocks = PressContactBlocks.find(in: lines)
+        guard !blocks.isEmpty else {
+            return [.failure(ImportError(file: file, line: 1, message: "no Contacts heading found"))]
+        }
+        let source = lines.first { !$0.text.isEmpty }.map { String($0.text.prefix(500)) }
+        let reader = PressContactReader(file: file, source: source, defaultCountryCode: defaultCountryCode)
+        var results: [Result<ContactCard, ImportError>] = []
+        for block in blocks {
+            if block.lines.isEmpty {
+                results.append(.failure(ImportError(file: file, line: block.heading, message: "no contacts under the Contacts heading")))
+            } else {
+                results += reader.read(block.lines)
+            }
+        }
+        return results
+    }
+}
+
+// MARK: - Finding the block
+
+/// A "Contacts" heading and the non-empty lines under it.
+struct PressContactBlock {
+    let heading: Int
+    var lines: [(number: Int, text: String)] = []
+}
+
+enum PressContactBlocks {
+    static let contactHeadings: Set<String> = [
+        "contacts", "contact", "press contacts", "press contact", "media contacts", "media contact",
+        "kontakter", "kontakt", "pressekontakter", "pressekontakt", "presskontakter", "presskontakt",
+        "mediekontakter", "mediekontakt", "yhteystiedot", "yhteyshenkilöt",
+    ]
+    /// Headings that close the block: the sections wire-service pages put after it.
+    static let endHeadings: Set<String> = [
+        "images", "image", "keywords", "documents", "links", "videos", "attachments", "quotes", "tags", "downloads",
+        "bilder", "nøkkelord", "nyckelord", "dokumenter", "dokument", "lenker", "länkar", "vedlegg", "bilagor",
+        "kuvat", "avainsanat", "liitteet", "linkit", "asiasanat",
+    ]
+    static let endPrefixes = [
+        "about ", "subscribe", "latest releases", "latest news", "more releases", "read more", "related",
+        "abonner", "prenumerera", "siste pressemeldinger", "senaste pressmeddelanden", "tilaa", "uusimmat",
+    ]
+
+    static func find(in lines: [(number: Int, text: String)]) -> [PressContactBlock] {
+        var blocks: [PressContactBlock] = []
+        var current: PressContactBlock?
+        for line in lines {
+            if isContactHeading(line.text) {
+                if let done = current { blocks.append(done) }
+                current = PressContactBlock(heading: line.number)
+            } else if var block = current {
+                if isEndHeading(line.text) {
+                    blocks.append(block)
+                    current = nil
+                } else if !line.text.isEmpty {
+                    block.lines.append(line)
+                    current = block
+                }
+            }
+        }
+        if let done = current { blocks.append(done) }
+        return blocks
+    }
+
+    static func key(_ line: String) -> String {
+        var k = line.lowercased()
+        while k.hasSuffix(":") { k.removeLast() }
+        return k.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    }
+
+    static func isContactHeading(_ line: String) -> Bool { contactHeadings.contains(key(line)) }
+
+    static func isEndHeading(_ line: String) -> Bool {
+        let k = key(line)
+        if endHeadings.contains(k) || endPrefixes.contains(where: { k.hasPrefix($0) }) { return true }
+        // "Om …" (About) is also a given name; a glued "Om PrakashRed Cross" is a contact line.
+        return k.hasPrefix("om ") && PressContactLine.splitNameOrg(line) == nil
+    }
+}
+
+// MARK: - Reading contacts
+
+/// One contact while its lines are read.
+struct PressContactDraft {
+    let line: Int
+    let name: String
+    let orgs: [String]
+    var title: String?
+    var phones: [String] = []
+    var emails: [String] = []
+    var error: ImportError?
+
+    var hasDetails: Bool { !phones.isEmpty || !emails.isEmpty }
+}
+
+struct PressContactReader {
+    let file: String
+    let source: String?
+    let defaultCountryCode: String?
+
+    /// A name(+org) line starts a contact; phone/e-mail lines and a title line belong to the
+    /// contact above them.
+    func read(_ lines: [(number: Int, text: String)]) -> [Result<ContactCard, ImportError>] {
+        var drafts: [PressContactDraft] = []
+        var strays: [ImportError] = []
+        for (number, text) in lines {
+            switch PressContactLine.classify(text) {
+            case .details(let phones, let emails):
+                guard !drafts.isEmpty else {
+                    strays.append(error(number, "phone or e-mail before any name: “\(text)”"))
+                    continue
+                }
+                drafts[drafts.count - 1].phones += phones
+                drafts[drafts.count - 1].emails += emails
+            case .invalid(let message):
+                guard !drafts.isEmpty else { strays.append(error(number, message)); continue }
+                if drafts[drafts.count - 1].error == nil { drafts[drafts.count - 1].error = error(number, message) }
+            case .text:
+                if let last = drafts.last, PressContactLine.isTitle(text, after: last) {
+                    drafts[drafts.count - 1].title = text
+                } else {
+                    drafts.append(PressContactLine.newDraft(text, line: number))
+                }
+            }
+        }
+        let results: [(Int, Result<ContactCard, ImportError>)] =
+            drafts.map { ($0.line, card(from: $0)) } + strays.map { ($0.line, .failure($0)) }
+        return results.sorted { $0.0 < $1.0 }.map(\.1)
+    }
+
+    func card(from d: PressContactDraft) -> Result<ContactCard, ImportError> {
+        if let e = d.error { return .failure(e) }
+        guard d.hasDetails else {
+            return .failure(error(d.line, "contact “\(d.name)” has no phone number or e-mail address under it"))
+        }
+        var card = ContactCard(line: d.line)
+        card.fields["fn"] = .string(d.name)
+        let words = d.name.split(separator: " ").map(String.init)
+        card.fields["n"] = ContactCard.nameParts(family: words.last ?? "", given: words.dropLast().joined(separator: " "))
+        if let title = d.title { card.fields["title"] = .string(title) }
+        if let source { card.fields["source"] = .string(source) }
+        for org in d.orgs { card.insert(.object(["name": .string(org)]), into: "org") }
+        for raw in d.phones {
+            var tel: [String: JSONValue] = ["raw": .string(raw)]
+            if let e164 = Phone.e164(raw, defaultCountryCode: defaultCountryCode) { tel["e164"] = .string(e164) }
+            card.insert(.object(tel), into: "tel")
+        }
+        for email in d.emails { card.insert(.string(email), into: "email") }
+        return .success(card.normalized())
+    }
+
+    func error(_ line: Int, _ message: String) -> ImportError {
+        ImportError(file: file, line: line, message: message)
+    }
+}
+
+// MARK: - One line of the block
+
+enum PressContactLine {
+    case details(phones: [String], emails: [String])
+    case text
+    case invalid(String)
+
+    static let phoneLabels = ["telephone", "telefon", "phone", "mobile", "mobil", "mob", "tel", "tlf", "cell", "gsm",
+                              "puhelin", "puh", "телефон", "тел"]
+    static let emailLabels = ["e-mail", "email", "e-post", "epost", "mail", "sähköposti", "s-posti"]
+    /// Between two numbers or a number and an address: "Tel: 22 00 00 00 / Mob: 900 00 000".
+    static let separators = Set(" \t/,;|·•–—")
+    /// Surname prefixes whose capital is not an organisation's start: "McDonald", "DeLuca".
+    static let namePrefixes: Set<String> = ["Mc", "Mac", "De", "Di", "Da", "Du", "Le", "La", "Van", "Von", "Fitz"]
+    /// Lower-case words that belong to names, not titles.
+    static let nameParticles: Set<String> = ["van", "von", "der", "den", "de", "da", "di", "du", "la", "le", "af", "av",
+                                             "al", "el", "bin", "ibn", "zu", "ten", "ter", "del", "della", "dos", "das", "y"]
+    static let titleWords = ["officer", "manager", "director", "direktør", "direktor", "head", "chief", "adviser", "advisor",
+                             "rådgiv", "spokes", "talsperson", "talesperson", "press", "kommunik", "communicat", "media",
+                             "coordinator", "koordinator", "secretary", "sekretær", "sekreterare", "president", "leader",
+                             "leder", "ledare", "sjef", "chef", "päällikkö", "johtaja", "viestintä", "tiedottaja",
+                             "asiantuntija", "specialist", "representative", "ceo"]
+
+    static func classify(_ line: String) -> PressContactLine {
+        if dropLabel(Substring(line), phoneLabels) != nil || dropLabel(Substring(line), emailLabels) != nil
+            || line.contains("@") || line.first.map(startsPhone) == true {
+            return details(line)
+        }
+        return .text
+    }
+
+    /// Labels, numbers and addresses in any order; anything else makes the line unreadable.
+    static func details(_ line: String) -> PressContactLine {
+        var phones: [String] = []
+        var emails: [String] = []
+        var rest = Substring(line)
+        while let c = rest.first, separators.contains(c) { rest.removeFirst() }
+        while !rest.isEmpty {
+            if let after = dropLabel(rest, phoneLabels) ?? dropLabel(rest, emailLabels) {
+                rest = after
+            } else if case let (phone, after)? = takePhone(rest) {
+                phones.append(phone)
+                rest = after
+            } else if case let (email, after)? = takeEmail(rest) {
+                emails.append(email)
+                rest = after
+            } else {
+                return .invalid("cannot read “\(rest)” as a phone number or e-mail address in “\(line)”")
+            }
+            while let c = rest.first, separators.contains(c) { rest.removeFirst() }
+        }
+        if phones.isEmpty && emails.isEmpty { return .invalid("no phone number or e-mail address in “\(line)”") }
+        return .details(phones: phones, emails: emails)
+    }
+
+    /// "Tel:", "Tel.:", "Tlf", "E-mail:" …: the label, then dots, colons and spaces.
+    static func dropLabel(_ s: Substring, _ labels: [String]) -> Substring? {
+        let lower = s.lowercased()
+        for label in labels where lower.hasPrefix(label) {
+            var rest = s.dropFirst(label.count)
+            // "Telford" is a name, not "Tel" + "ford".
+            guard let next = rest.first, next == "." || next == ":" || next.isWhitespace || startsPhone(next) else { continue }
+            while let c = rest.first, c == "." || c == ":" || c.isWhitespace { rest.removeFirst() }
+            return rest
+        }
+        return nil
+    }
+
+    static func startsPhone(_ c: Character) -> Bool { c == "+" || c == "(" || (c.isASCII && c.isNumber) }
+
+    /// The longest run of phone characters: "+", digits, spaces, parentheses, dashes, and dots
+    /// between digits. The address glued after it is whatever follows.
+    static func takePhone(_ s: Substring) -> (String, Substring)? {
+        guard let first = s.first, startsPhone(first) else { return nil }
+        let chars = Array(s)
+        var end = 0
+        while end < chars.count {
+            let c = chars[end]
+            let isDigit = c.isASCII && c.isNumber
+            let dotBetweenDigits = c == "." && end > 0 && chars[end - 1].isASCII && chars[end - 1].isNumber
+                && end + 1 < chars.count && chars[end + 1].isASCII && chars[end + 1].isNumber
+            guard isDigit || (c == "+" && end == 0) || c == " " || c == "(" || c == ")" || c == "-" || dotBetweenDigits else { break }
+            end += 1
+        }
+        // Closing parentheses stay only when they close something; trailing spaces and dashes go.
+        while end > 0, " -(".contains(chars[end - 1]) { end -= 1 }
+        let phone = String(chars[..<end])
+        guard phone.filter({ $0.isASCII && $0.isNumber }).count >= 3 else { return nil }
+        return (phone, s.dropFirst(end))
+    }
+
+    /// An address up to the next space or separator.
+    static func takeEmail(_ s: Substring) -> (String, Substring)? {
+        var rest = s
+        if rest.lowercased().hasPrefix("mailto:") { rest = rest.dropFirst(7) }
+        let end = rest.firstIndex { $0.isWhitespace || separators.contains($0) || "<>()".contains($0) } ?? rest.endIndex
+        var email = String(rest[..<end])
+        while let last = email.last, ".:".contains(last) { email.removeLast() }
+        guard isEmail(email) else { return nil }
+        return (email, rest[end...])
+    }
+
+    static func isEmail(_ s: String) -> Bool {
+        let parts = s.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
+              !parts[1].hasPrefix("."), !parts[1].hasSuffix(".") else { return false }
+        return !s.contains { $0.isWhitespace || $0 == "\"" }
+    }
+
+    // MARK: names, organisations and titles
+
+    /// Splits at the first lower→upper boundary with no space ("Ås|Norwegian"); a hyphen or a
+    /// surname prefix ("McDonald") is not a boundary. Nil when there is none.
+    static func splitNameOrg(_ line: String) -> (name: String, org: String)? {
+        let chars = Array(line)
+        var wordStart = 0
+        for i in chars.indices.dropFirst() {
+            if chars[i - 1].isWhitespace || chars[i - 1] == "-" { wordStart = i }
+            guard chars[i - 1].isLowercase, chars[i].isUppercase else { continue }
+            if namePrefixes.contains(String(chars[wordStart..<i])) { continue }
+            let name = ContactText.trim(String(chars[..<i]))
+            let org = ContactText.trim(String(chars[i...]))
+            return name.isEmpty || org.isEmpty ? nil : (name, org)
+        }
+        return nil
+    }
+
+    static func newDraft(_ line: String, line number: Int) -> PressContactDraft {
+        let collapse = { (s: String) in s.split(whereSeparator: \.isWhitespace).joined(separator: " ") }
+        guard case let (name, org)? = splitNameOrg(line) else {
+            return PressContactDraft(line: number, name: collapse(line), orgs: [])
+        }
+        // "Norwegian Peoples Aid/Norsk Folkehjelp": one organisation named in two languages.
+        let orgs = org.split(separator: "/").map { collapse(ContactText.trim($0)) }.filter { !$0.isEmpty }
+        return PressContactDraft(line: number, name: collapse(name), orgs: orgs)
+    }
+
+    /// A line without a glued organisation is the contact's title when it reads like one, or
+    /// when it comes between the name and the numbers and does not read like a name.
+    static func isTitle(_ line: String, after draft: PressContactDraft) -> Bool {
+        guard draft.title == nil, splitNameOrg(line) == nil else { return false }
+        return readsLikeTitle(line) || (!draft.hasDetails && !readsLikeName(line))
+    }
+
+    static func readsLikeTitle(_ line: String) -> Bool {
+        let words = line.split(whereSeparator: \.isWhitespace).map(String.init)
+        let lowerWord = words.contains { w in (w.first?.isLowercase ?? false) && !nameParticles.contains(w) }
+        let titleWord = words.contains { w in
+            let lw = w.lowercased()
+            return titleWords.contains { lw.hasPrefix($0) }
+        }
+        return lowerWord || titleWord
+    }
+
+    /// Two to five capitalised words (particles aside), no digits.
+    static func readsLikeName(_ line: String) -> Bool {
+        let words = line.split(whereSeparator: \.isWhitespace)
+        guard (2...5).contains(words.count), !line.contains(where: \.isNumber) else { return false }
+        return words.allSatisfy { w in (w.first?.isUppercase ?? false) || nameParticles.contains(String(w)) }
+    }
+}

@@ -1,0 +1,235 @@
+/// The two record types.
+public enum RecordType: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case note = 1
+    case contact = 2
+
+    public var description: String { self == .note ? "note" : "contact" }
+    public init?(name: String) {
+        switch name {
+        case "note": self = .note
+        case "contact": self = .contact
+        default: return nil
+        }
+    }
+}
+
+/// What an op does (DESIGN.md §3). The merge meaning of each is in `RecordMerge`.
+public enum OpAction: UInt8, Sendable, Hashable, CaseIterable, CustomStringConvertible {
+    case create = 1   // a new record of a type (and, for notes, a kind)
+    case set = 2      // register write; supersedes at most the one value its author displayed
+    case add = 3      // set element, tagged by this op's ref (add-wins)
+    case remove = 4   // removes the set-element tags it names
+    case delete = 5   // tombstone; names every value and tag the deleter saw
+    case resolve = 6  // coordinator: supersedes every survivor of a field (or the tombstones, field "")
+    case review = 7   // coordinator: review state of a note
+    case erase = 8    // coordinator: drop the values of a record's personal fields everywhere
+
+    public var description: String {
+        ["", "create", "set", "add", "remove", "delete", "resolve", "review", "erase"][Int(rawValue)]
+    }
+}
+
+/// SHA-256(salt ‖ canonical value). What the signature covers in place of the value, so a value
+/// can be erased later while the change still verifies.
+public struct Commitment: Hashable, Sendable {
+    public let bytes: [UInt8]
+    public init?(bytes: [UInt8]) { guard bytes.count == 32 else { return nil }; self.bytes = bytes }
+}
+
+/// One operation on one record.
+public struct Op: Hashable, Sendable {
+    public var action: OpAction
+    public var recordType: RecordType
+    public var record: RecordID
+    /// `create` of a note: its kind. Empty otherwise.
+    public var kind: String
+    /// The field written (`set`, `add`, `remove`, `resolve`; "review" for `review`). Empty otherwise;
+    /// a `resolve` with an empty field settles a delete/edit conflict by keeping the record.
+    public var field: String
+    /// For ops that carry a value.
+    public var commitment: Commitment?
+    /// `set`/`resolve`/`review`: the writes superseded. `remove`: the tags removed.
+    /// `delete`: every write and tag the deleter saw. Sorted, no duplicates.
+    public var refs: [OpRef]
+
+    public init(action: OpAction, recordType: RecordType, record: RecordID, kind: String = "", field: String = "",
+                commitment: Commitment? = nil, refs: [OpRef] = []) {
+        self.action = action
+        self.recordType = recordType
+        self.record = record
+        self.kind = kind
+        self.field = field
+        self.commitment = commitment
+        self.refs = Array(Set(refs)).sorted()
+    }
+
+    /// Whether this action carries a value beside the change.
+    public var carriesValue: Bool {
+        switch action {
+        case .set, .add, .review: return true
+        case .resolve: return !field.isEmpty
+        case .create, .remove, .delete, .erase: return false
+        }
+    }
+}
+
+/// A change: the ops one device made in one local transaction, with the header that places it
+/// in the device's hash chain. Its canonical bytes are made once by the author (`ChangeCodec`)
+/// and then kept byte for byte.
+public struct Change: Hashable, Sendable {
+    public static let formatVersion: UInt8 = 1
+
+    public var device: DeviceID
+    /// 1, 2, 3… per device.
+    public var seq: UInt64
+    /// The id of this device's change `seq - 1`; zero for `seq == 1`.
+    public var prev: ChangeID
+    public var hlc: HLC
+    /// The author's wall clock (Unix ms) when the change was made, kept apart from the HLC.
+    public var wallMillis: UInt64
+    public var ops: [Op]
+
+    public init(device: DeviceID, seq: UInt64, prev: ChangeID, hlc: HLC, wallMillis: UInt64, ops: [Op]) {
+        self.device = device
+        self.seq = seq
+        self.prev = prev
+        self.hlc = hlc
+        self.wallMillis = wallMillis
+        self.ops = ops
+    }
+
+    public var stamp: Stamp { Stamp(hlc: hlc, device: device) }
+}
+
+/// The strict canonical binary form of a change (see docs/WIRE.md).
+public enum ChangeCodec {
+    public static let maxOps = 1000
+    public static let maxRefs = 4096
+    public static let maxFieldName = 64
+    public static let maxKind = 32
+    public static let maxChangeBytes = 4 << 20
+
+    public static func encode(_ c: Change) -> [UInt8] {
+        var w = ByteWriter()
+        w.bytes.reserveCapacity(90 + c.ops.count * 60)
+        w.u8(Change.formatVersion)
+        w.raw(c.device.bytes)
+        w.varint(c.seq)
+        w.raw(c.prev.bytes)
+        w.u64(c.hlc.raw)
+        w.u64(c.wallMillis)
+        w.varint(UInt64(c.ops.count))
+        for op in c.ops { encode(op, into: &w) }
+        return w.bytes
+    }
+
+    static func encode(_ op: Op, into w: inout ByteWriter) {
+        w.u8(op.action.rawValue)
+        w.u8(op.recordType.rawValue)
+        w.raw(op.record.bytes)
+        switch op.action {
+        case .create:
+            w.string(op.kind)
+        case .set, .review:
+            w.string(op.field)
+            w.raw(op.commitment!.bytes)
+            refs(op.refs, into: &w)
+        case .add:
+            w.string(op.field)
+            w.raw(op.commitment!.bytes)
+        case .remove:
+            w.string(op.field)
+            refs(op.refs, into: &w)
+        case .delete:
+            refs(op.refs, into: &w)
+        case .resolve:
+            w.string(op.field)
+            if !op.field.isEmpty { w.raw(op.commitment!.bytes) }
+            refs(op.refs, into: &w)
+        case .erase:
+            break
+        }
+    }
+
+    static func refs(_ refs: [OpRef], into w: inout ByteWriter) {
+        w.varint(UInt64(refs.count))
+        for r in refs { w.raw(r.change.bytes); w.varint(UInt64(r.index)) }
+    }
+
+    /// Decodes strictly: unknown version, unknown action, oversize counts, non-minimal or
+    /// unsorted encodings and trailing bytes are all refused.
+    public static func decode(_ bytes: [UInt8]) throws(CoreError) -> Change {
+        guard bytes.count <= maxChangeBytes else { throw CoreError(.oversize, "change is \(bytes.count) bytes, more than \(maxChangeBytes)") }
+        var r = ByteReader(bytes)
+        let version = try r.u8()
+        guard version == Change.formatVersion else { throw CoreError(.unknownVersion, "change format version \(version) is not known (this build reads \(Change.formatVersion))") }
+        let device = DeviceID(bytes: try r.raw(16))!
+        let seq = try r.varint()
+        let prev = ChangeID(bytes: try r.raw(32))!
+        let hlc = HLC(raw: try r.u64())
+        let wall = try r.u64()
+        let n = try r.count(max: maxOps, what: "op count")
+        guard n > 0 else { throw CoreError(.malformed, "change has no ops") }
+        var ops: [Op] = []
+        ops.reserveCapacity(n)
+        for _ in 0..<n { ops.append(try decodeOp(&r)) }
+        try r.finish()
+        guard seq >= 1 else { throw CoreError(.malformed, "seq 0 is not allowed") }
+        guard (seq == 1) == prev.isZero else {
+            throw CoreError(.forgedSeq, seq == 1 ? "seq 1 must have no prev" : "seq \(seq) has no prev")
+        }
+        return Change(device: device, seq: seq, prev: prev, hlc: hlc, wallMillis: wall, ops: ops)
+    }
+
+    static func decodeOp(_ r: inout ByteReader) throws(CoreError) -> Op {
+        let a = try r.u8()
+        guard let action = OpAction(rawValue: a) else { throw CoreError(.malformed, "unknown op action \(a)") }
+        let t = try r.u8()
+        guard let type = RecordType(rawValue: t) else { throw CoreError(.malformed, "unknown record type \(t)") }
+        let record = RecordID(bytes: try r.raw(16))!
+        var op = Op(action: action, recordType: type, record: record)
+        func field(_ r: inout ByteReader) throws(CoreError) -> String { try r.string(max: maxFieldName, what: "field name") }
+        func commitment(_ r: inout ByteReader) throws(CoreError) -> Commitment { Commitment(bytes: try r.raw(32))! }
+        switch action {
+        case .create:
+            op.kind = try r.string(max: maxKind, what: "kind")
+        case .set, .review:
+            op.field = try field(&r)
+            op.commitment = try commitment(&r)
+            op.refs = try refs(&r)
+        case .add:
+            op.field = try field(&r)
+            op.commitment = try commitment(&r)
+        case .remove:
+            op.field = try field(&r)
+            op.refs = try refs(&r)
+        case .delete:
+            op.refs = try refs(&r)
+        case .resolve:
+            op.field = try field(&r)
+            if !op.field.isEmpty { op.commitment = try commitment(&r) }
+            op.refs = try refs(&r)
+        case .erase:
+            break
+        }
+        guard action == .create || action == .delete || action == .erase || !op.field.isEmpty || action == .resolve else {
+            throw CoreError(.malformed, "\(action) op has no field")
+        }
+        return op
+    }
+
+    static func refs(_ r: inout ByteReader) throws(CoreError) -> [OpRef] {
+        let n = try r.count(max: maxRefs, what: "reference count")
+        var out: [OpRef] = []
+        out.reserveCapacity(n)
+        for _ in 0..<n {
+            let change = ChangeID(bytes: try r.raw(32))!
+            let index = try r.varint()
+            guard index < UInt64(maxOps) else { throw CoreError(.oversize, "op index \(index) is beyond \(maxOps)") }
+            let ref = OpRef(change: change, index: UInt16(index))
+            if let last = out.last, !(last < ref) { throw CoreError(.malformed, "references are not sorted and unique") }
+            out.append(ref)
+        }
+        return out
+    }
+}

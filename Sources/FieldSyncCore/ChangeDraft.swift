@@ -1,0 +1,79 @@
+/// Ops being gathered for one local change. Each method reads the record as the author sees it
+/// and names exactly what the op supersedes, so the merge rules hold by construction.
+public struct ChangeDraft: Sendable {
+    public private(set) var ops: [Op] = []
+    public private(set) var values: [UInt16: OpValue] = [:]
+
+    public init() {}
+
+    public var isEmpty: Bool { ops.isEmpty }
+
+    mutating func append(_ op: Op, value: JSONValue? = nil) {
+        var op = op
+        if let value {
+            let v = OpValue.fresh(value)
+            op.commitment = v.commitment
+            values[UInt16(ops.count)] = v
+        }
+        ops.append(op)
+    }
+
+    public mutating func create(_ id: RecordID, type: RecordType, kind: String?) {
+        append(Op(action: .create, recordType: type, record: id, kind: kind ?? ""))
+    }
+
+    /// Register write: supersedes the value the author sees displayed (the winner), only.
+    public mutating func set(_ field: String, to value: JSONValue, on record: RecordOps, type: RecordType) {
+        let winner = record.survivors(field, type: type).first
+        append(Op(action: .set, recordType: type, record: record.id, field: field, refs: winner.map { [$0.ref] } ?? []), value: value)
+    }
+
+    /// A write to a record created in this same draft: nothing to supersede.
+    public mutating func set(_ field: String, to value: JSONValue, onNew id: RecordID, type: RecordType) {
+        append(Op(action: .set, recordType: type, record: id, field: field), value: value)
+    }
+
+    public mutating func add(_ field: String, _ value: JSONValue, record id: RecordID, type: RecordType) {
+        append(Op(action: .add, recordType: type, record: id, field: field), value: value)
+    }
+
+    /// Removes every live tag of `value` the author sees. Returns false when the value is absent.
+    @discardableResult
+    public mutating func remove(_ field: String, _ value: JSONValue, on record: RecordOps, type: RecordType) -> Bool {
+        let tags = record.liveTags(field, type: type).filter { $0.value == value }.map(\.ref)
+        guard !tags.isEmpty else { return false }
+        append(Op(action: .remove, recordType: type, record: record.id, field: field, refs: tags))
+        return true
+    }
+
+    /// Tombstone naming every survivor and live tag the author sees.
+    public mutating func delete(_ record: RecordOps, type: RecordType) {
+        var seen: [OpRef] = []
+        for f in record.writes.keys { seen += record.survivors(f, type: type).map(\.ref) }
+        for f in record.adds.keys { seen += record.liveTags(f, type: type).map(\.ref) }
+        append(Op(action: .delete, recordType: type, record: record.id, refs: seen))
+    }
+
+    /// Coordinator: one value for a field, superseding every survivor.
+    public mutating func resolve(_ field: String, to value: JSONValue, on record: RecordOps, type: RecordType) {
+        let all = record.survivors(field, type: type).map(\.ref)
+        append(Op(action: .resolve, recordType: type, record: record.id, field: field, refs: all), value: value)
+    }
+
+    /// Coordinator: settles a delete/edit conflict by keeping the record.
+    public mutating func keepRecord(_ record: RecordOps, type: RecordType) {
+        append(Op(action: .resolve, recordType: type, record: record.id, refs: record.liveTombstones.map(\.ref)))
+    }
+
+    /// Coordinator: review state of a note, superseding every earlier review survivor.
+    public mutating func review(_ state: String, comment: String?, on record: RecordOps) {
+        var v: [String: JSONValue] = ["state": .string(state)]
+        if let comment { v["comment"] = .string(comment) }
+        let all = record.survivors("review", type: .note).map(\.ref)
+        append(Op(action: .review, recordType: .note, record: record.id, field: "review", refs: all), value: .object(v))
+    }
+
+    public mutating func erase(_ id: RecordID) {
+        append(Op(action: .erase, recordType: .contact, record: id))
+    }
+}

@@ -1,0 +1,168 @@
+import Crypto
+import Foundation
+
+/// A record's id: a UUIDv7 made on the device that created the record (time-ordered, so
+/// ids sort by creation and index well).
+public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    // Two words: records are keyed and sorted by id everywhere, so comparing must be cheap.
+    let hi: UInt64
+    let lo: UInt64
+
+    /// A new UUIDv7 for `unixMillis`, with 74 random bits.
+    public static func make(unixMillis: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> RecordID {
+        var g = SystemRandomNumberGenerator()
+        return make(unixMillis: unixMillis, using: &g)
+    }
+
+    public static func make(unixMillis: UInt64, using rng: inout some RandomNumberGenerator) -> RecordID {
+        let randA = rng.next() & 0x0FFF
+        let randB = rng.next() & 0x3FFF_FFFF_FFFF_FFFF
+        return RecordID(hi: (unixMillis & 0xFFFF_FFFF_FFFF) << 16 | 0x7000 | randA,  // version 7
+                        lo: 0x8000_0000_0000_0000 | randB)                           // RFC 9562 variant
+    }
+
+    init(hi: UInt64, lo: UInt64) { self.hi = hi; self.lo = lo }
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 16 else { return nil }
+        var h: UInt64 = 0, l: UInt64 = 0
+        for i in 0..<8 { h = h << 8 | UInt64(bytes[i]); l = l << 8 | UInt64(bytes[8 + i]) }
+        self.init(hi: h, lo: l)
+    }
+
+    public init(uuid: UUID) {
+        self.init(bytes: withUnsafeBytes(of: uuid.uuid) { Array($0) })!
+    }
+
+    public init?(_ text: String) {
+        guard let u = UUID(uuidString: text) else { return nil }
+        self.init(uuid: u)
+    }
+
+    public var bytes: [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 {
+            out[i] = UInt8(truncatingIfNeeded: hi >> UInt64(56 - 8 * i))
+            out[8 + i] = UInt8(truncatingIfNeeded: lo >> UInt64(56 - 8 * i))
+        }
+        return out
+    }
+
+    public var uuid: UUID {
+        let b = bytes
+        return UUID(uuid: (b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]))
+    }
+
+    public var description: String { uuid.uuidString.lowercased() }
+    public static func < (a: RecordID, b: RecordID) -> Bool { (a.hi, a.lo) < (b.hi, b.lo) }
+}
+
+/// A device's id: base32 (RFC 4648, lower case, no padding) of the first 16 bytes of
+/// SHA-256 of its Ed25519 public key. Anyone holding the key can check the id.
+public struct DeviceID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    // Two words, like RecordID: device ids break ties in every write comparison.
+    let hi: UInt64
+    let lo: UInt64
+
+    public init?(bytes: [UInt8]) {
+        guard bytes.count == 16 else { return nil }
+        var h: UInt64 = 0, l: UInt64 = 0
+        for i in 0..<8 { h = h << 8 | UInt64(bytes[i]); l = l << 8 | UInt64(bytes[8 + i]) }
+        (hi, lo) = (h, l)
+    }
+
+    public init(publicKey: [UInt8]) {
+        self.init(bytes: Array(SHA256.hash(data: publicKey).prefix(16)))!
+    }
+
+    public var bytes: [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        for i in 0..<8 {
+            out[i] = UInt8(truncatingIfNeeded: hi >> UInt64(56 - 8 * i))
+            out[8 + i] = UInt8(truncatingIfNeeded: lo >> UInt64(56 - 8 * i))
+        }
+        return out
+    }
+
+    static let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
+
+    public var description: String {
+        var out: [UInt8] = []
+        var buffer: UInt32 = 0
+        var bits = 0
+        for b in bytes {
+            buffer = buffer << 8 | UInt32(b); bits += 8
+            while bits >= 5 { bits -= 5; out.append(Self.alphabet[Int((buffer >> UInt32(bits)) & 31)]) }
+        }
+        if bits > 0 { out.append(Self.alphabet[Int((buffer << UInt32(5 - bits)) & 31)]) }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public init?(_ text: String) {
+        let chars = Array(text.lowercased().utf8)
+        guard chars.count == 26 else { return nil }
+        var out: [UInt8] = []
+        var buffer: UInt32 = 0
+        var bits = 0
+        for c in chars {
+            guard let v = Self.alphabet.firstIndex(of: c) else { return nil }
+            buffer = buffer << 5 | UInt32(v); bits += 5
+            if bits >= 8 { bits -= 8; out.append(UInt8(truncatingIfNeeded: buffer >> UInt32(bits))) }
+        }
+        guard out.count == 16, buffer & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
+        self.init(bytes: out)
+    }
+
+    public static func < (a: DeviceID, b: DeviceID) -> Bool { (a.hi, a.lo) < (b.hi, b.lo) }
+}
+
+/// SHA-256 of a change's signed bytes. Kept as four words so hashing and comparing are cheap:
+/// the merge keys every op by (change id, index).
+public struct ChangeID: Hashable, Comparable, Sendable, CustomStringConvertible {
+    let w0, w1, w2, w3: UInt64
+
+    public static let zero = ChangeID(w0: 0, w1: 0, w2: 0, w3: 0)
+
+    init(w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64) { (self.w0, self.w1, self.w2, self.w3) = (w0, w1, w2, w3) }
+
+    public init?(bytes: some Collection<UInt8>) {
+        guard bytes.count == 32 else { return nil }
+        var w = [UInt64](repeating: 0, count: 4)
+        for (i, b) in bytes.enumerated() { w[i / 8] = w[i / 8] << 8 | UInt64(b) }
+        self.init(w0: w[0], w1: w[1], w2: w[2], w3: w[3])
+    }
+
+    public init?(hex: String) {
+        guard let b = [UInt8](hex: hex) else { return nil }
+        self.init(bytes: b)
+    }
+
+    /// The id of a change: SHA-256 of its signed bytes.
+    public static func of(signedBytes: [UInt8]) -> ChangeID {
+        ChangeID(bytes: Array(SHA256.hash(data: signedBytes)))!
+    }
+
+    public var bytes: [UInt8] {
+        var out: [UInt8] = []; out.reserveCapacity(32)
+        for w in [w0, w1, w2, w3] { for s in stride(from: 56, through: 0, by: -8) { out.append(UInt8(truncatingIfNeeded: w >> UInt64(s))) } }
+        return out
+    }
+
+    public var hex: String { bytes.hex }
+    public var description: String { hex }
+    public var isZero: Bool { self == .zero }
+
+    public static func < (a: ChangeID, b: ChangeID) -> Bool { (a.w0, a.w1, a.w2, a.w3) < (b.w0, b.w1, b.w2, b.w3) }
+}
+
+/// One op inside one change: what `set` supersedes, what `remove` removes and what
+/// a set element's tag is.
+public struct OpRef: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public let change: ChangeID
+    public let index: UInt16
+
+    public init(change: ChangeID, index: UInt16) { self.change = change; self.index = index }
+
+    public var description: String { "\(change.hex.prefix(12)):\(index)" }
+    public static func < (a: OpRef, b: OpRef) -> Bool { (a.change, a.index) < (b.change, b.index) }
+}

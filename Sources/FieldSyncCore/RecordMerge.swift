@@ -1,0 +1,248 @@
+/// THE MERGE RULE (DESIGN.md §5) lives in this file.
+///
+/// A record's state is a pure function of the *set* of ops applied to it: `RecordOps.insert`
+/// only adds to sets and maps keyed by op ref, and `materialize` reads them in a fixed order.
+/// So any delivery order, with any duplicates, gives the same `RecordView` on every replica.
+///
+/// - Register fields are multi-value registers: a write supersedes the refs it names; every
+///   write not superseded survives. One survivor is clean; several are a conflict, shown as the
+///   survivor with the highest (HLC, device, op index) and listed until a `resolve` supersedes
+///   them all. An ordinary `set` names only the value its author displayed (Policy enforces it).
+/// - Set fields are add-wins observed-remove sets: an element lives while one of its add tags
+///   is not removed; a remove only removes the tags its author saw.
+/// - `delete` is a tombstone naming what the deleter saw. Content it did not see (a concurrent
+///   write or add) keeps the record and raises a delete/edit conflict.
+/// - `erase` makes every replica drop the values of the record's personal fields for good.
+
+/// One op as applied: where it came from and its value, when the replica holds it.
+public struct AppliedOp: Hashable, Sendable {
+    public let ref: OpRef
+    public let op: Op
+    public let hlc: HLC
+    public let author: DeviceID
+    public let wallMillis: UInt64
+    /// Nil when the op carries no value, or its value was erased.
+    public var value: JSONValue?
+
+    public init(ref: OpRef, op: Op, hlc: HLC, author: DeviceID, wallMillis: UInt64, value: JSONValue?) {
+        self.ref = ref
+        self.op = op
+        self.hlc = hlc
+        self.author = author
+        self.wallMillis = wallMillis
+        self.value = value
+    }
+
+    /// The total order of writes: (HLC, device id, op index).
+    public static func precedes(_ a: AppliedOp, _ b: AppliedOp) -> Bool {
+        if a.hlc != b.hlc { return a.hlc < b.hlc }
+        if a.author != b.author { return a.author < b.author }
+        return a.ref < b.ref
+    }
+
+    /// The author's wall clock and the HLC disagree by more than the skew threshold.
+    public var clockSkewed: Bool {
+        let h = hlc.millis
+        let d = h > wallMillis ? h - wallMillis : wallMillis - h
+        return d > HybridClock.skewThresholdMillis
+    }
+}
+
+/// Every op applied to one record. Insertion is commutative and idempotent.
+public struct RecordOps: Sendable {
+    public let id: RecordID
+    public private(set) var creates: [OpRef: AppliedOp] = [:]
+    public private(set) var writes: [String: [OpRef: AppliedOp]] = [:]
+    public private(set) var adds: [String: [OpRef: AppliedOp]] = [:]
+    public private(set) var removed: Set<OpRef> = []
+    public private(set) var superseded: Set<OpRef> = []
+    public private(set) var tombstones: [OpRef: AppliedOp] = [:]
+    public private(set) var erasures: [OpRef: AppliedOp] = [:]
+    /// The newest op of any kind: when the record last changed.
+    public private(set) var lastChanged: HLC = .zero
+
+    public init(id: RecordID) { self.id = id }
+
+    public var isErased: Bool { !erasures.isEmpty }
+
+    public mutating func insert(_ e: AppliedOp, personalFields: Set<String>) {
+        var e = e
+        if isErased, personalFields.contains(e.op.field) { e.value = nil }
+        if e.hlc > lastChanged { lastChanged = e.hlc }
+        switch e.op.action {
+        case .create:
+            creates[e.ref] = e
+        case .set, .review:
+            writes[e.op.field, default: [:]][e.ref] = e
+            superseded.formUnion(e.op.refs)
+        case .resolve:
+            if e.op.field.isEmpty {
+                superseded.formUnion(e.op.refs)  // keeps the record: the tombstones it names stop counting
+            } else {
+                writes[e.op.field, default: [:]][e.ref] = e
+                superseded.formUnion(e.op.refs)
+            }
+        case .add:
+            adds[e.op.field, default: [:]][e.ref] = e
+        case .remove:
+            removed.formUnion(e.op.refs)
+        case .delete:
+            tombstones[e.ref] = e
+        case .erase:
+            erasures[e.ref] = e
+            dropValues(of: personalFields)
+        }
+    }
+
+    mutating func dropValues(of fields: Set<String>) {
+        for f in fields {
+            if var w = writes[f] { for k in w.keys { w[k]!.value = nil }; writes[f] = w }
+            if var a = adds[f] { for k in a.keys { a[k]!.value = nil }; adds[f] = a }
+        }
+    }
+
+    /// The create that counts: the earliest, so two creates of one id agree everywhere.
+    public var header: AppliedOp? { creates.values.min(by: AppliedOp.precedes) }
+
+    /// Register survivors of a field, winner first.
+    public func survivors(_ field: String, type: RecordType) -> [AppliedOp] {
+        guard let w = writes[field] else { return [] }
+        return w.values.filter { !superseded.contains($0.ref) && $0.op.recordType == type }
+            .sorted { AppliedOp.precedes($1, $0) }
+    }
+
+    /// Live add tags of a set field, in op order.
+    public func liveTags(_ field: String, type: RecordType) -> [AppliedOp] {
+        guard let a = adds[field] else { return [] }
+        return a.values.filter { !removed.contains($0.ref) && $0.op.recordType == type }.sorted(by: AppliedOp.precedes)
+    }
+
+    /// Tombstones no record-level resolve has superseded.
+    public var liveTombstones: [AppliedOp] {
+        tombstones.values.filter { !superseded.contains($0.ref) }.sorted(by: AppliedOp.precedes)
+    }
+
+    /// Builds the record as every replica shows it. Nil until its `create` has arrived.
+    public func materialize(schema: RecordSchema) -> RecordView? {
+        guard let h = header else { return nil }
+        let type = h.op.recordType
+        var fields: [String: FieldView] = [:]
+        var content: [OpRef] = []
+        for (name, _) in writes {
+            let s = survivors(name, type: type)
+            guard !s.isEmpty else { continue }
+            content += s.map(\.ref)
+            fields[name] = FieldView(merge: .register, value: s[0].value, survivors: s.map(Survivor.init), elements: [])
+        }
+        for (name, _) in adds {
+            let live = liveTags(name, type: type)
+            guard !live.isEmpty else { continue }
+            content += live.map(\.ref)
+            // One element per distinct value; erased values stay as one erased element per tag.
+            var byValue: [[UInt8]: SetElement] = [:]
+            var erased: [SetElement] = []
+            for t in live {
+                if let v = t.value {
+                    byValue[v.canonicalBytes, default: SetElement(value: v, tags: [])].tags.append(t.ref)
+                } else {
+                    erased.append(SetElement(value: nil, tags: [t.ref]))
+                }
+            }
+            let elements = byValue.sorted { $0.key.lexicographicallyPrecedes($1.key) }.map(\.value) + erased
+            fields[name] = FieldView(merge: .set, value: nil, survivors: [], elements: elements)
+        }
+        let tombs = liveTombstones
+        var deleteConflict: DeleteConflict?
+        var deleted = false
+        if !tombs.isEmpty {
+            let seen = Set(tombs.flatMap(\.op.refs))
+            let unseen = content.filter { !seen.contains($0) }
+            if unseen.isEmpty {
+                deleted = true
+            } else {
+                deleteConflict = DeleteConflict(tombstones: tombs.map(Survivor.init), unseenEdits: unseen.sorted())
+            }
+        }
+        let erasure = erasures.values.min(by: AppliedOp.precedes)
+        return RecordView(
+            id: id, type: type, kind: h.op.kind.isEmpty ? nil : h.op.kind,
+            createdBy: h.author, createdAt: h.hlc, lastChanged: lastChanged,
+            fields: fields, deleted: deleted, deleteConflict: deleteConflict,
+            erasedBy: erasure.map(Survivor.init)
+        )
+    }
+}
+
+/// One surviving write (or tombstone), with who wrote it and when.
+public struct Survivor: Hashable, Sendable {
+    public let ref: OpRef
+    public let value: JSONValue?
+    public let author: DeviceID
+    public let hlc: HLC
+    public let wallMillis: UInt64
+    public let clockSkewed: Bool
+
+    public init(_ e: AppliedOp) {
+        ref = e.ref
+        value = e.value
+        author = e.author
+        hlc = e.hlc
+        wallMillis = e.wallMillis
+        clockSkewed = e.clockSkewed
+    }
+}
+
+public struct SetElement: Hashable, Sendable {
+    /// Nil when erased.
+    public var value: JSONValue?
+    public var tags: [OpRef]
+}
+
+public struct FieldView: Hashable, Sendable {
+    public let merge: MergeType
+    /// Register: the displayed value (the winner); nil when erased.
+    public let value: JSONValue?
+    /// Register: every survivor, winner first. More than one is a conflict.
+    public let survivors: [Survivor]
+    /// Set: the live elements, in canonical order.
+    public let elements: [SetElement]
+
+    public var inConflict: Bool { survivors.count > 1 }
+}
+
+public struct DeleteConflict: Hashable, Sendable {
+    public let tombstones: [Survivor]
+    /// Writes and adds the deleters did not see.
+    public let unseenEdits: [OpRef]
+}
+
+/// A record as shown: the same on every replica that holds the same set of changes.
+public struct RecordView: Hashable, Sendable {
+    public let id: RecordID
+    public let type: RecordType
+    public let kind: String?
+    public let createdBy: DeviceID
+    public let createdAt: HLC
+    public let lastChanged: HLC
+    public let fields: [String: FieldView]
+    /// Tombstoned with nothing unseen: gone from listings.
+    public let deleted: Bool
+    public let deleteConflict: DeleteConflict?
+    public let erasedBy: Survivor?
+
+    public var conflictedFields: [String] { fields.filter { $0.value.inConflict }.keys.sorted() }
+    public var hasConflict: Bool { deleteConflict != nil || fields.values.contains { $0.inConflict } }
+
+    /// The plain JSON shape of the record's current values (the winner of each register,
+    /// the elements of each set), as listings and exports show it.
+    public var values: [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        for (name, f) in fields {
+            switch f.merge {
+            case .register: out[name] = f.value ?? .null
+            case .set: out[name] = .array(f.elements.map { $0.value ?? .null })
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,174 @@
+import Crypto
+
+/// An Ed25519 key pair of a device (or of the server).
+public struct DeviceKey: Sendable {
+    public let privateKey: Curve25519.Signing.PrivateKey
+
+    public init() { privateKey = Curve25519.Signing.PrivateKey() }
+    public init(rawRepresentation: [UInt8]) throws(CoreError) {
+        do { privateKey = try Curve25519.Signing.PrivateKey(rawRepresentation: rawRepresentation) } catch {
+            throw CoreError(.malformed, "not an Ed25519 private key")
+        }
+    }
+
+    public var rawRepresentation: [UInt8] { Array(privateKey.rawRepresentation) }
+    public var publicKey: [UInt8] { Array(privateKey.publicKey.rawRepresentation) }
+    public var deviceID: DeviceID { DeviceID(publicKey: publicKey) }
+
+    /// Signs `domain ‖ message`: the domain keeps a change signature from ever being valid as
+    /// an HTTP signature or a roster signature, and the other way round.
+    public func sign(_ message: [UInt8], domain: SignatureDomain) -> [UInt8] {
+        // BoringSSL's Ed25519 signing does not fail for a valid key.
+        Array(try! privateKey.signature(for: domain.prefix + message))
+    }
+}
+
+/// Domain-separation prefixes for every kind of signed bytes.
+public struct SignatureDomain: Sendable {
+    public let prefix: [UInt8]
+    public static let change = SignatureDomain(prefix: Array("fieldsync change v1\0".utf8))
+    public static let roster = SignatureDomain(prefix: Array("fieldsync roster v1\0".utf8))
+    public static let httpRequest = SignatureDomain(prefix: [])  // RFC 9421 signature base is its own domain
+}
+
+public func verifySignature(_ signature: [UInt8], of message: [UInt8], domain: SignatureDomain, publicKey: [UInt8]) -> Bool {
+    guard let key = try? Curve25519.Signing.PublicKey(rawRepresentation: publicKey) else { return false }
+    return key.isValidSignature(signature, for: domain.prefix + message)
+}
+
+/// A value with its salt, travelling beside the change whose op commits to it.
+public struct OpValue: Hashable, Sendable {
+    public let salt: [UInt8]
+    public let value: JSONValue
+
+    public init(salt: [UInt8], value: JSONValue) { self.salt = salt; self.value = value }
+
+    public static func fresh(_ value: JSONValue) -> OpValue {
+        var g = SystemRandomNumberGenerator()
+        var salt = [UInt8](); salt.reserveCapacity(16)
+        for _ in 0..<2 { let w = g.next(); for s in stride(from: 0, to: 64, by: 8) { salt.append(UInt8(truncatingIfNeeded: w >> UInt64(s))) } }
+        return OpValue(salt: salt, value: value)
+    }
+
+    public var commitment: Commitment {
+        var h = SHA256()
+        h.update(data: salt)
+        h.update(data: value.canonicalBytes)
+        return Commitment(bytes: Array(h.finalize()))!
+    }
+}
+
+/// A change as its author signed it: the signed bytes (never re-serialised), the signature, and
+/// the values beside it. `values` may lack entries whose values were erased.
+public struct SignedChange: Hashable, Sendable {
+    public let bytes: [UInt8]
+    public let signature: [UInt8]
+    public let id: ChangeID
+    public let change: Change
+    public private(set) var values: [UInt16: OpValue]
+
+    /// Decodes signed bytes strictly and checks each value against its commitment. The
+    /// signature is checked separately (`verify`), against the key the roster holds.
+    public init(bytes: [UInt8], signature: [UInt8], values: [UInt16: OpValue]) throws(CoreError) {
+        guard signature.count == 64 else { throw CoreError(.malformed, "signature is \(signature.count) bytes, not 64") }
+        let change = try ChangeCodec.decode(bytes)
+        for (index, value) in values {
+            guard Int(index) < change.ops.count, let c = change.ops[Int(index)].commitment else {
+                throw CoreError(.malformed, "a value is given for op \(index), which carries none")
+            }
+            guard value.salt.count == 16 else { throw CoreError(.malformed, "salt of op \(index) is not 16 bytes") }
+            guard value.commitment == c else {
+                throw CoreError(.commitmentMismatch, "the value of op \(index) does not match its commitment")
+            }
+        }
+        self.init(trusted: change, bytes: bytes, signature: signature, values: values)
+    }
+
+    /// For changes this build just encoded itself: no need to decode what we hold.
+    init(trusted change: Change, bytes: [UInt8], signature: [UInt8], values: [UInt16: OpValue]) {
+        self.bytes = bytes
+        self.signature = signature
+        self.change = change
+        self.id = ChangeID.of(signedBytes: bytes)
+        self.values = values
+    }
+
+    /// Makes and signs a change. The only place signed bytes are produced.
+    public static func author(_ change: Change, values: [UInt16: OpValue], key: DeviceKey) -> SignedChange {
+        precondition(change.device == key.deviceID, "a change is signed by its own device")
+        let bytes = ChangeCodec.encode(change)
+        let signature = key.sign(bytes, domain: .change)
+        return SignedChange(trusted: change, bytes: bytes, signature: signature, values: values)
+    }
+
+    /// Checks that `publicKey` is the key of the device in the header and that it signed these bytes.
+    public func verify(publicKey: [UInt8]) throws(CoreError) {
+        guard DeviceID(publicKey: publicKey) == change.device else {
+            throw CoreError(.keyMismatch, "change \(id.hex.prefix(12)) names device \(change.device) but the key is another device's")
+        }
+        guard verifySignature(signature, of: bytes, domain: .change, publicKey: publicKey) else {
+            throw CoreError(.badSignature, "change \(id.hex.prefix(12)) from \(change.device): signature does not verify")
+        }
+    }
+
+    /// Drops the values and salts of the given ops (erasure). Commitments stay in the signed bytes.
+    public mutating func dropValues(_ indices: some Sequence<UInt16>) {
+        for i in indices { values[i] = nil }
+    }
+
+    public static func == (a: SignedChange, b: SignedChange) -> Bool { a.id == b.id && a.values == b.values }
+    public func hash(into h: inout Hasher) { h.combine(id) }
+}
+
+// MARK: - Envelope: a signed change with its values, for storage and the wire.
+
+extension SignedChange {
+    public static let envelopeVersion: UInt8 = 1
+    public static let maxValueBytes = 1 << 20
+
+    /// version ‖ blob(signed bytes) ‖ signature(64) ‖ count ‖ (index ‖ salt(16) ‖ blob(value))*
+    public var envelope: [UInt8] {
+        var w = ByteWriter()
+        w.u8(Self.envelopeVersion)
+        w.blob(bytes)
+        w.raw(signature)
+        w.varint(UInt64(values.count))
+        for (i, v) in values.sorted(by: { $0.key < $1.key }) {
+            w.varint(UInt64(i))
+            w.raw(v.salt)
+            w.blob(v.value.canonicalBytes)
+        }
+        return w.bytes
+    }
+
+    public init(envelope: [UInt8]) throws(CoreError) {
+        var r = ByteReader(envelope)
+        let version = try r.u8()
+        guard version == Self.envelopeVersion else { throw CoreError(.unknownVersion, "envelope version \(version) is not known") }
+        let bytes = try r.blob(max: ChangeCodec.maxChangeBytes, what: "signed bytes")
+        let signature = try r.raw(64)
+        let n = try r.count(max: ChangeCodec.maxOps, what: "value count")
+        var values: [UInt16: OpValue] = [:]
+        var lastIndex = -1
+        for _ in 0..<n {
+            let i = try r.varint()
+            guard i < UInt64(ChangeCodec.maxOps), Int(i) > lastIndex else { throw CoreError(.malformed, "value indices are not sorted and unique") }
+            lastIndex = Int(i)
+            let salt = try r.raw(16)
+            let valueBytes = try r.blob(max: Self.maxValueBytes, what: "value")
+            let value = try JSONValue.parse(valueBytes)
+            guard value.canonicalBytes == valueBytes else { throw CoreError(.malformed, "value of op \(i) is not in canonical form") }
+            values[UInt16(i)] = OpValue(salt: salt, value: value)
+        }
+        try r.finish()
+        try self.init(bytes: bytes, signature: signature, values: values)
+    }
+}
+
+extension SignedChange {
+    /// For tests of the merge alone: the real canonical bytes with a zero signature. Only
+    /// `Replicator.receive(verified: true)` takes such a change; `verify` refuses it.
+    package static func unsignedForTesting(_ change: Change, values: [UInt16: OpValue]) -> SignedChange {
+        SignedChange(trusted: change, bytes: ChangeCodec.encode(change), signature: [UInt8](repeating: 0, count: 64), values: values)
+    }
+}

@@ -1,0 +1,276 @@
+import Foundation
+
+/// Value validation and text parsing, driven by each field's declared type. Every refusal
+/// names the field, the value and the rule.
+extension RecordSchema {
+    static let deviceCategories = ["AP", "AT", "UXO", "AXO", "CMR", "IED", "SAA"]
+    static let dispositions = ["destroyed_in_situ", "removed", "rendered_safe", "handed_over", "left_in_place", "other"]
+
+    /// Checks one value (for a set field: one element) and returns it in normal form.
+    public func validate(_ value: JSONValue, field: String, type: RecordType, kind: String?) throws(CoreError) -> JSONValue {
+        guard let spec = self.field(field, type: type, kind: kind) else {
+            throw CoreError(.unknownField, "\(type) \(kind.map { "of kind \($0) " } ?? "")has no field '\(field)'")
+        }
+        return try Self.check(value.normalized(), spec: spec, field: field)
+    }
+
+    static func refuse(_ field: String, _ value: JSONValue, _ rule: String) -> CoreError {
+        var shown = value.canonicalString
+        if shown.count > 80 { shown = String(shown.prefix(77)) + "..." }
+        return CoreError(.invalidValue, "field '\(field)': value \(shown) breaks rule: \(rule)")
+    }
+
+    static func check(_ v: JSONValue, spec: FieldSpec, field: String) throws(CoreError) -> JSONValue {
+        func string(_ rule: String = "must be text") throws(CoreError) -> String {
+            guard let s = v.stringValue else { throw refuse(field, v, rule) }
+            if let max = spec.maxLength, s.count > max { throw refuse(field, v, "at most \(max) characters") }
+            return s
+        }
+        switch spec.type {
+        case "string", "text":
+            let s = try string()
+            if spec.type == "string", s.contains(where: { $0.isNewline }) { throw refuse(field, v, "one line only") }
+            if s.trimmingCharacters(in: .whitespaces).isEmpty { throw refuse(field, v, "must not be empty") }
+        case "enum":
+            let s = try string()
+            guard spec.values?.contains(s) == true else { throw refuse(field, v, "one of \(spec.values!.joined(separator: ", "))") }
+        case "integer":
+            guard let i = v.intValue else { throw refuse(field, v, "must be a whole number") }
+            try range(Double(i))
+        case "number":
+            guard let d = v.doubleValue, d.isFinite else { throw refuse(field, v, "must be a number") }
+            try range(d)
+        case "bool":
+            guard case .bool = v else { throw refuse(field, v, "must be true or false") }
+        case "date":
+            guard isDate(try string("must be a date YYYY-MM-DD")) else { throw refuse(field, v, "must be a calendar date YYYY-MM-DD") }
+        case "instant":
+            guard isInstant(try string()) else {
+                throw refuse(field, v, "must be an instant with offset, optionally with an IANA zone: 2025-08-27T13:40:00+03:00[Europe/Kyiv]")
+            }
+        case "geojson":
+            try checkGeoJSON(v, field: field, maxPositions: spec.maxItems ?? 10000)
+        case "record_id":
+            guard let s = v.stringValue, RecordID(s) != nil else { throw refuse(field, v, "must be a record id (UUID)") }
+            return .string(s.lowercased())
+        case "device_item":
+            try checkDeviceItem(v, field: field)
+        case "tel":
+            guard let o = v.objectValue, let raw = o["raw"]?.stringValue, !raw.isEmpty, raw.count <= 64,
+                  Set(o.keys).isSubset(of: ["raw", "e164"]) else {
+                throw refuse(field, v, "must be {\"raw\": text, \"e164\": \"+…\" (optional)}")
+            }
+            if let e = o["e164"] {
+                guard let s = e.stringValue, isE164(s) else { throw refuse(field, v, "e164 must be + and 8 to 15 digits") }
+            }
+        case "email":
+            let s = try string()
+            guard isEmail(s) else { throw refuse(field, v, "must be an e-mail address") }
+            return .string(lowercasedDomain(s))
+        case "lang":
+            guard isLanguageTag(try string()) else { throw refuse(field, v, "must be a BCP 47 language tag such as en, uk or nb-NO") }
+        case "tz":
+            guard TimeZone(identifier: try string()) != nil else { throw refuse(field, v, "must be an IANA time zone such as Europe/Kyiv") }
+        case "org_name":
+            guard let o = v.objectValue, let name = o["name"]?.stringValue, !name.isEmpty, name.count <= (spec.maxLength ?? 200),
+                  Set(o.keys).isSubset(of: ["name", "lang", "unit"]) else {
+                throw refuse(field, v, "must be {\"name\": text, \"lang\": tag (optional), \"unit\": text (optional)}")
+            }
+            if let l = o["lang"], !(l.stringValue.map(isLanguageTag) ?? false) { throw refuse(field, v, "lang must be a BCP 47 tag") }
+        case "name_parts":
+            let parts = ["family", "given", "additional", "prefix", "suffix"]
+            guard let o = v.objectValue, !o.isEmpty, Set(o.keys).isSubset(of: parts),
+                  o.values.allSatisfy({ ($0.stringValue?.count ?? Int.max) <= (spec.maxLength ?? 200) }) else {
+                throw refuse(field, v, "must be an object of text parts: \(parts.joined(separator: ", "))")
+            }
+        case "review":
+            guard let o = v.objectValue, let state = o["state"]?.stringValue, spec.values?.contains(state) == true,
+                  Set(o.keys).isSubset(of: ["state", "comment"]) else {
+                throw refuse(field, v, "must be {\"state\": \(spec.values!.joined(separator: "|")), \"comment\": text (optional)}")
+            }
+            if let c = o["comment"], (c.stringValue?.count ?? Int.max) > (spec.maxLength ?? 2000) {
+                throw refuse(field, v, "comment at most \(spec.maxLength ?? 2000) characters")
+            }
+        default:
+            throw refuse(field, v, "schema type \(spec.type) is unknown to this build")
+        }
+        return v
+
+        func range(_ d: Double) throws(CoreError) {
+            if let min = spec.min, d < min { throw refuse(field, v, "at least \(JSONValue.double(min).normalized().canonicalString)") }
+            if let max = spec.max, d > max { throw refuse(field, v, "at most \(JSONValue.double(max).normalized().canonicalString)") }
+        }
+    }
+
+    static func isDate(_ s: String) -> Bool {
+        let p = s.split(separator: "-", omittingEmptySubsequences: false)
+        guard p.count == 3, p[0].count == 4, p[1].count == 2, p[2].count == 2,
+              let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), (1...12).contains(m), d >= 1 else { return false }
+        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
+        let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
+        return d <= days
+    }
+
+    /// RFC 3339 date-time with offset, optionally followed by an RFC 9557 `[Zone/Name]`.
+    static func isInstant(_ s: String) -> Bool {
+        var text = Substring(s)
+        if text.hasSuffix("]"), let open = text.lastIndex(of: "[") {
+            let zone = text[text.index(after: open)..<text.index(before: text.endIndex)]
+            guard TimeZone(identifier: String(zone)) != nil else { return false }
+            text = text[..<open]
+        }
+        guard text.count >= 20, let t = text.firstIndex(of: "T") else { return false }
+        guard isDate(String(text[..<t])) else { return false }
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        if f.date(from: String(text)) != nil { return true }
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.date(from: String(text)) != nil
+    }
+
+    static func isE164(_ s: String) -> Bool {
+        s.hasPrefix("+") && (8...15).contains(s.count - 1) && s.dropFirst().allSatisfy { $0.isASCII && $0.isNumber }
+    }
+
+    static func isEmail(_ s: String) -> Bool {
+        let parts = s.split(separator: "@", omittingEmptySubsequences: false)
+        guard s.count <= 254, parts.count == 2, !parts[0].isEmpty, parts[1].contains("."),
+              !parts[1].hasPrefix("."), !parts[1].hasSuffix(".") else { return false }
+        return !s.contains(where: { $0.isWhitespace || $0 == "<" || $0 == ">" || $0 == "," })
+    }
+
+    static func lowercasedDomain(_ s: String) -> String {
+        let parts = s.split(separator: "@")
+        return parts.count == 2 ? "\(parts[0])@\(parts[1].lowercased())" : s
+    }
+
+    static func isLanguageTag(_ s: String) -> Bool {
+        let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+        guard let first = parts.first, (2...3).contains(first.count), first.allSatisfy({ $0.isASCII && $0.isLetter }) else { return false }
+        return parts.dropFirst().allSatisfy { (1...8).contains($0.count) && $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber) } }
+    }
+
+    static func checkDeviceItem(_ v: JSONValue, field: String) throws(CoreError) {
+        guard let o = v.objectValue, Set(o.keys).isSubset(of: ["category", "model", "quantity", "disposition"]) else {
+            throw refuse(field, v, "must be {category, model, quantity, disposition}")
+        }
+        guard let c = o["category"]?.stringValue, deviceCategories.contains(c) else {
+            throw refuse(field, v, "category one of \(deviceCategories.joined(separator: ", "))")
+        }
+        if let m = o["model"], (m.stringValue?.count ?? Int.max) > 80 { throw refuse(field, v, "model is text of at most 80 characters") }
+        guard let q = o["quantity"]?.intValue, (1...100_000).contains(q) else { throw refuse(field, v, "quantity a whole number from 1 to 100000") }
+        if let d = o["disposition"], !(d.stringValue.map(dispositions.contains) ?? false) {
+            throw refuse(field, v, "disposition one of \(dispositions.joined(separator: ", "))")
+        }
+    }
+
+    /// RFC 7946 Point, Polygon or MultiPolygon in WGS84 longitude, latitude.
+    static func checkGeoJSON(_ v: JSONValue, field: String, maxPositions: Int) throws(CoreError) {
+        guard let o = v.objectValue, let type = o["type"]?.stringValue, let coords = o["coordinates"]?.arrayValue,
+              Set(o.keys).isSubset(of: ["type", "coordinates"]) else {
+            throw refuse(field, v, "must be a GeoJSON geometry {type, coordinates}")
+        }
+        var count = 0
+        func position(_ p: JSONValue) throws(CoreError) {
+            count += 1
+            guard count <= maxPositions else { throw refuse(field, v, "at most \(maxPositions) positions") }
+            guard let a = p.arrayValue, (2...3).contains(a.count), let lon = a[0].doubleValue, let lat = a[1].doubleValue else {
+                throw refuse(field, v, "a position is [longitude, latitude]")
+            }
+            guard (-180...180).contains(lon), (-90...90).contains(lat) else {
+                throw refuse(field, v, "longitude within -180..180 and latitude within -90..90 (GeoJSON order is lon, lat)")
+            }
+        }
+        func ring(_ r: JSONValue) throws(CoreError) {
+            guard let ps = r.arrayValue, ps.count >= 4 else { throw refuse(field, v, "a polygon ring has at least 4 positions") }
+            for p in ps { try position(p) }
+            guard ps.first == ps.last else { throw refuse(field, v, "a polygon ring ends where it starts") }
+        }
+        func polygon(_ p: JSONValue) throws(CoreError) {
+            guard let rings = p.arrayValue, !rings.isEmpty else { throw refuse(field, v, "a polygon has at least one ring") }
+            for r in rings { try ring(r) }
+        }
+        switch type {
+        case "Point": try position(.array(coords))
+        case "Polygon": try polygon(.array(coords))
+        case "MultiPolygon":
+            guard !coords.isEmpty else { throw refuse(field, v, "a MultiPolygon has at least one polygon") }
+            for p in coords { try polygon(p) }
+        default: throw refuse(field, v, "geometry type Point, Polygon or MultiPolygon")
+        }
+    }
+}
+
+// MARK: - Text parsing for `--set FIELD=VALUE`
+
+extension RecordSchema {
+    /// Parses command-line text into a value of the field's type, then validates it. Structured
+    /// types take JSON; a few take a short form (`devices`: CATEGORY:MODEL:QUANTITY[:DISPOSITION],
+    /// `org`: NAME, `tel`: the number as written).
+    public func parse(text: String, field: String, type: RecordType, kind: String?) throws(CoreError) -> JSONValue {
+        guard let spec = self.field(field, type: type, kind: kind) else {
+            throw CoreError(.unknownField, "\(type) \(kind.map { "of kind \($0) " } ?? "")has no field '\(field)'")
+        }
+        let value: JSONValue
+        switch spec.type {
+        case "integer":
+            guard let i = Int64(text.trimmingCharacters(in: .whitespaces)) else { throw Self.refuse(field, .string(text), "must be a whole number") }
+            value = .int(i)
+        case "number":
+            guard let d = Double(text.trimmingCharacters(in: .whitespaces)), d.isFinite else { throw Self.refuse(field, .string(text), "must be a number") }
+            value = .double(d)
+        case "bool":
+            switch text.lowercased() {
+            case "true", "yes", "1": value = .bool(true)
+            case "false", "no", "0": value = .bool(false)
+            default: throw Self.refuse(field, .string(text), "must be true or false")
+            }
+        case "device_item" where !text.hasPrefix("{"):
+            let p = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard (3...4).contains(p.count), let q = Int64(p[2]) else {
+                throw Self.refuse(field, .string(text), "CATEGORY:MODEL:QUANTITY[:DISPOSITION] or a JSON object")
+            }
+            var o: [String: JSONValue] = ["category": .string(p[0].uppercased()), "model": .string(p[1]), "quantity": .int(q)]
+            if p.count == 4 { o["disposition"] = .string(p[3]) }
+            value = .object(o)
+        case "org_name" where !text.hasPrefix("{"):
+            value = .object(["name": .string(text)])
+        case "tel" where !text.hasPrefix("{"):
+            var o: [String: JSONValue] = ["raw": .string(text)]
+            if let e = Phone.e164(text, defaultCountryCode: nil) { o["e164"] = .string(e) }
+            value = .object(o)
+        case "geojson", "device_item", "org_name", "name_parts", "tel", "review":
+            do { value = try JSONValue.parse(text) } catch {
+                throw Self.refuse(field, .string(text), "must be JSON for a \(spec.type)")
+            }
+        default:
+            value = .string(text)
+        }
+        return try Self.check(value.normalized(), spec: spec, field: field)
+    }
+}
+
+/// Telephone numbers: keep what was written, derive E.164 only when the country is clear.
+public enum Phone {
+    /// `+CC…` or `00CC…` are clear; a national number needs `defaultCountryCode` (digits, e.g. "47").
+    public static func e164(_ raw: String, defaultCountryCode: String?) -> String? {
+        var s = raw.trimmingCharacters(in: .whitespaces)
+        if s.lowercased().hasPrefix("tel:") { s = String(s.dropFirst(4)) }
+        if let semi = s.firstIndex(of: ";") { s = String(s[..<semi]) }
+        let allowed = Set("+0123456789 ()-./")
+        guard !s.isEmpty, s.allSatisfy({ allowed.contains($0) }) else { return nil }
+        let digits = s.filter { $0.isASCII && $0.isNumber }
+        let candidate: String
+        if s.hasPrefix("+") {
+            candidate = "+" + digits
+        } else if digits.hasPrefix("00") {
+            candidate = "+" + digits.dropFirst(2)
+        } else if let cc = defaultCountryCode {
+            let national = digits.hasPrefix("0") ? String(digits.dropFirst()) : digits
+            candidate = "+" + cc + national
+        } else {
+            return nil
+        }
+        return RecordSchema.isE164(candidate) ? candidate : nil
+    }
+}

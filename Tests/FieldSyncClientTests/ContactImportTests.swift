@@ -1,0 +1,347 @@
+import Foundation
+import Testing
+@testable import FieldSyncClient
+import FieldSyncCore
+
+/// Sample files: the shared samples sit beside the repository (CI clones shared/ next to it),
+/// the fixtures beside this file.
+private enum ContactFiles {
+    static let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+
+    static func sample(_ name: String) throws -> String {
+        try String(contentsOf: here.appendingPathComponent("../../../shared/samples/\(name)"), encoding: .utf8)
+    }
+
+    static func fixture(_ name: String) throws -> String {
+        try String(contentsOf: here.appendingPathComponent("Fixtures/\(name)"), encoding: .utf8)
+    }
+}
+
+// MARK: - Helpers
+
+private func js(_ text: String) -> JSONValue { .string(text) }
+
+private func orgEntry(_ name: String, lang: String? = nil, unit: String? = nil) -> JSONValue {
+    var o: [String: JSONValue] = ["name": js(name)]
+    if let lang { o["lang"] = js(lang) }
+    if let unit { o["unit"] = js(unit) }
+    return .object(o)
+}
+
+private func telEntry(_ raw: String, _ e164: String? = nil) -> JSONValue {
+    var o: [String: JSONValue] = ["raw": js(raw)]
+    if let e164 { o["e164"] = js(e164) }
+    return .object(o)
+}
+
+private func nameParts(family: String, given: String, additional: String? = nil) -> JSONValue {
+    var o: [String: JSONValue] = ["family": js(family), "given": js(given)]
+    if let additional { o["additional"] = js(additional) }
+    return .object(o)
+}
+
+private func cardsIn(_ results: [Result<ContactCard, ImportError>]) -> [ContactCard] {
+    results.compactMap { try? $0.get() }
+}
+
+private func errorsIn(_ results: [Result<ContactCard, ImportError>]) -> [ImportError] {
+    results.compactMap { if case .failure(let e) = $0 { e } else { nil } }
+}
+
+/// Equal as data: fields and sets, whatever line the card was read from.
+private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool {
+    a.count == b.count && zip(a, b).allSatisfy { $0.fields == $1.fields && $0.sets == $1.sets }
+}
+
+// MARK: - vCard
+
+@Suite struct VCardImportTests {
+    @Test func sampleCards() throws {
+        let results = VCard.parse(try ContactFiles.sample("contacts.vcf"), file: "contacts.vcf", defaultCountryCode: nil)
+        #expect(errorsIn(results).isEmpty)
+        let c = cardsIn(results)
+        try #require(c.count == 3)
+
+        let sigrun = c[0]
+        #expect(sigrun.line == 1)
+        #expect(sigrun.uid == "urn:uuid:0198f2a1-7c3e-7b2a-9d41-3f5e8c2b1a07")
+        #expect(sigrun.fields["fn"] == js("Sigrun Ødegård Ås"))
+        #expect(sigrun.fields["n"] == nameParts(family: "Ås", given: "Sigrun", additional: "Ødegård"))
+        #expect(sigrun.sets["org"] == [orgEntry("Norsk Folkehjelp", lang: "nb"), orgEntry("Norwegian People's Aid", lang: "en")])
+        #expect(sigrun.fields["title"] == js("Press officer"))
+        #expect(sigrun.sets["tel"] == [telEntry("+4790000000", "+4790000000")])
+        #expect(sigrun.sets["email"] == [js("sigrun.as@npaid.example")])
+        #expect(sigrun.sets["lang"] == [js("nb"), js("en")])
+        #expect(sigrun.fields["tz"] == js("Europe/Oslo"))
+        #expect(sigrun.sets["beats"] == [js("landmines"), js("APMBC")])
+        #expect(sigrun.fields["note"] == js("Prefers calls before 16:00 Oslo time."))
+
+        let aino = c[1]
+        #expect(aino.line == 17)
+        #expect(aino.fields["fn"] == js("Aino Rämö-Lindqvist"))
+        #expect(aino.fields["title"] == js("Viestintäpäällikkö"))
+        #expect(aino.sets["org"] == [orgEntry("Suomen Punainen Risti")])
+        #expect(aino.sets["tel"] == [telEntry("+358 40 000 0000", "+358400000000")])
+        #expect(aino.sets["email"] == [js("aino.ramo@redcross.example")])
+
+        let olena = c[2]
+        #expect(olena.fields["fn"] == js("Олена Мельник"))
+        #expect(olena.fields["n"] == nameParts(family: "Мельник", given: "Олена"))
+        #expect(olena.sets["org"] == [orgEntry("Ukrainian Mine Action Centre")])
+        #expect(olena.sets["tel"] == [telEntry("+380440000001", "+380440000001")])
+        #expect(olena.sets["lang"] == [js("uk")])
+    }
+
+    @Test func namesComeOutNFC() {
+        let decomposed = "Sigrun Ødegård Ås".decomposedStringWithCanonicalMapping
+        // A fold that lands between "a" and its combining ring must still join to "å".
+        let text = "BEGIN:VCARD\nVERSION:4.0\nFN:\(decomposed)\nN:Ødega\n \u{30A}rd;Sigrun;;;\nEND:VCARD\n"
+        let card = cardsIn(VCard.parse(text, file: "nfd.vcf", defaultCountryCode: nil)).first
+        #expect(card?.fields["fn"] == js("Sigrun Ødegård Ås"))
+        #expect(card?.fields["fn"]?.stringValue?.unicodeScalars.count == 17)
+        #expect(card?.fields["n"] == nameParts(family: "Ødegård", given: "Sigrun"))
+    }
+
+    @Test func foldedLinesGroupsAndEscapes() throws {
+        let text = """
+        BEGIN:VCARD\r
+        VERSION:3.0\r
+        N:Petrenko;Mykola;;;\r
+        item1.EMAIL;TYPE=INTERNET:m.petrenko@\r
+         dpu.example\r
+        NOTE:Line one\\nline two\\, with comma\\; and semicolon \\\\ backslash and a lo\r
+        \tng word\r
+        ORG:Demining Partners\\, Ukraine;Survey;Mapping\r
+        CATEGORIES:eore,survey\\,nts,  eore\r
+        TZ:-05:00\r
+        END:VCARD\r
+
+        """
+        let card = try #require(cardsIn(VCard.parse(text, file: "folded.vcf", defaultCountryCode: nil)).first)
+        #expect(card.fields["fn"] == js("Mykola Petrenko"), "FN is built from N when missing")
+        #expect(card.sets["email"] == [js("m.petrenko@dpu.example")])
+        #expect(card.fields["note"] == js("Line one\nline two, with comma; and semicolon \\ backslash and a long word"))
+        #expect(card.sets["org"] == [orgEntry("Demining Partners, Ukraine", unit: "Survey, Mapping")])
+        #expect(card.sets["beats"] == [js("eore"), js("survey,nts")])
+        #expect(card.fields["tz"] == nil, "a UTC offset is not a zone")
+    }
+
+    @Test func quotedPrintable() throws {
+        let text = "BEGIN:VCARD\r\nVERSION:2.1\r\n"
+            + "N;CHARSET=UTF-8;ENCODING=QUOTED-PRINTABLE:=D0=9C=D0=B5=D0=BB=D1=8C=D0=BD=D0=B8=D0=BA;=D0=9E=D0=BB=D0=B5=\r\n=D0=BD=D0=B0;;;\r\n"
+            + "FN;CHARSET=UTF-8;QUOTED-PRINTABLE:=C3=98deg=C3=A5rd =C3=85s\r\n"
+            + "TEL;WORK;VOICE:+47 900 00 000\r\n"
+            + "TITLE;CHARSET=ISO-8859-1;ENCODING=QUOTED-PRINTABLE:R=E5dgiver\r\n"
+            + "END:VCARD\r\n"
+        let card = try #require(cardsIn(VCard.parse(text, file: "qp.vcf", defaultCountryCode: nil)).first)
+        #expect(card.fields["n"] == nameParts(family: "Мельник", given: "Олена"))
+        #expect(card.fields["fn"] == js("Ødegård Ås"))
+        #expect(card.fields["title"] == js("Rådgiver"))
+        #expect(card.sets["tel"] == [telEntry("+47 900 00 000", "+4790000000")])
+    }
+
+    @Test func nationalNumbersNeedACountryCode() throws {
+        let text = "BEGIN:VCARD\nVERSION:3.0\nFN:Kari Nordmann\nTEL:900 00 000\nEND:VCARD\n"
+        let without = try #require(cardsIn(VCard.parse(text, file: "k.vcf", defaultCountryCode: nil)).first)
+        let with = try #require(cardsIn(VCard.parse(text, file: "k.vcf", defaultCountryCode: "47")).first)
+        #expect(without.sets["tel"] == [telEntry("900 00 000")])
+        #expect(with.sets["tel"] == [telEntry("900 00 000", "+4790000000")])
+    }
+
+    @Test func badCardsNameTheirLines() throws {
+        let text = """
+        BEGIN:VCARD
+        VERSION:5.0
+        FN:Future Person
+        END:VCARD
+        BEGIN:VCARD
+        VERSION:4.0
+        FN:No End
+        BEGIN:VCARD
+        VERSION:4.0
+        N:Bondarenko;Iryna;;;
+        END:VCARD
+        BEGIN:VCARD
+        VERSION:4.0
+        EMAIL:nobody@example.org
+        END:VCARD
+        END:VCARD
+        BEGIN:VCARD
+        VERSION:4.0
+        FN:Last
+        this line has no colon
+        END:VCARD
+        BEGIN:VCARD
+        VERSION:3.0
+        FN:Unclosed
+        """
+        let results = VCard.parse(text, file: "bad.vcf", defaultCountryCode: nil)
+        try #require(results.count == 7)
+        let e = errorsIn(results)
+        #expect(e.map(\.line) == [2, 5, 12, 16, 20, 22])
+        #expect(e[0].message.contains("VERSION 5.0"))
+        #expect(e[1].message.contains("no END:VCARD"))
+        #expect(e[2].message == "card has no FN or N")
+        #expect(e[3].message.contains("END:VCARD without BEGIN:VCARD"))
+        #expect(e[5].description == "bad.vcf:22: card has no END:VCARD")
+        // The card after the unclosed one still reads, so a caller may skip the bad ones.
+        #expect(cardsIn(results).map { $0.fields["fn"] } == [js("Iryna Bondarenko")])
+    }
+}
+
+// MARK: - Press releases
+
+@Suite struct PressReleaseImportTests {
+    static let headline = "Landmine clearance resumes in Kharkiv oblast after winter pause"
+
+    @Test(arguments: [nil, "47"] as [String?])
+    func sampleRelease(defaultCountryCode: String?) throws {
+        let results = PressRelease.parseContacts(try ContactFiles.sample("press-release-sample.txt"), file: "pr.txt",
+                                                 defaultCountryCode: defaultCountryCode)
+        #expect(errorsIn(results).isEmpty)
+        let c = cardsIn(results)
+        try #require(c.count == 2)
+
+        #expect(c[0].line == 6)
+        #expect(c[0].fields["fn"] == js("Sigrun Ødegård Ås"))
+        #expect(c[0].fields["n"] == nameParts(family: "Ås", given: "Sigrun Ødegård"))
+        #expect(c[0].sets["org"] == [orgEntry("Norwegian Peoples Aid"), orgEntry("Norsk Folkehjelp")])
+        #expect(c[0].sets["tel"] == [defaultCountryCode == nil ? telEntry("90000000") : telEntry("90000000", "+4790000000")])
+        #expect(c[0].sets["email"] == [js("sigrun.as@npaid.example")])
+        #expect(c[0].fields["source"] == js(Self.headline))
+
+        #expect(c[1].fields["fn"] == js("Mykola Shevchuk-Petrenko"))
+        #expect(c[1].fields["n"] == nameParts(family: "Shevchuk-Petrenko", given: "Mykola"))
+        #expect(c[1].sets["org"] == [orgEntry("Demining Partners Ukraine")])
+        #expect(c[1].sets["tel"] == [telEntry("+380 44 000 0000", "+380440000000")])
+        #expect(c[1].sets["email"] == [js("m.shevchuk@dpu.example")])
+        #expect(c[1].fields["source"] == js(Self.headline))
+    }
+
+    @Test func swedishReleaseWithKontakter() throws {
+        let results = PressRelease.parseContacts(try ContactFiles.fixture("press-release-kontakter-sv.txt"), file: "sv.txt",
+                                                 defaultCountryCode: "358")
+        #expect(errorsIn(results).isEmpty)
+        let c = cardsIn(results)
+        try #require(c.count == 2)
+        #expect(c[0].fields["fn"] == js("Aino Rämö-Lindqvist"))
+        #expect(c[0].sets["org"] == [orgEntry("Suomen Punainen Risti"), orgEntry("Finlands Röda Kors")])
+        #expect(c[0].fields["title"] == js("Kommunikationschef"))
+        #expect(c[0].sets["tel"] == [telEntry("+358 40 000 0000", "+358400000000"), telEntry("040 000 0001", "+358400000001")])
+        #expect(c[0].sets["email"] == [js("aino.ramo@redcross.example")])
+        // Only an e-mail address, and no organisation glued to the name.
+        #expect(c[1].fields["fn"] == js("Jukka Mäkelä"))
+        #expect(c[1].fields["n"] == nameParts(family: "Mäkelä", given: "Jukka"))
+        #expect(c[1].sets["org"] == nil)
+        #expect(c[1].sets["tel"] == nil)
+        #expect(c[1].sets["email"] == [js("jukka.makela@redcross.example")])
+        #expect(c[1].fields["source"] == js("Finlands Röda Kors utbildar minröjare i Ukraina"))
+    }
+
+    @Test func englishReleaseWithMediaContacts() throws {
+        let results = PressRelease.parseContacts(try ContactFiles.fixture("press-release-media-contacts-en.txt"), file: "en.txt",
+                                                 defaultCountryCode: nil)
+        #expect(errorsIn(results).isEmpty)
+        let c = cardsIn(results)
+        try #require(c.count == 3)
+        #expect(c[0].fields["fn"] == js("Ewan McDonald"), "Mc is a surname prefix, not the organisation's start")
+        #expect(c[0].sets["org"] == [orgEntry("Scottish Mine Action Trust")])
+        #expect(c[0].fields["title"] == js("Head of Communications"))
+        #expect(c[0].sets["tel"] == [telEntry("+44 20 7946 0000", "+442079460000"), telEntry("+44 7700 900000", "+447700900000")])
+        #expect(c[0].sets["email"] == [js("ewan.mcdonald@smat.example")])
+        #expect(c[1].fields["fn"] == js("Kari Nordmann"))
+        #expect(c[1].sets["org"] == nil)
+        #expect(c[1].sets["tel"] == [telEntry("22 00 00 00")])
+        #expect(c[1].sets["email"] == [js("kari.nordmann@frilans.example")])
+        #expect(c[2].fields["fn"] == js("Олена Мельник"))
+        #expect(c[2].sets["org"] == [orgEntry("Ukrainian Mine Action Centre")])
+        #expect(c[2].sets["tel"] == [telEntry("+380 44 000 0001", "+380440000001")])
+    }
+
+    @Test func noContactsHeading() {
+        let results = PressRelease.parseContacts("Headline\nBody text.\n", file: "n.txt", defaultCountryCode: nil)
+        #expect(errorsIn(results).map(\.message) == ["no Contacts heading found"])
+    }
+
+    @Test func unreadableLinesAreErrors() {
+        let text = "Headline\nKontakt\nTel:900 00 000\nKari NordmannNPA\nTel: ask the switchboard\nPer Hansen\nPress officer\nAbout us\n"
+        let results = PressRelease.parseContacts(text, file: "b.txt", defaultCountryCode: nil)
+        #expect(results.count == 3)
+        #expect(errorsIn(results).map(\.line) == [3, 5, 6])
+        #expect(errorsIn(results).first?.description.hasPrefix("b.txt:3: ") == true)
+    }
+}
+
+// MARK: - Export and round trips
+
+@Suite struct ContactExportTests {
+    /// The three sample cards and every press-release contact, with and without a country code.
+    static func allCards() throws -> [ContactCard] {
+        var all = cardsIn(VCard.parse(try ContactFiles.sample("contacts.vcf"), file: "contacts.vcf", defaultCountryCode: nil))
+        let release = try ContactFiles.sample("press-release-sample.txt")
+        all += cardsIn(PressRelease.parseContacts(release, file: "pr.txt", defaultCountryCode: nil))
+        all += cardsIn(PressRelease.parseContacts(release, file: "pr.txt", defaultCountryCode: "47"))
+        all += cardsIn(PressRelease.parseContacts(try ContactFiles.fixture("press-release-kontakter-sv.txt"), file: "sv.txt", defaultCountryCode: "358"))
+        all += cardsIn(PressRelease.parseContacts(try ContactFiles.fixture("press-release-media-contacts-en.txt"), file: "en.txt", defaultCountryCode: nil))
+        return all
+    }
+
+    static func uids(_ count: Int) -> [String] {
+        (0..<count).map { "urn:uuid:0198f2a1-0000-7000-8000-\(String(format: "%012d", $0))" }
+    }
+
+    @Test func vcardRoundTrip() throws {
+        let all = try Self.allCards()
+        #expect(all.count == 12)
+        let text = VCardWriter.vcard4(all, uids: Self.uids(all.count))
+        let back = VCard.parse(text, file: "export.vcf", defaultCountryCode: nil)
+        #expect(errorsIn(back).isEmpty)
+        #expect(sameContactContent(cardsIn(back), all))
+        #expect(cardsIn(back).map(\.uid) == Self.uids(all.count))
+    }
+
+    @Test func jcardRoundTrip() throws {
+        let all = try Self.allCards()
+        let json = VCardWriter.jcard(all, uids: Self.uids(all.count))
+        #expect(sameContactContent(cardsIn(VCardWriter.parseJCard(json, file: "export.json")), all))
+        // Through JSON text too, as a file would carry it.
+        let reread = try JSONValue.parse(json.canonicalString)
+        #expect(sameContactContent(cardsIn(VCardWriter.parseJCard(reread, file: "export.json")), all))
+    }
+
+    @Test func jcardShape() throws {
+        let sigrun = try #require(try Self.allCards().first)
+        let json = VCardWriter.jcard([sigrun], uids: ["urn:uuid:0198f2a1-7c3e-7b2a-9d41-3f5e8c2b1a07"])
+        let top = try #require(json.arrayValue)
+        #expect(top.first == js("vcard"), "one card is a bare [\"vcard\", …]")
+        let props = try #require(top.last?.arrayValue)
+        #expect(props.first == .array([js("version"), .object([:]), js("text"), js("4.0")]))
+        #expect(props.contains(.array([js("fn"), .object([:]), js("text"), js("Sigrun Ødegård Ås")])))
+        #expect(props.contains(.array([js("org"), .object(["language": js("nb")]), js("text"), js("Norsk Folkehjelp")])))
+        #expect(props.contains(.array([js("tel"), .object([:]), js("uri"), js("tel:+4790000000")])))
+        #expect(VCardWriter.jcard([sigrun, sigrun], uids: []).arrayValue?.first?.arrayValue?.first == js("vcard"))
+    }
+
+    @Test func vcardTextShape() throws {
+        let all = try Self.allCards()
+        let text = VCardWriter.vcard4(all, uids: Self.uids(all.count))
+        let lines = text.components(separatedBy: "\r\n")
+        #expect(!text.replacingOccurrences(of: "\r\n", with: "").contains("\n"), "CRLF line endings only")
+        #expect(lines.allSatisfy { $0.utf8.count <= 75 })
+        #expect(lines.contains("ORG;LANGUAGE=nb:Norsk Folkehjelp"))
+        #expect(lines.contains("TEL;VALUE=uri:tel:+4790000000"))
+        #expect(lines.contains("TEL;VALUE=text:90000000"))
+        #expect(lines.contains("TEL;VALUE=uri;X-FIELDSYNC-RAW=\"+358 40 000 0000\":tel:+358400000000"))
+        #expect(lines.contains("CATEGORIES:landmines,APMBC"))
+    }
+
+    @Test func longLinesFoldAtCharacterBoundaries() throws {
+        var card = ContactCard(fields: ["fn": js("Олена Мельник")], line: 1)
+        card.fields["note"] = js(String(repeating: "Розмінування триває. ", count: 12) + "Кінець")
+        let text = VCardWriter.vcard4([card], uids: [])
+        let lines = text.components(separatedBy: "\r\n")
+        #expect(lines.count > 6)
+        #expect(lines.allSatisfy { $0.utf8.count <= 75 })
+        #expect(sameContactContent(cardsIn(VCard.parse(text, file: "long.vcf", defaultCountryCode: nil)), [card]))
+    }
+}

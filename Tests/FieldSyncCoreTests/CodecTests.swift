@@ -1,0 +1,109 @@
+import Testing
+@testable import FieldSyncCore
+
+@Suite struct CodecTests {
+    let key = DeviceKey()
+
+    func sample() -> SignedChange {
+        var d = ChangeDraft()
+        let id = RecordID.make()
+        d.create(id, type: .note, kind: "clearance_day")
+        d.set("ref", to: "UA-KHA-CLR-0042", onNew: id, type: .note)
+        d.set("depth_cm", to: .int(13), onNew: id, type: .note)
+        d.add("tags", "agriculture", record: id, type: .note)
+        let c = Change(device: key.deviceID, seq: 1, prev: .zero, hlc: HLC(millis: baseMillis, counter: 3), wallMillis: baseMillis, ops: d.ops)
+        return SignedChange.author(c, values: d.values, key: key)
+    }
+
+    @Test func changeRoundTripsByteForByte() throws {
+        let c = sample()
+        let decoded = try ChangeCodec.decode(c.bytes)
+        #expect(decoded == c.change)
+        #expect(ChangeCodec.encode(decoded) == c.bytes)
+        let again = try SignedChange(envelope: c.envelope)
+        #expect(again.bytes == c.bytes && again.signature == c.signature && again.values == c.values && again.id == c.id)
+        try again.verify(publicKey: key.publicKey)
+    }
+
+    @Test func trailingBytesAreRefused() {
+        let c = sample()
+        #expect(throws: CoreError(.trailingBytes, "")) { _ = try ChangeCodec.decode(c.bytes + [0]) }
+        #expect(throws: CoreError(.trailingBytes, "")) { _ = try SignedChange(envelope: c.envelope + [0]) }
+    }
+
+    @Test func unknownVersionIsRefused() {
+        var b = sample().bytes
+        b[0] = 2
+        #expect(throws: CoreError(.unknownVersion, "")) { _ = try ChangeCodec.decode(b) }
+        var e = sample().envelope
+        e[0] = 9
+        #expect(throws: CoreError(.unknownVersion, "")) { _ = try SignedChange(envelope: e) }
+    }
+
+    @Test func oversizeFieldsAreRefused() {
+        let c = sample()
+        // Op count claims 1001 (varint 0xE9 0x07) in place of 4.
+        let opCountAt = 1 + 16 + 1 + 32 + 8 + 8
+        var b = c.bytes
+        #expect(b[opCountAt] == 4)
+        b.replaceSubrange(opCountAt...opCountAt, with: [0xE9, 0x07])
+        #expect(throws: CoreError(.oversize, "")) { _ = try ChangeCodec.decode(b) }
+        // A field name longer than 64 bytes.
+        var long = c.change
+        long.ops[1].field = String(repeating: "x", count: 65)
+        #expect(throws: CoreError(.oversize, "")) { _ = try ChangeCodec.decode(ChangeCodec.encode(long)) }
+        // A change larger than the limit.
+        #expect(throws: CoreError(.oversize, "")) { _ = try ChangeCodec.decode([UInt8](repeating: 1, count: ChangeCodec.maxChangeBytes + 1)) }
+    }
+
+    @Test func truncatedAndNonMinimalEncodingsAreRefused() {
+        let b = sample().bytes
+        for cut in [0, 1, 17, 50, b.count - 1] {
+            #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(Array(b.prefix(cut))) }
+        }
+        // seq 1 written as a two-byte varint (0x81 0x00).
+        var nonMinimal = b
+        nonMinimal.replaceSubrange(17...17, with: [0x81, 0x00])
+        #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(nonMinimal) }
+    }
+
+    @Test func unsortedRefsAreRefused() {
+        let r1 = OpRef(change: ChangeID(bytes: [UInt8](repeating: 1, count: 32))!, index: 0)
+        let r2 = OpRef(change: ChangeID(bytes: [UInt8](repeating: 2, count: 32))!, index: 0)
+        var op = Op(action: .delete, recordType: .note, record: RecordID.make(), refs: [r1, r2])
+        op.refs = [r2, r1]  // bypass the sorting initialiser
+        let c = Change(device: key.deviceID, seq: 1, prev: .zero, hlc: .zero, wallMillis: 0, ops: [op])
+        #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(ChangeCodec.encode(c)) }
+    }
+
+    @Test func nonCanonicalValueIsRefused() throws {
+        let c = sample()
+        var e = c.envelope
+        // The envelope's last value is the tag "agriculture": re-spacing it breaks canonical form.
+        let text = Array("\"agriculture\"".utf8)
+        let at = e.count - text.count
+        #expect(Array(e[at...]) == text)
+        e.replaceSubrange(at..., with: Array(" \"agriculture\"".utf8))
+        e[at - 1] += 1  // its length prefix
+        #expect(throws: CoreError(.malformed, "")) { _ = try SignedChange(envelope: e) }
+    }
+
+    @Test func jsonCanonicalForm() throws {
+        let v = try JSONValue.parse(#"{"b": [1, 2.5, true, null], "a": "x\n\"y\"", "c": 3.0}"#)
+        #expect(v.canonicalString == #"{"a":"x\n\"y\"","b":[1,2.5,true,null],"c":3}"#)
+        #expect(try JSONValue.parse(v.canonicalString) == v)
+        // NFC: "å" as a + combining ring is stored precomposed.
+        #expect(try JSONValue.parse("\"a\u{030A}\"") == .string("\u{00E5}"))
+    }
+
+    @Test func idsRoundTrip() throws {
+        let d = key.deviceID
+        #expect(d.description.count == 26)
+        #expect(DeviceID(d.description) == d)
+        #expect(DeviceID("not-an-id") == nil)
+        let r = RecordID.make(unixMillis: baseMillis)
+        #expect(RecordID(r.description) == r)
+        #expect(r.description.dropFirst(14).first == "7", "UUID version 7")
+        #expect(RecordID.make(unixMillis: baseMillis) < RecordID.make(unixMillis: baseMillis + 1))
+    }
+}
