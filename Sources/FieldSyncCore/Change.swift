@@ -233,3 +233,19 @@ public enum ChangeCodec {
         return out
     }
 }
+
+extension ChangeCodec {
+    /// One op alone, in the change encoding: how the SQLite store keeps applied ops per record.
+    public static func encodeOp(_ op: Op) -> [UInt8] {
+        var w = ByteWriter()
+        encode(op, into: &w)
+        return w.bytes
+    }
+
+    public static func decodeOp(_ bytes: [UInt8]) throws(CoreError) -> Op {
+        var r = ByteReader(bytes)
+        let op = try decodeOp(&r)
+        try r.finish()
+        return op
+    }
+}

@@ -77,3 +77,21 @@ public struct ChangeDraft: Sendable {
         append(Op(action: .erase, recordType: .contact, record: id))
     }
 }
+
+extension ChangeDraft {
+    /// Splits a large draft into drafts of at most `maxOps` ops, for imports bigger than one
+    /// change may be; the store commits them in one transaction.
+    public func chunks(maxOps: Int = ChangeCodec.maxOps) -> [ChangeDraft] {
+        guard ops.count > maxOps else { return [self] }
+        var out: [ChangeDraft] = []
+        for start in stride(from: 0, to: ops.count, by: maxOps) {
+            var d = ChangeDraft()
+            for i in start..<min(start + maxOps, ops.count) {
+                if let v = values[UInt16(i)] { d.values[UInt16(d.ops.count)] = v }
+                d.ops.append(ops[i])
+            }
+            out.append(d)
+        }
+        return out
+    }
+}

@@ -1,2 +1,173 @@
+import FieldSyncCore
+import Foundation
 import Testing
 @testable import FieldSyncStore
+
+/// A fresh folder under the system temp dir, removed when the test ends.
+final class TempDir {
+    let path: String
+    init() {
+        path = NSTemporaryDirectory() + "fieldsync-store-" + UUID().uuidString
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+@Suite struct StoreTests {
+    let field = DeviceKey(), coord = DeviceKey(), press = DeviceKey()
+    var entries: [RosterEntry] {
+        [RosterEntry(publicKey: field.publicKey, name: "field", role: .field, enrolledAtMillis: 0),
+         RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0),
+         RosterEntry(publicKey: press.publicKey, name: "press", role: .press, enrolledAtMillis: 0)]
+    }
+
+    func newStore(_ dir: TempDir, _ name: String = "r.sqlite") throws -> ReplicaStore {
+        let s = try ReplicaStore.open(path: dir.path + "/" + name, create: true)
+        try s.upsertRoster(entries)
+        return s
+    }
+
+    @Test func openingRefusesMissingForeignAndGarbageFiles() throws {
+        let dir = TempDir()
+        #expect(throws: StoreError(.notInitialised, "")) { _ = try ReplicaStore.open(path: dir.path + "/none.sqlite") }
+        // A SQLite file of another program.
+        let foreign = dir.path + "/foreign.sqlite"
+        let other = try ReplicaStore.open(path: foreign, create: true)
+        try other.write { db in try db.execute(sql: "DELETE FROM meta") }
+        #expect(throws: StoreError(.notAReplica, "")) { _ = try ReplicaStore.open(path: foreign) }
+        // Not SQLite at all.
+        let garbage = dir.path + "/garbage.sqlite"
+        _ = FileManager.default.createFile(atPath: garbage, contents: Data(repeating: 0x41, count: 4096))
+        #expect(throws: StoreError(.notAReplica, "")) { _ = try ReplicaStore.open(path: garbage) }
+        // An existing replica is never re-created.
+        _ = try newStore(dir, "x.sqlite")
+        #expect(throws: StoreError(.alreadyInitialised, "")) { _ = try ReplicaStore.open(path: dir.path + "/x.sqlite", create: true) }
+    }
+
+    @Test func readOnlyReplicaIsRefusedClearly() throws {
+        guard getuid() != 0 else { return }  // root writes through file modes
+        let dir = TempDir()
+        _ = try newStore(dir)
+        chmod(dir.path + "/r.sqlite", 0o444)
+        #expect(throws: StoreError(.readOnly, "")) { _ = try ReplicaStore.open(path: dir.path + "/r.sqlite") }
+    }
+
+    /// The SQLite replica runs the same `Replicator` as the in-memory reference: fed the same
+    /// changes in another order, it shows the same records.
+    @Test func sqliteAgreesWithTheInMemoryReference() throws {
+        let dir = TempDir()
+        var a = MemoryReplica(roster: Roster(entries)), b = MemoryReplica(roster: Roster(entries))
+        let id = RecordID.make()
+        var d = ChangeDraft()
+        d.create(id, type: .note, kind: "clearance_day")
+        d.set("team", to: "MT-3", onNew: id, type: .note)
+        d.add("tags", "x", record: id, type: .note)
+        let c1 = try a.commit(d, key: field, wallMillis: 1_000)
+        _ = try Replicator.receive(c1, into: &b, wallMillis: 1_000)
+        var e1 = ChangeDraft(); e1.set("team", to: "MT-4", on: a.records[id]!, type: .note); e1.remove("tags", "x", on: a.records[id]!, type: .note)
+        var e2 = ChangeDraft(); e2.set("team", to: "MT-5", on: b.records[id]!, type: .note); e2.add("tags", "x", record: id, type: .note)
+        e2.review("approved", comment: nil, on: b.records[id]!)
+        let c2 = try a.commit(e1, key: field, wallMillis: 2_000)
+        let c3 = try b.commit(e2, key: coord, wallMillis: 2_000)
+        _ = try Replicator.receive(c3, into: &a, wallMillis: 3_000)
+
+        let store = try newStore(dir)
+        // Out of order: c2 waits for c1.
+        let results = try store.receive([c3, c2, c1, c2], wallMillis: 3_000)
+        #expect(results.values.allSatisfy { (try? $0.get()) != nil })
+        let got = try #require(try store.view(id))
+        #expect(got == a.record(id))
+        #expect(got.fields["team"]?.inConflict == true)
+        #expect(try store.conflicts().map(\.id) == [id])
+        #expect(try store.vector() == a.vector)
+        // Reopened from disk, the same.
+        let again = try ReplicaStore.open(path: dir.path + "/r.sqlite")
+        #expect(try again.view(id) == a.record(id))
+        #expect(try again.listing(type: .note) == [a.record(id)!.listingJSON.canonicalString])
+    }
+
+    @Test func aFailedLocalCommandWritesNothing() throws {
+        let dir = TempDir()
+        let store = try newStore(dir)
+        struct Boom: Error {}
+        #expect(throws: Boom.self) {
+            try store.commitLocal(key: field) { _ in
+                var d = ChangeDraft(); d.create(RecordID.make(), type: .note, kind: "survey")
+                _ = d
+                throw Boom()
+            }
+        }
+        // A change the role forbids is refused locally and not kept.
+        #expect(throws: CoreError(.forbidden, "")) {
+            try store.commitLocal(key: field) { _ in var d = ChangeDraft(); d.create(RecordID.make(), type: .contact, kind: nil); return d }
+        }
+        #expect(try store.status(device: field.deviceID).changes == 0)
+        #expect(try store.listing(type: .note).isEmpty)
+    }
+
+    @Test func tamperedChangesAreRefusedAndTheRestOfTheBatchKept() throws {
+        let dir = TempDir()
+        let author = try newStore(dir, "a.sqlite")
+        let made = try author.commitLocal(key: field) { _ in
+            var d = ChangeDraft(); let id = RecordID.make()
+            d.create(id, type: .note, kind: "survey"); d.set("ref", to: "A-1", onNew: id, type: .note); return d
+        }
+        let good = made[0]
+        var bytes = good.bytes
+        bytes[50] ^= 1
+        let forged = try SignedChange(bytes: bytes, signature: good.signature, values: good.values)
+        let other = try newStore(dir, "b.sqlite")
+        let r = try other.receive([forged, good])
+        #expect(throws: CoreError(.badSignature, "")) { try r[forged.id]!.get() }
+        #expect((try? r[good.id]!.get()) != nil)
+        #expect(try other.listing(type: .note).count == 1)
+    }
+
+    /// After an erase, the erased e-mail is in no byte of the database or its WAL.
+    @Test func eraseLeavesNoTraceInTheFiles() throws {
+        let dir = TempDir()
+        let store = try newStore(dir)
+        let secret = "o.melnyk@umac.example"
+        var id = RecordID.make()
+        try store.commitLocal(key: press) { _ in
+            var d = ChangeDraft(); id = RecordID.make()
+            d.create(id, type: .contact, kind: nil)
+            d.set("fn", to: "Олена Мельник", onNew: id, type: .contact)
+            d.add("email", .string(secret), record: id, type: .contact)
+            d.set("source", to: "press release", onNew: id, type: .contact)
+            return d
+        }
+        func filesContain(_ needle: String) -> Bool {
+            let n = Data(needle.utf8)
+            return ["", "-wal", "-shm"].contains { suffix in
+                FileManager.default.contents(atPath: dir.path + "/r.sqlite" + suffix)?.range(of: n) != nil
+            }
+        }
+        #expect(filesContain(secret), "the test must be able to see the value before the erase")
+        try store.commitLocal(key: coord) { _ in var d = ChangeDraft(); d.erase(id); return d }
+        try store.checkpoint()
+        #expect(!filesContain(secret))
+        #expect(!filesContain("Мельник"))
+        let v = try #require(try store.view(id))
+        #expect(v.erasedBy?.author == coord.deviceID)
+        #expect(v.values["source"] == "press release")
+        for c in try store.missing(for: VersionVector()) {
+            try c.verify(publicKey: entries.first { $0.device == c.change.device }!.publicKey)
+        }
+    }
+
+    @Test func idPrefixesResolveOrSayWhy() throws {
+        let dir = TempDir()
+        let store = try newStore(dir)
+        let ids = (0..<2).map { _ in RecordID.make(unixMillis: 1_780_000_000_000) }
+        try store.commitLocal(key: field) { _ in
+            var d = ChangeDraft()
+            for id in ids { d.create(id, type: .note, kind: "survey") }
+            return d
+        }
+        #expect(try store.resolveID(ids[0].description) == ids[0])
+        #expect(throws: StoreError(.ambiguous, "")) { _ = try store.resolveID(String(ids[0].description.prefix(8))) }
+        #expect(throws: StoreError(.notFound, "")) { _ = try store.resolveID("ffff") }
+        #expect(throws: StoreError(.notFound, "")) { _ = try store.resolveID(ids[0].description, type: .contact) }
+    }
+}

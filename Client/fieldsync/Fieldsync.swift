@@ -1,0 +1,141 @@
+import ArgumentParser
+import FieldSyncClient
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+
+@main
+struct Fieldsync: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fieldsync",
+        abstract: "Offline-first field notes and press contacts, replicated and signed.",
+        subcommands: [Init.self, NoteCommand.self, ContactCommand.self, Export.self, Log.self, Conflicts.self, Status.self]
+    )
+
+    /// Every failure is one line on stderr and an exit code from DESIGN.md §9; never a trace.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let e as ClientError {
+            fail(e.message, e.exitCode)
+        } catch let e as CoreError {
+            fail(e.message, 1)
+        } catch let e as StoreError {
+            fail(e.message, 1)
+        } catch let e as ImportError {
+            fail(e.description, 1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            // Usage mistakes: the parser's one-line message, exit 2.
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            fail(message, 2)
+        }
+    }
+
+    static func fail(_ message: String, _ code: Int32) -> Never {
+        FileHandle.standardError.write(Data("fieldsync: \(message)\n".utf8))
+        Foundation.exit(code)
+    }
+}
+
+/// Options every listing command shares.
+struct OutputOptions: ParsableArguments {
+    @Flag(name: .long, help: "Print JSON for scripts.") var json = false
+}
+
+func openReplica() throws -> Replica { try ClientHome().open() }
+
+func printJSON(_ v: JSONValue) { print(v.canonicalString) }
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create this laptop's replica and device key.")
+    @Option(help: "A name for this device, e.g. 'mt3-laptop-2'.") var name: String
+    @Option(help: "The role until enrolment: field, press or coordinator.") var role: String = "field"
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        guard let r = Role(rawValue: role) else { throw ClientError.usage("--role must be field, press or coordinator") }
+        let replica = try ClientHome().initialise(name: name, role: r)
+        if output.json {
+            printJSON(.object(["device": .string(replica.device.description), "name": .string(name), "role": .string(role), "home": .string(replica.home.path)]))
+        } else {
+            print("initialised \(name) (\(role)) as device \(replica.device) in \(replica.home.path)")
+        }
+    }
+}
+
+struct Conflicts: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List every open conflict with its values, authors and times.")
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let replica = try openReplica()
+        let names = try replica.names()
+        let views = try replica.store.conflicts()
+        let items = views.flatMap { ConflictReport.items(for: $0, names: names) }
+        if output.json { printJSON(.array(items)); return }
+        if items.isEmpty { print("no open conflicts"); return }
+        for item in items {
+            print("\(item["record"]!.stringValue!) \(item["ref"]?.stringValue ?? "")  \(item["field"]!.stringValue!)")
+            for (i, v) in (item["values"]?.arrayValue ?? []).enumerated() {
+                let skew = v["clock_skew"] == .bool(true) ? "  (clock skew)" : ""
+                print("  [\(i + 1)] \(v["value"].map { $0.stringValue ?? $0.canonicalString } ?? "")  by \(v["device_name"]!.stringValue!) at \(v["hlc_time"]!.stringValue!) (device clock \(v["device_time"]!.stringValue!))\(skew)")
+            }
+        }
+    }
+}
+
+enum ConflictReport {
+    static func items(for v: RecordView, names: [DeviceID: String]) -> [JSONValue] {
+        func survivor(_ s: Survivor) -> JSONValue {
+            .object(["value": s.value ?? .null, "device": .string(s.author.description), "device_name": .string(names[s.author] ?? s.author.description),
+                     "hlc_time": .string(Timestamps.iso(s.hlc.millis)), "device_time": .string(Timestamps.iso(s.wallMillis)),
+                     "clock_skew": .bool(s.clockSkewed)])
+        }
+        var out: [JSONValue] = []
+        let ref = v.values["ref"] ?? v.values["fn"] ?? .null
+        if let dc = v.deleteConflict {
+            out.append(.object(["record": .string(v.id.description), "ref": ref, "type": .string(v.type.description), "field": "(deleted)",
+                                "values": .array(dc.tombstones.map(survivor))]))
+        }
+        for f in v.conflictedFields {
+            out.append(.object(["record": .string(v.id.description), "ref": ref, "type": .string(v.type.description), "field": .string(f),
+                                "values": .array(v.fields[f]!.survivors.map(survivor))]))
+        }
+        return out
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Device, role, counts and what waits to be synced.")
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let replica = try openReplica()
+        let me = try replica.myEntry()
+        let s = try replica.store.status(device: replica.device)
+        let server = try replica.store.meta("server_url")
+        let lastSync = try replica.store.meta("last_sync")
+        if output.json {
+            printJSON(.object([
+                "device": .string(replica.device.description), "name": .string(me.name), "role": .string(me.role.rawValue),
+                "server": server.map { .string($0) } ?? .null, "last_sync": lastSync.map { .string($0) } ?? .null,
+                "notes": .int(Int64(s.notes)), "contacts": .int(Int64(s.contacts)), "conflicts": .int(Int64(s.conflicts)),
+                "changes_waiting": .int(Int64(s.waiting)), "changes_refused": .int(Int64(s.refused)), "changes": .int(Int64(s.changes)),
+            ]))
+            return
+        }
+        print("device      \(me.name) (\(replica.device))")
+        print("role        \(me.role.rawValue)")
+        print("server      \(server ?? "not enrolled")")
+        print("last sync   \(lastSync ?? "never")")
+        print("records     \(s.notes) notes, \(s.contacts) contacts")
+        print("conflicts   \(s.conflicts) open")
+        print("waiting     \(s.waiting) changes to send\(s.refused > 0 ? ", \(s.refused) refused by policy" : "")")
+    }
+}

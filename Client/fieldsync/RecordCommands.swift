@@ -1,0 +1,270 @@
+import ArgumentParser
+import FieldSyncClient
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+
+/// The options `note edit` and `contact edit` share.
+struct EditOptions: ParsableArguments {
+    @Option(name: .customLong("set"), help: "FIELD=VALUE: write a register field.") var sets: [String] = []
+    @Option(name: .customLong("add"), help: "FIELD=VALUE: add an element to a set field.") var adds: [String] = []
+    @Option(name: .customLong("remove"), help: "FIELD=VALUE: remove an element from a set field.") var removes: [String] = []
+
+    func edits() throws -> RecordEdits {
+        var e = RecordEdits()
+        e.sets = try sets.map { try Replica.splitAssignment($0, option: "--set") }
+        e.adds = try adds.map { try Replica.splitAssignment($0, option: "--add") }
+        e.removes = try removes.map { try Replica.splitAssignment($0, option: "--remove") }
+        return e
+    }
+}
+
+/// What `add`, `edit`, `delete`, `show` and `list` do, for either record type.
+enum RecordCommands {
+    static func readJSONObjects(_ path: String) throws -> [(JSONValue, String)] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ClientError("cannot read \(path)") }
+        guard let text = String(data: data, encoding: .utf8) else { throw ClientError("\(path) is not UTF-8 text") }
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        // A JSON array or one object, or JSON Lines (one object per line).
+        if trimmed.hasPrefix("[") || (trimmed.hasPrefix("{") && !trimmed.contains("\n")) {
+            let v: JSONValue
+            do { v = try JSONValue.parse(trimmed) } catch { throw ClientError("\(path): not valid JSON") }
+            if case .array(let items) = v { return items.enumerated().map { ($1, "\(path): item \($0 + 1)") } }
+            return [(v, "\(path):1")]
+        }
+        var out: [(JSONValue, String)] = []
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let l = line.trimmingCharacters(in: .whitespaces)
+            guard !l.isEmpty else { continue }
+            do { out.append((try JSONValue.parse(l), "\(path):\(i + 1)")) } catch { throw ClientError("\(path):\(i + 1): not valid JSON") }
+        }
+        return out
+    }
+
+    static func add(type: RecordType, kind: String?, sets: [String], jsonFile: String?, json: Bool) throws {
+        let replica = try openReplica()
+        var inputs: [RecordInput] = []
+        if let jsonFile {
+            guard sets.isEmpty, kind == nil || type == .contact else { throw ClientError.usage("give either --json-file or --kind/--set, not both") }
+            for (v, place) in try readJSONObjects(jsonFile) {
+                guard case .object(let o) = v else { throw ClientError("\(place): expected a JSON object") }
+                // A GeoJSON Feature from our export re-imports as the note it came from.
+                if o["type"] == "Feature", case .object(var props)? = o["properties"] {
+                    props["location"] = o["geometry"]; props["id"] = o["id"]
+                    inputs.append(try replica.input(type: type, object: props, where: place))
+                } else if o["type"] == "FeatureCollection", case .array(let fs)? = o["features"] {
+                    for (i, f) in fs.enumerated() {
+                        guard case .object(var props)? = f["properties"] else { throw ClientError("\(place): feature \(i + 1) has no properties") }
+                        props["location"] = f["geometry"]; props["id"] = f["id"]
+                        inputs.append(try replica.input(type: type, object: props, where: "\(place) feature \(i + 1)"))
+                    }
+                } else {
+                    inputs.append(try replica.input(type: type, object: o, where: place))
+                }
+            }
+            guard !inputs.isEmpty else { throw ClientError("\(jsonFile) holds no records") }
+        } else {
+            if type == .note {
+                guard let kind else { throw ClientError.usage("--kind is required: one of \(replica.schema.kinds(of: .note).joined(separator: ", "))") }
+                guard replica.schema.kinds(of: .note).contains(kind) else {
+                    throw ClientError.usage("--kind must be one of \(replica.schema.kinds(of: .note).joined(separator: ", "))")
+                }
+            }
+            inputs = [try replica.input(type: type, kind: kind, sets: sets)]
+        }
+        let ids = try replica.add(inputs, type: type)
+        if json { printJSON(.array(ids.map { .string($0.description) })) } else { ids.forEach { print($0) } }
+    }
+
+    static func show(type: RecordType, id: String, json: Bool) throws {
+        let replica = try openReplica()
+        let rid = try replica.store.resolveID(id, type: type)
+        guard let view = try replica.store.view(rid) else { throw ClientError("no \(type) \(id)") }
+        let names = try replica.names()
+        if json {
+            var o = view.listingJSON.objectValue!
+            o["conflict_details"] = .array(ConflictReport.items(for: view, names: names))
+            printJSON(.object(o)); return
+        }
+        print("\(type) \(view.id)\(view.kind.map { " (\($0))" } ?? "")\(view.deleted ? "  [deleted]" : "")")
+        print("created     \(Timestamps.iso(view.createdAt.millis)) by \(names[view.createdBy] ?? view.createdBy.description)")
+        print("updated     \(Timestamps.iso(view.lastChanged.millis))")
+        if let e = view.erasedBy {
+            print("ERASED      personal data erased by \(names[e.author] ?? e.author.description) at \(Timestamps.iso(e.hlc.millis))")
+        }
+        for name in view.fields.keys.sorted() {
+            let f = view.fields[name]!
+            let shown: String
+            switch f.merge {
+            case .register: shown = f.value.map(display) ?? "(erased)"
+            case .set: shown = f.elements.map { $0.value.map(display) ?? "(erased)" }.joined(separator: "; ")
+            }
+            print("\(name.padding(toLength: 11, withPad: " ", startingAt: 0)) \(shown)\(f.inConflict ? "   <- CONFLICT: \(f.survivors.count) values, see `fieldsync conflicts`" : "")")
+        }
+        if view.deleteConflict != nil { print("CONFLICT    deleted on one device while edited on another: see `fieldsync conflicts`") }
+    }
+
+    static func display(_ v: JSONValue) -> String { v.stringValue ?? v.canonicalString }
+
+    static func list(type: RecordType, kind: String?, status: String?, json: Bool) throws {
+        let replica = try openReplica()
+        if let kind, !replica.schema.kinds(of: .note).contains(kind) {
+            throw ClientError.usage("--kind must be one of \(replica.schema.kinds(of: .note).joined(separator: ", "))")
+        }
+        let rows = try replica.store.listing(type: type, kind: kind, status: status)
+        if json {
+            // The stored listing JSON, printed as it is: byte-identical on replicas that agree.
+            print("[" + rows.joined(separator: ",") + "]")
+            return
+        }
+        for row in rows {
+            let v = try JSONValue.parse(row)
+            let f = v["fields"]?.objectValue ?? [:]
+            let id = v["id"]!.stringValue!
+            let label = type == .note
+                ? [v["kind"]?.stringValue ?? "", f["ref"]?.stringValue ?? "", f["team"]?.stringValue ?? "", f["status"]?.stringValue ?? ""]
+                : [f["fn"]?.stringValue ?? (v["erased"] != nil ? "(erased)" : ""), (f["org"]?.arrayValue?.first?["name"]?.stringValue) ?? "", f["email"]?.arrayValue?.first?.stringValue ?? ""]
+            let flag = v["conflicts"] != nil ? "  CONFLICT" : ""
+            print(([id] + label).joined(separator: "  ") + flag)
+        }
+    }
+}
+
+struct NoteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "note", abstract: "Field notes.",
+                                                    subcommands: [Add.self, Edit.self, Delete.self, Show.self, List.self])
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a note (or every note of a JSON / JSON Lines file).")
+        @Option(help: "hazard_area, survey, clearance_day, eod_spot, accident, eore_session or observation.") var kind: String?
+        @Option(name: .customLong("set"), help: "FIELD=VALUE (repeatable; a set field takes one element each time).") var sets: [String] = []
+        @Option(name: .customLong("json-file"), help: "Add the notes in this file.") var jsonFile: String?
+        @OptionGroup var output: OutputOptions
+        func run() throws { try RecordCommands.add(type: .note, kind: kind, sets: sets, jsonFile: jsonFile, json: output.json) }
+    }
+
+    struct Edit: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change fields of a note.")
+        @Argument(help: "Note id or unique prefix.") var id: String
+        @OptionGroup var edit: EditOptions
+        func run() throws {
+            let r = try openReplica()
+            try r.edit(try r.store.resolveID(id, type: .note), type: .note, edits: try edit.edits())
+        }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a note (a tombstone: concurrent edits keep it).")
+        @Argument(help: "Note id or unique prefix.") var id: String
+        @Option(help: "Why, for the local log.") var reason: String?
+        func run() throws {
+            let r = try openReplica()
+            let rid = try r.store.resolveID(id, type: .note)
+            try r.delete(rid, type: .note)
+            if let reason { try r.store.setMeta("delete_reason:\(rid)", reason) }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one note, with its conflicts.")
+        @Argument(help: "Note id or unique prefix.") var id: String
+        @OptionGroup var output: OutputOptions
+        func run() throws { try RecordCommands.show(type: .note, id: id, json: output.json) }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List notes.")
+        @Option var kind: String?
+        @Option var status: String?
+        @OptionGroup var output: OutputOptions
+        func run() throws { try RecordCommands.list(type: .note, kind: kind, status: status, json: output.json) }
+    }
+}
+
+struct ContactCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "contact", abstract: "Press contacts.",
+                                                    subcommands: [Add.self, Edit.self, Delete.self, Show.self, List.self, Import.self, Erase.self])
+
+    struct Add: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add a contact.")
+        @Option(name: .customLong("set"), help: "FIELD=VALUE (repeatable).") var sets: [String] = []
+        @Option(name: .customLong("json-file"), help: "Add the contacts in this JSON / JSON Lines file.") var jsonFile: String?
+        @OptionGroup var output: OutputOptions
+        func run() throws { try RecordCommands.add(type: .contact, kind: nil, sets: sets, jsonFile: jsonFile, json: output.json) }
+    }
+
+    struct Edit: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change fields of a contact.")
+        @Argument var id: String
+        @OptionGroup var edit: EditOptions
+        func run() throws {
+            let r = try openReplica()
+            try r.edit(try r.store.resolveID(id, type: .contact), type: .contact, edits: try edit.edits())
+        }
+    }
+
+    struct Delete: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete a contact.")
+        @Argument var id: String
+        @Option(help: "Why, for the local log.") var reason: String?
+        func run() throws {
+            let r = try openReplica()
+            let rid = try r.store.resolveID(id, type: .contact)
+            try r.delete(rid, type: .contact)
+            if let reason { try r.store.setMeta("delete_reason:\(rid)", reason) }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one contact.")
+        @Argument var id: String
+        @OptionGroup var output: OutputOptions
+        func run() throws { try RecordCommands.show(type: .contact, id: id, json: output.json) }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List contacts.")
+        @OptionGroup var output: OutputOptions
+        func run() throws { try RecordCommands.list(type: .contact, kind: nil, status: nil, json: output.json) }
+    }
+
+    struct Import: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Import contacts: vCard 3/4 (.vcf), jCard (.json), or a press release's contact block (text).")
+        @Argument(help: "The file.") var file: String
+        @Flag(name: .customLong("skip-invalid"), help: "Import the good cards and report each bad one, instead of importing nothing.") var skipInvalid = false
+        @Option(name: .customLong("country-code"), help: "Calling code for national numbers without one, e.g. 47.") var countryCode: String?
+        @OptionGroup var output: OutputOptions
+
+        func run() throws {
+            if let cc = countryCode, !(1...3).contains(cc.count) || !cc.allSatisfy(\.isNumber) {
+                throw ClientError.usage("--country-code takes 1 to 3 digits, e.g. 47")
+            }
+            let replica = try openReplica()
+            let results = try ContactImport.read(file: file, countryCode: countryCode)
+            let (inputs, skipped) = try ContactImport.inputs(results, replica: replica, file: file, skipInvalid: skipInvalid)
+            for s in skipped { FileHandle.standardError.write(Data("fieldsync: skipped \(s)\n".utf8)) }
+            let ids = inputs.isEmpty ? [] : try replica.add(inputs, type: .contact)
+            if output.json {
+                printJSON(.object(["imported": .array(ids.map { .string($0.description) }), "skipped": .array(skipped.map { .string($0) })]))
+            } else {
+                ids.forEach { print($0) }
+            }
+        }
+    }
+
+    struct Erase: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Coordinator: erase a contact's personal data on every replica.")
+        @Argument var id: String
+        func run() throws {
+            let r = try openReplica()
+            let rid = try r.store.resolveID(id, type: .contact)
+            guard try r.myEntry().role == .coordinator else { throw ClientError("only a coordinator may erase a contact") }
+            try r.store.commitLocal(key: r.key) { reader in
+                guard try reader.view(rid) != nil else { throw ClientError("no contact \(id)") }
+                var d = ChangeDraft(); d.erase(rid); return d
+            }
+            try r.store.checkpoint()
+        }
+    }
+}

@@ -1,0 +1,287 @@
+import FieldSyncCore
+import Foundation
+import GRDB
+
+/// A replica on disk: one SQLite file (WAL, synchronous=FULL, foreign keys, secure_delete),
+/// migrated from `Schema/sqlite/` when opened. Every write is one transaction that goes
+/// through `Replicator`, so a crash leaves a whole change or none of it.
+public struct ReplicaStore: Sendable {
+    public static let format = "fieldsync-replica-1"
+    let writer: any DatabaseWriter
+    public let schema: RecordSchema
+    public let path: String
+
+    /// Opens the replica at `path`. With `create`, makes a new one (refusing to reuse a file).
+    public static func open(path: String, create: Bool = false, schema: RecordSchema = .standard) throws -> ReplicaStore {
+        let fm = FileManager.default
+        let exists = fm.fileExists(atPath: path)
+        if create && exists { throw StoreError(.alreadyInitialised, "a replica already exists at \(path)") }
+        if !create && !exists { throw StoreError(.notInitialised, "no replica at \(path): run `fieldsync init --name NAME` first") }
+        if exists && !fm.isWritableFile(atPath: path) { throw StoreError(.readOnly, "the replica \(path) is read-only") }
+        if create {
+            let dir = (path as NSString).deletingLastPathComponent
+            if !fm.fileExists(atPath: dir) {
+                do { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
+                    throw StoreError(.cannotOpen, "cannot create \(dir): \(Self.reason(error))")
+                }
+            }
+            guard fm.isWritableFile(atPath: dir) else { throw StoreError(.readOnly, "cannot write in \(dir): it is read-only") }
+        }
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            // Erased values must not linger in free pages.
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+        }
+        let pool: DatabasePool
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+        } catch {
+            throw StoreError(.notAReplica, "\(path) is not a fieldsync replica (\(Self.reason(error)))")
+        }
+        do {
+            if !create {
+                let format = try pool.read { db -> String? in
+                    guard try db.tableExists("meta") else { return nil }
+                    return try Meta.get("format", db)
+                }
+                guard format == Self.format else { throw StoreError(.notAReplica, "\(path) is a SQLite file but not a fieldsync replica") }
+            }
+            try Self.migrator.migrate(pool)
+            if create { try pool.write { db in try Meta.set("format", Self.format, db) } }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError(.notAReplica, "\(path) is not a fieldsync replica (\(Self.reason(error)))")
+        }
+        return ReplicaStore(writer: pool, schema: schema, path: path)
+    }
+
+    static func reason(_ error: any Error) -> String {
+        if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }
+        return (error as NSError).localizedDescription
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        for name in EmbeddedSchema.files.keys.filter({ $0.hasPrefix("sqlite/") }).sorted() {
+            let sql = EmbeddedSchema.files[name]!
+            m.registerMigration(name) { db in try db.execute(sql: sql) }
+        }
+        return m
+    }
+
+    /// Runs `body` in one write transaction, turning SQLite's failures into one clear line.
+    func write<T>(_ body: (Database) throws -> T) throws -> T {
+        do {
+            return try writer.write(body)
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
+            throw StoreError(.readOnly, "the replica \(path) is read-only")
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
+            throw StoreError(.busy, "the replica \(path) is busy: another fieldsync is writing to it")
+        }
+    }
+
+    func read<T>(_ body: (Database) throws -> T) throws -> T { try writer.read(body) }
+
+    // MARK: Meta and roster
+
+    public func meta(_ key: String) throws -> String? { try read { try Meta.get(key, $0) } }
+    public func setMeta(_ key: String, _ value: String) throws { try write { try Meta.set(key, value, $0) } }
+
+    public func roster() throws -> Roster { Roster(try read { try RosterRow.all($0) }) }
+
+    public func upsertRoster(_ entries: [RosterEntry]) throws {
+        try write { db in for e in entries { try RosterRow.upsert(e, db) } }
+    }
+
+    // MARK: Changes in
+
+    /// Makes one local change from what `build` drafts against the current records, signs it and
+    /// applies it, all in one transaction. Returns nil when the draft is empty.
+    @discardableResult
+    public func commitLocal(key: DeviceKey, wallMillis: UInt64 = Timestamps.nowMillis,
+                            _ build: (RecordReader) throws -> ChangeDraft) throws -> [SignedChange] {
+        try write { db in
+            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis)
+            let draft = try build(RecordReader(storage: s))
+            guard !draft.isEmpty else { return [] }
+            var out: [SignedChange] = []
+            // More ops than one change holds (a large import) become several changes, one transaction.
+            for part in draft.chunks() {
+                let device = key.deviceID
+                let head = try s.head(of: device)
+                let change = Change(device: device, seq: (head?.seq ?? 0) + 1, prev: head?.id ?? .zero,
+                                    hlc: s.clock.tick(wallMillis: wallMillis), wallMillis: wallMillis, ops: part.ops)
+                let signed = SignedChange.author(change, values: part.values, key: key)
+                _ = try Replicator.receive(signed, into: &s, wallMillis: wallMillis, verified: true)
+                if let refusal = try String.fetchOne(db, sql: "SELECT refusal FROM changes WHERE id = ?", arguments: [Data(signed.id.bytes)]) {
+                    // Refused by policy: say so and write nothing, rather than keep a change that applies nowhere.
+                    throw CoreError(.forbidden, refusal)
+                }
+                out.append(signed)
+            }
+            try s.finish()
+            return out
+        }
+    }
+
+    /// Applies received changes in one transaction. Each is verified against the roster; a change
+    /// that is refused is reported, the others are kept.
+    public func receive(_ changes: [SignedChange], wallMillis: UInt64 = Timestamps.nowMillis) throws -> [ChangeID: Result<ReceiveOutcome, CoreError>] {
+        try write { db in
+            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis)
+            var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
+            for c in changes {
+                do { out[c.id] = .success(try Replicator.receive(c, into: &s, wallMillis: wallMillis)) } catch let e as CoreError {
+                    out[c.id] = .failure(e)
+                }
+            }
+            try s.finish()
+            return out
+        }
+    }
+
+    // MARK: Questions
+
+    public func vector() throws -> VersionVector {
+        try read { db in
+            var v = VersionVector()
+            for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device") {
+                v.seqs[DeviceID(row["device"] as String)!] = UInt64(row["seq"] as Int64)
+            }
+            return v
+        }
+    }
+
+    /// Changes a peer with `vector` lacks, oldest first per device, at most `limit`.
+    public func missing(for peer: VersionVector, limit: Int = .max) throws -> [SignedChange] {
+        try read { db in
+            var out: [SignedChange] = []
+            let devices = try String.fetchAll(db, sql: "SELECT DISTINCT device FROM changes ORDER BY device")
+            for d in devices where out.count < limit {
+                let from = Int64(peer[DeviceID(d)!])
+                let rows = try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                            arguments: [d, from, limit - out.count])
+                for row in rows { out.append(try Self.loadChange(row, db)) }
+            }
+            return out
+        }
+    }
+
+    static func loadChange(_ row: Row, _ db: Database) throws -> SignedChange {
+        var values: [UInt16: OpValue] = [:]
+        for v in try Row.fetchAll(db, sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?", arguments: [row["id"] as Data]) {
+            values[UInt16(v["idx"] as Int64)] = OpValue(salt: v.bytes("salt"), value: try JSONValue.parse(v.bytes("value")))
+        }
+        return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values)
+    }
+
+    /// This device's changes the server has not acknowledged yet, in seq order.
+    public func outbox(device: DeviceID, limit: Int = .max) throws -> [SignedChange] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND acked = 0 ORDER BY seq LIMIT ?",
+                             arguments: [device.description, limit]).map { try Self.loadChange($0, db) }
+        }
+    }
+
+    public func markAcknowledged(_ ids: [ChangeID]) throws {
+        try write { db in for id in ids { try db.execute(sql: "UPDATE changes SET acked = 1 WHERE id = ?", arguments: [Data(id.bytes)]) } }
+    }
+
+    public func view(_ id: RecordID) throws -> RecordView? {
+        try read { db in try SQLiteStorage(db: db, schema: schema, wallMillis: 0).recordOps(id).materialize(schema: schema) }
+    }
+
+    /// Finds a record by a unique prefix of its id.
+    public func resolveID(_ prefix: String, type: RecordType? = nil) throws -> RecordID {
+        let p = prefix.lowercased()
+        guard !p.isEmpty, p.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
+            throw StoreError(.notFound, "'\(prefix)' is not a record id or id prefix")
+        }
+        let ids = try read { db in
+            try String.fetchAll(db, sql: "SELECT id FROM records WHERE id >= ? AND id < ? AND (? IS NULL OR type = ?) LIMIT 2",
+                                arguments: [p, p + "~", type?.description, type?.description])
+        }
+        guard let first = ids.first else { throw StoreError(.notFound, "no \(type?.description ?? "record") with id \(prefix)") }
+        guard ids.count == 1 else { throw StoreError(.ambiguous, "id prefix \(prefix) matches more than one record: give more of it") }
+        return RecordID(first)!
+    }
+
+    /// Listing JSON of live records, in id (creation) order.
+    public func listing(type: RecordType, kind: String? = nil, status: String? = nil, team: String? = nil,
+                        review: String? = nil, conflictedOnly: Bool = false, includeDeleted: Bool = false) throws -> [String] {
+        try read { db in
+            try String.fetchAll(db, sql: """
+                SELECT json FROM records WHERE type = ? AND (? OR deleted = 0) AND (? IS NULL OR kind = ?)
+                  AND (? IS NULL OR status = ?) AND (? IS NULL OR team = ?) AND (? IS NULL OR review = ?) AND (NOT ? OR conflicted = 1)
+                ORDER BY id
+                """, arguments: [type.description, includeDeleted, kind, kind, status, status, team, team, review, review, conflictedOnly])
+        }
+    }
+
+    /// Every record with an open conflict, fully materialised.
+    public func conflicts() throws -> [RecordView] {
+        let ids = try read { db in try String.fetchAll(db, sql: "SELECT id FROM records WHERE conflicted = 1 ORDER BY id") }
+        return try ids.compactMap { try view(RecordID($0)!) }
+    }
+
+    public func status(device: DeviceID) throws -> ReplicaStatus {
+        try read { db in
+            ReplicaStatus(
+                notes: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE type = 'note' AND deleted = 0") ?? 0,
+                contacts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE type = 'contact' AND deleted = 0") ?? 0,
+                conflicts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE conflicted = 1") ?? 0,
+                changes: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes") ?? 0,
+                waiting: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ? AND acked = 0", arguments: [device.description]) ?? 0,
+                refused: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ? AND refusal_code IS NOT NULL", arguments: [device.description]) ?? 0,
+                pending: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending") ?? 0
+            )
+        }
+    }
+
+    /// After an erase: fold the WAL into the main file and truncate it, so no copy of an erased
+    /// value survives in the WAL either (secure_delete zeroes the freed pages).
+    public func checkpoint() throws {
+        try writer.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+    }
+}
+
+/// Read access to records inside a local write transaction, for drafting the next change.
+public struct RecordReader {
+    let storage: SQLiteStorage
+    public var schema: RecordSchema { storage.schema }
+    public func ops(_ id: RecordID) throws -> RecordOps { try storage.recordOps(id) }
+    public func view(_ id: RecordID) throws -> RecordView? { try storage.recordOps(id).materialize(schema: storage.schema) }
+}
+
+public struct ReplicaStatus: Sendable, Codable {
+    public var notes, contacts, conflicts, changes, waiting, refused, pending: Int
+}
+
+/// A change as the log shows it.
+public struct LoggedChange: Sendable {
+    public let change: SignedChange
+    public let refusal: String?
+    public let clockSkew: Bool
+}
+
+extension ReplicaStore {
+    /// Applied changes, newest (by HLC) first.
+    public func logChanges(since: UInt64?, device: DeviceID?, record: RecordID?, limit: Int) throws -> [LoggedChange] {
+        try read { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT id, signed, signature, refusal, clock_skew FROM changes
+                WHERE (? IS NULL OR hlc >= ?) AND (? IS NULL OR device = ?)
+                  AND (? IS NULL OR id IN (SELECT change_id FROM ops WHERE record = ?))
+                ORDER BY hlc DESC, device DESC LIMIT ?
+                """, arguments: [since.map { Int64($0 << 16) }, since.map { Int64($0 << 16) }, device?.description, device?.description,
+                                 record.map { Data($0.bytes) }, record.map { Data($0.bytes) }, limit])
+            return try rows.map { row in
+                LoggedChange(change: try Self.loadChange(row, db), refusal: row["refusal"], clockSkew: row["clock_skew"])
+            }
+        }
+    }
+}

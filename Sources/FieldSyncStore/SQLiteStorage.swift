@@ -1,0 +1,161 @@
+import FieldSyncCore
+import Foundation
+import GRDB
+
+/// `ReplicaStorage` over one open SQLite transaction: how `Replicator` (the same code the
+/// in-memory reference runs) reads and writes a replica on disk.
+struct SQLiteStorage: ReplicaStorage {
+    let db: Database
+    let schema: RecordSchema
+    let wallMillis: UInt64
+    var roster: [DeviceID: RosterEntry]
+    var clock: HybridClock
+
+    init(db: Database, schema: RecordSchema, wallMillis: UInt64) throws {
+        self.db = db
+        self.schema = schema
+        self.wallMillis = wallMillis
+        roster = try Dictionary(RosterRow.all(db).map { ($0.device, $0) }, uniquingKeysWith: { a, _ in a })
+        clock = HybridClock(last: HLC(raw: UInt64(try Meta.get("hlc", db).flatMap { UInt64($0) } ?? 0)))
+    }
+
+    /// Saves the clock; called once at the end of the transaction.
+    func finish() throws { try Meta.set("hlc", String(clock.last.raw), db) }
+
+    func rosterEntry(_ device: DeviceID) -> RosterEntry? { roster[device] }
+
+    func head(of device: DeviceID) throws -> (seq: UInt64, id: ChangeID)? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT seq, id FROM changes WHERE device = ? ORDER BY seq DESC LIMIT 1",
+                                         arguments: [device.description]) else { return nil }
+        return (UInt64(row["seq"] as Int64), ChangeID(bytes: row.bytes("id"))!)
+    }
+
+    func position(of id: ChangeID) throws -> (device: DeviceID, seq: UInt64)? {
+        guard let row = try Row.fetchOne(db, sql: "SELECT device, seq FROM changes WHERE id = ?", arguments: [Data(id.bytes)]) else { return nil }
+        return (DeviceID(row["device"] as String)!, UInt64(row["seq"] as Int64))
+    }
+
+    func pending(device: DeviceID, seq: UInt64) throws -> SignedChange? {
+        guard let env = try Data.fetchOne(db, sql: "SELECT envelope FROM pending WHERE device = ? AND seq = ?",
+                                             arguments: [device.description, Int64(seq)]) else { return nil }
+        return try SignedChange(envelope: [UInt8](env))
+    }
+
+    func addPending(_ c: SignedChange) throws {
+        try db.execute(sql: "INSERT INTO pending (device, seq, id, envelope) VALUES (?, ?, ?, ?)",
+                       arguments: [c.change.device.description, Int64(c.change.seq), Data(c.id.bytes), Data(c.envelope)])
+    }
+
+    func removePending(device: DeviceID, seq: UInt64) throws {
+        try db.execute(sql: "DELETE FROM pending WHERE device = ? AND seq = ?", arguments: [device.description, Int64(seq)])
+    }
+
+    func appendToChain(_ c: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws {
+        try db.execute(sql: """
+            INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [Data(c.id.bytes), c.change.device.description, Int64(c.change.seq), Int64(bitPattern: c.change.hlc.raw),
+                             Int64(bitPattern: c.change.wallMillis), Int64(wallMillis), Data(c.bytes), Data(c.signature),
+                             refusal?.code.description, refusal?.message, clockSkewed])
+        let insert = try db.cachedStatement(sql: "INSERT INTO op_values (change_id, idx, salt, value) VALUES (?, ?, ?, ?)")
+        for (i, v) in c.values {
+            try insert.execute(arguments: [Data(c.id.bytes), Int64(i), Data(v.salt), Data(v.value.canonicalBytes)])
+        }
+    }
+
+    func recordOps(_ id: RecordID) throws -> RecordOps {
+        var ops = RecordOps(id: id)
+        let rows = try Row.fetchCursor(db, sql: """
+            SELECT ops.change_id, ops.idx, ops.author, ops.hlc, ops.wall, ops.op, op_values.value
+            FROM ops LEFT JOIN op_values ON op_values.change_id = ops.change_id AND op_values.idx = ops.idx
+            WHERE ops.record = ?
+            """, arguments: [Data(id.bytes)])
+        var personal: Set<String>?
+        while let row = try rows.next() {
+            let op = try ChangeCodec.decodeOp(row.bytes("op"))
+            if personal == nil { personal = schema.personalFields(of: op.recordType) }
+            let value: JSONValue? = try (row.optionalBytes("value")).map { try JSONValue.parse($0) }
+            ops.insert(AppliedOp(ref: OpRef(change: ChangeID(bytes: row.bytes("change_id"))!, index: UInt16(row["idx"] as Int64)),
+                                 op: op, hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: DeviceID(row["author"] as String)!,
+                                 wallMillis: UInt64(bitPattern: row["wall"]), value: value),
+                       personalFields: personal!)
+        }
+        return ops
+    }
+
+    func saveRecord(_ ops: RecordOps, added: [AppliedOp]) throws {
+        let insert = try db.cachedStatement(sql: "INSERT INTO ops (change_id, idx, record, author, hlc, wall, op) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        for e in added {
+            try insert.execute(arguments: [Data(e.ref.change.bytes), Int64(e.ref.index), Data(ops.id.bytes), e.author.description,
+                                           Int64(bitPattern: e.hlc.raw), Int64(bitPattern: e.wallMillis), Data(ChangeCodec.encodeOp(e.op))])
+        }
+        guard let view = ops.materialize(schema: schema) else { return }  // its create has not arrived yet
+        try RecordRow(view).save(db)
+    }
+
+    func eraseValues(record: RecordID, fields: Set<String>) throws {
+        let rows = try Row.fetchAll(db, sql: "SELECT change_id, idx, op FROM ops WHERE record = ?", arguments: [Data(record.bytes)])
+        for row in rows {
+            let op = try ChangeCodec.decodeOp(row.bytes("op"))
+            guard fields.contains(op.field) else { continue }
+            try db.execute(sql: "DELETE FROM op_values WHERE change_id = ? AND idx = ?", arguments: [row["change_id"] as Data, row["idx"] as Int64])
+        }
+        // Values waiting in `pending` for this record are erased when they are applied.
+    }
+}
+
+enum Meta {
+    static func get(_ key: String, _ db: Database) throws -> String? {
+        try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key])
+    }
+
+    static func set(_ key: String, _ value: String, _ db: Database) throws {
+        try db.execute(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                       arguments: [key, value])
+    }
+}
+
+enum RosterRow {
+    static func all(_ db: Database) throws -> [RosterEntry] {
+        try Row.fetchAll(db, sql: "SELECT * FROM roster ORDER BY device").compactMap { row in
+            guard let role = Role(rawValue: row["role"]) else { return nil }
+            var e = RosterEntry(publicKey: row.bytes("public_key"), name: row["name"], role: role, enrolledAtMillis: UInt64(row["enrolled_at"] as Int64))
+            e.revokedAfterSeq = (row["revoked_after_seq"] as Int64?).map { UInt64($0) }
+            return e
+        }
+    }
+
+    static func upsert(_ e: RosterEntry, _ db: Database) throws {
+        try db.execute(sql: """
+            INSERT INTO roster (device, public_key, name, role, enrolled_at, revoked_after_seq) VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (device) DO UPDATE SET public_key = excluded.public_key, name = excluded.name, role = excluded.role,
+              enrolled_at = excluded.enrolled_at, revoked_after_seq = excluded.revoked_after_seq
+            """, arguments: [e.device.description, Data(e.publicKey), e.name, e.role.rawValue, Int64(e.enrolledAtMillis),
+                             e.revokedAfterSeq.map { Int64($0) }])
+    }
+}
+
+/// A materialised record as stored for fast listing.
+struct RecordRow {
+    let view: RecordView
+    init(_ view: RecordView) { self.view = view }
+
+    func save(_ db: Database) throws {
+        let v = view.values
+        try db.execute(sql: """
+            INSERT INTO records (id, type, kind, deleted, conflicted, erased, last_changed, ref, status, team, review, json)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (id) DO UPDATE SET type = excluded.type, kind = excluded.kind, deleted = excluded.deleted,
+              conflicted = excluded.conflicted, erased = excluded.erased, last_changed = excluded.last_changed,
+              ref = excluded.ref, status = excluded.status, team = excluded.team, review = excluded.review, json = excluded.json
+            """, arguments: [view.id.description, view.type.description, view.kind, view.deleted, view.hasConflict,
+                             view.erasedBy != nil, Int64(bitPattern: view.lastChanged.raw), v["ref"]?.stringValue,
+                             v["status"]?.stringValue, v["team"]?.stringValue, v["review"]?["state"]?.stringValue,
+                             view.listingJSON.canonicalString])
+    }
+}
+
+extension Row {
+    func bytes(_ column: String) -> [UInt8] { [UInt8](self[column] as Data) }
+    func optionalBytes(_ column: String) -> [UInt8]? { (self[column] as Data?).map { [UInt8]($0) } }
+}

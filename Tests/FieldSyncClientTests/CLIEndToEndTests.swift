@@ -1,0 +1,195 @@
+import FieldSyncCore
+import Foundation
+import Testing
+
+/// Runs the built `fieldsync` binary as a process, as a field worker would.
+struct CLI {
+    let home: String
+    static let binary: String = {
+        // The test bundle sits in the build products folder, beside the executables.
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        return dir.appendingPathComponent("fieldsync").path
+    }()
+    static let samples = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("../../../shared/samples").standardized.path
+
+    init() {
+        home = NSTemporaryDirectory() + "fieldsync-cli-" + UUID().uuidString
+    }
+
+    struct Result { let status: Int32; let out: String; let err: String }
+
+    @discardableResult
+    func run(_ args: String...) throws -> Result { try run(args) }
+
+    func run(_ args: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        env["FIELDSYNC_HOME"] = home
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+    }
+
+    func ok(_ args: String...) throws -> String {
+        let r = try run(args)
+        #expect(r.status == 0, "fieldsync \(args.joined(separator: " ")) failed: \(r.err)")
+        return r.out
+    }
+
+    func cleanUp() { try? FileManager.default.removeItem(atPath: home) }
+}
+
+@Suite(.serialized) struct CLIEndToEndTests {
+    @Test func aFieldWorkersDayOffline() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        // Nothing works before init, with a clear message.
+        let early = try cli.run("note", "list")
+        #expect(early.status == 1 && early.err.contains("fieldsync init"))
+
+        _ = try cli.ok("init", "--name", "mt3-laptop", "--role", "coordinator")
+        let again = try cli.run("init", "--name", "x")
+        #expect(again.status == 1 && again.err.contains("already exists"))
+        let keyMode = try FileManager.default.attributesOfItem(atPath: cli.home + "/device.key")[.posixPermissions] as? Int
+        #expect(keyMode == 0o600)
+
+        let added = try cli.ok("note", "add", "--json-file", CLI.samples + "/notes.jsonl").split(separator: "\n")
+        #expect(added.count == 5)
+        let imported = try cli.ok("contact", "import", CLI.samples + "/contacts.vcf").split(separator: "\n")
+        #expect(imported.count == 3)
+        let fromRelease = try cli.ok("contact", "import", CLI.samples + "/press-release-sample.txt", "--country-code", "47").split(separator: "\n")
+        #expect(fromRelease.count == 2)
+
+        let id = try cli.ok("note", "add", "--kind", "clearance_day", "--set", "ref=UA-KHA-CLR-0099", "--set", "depth_cm=13",
+                            "--set", "devices=AP:PMN-2:2:destroyed_in_situ").trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try cli.ok("note", "edit", id, "--set", "depth_cm=15", "--add", "tags=agriculture")
+        let shown = try JSONValue.parse(try cli.ok("note", "show", id, "--json"))
+        #expect(shown["fields"]?["depth_cm"] == .int(15))
+        #expect(shown["fields"]?["tags"] == .array(["agriculture"]))
+
+        // Bad input: one line naming field, value and rule; nothing written.
+        let before = try cli.ok("note", "list", "--json")
+        let bad = try cli.run("note", "edit", id, "--set", "depth_cm=-3")
+        #expect(bad.status == 1)
+        #expect(bad.err == "fieldsync: field 'depth_cm': value -3 breaks rule: at least 0\n")
+        #expect(try cli.ok("note", "list", "--json") == before)
+        let usage = try cli.run("note", "add", "--kind", "picnic")
+        #expect(usage.status == 2 && usage.err.hasPrefix("fieldsync: --kind must be one of"))
+        #expect(try cli.run("frobnicate").status == 2)
+
+        _ = try cli.ok("note", "delete", String(added[0]), "--reason", "duplicate")
+        let notes = try JSONValue.parse(try cli.ok("note", "list", "--json"))
+        #expect(notes.arrayValue?.count == 5)
+        let clearance = try JSONValue.parse(try cli.ok("note", "list", "--kind", "clearance_day", "--json"))
+        #expect(clearance.arrayValue?.count == 2)
+
+        let contacts = try JSONValue.parse(try cli.ok("contact", "list", "--json")).arrayValue ?? []
+        let names = Set(contacts.compactMap { $0["fields"]?["fn"]?.stringValue })
+        #expect(names.isSuperset(of: ["Sigrun Ødegård Ås", "Aino Rämö-Lindqvist", "Олена Мельник", "Mykola Shevchuk-Petrenko"]))
+        let tels = contacts.flatMap { $0["fields"]?["tel"]?.arrayValue ?? [] }
+        #expect(tels.contains(.object(["raw": "+358 40 000 0000", "e164": "+358400000000"])))
+        #expect(tels.contains(.object(["raw": "90000000", "e164": "+4790000000"])))
+
+        // Exports.
+        let geo = try JSONValue.parse(try cli.ok("export", "--format", "geojson"))
+        #expect(geo["type"] == "FeatureCollection")
+        #expect(geo["features"]?.arrayValue?.count == 1, "the deleted hazard area is gone; the EOD spot has a location")
+        let csv = try cli.ok("export", "--format", "csv", "--hxl")
+        #expect(csv.split(separator: "\r\n")[1].hasPrefix("#meta+id,#event+type"))
+        #expect(csv.split(separator: "\r\n").count == 2 + 5)
+        let vcf = try cli.ok("export", "--format", "vcard")
+        #expect(vcf.components(separatedBy: "BEGIN:VCARD").count - 1 == 5)
+        #expect(vcf.contains("FN:Олена Мельник"))
+
+        // Log and status.
+        let log = try cli.ok("log", "--record", id)
+        #expect(log.split(separator: "\n").count == 2)
+        #expect(log.contains("depth_cm=15"))
+        let status = try JSONValue.parse(try cli.ok("status", "--json"))
+        #expect(status["notes"] == .int(5) && status["contacts"] == .int(5))
+        #expect(status["changes_waiting"] != .int(0))
+    }
+
+    /// Every export re-imported into a fresh replica gives the same records.
+    @Test func exportsReimportToTheSameRecords() throws {
+        let a = CLI(), b = CLI(), c = CLI()
+        defer { a.cleanUp(); b.cleanUp(); c.cleanUp() }
+        for cli in [a, b, c] { _ = try cli.ok("init", "--name", "x", "--role", "coordinator") }
+        _ = try a.ok("note", "add", "--json-file", CLI.samples + "/notes.jsonl")
+        _ = try a.ok("contact", "import", CLI.samples + "/contacts.vcf")
+        let dir = NSTemporaryDirectory() + "fieldsync-export-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+
+        _ = try a.ok("export", "--format", "jsonl", "--type", "note", "--out", dir + "/notes.jsonl")
+        _ = try b.ok("note", "add", "--json-file", dir + "/notes.jsonl")
+        func fields(_ cli: CLI, _ type: String) throws -> [JSONValue] {
+            (try JSONValue.parse(try cli.ok(type, "list", "--json")).arrayValue ?? []).map { v in
+                .object(["id": v["id"]!, "kind": v["kind"] ?? .null, "fields": v["fields"]!])
+            }
+        }
+        #expect(try fields(a, "note") == fields(b, "note"))
+
+        _ = try a.ok("export", "--format", "geojson", "--out", dir + "/notes.geojson")
+        _ = try c.ok("note", "add", "--json-file", dir + "/notes.geojson")
+        let located = try fields(a, "note").filter { $0["fields"]?["location"] != nil }
+        #expect(try fields(c, "note") == located)
+
+        for format in ["vcard", "jcard"] {
+            let d = CLI()
+            defer { d.cleanUp() }
+            _ = try d.ok("init", "--name", "y", "--role", "press")
+            _ = try a.ok("export", "--format", format, "--out", dir + "/contacts.\(format)")
+            _ = try d.ok("contact", "import", dir + "/contacts.\(format)")
+            let strip: (JSONValue) -> JSONValue = { $0["fields"]! }
+            #expect(try fields(a, "contact").map(strip) == fields(d, "contact").map(strip), "\(format) round trip")
+        }
+    }
+
+    @Test func aBadCardImportsNothingUnlessSkipped() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "press-laptop", "--role", "press")
+        let file = cli.home + "/cards.vcf"
+        let text = """
+            BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Good One\r\nEMAIL:good@example.org\r\nEND:VCARD\r\n\
+            BEGIN:VCARD\r\nVERSION:4.0\r\nFN:Bad Mail\r\nEMAIL:not-an-address\r\nEND:VCARD\r\n
+            """
+        try text.write(toFile: file, atomically: true, encoding: .utf8)
+        let refused = try cli.run("contact", "import", file)
+        #expect(refused.status == 1)
+        #expect(refused.err.contains("cards.vcf:6:") && refused.err.contains("email"))
+        #expect(try cli.ok("contact", "list", "--json") == "[]\n")
+        let skipped = try cli.run("contact", "import", file, "--skip-invalid")
+        #expect(skipped.status == 0)
+        #expect(skipped.err.contains("skipped") && skipped.err.contains(":6:"))
+        #expect(try JSONValue.parse(try cli.ok("contact", "list", "--json")).arrayValue?.count == 1)
+        // A field device may not write contacts: refused locally, nothing kept.
+        let f = CLI()
+        defer { f.cleanUp() }
+        _ = try f.ok("init", "--name", "field-laptop")
+        let forbidden = try f.run("contact", "add", "--set", "fn=Someone")
+        #expect(forbidden.status == 1 && forbidden.err.contains("field device does not write press contacts"))
+    }
+
+    @Test func corruptReplicaIsAClearError() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "x")
+        try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: cli.home + "/replica.sqlite"))
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: cli.home + "/replica.sqlite" + suffix) }
+        let r = try cli.run("note", "list")
+        #expect(r.status == 1)
+        #expect(r.err.hasPrefix("fieldsync: ") && r.err.contains("not a fieldsync replica"))
+        #expect(r.err.split(separator: "\n").count == 1)
+    }
+}
