@@ -63,7 +63,7 @@ struct CLI {
         #expect(keyMode == 0o600)
 
         let added = try cli.ok("note", "add", "--json-file", CLI.samples + "/notes.jsonl").split(separator: "\n")
-        #expect(added.count == 5)
+        try #require(added.count == 5, "the samples are read from \(CLI.samples)")
         let imported = try cli.ok("contact", "import", CLI.samples + "/contacts.vcf").split(separator: "\n")
         #expect(imported.count == 3)
         let fromRelease = try cli.ok("contact", "import", CLI.samples + "/press-release-sample.txt", "--country-code", "47").split(separator: "\n")
