@@ -2,7 +2,14 @@
 /// and names exactly what the op supersedes, so the merge rules hold by construction.
 public struct ChangeDraft: Sendable {
     public private(set) var ops: [Op] = []
-    public private(set) var values: [UInt16: OpValue] = [:]
+    /// Keyed by op position; a draft may hold more ops than one change (`chunks` splits it).
+    private var valuesByIndex: [Int: OpValue] = [:]
+
+    /// The values of a draft that fits in one change, keyed as the change's ops are.
+    public var values: [UInt16: OpValue] {
+        precondition(ops.count <= ChangeCodec.maxOps, "split the draft with chunks() first")
+        return Dictionary(uniqueKeysWithValues: valuesByIndex.map { (UInt16($0.key), $0.value) })
+    }
 
     public init() {}
 
@@ -13,7 +20,7 @@ public struct ChangeDraft: Sendable {
         if let value {
             let v = OpValue.fresh(value)
             op.commitment = v.commitment
-            values[UInt16(ops.count)] = v
+            valuesByIndex[ops.count] = v
         }
         ops.append(op)
     }
@@ -87,7 +94,7 @@ extension ChangeDraft {
         for start in stride(from: 0, to: ops.count, by: maxOps) {
             var d = ChangeDraft()
             for i in start..<min(start + maxOps, ops.count) {
-                if let v = values[UInt16(i)] { d.values[UInt16(d.ops.count)] = v }
+                if let v = valuesByIndex[i] { d.valuesByIndex[d.ops.count] = v }
                 d.ops.append(ops[i])
             }
             out.append(d)

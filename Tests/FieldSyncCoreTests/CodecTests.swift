@@ -107,3 +107,22 @@ import Testing
         #expect(RecordID.make(unixMillis: baseMillis) < RecordID.make(unixMillis: baseMillis + 1))
     }
 }
+
+@Suite struct DraftTests {
+    /// An import larger than 65,535 ops (10,000 notes of 11 fields) splits into changes whose
+    /// values stay with their ops.
+    @Test func largeDraftsSplitIntoChangesWithTheirValues() {
+        var d = ChangeDraft()
+        let id = RecordID.make()
+        d.create(id, type: .note, kind: "survey")
+        for i in 0..<70_000 { d.add("tags", .string("t\(i)"), record: id, type: .note) }
+        let parts = d.chunks()
+        #expect(parts.count == 71)
+        #expect(parts.allSatisfy { $0.ops.count <= ChangeCodec.maxOps })
+        let last = parts.last!
+        #expect(last.ops.count == 1)
+        #expect(last.values[0]?.value == "t69999")
+        #expect(last.values[0]?.commitment == last.ops[0].commitment)
+        #expect(parts[0].values[0] == nil, "the create carries no value")
+    }
+}
