@@ -93,18 +93,3 @@ public struct Replica: Sendable {
         Dictionary(uniqueKeysWithValues: try store.roster().sorted.map { ($0.device, $0.name) })
     }
 }
-
-extension Array where Element == UInt8 {
-    var hex: String { map { String(format: "%02x", $0) }.joined() }
-    init?(hex: String) {
-        let chars = Array(hex.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        var out: [UInt8] = []
-        var i = 0
-        while i < chars.count {
-            guard let b = UInt8(String(decoding: chars[i..<i + 2], as: UTF8.self), radix: 16) else { return nil }
-            out.append(b); i += 2
-        }
-        self = out
-    }
-}

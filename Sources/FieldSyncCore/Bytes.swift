@@ -80,14 +80,15 @@ struct ByteReader {
 }
 
 extension Array where Element == UInt8 {
-    var hex: String {
+    /// Lower-case hexadecimal.
+    public var hex: String {
         let digits = Array("0123456789abcdef".utf8)
         var out = [UInt8](); out.reserveCapacity(count * 2)
         for b in self { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0xF)]) }
         return String(decoding: out, as: UTF8.self)
     }
 
-    init?(hex: String) {
+    public init?(hex: String) {
         let u = Array(hex.utf8)
         guard u.count % 2 == 0 else { return nil }
         func nib(_ c: UInt8) -> UInt8? {

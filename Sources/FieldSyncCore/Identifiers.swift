@@ -1,6 +1,22 @@
 import Crypto
 import Foundation
 
+/// 16 bytes as two big-endian words, and back: the storage of RecordID and DeviceID.
+private func words(_ bytes: [UInt8]) -> (hi: UInt64, lo: UInt64) {
+    var h: UInt64 = 0, l: UInt64 = 0
+    for i in 0..<8 { h = h << 8 | UInt64(bytes[i]); l = l << 8 | UInt64(bytes[8 + i]) }
+    return (h, l)
+}
+
+private func bytes(hi: UInt64, lo: UInt64) -> [UInt8] {
+    var out = [UInt8](repeating: 0, count: 16)
+    for i in 0..<8 {
+        out[i] = UInt8(truncatingIfNeeded: hi >> UInt64(56 - 8 * i))
+        out[8 + i] = UInt8(truncatingIfNeeded: lo >> UInt64(56 - 8 * i))
+    }
+    return out
+}
+
 /// A record's id: a UUIDv7 made on the device that created the record (time-ordered, so
 /// ids sort by creation and index well).
 public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible {
@@ -25,9 +41,7 @@ public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     public init?(bytes: [UInt8]) {
         guard bytes.count == 16 else { return nil }
-        var h: UInt64 = 0, l: UInt64 = 0
-        for i in 0..<8 { h = h << 8 | UInt64(bytes[i]); l = l << 8 | UInt64(bytes[8 + i]) }
-        self.init(hi: h, lo: l)
+        (hi, lo) = words(bytes)
     }
 
     public init(uuid: UUID) {
@@ -39,14 +53,7 @@ public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible 
         self.init(uuid: u)
     }
 
-    public var bytes: [UInt8] {
-        var out = [UInt8](repeating: 0, count: 16)
-        for i in 0..<8 {
-            out[i] = UInt8(truncatingIfNeeded: hi >> UInt64(56 - 8 * i))
-            out[8 + i] = UInt8(truncatingIfNeeded: lo >> UInt64(56 - 8 * i))
-        }
-        return out
-    }
+    public var bytes: [UInt8] { FieldSyncCore.bytes(hi: hi, lo: lo) }
 
     public var uuid: UUID {
         let b = bytes
@@ -66,23 +73,14 @@ public struct DeviceID: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     public init?(bytes: [UInt8]) {
         guard bytes.count == 16 else { return nil }
-        var h: UInt64 = 0, l: UInt64 = 0
-        for i in 0..<8 { h = h << 8 | UInt64(bytes[i]); l = l << 8 | UInt64(bytes[8 + i]) }
-        (hi, lo) = (h, l)
+        (hi, lo) = words(bytes)
     }
 
     public init(publicKey: [UInt8]) {
         self.init(bytes: Array(SHA256.hash(data: publicKey).prefix(16)))!
     }
 
-    public var bytes: [UInt8] {
-        var out = [UInt8](repeating: 0, count: 16)
-        for i in 0..<8 {
-            out[i] = UInt8(truncatingIfNeeded: hi >> UInt64(56 - 8 * i))
-            out[8 + i] = UInt8(truncatingIfNeeded: lo >> UInt64(56 - 8 * i))
-        }
-        return out
-    }
+    public var bytes: [UInt8] { FieldSyncCore.bytes(hi: hi, lo: lo) }
 
     static let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
 
