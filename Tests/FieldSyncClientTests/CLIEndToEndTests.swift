@@ -193,3 +193,36 @@ struct CLI {
         #expect(r.err.split(separator: "\n").count == 1)
     }
 }
+
+@Suite(.serialized) struct CLIContactTests {
+    @Test func contactAddEditShowDeleteAndErase() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "hq-coordinator", "--role", "coordinator")
+        let id = try cli.ok("contact", "add", "--set", "fn=Aino Rämö-Lindqvist", "--set", "email=aino.ramo@redcross.example",
+                            "--set", "tel=+358 40 000 0000", "--set", "source=press release 27.2.2026").trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try cli.ok("contact", "edit", String(id.prefix(30)), "--set", "title=Viestintäpäällikkö", "--add", "beats=landmines",
+                       "--remove", "email=aino.ramo@redcross.example")
+        let shown = try JSONValue.parse(try cli.ok("contact", "show", id, "--json"))
+        #expect(shown["fields"]?["title"] == "Viestintäpäällikkö")
+        #expect(shown["fields"]?["beats"] == .array(["landmines"]))
+        #expect(shown["fields"]?["email"] == nil)
+        let badRemove = try cli.run("contact", "edit", id, "--remove", "beats=weather")
+        #expect(badRemove.status == 1 && badRemove.err.contains("holds no"))
+        let setOnSet = try cli.run("contact", "edit", id, "--set", "beats=x")
+        #expect(setOnSet.status == 2 && setOnSet.err.contains("use --add or --remove"))
+
+        _ = try cli.ok("contact", "erase", id)
+        let human = try cli.ok("contact", "show", id)
+        #expect(human.contains("ERASED") && human.contains("hq-coordinator"))
+        #expect(!human.contains("Rämö"))
+        let exported = try cli.ok("export", "--format", "vcard")
+        #expect(!exported.contains("Rämö") && !exported.contains("+358"))
+        #expect(try cli.ok("log").contains("(erased)"))
+
+        _ = try cli.ok("contact", "delete", id)
+        #expect(try cli.ok("contact", "list", "--json") == "[]\n")
+        #expect(try cli.ok("conflicts") == "no open conflicts\n")
+        #expect(try cli.ok("conflicts", "--json") == "[]\n")
+    }
+}
