@@ -14,12 +14,20 @@ let package = Package(
         .library(name: "FieldSyncCore", targets: ["FieldSyncCore"]),
         .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),
         .library(name: "FieldSyncClient", targets: ["FieldSyncClient"]),
+        .library(name: "FieldSyncServer", targets: ["FieldSyncServer"]),
         .executable(name: "fieldsync", targets: ["fieldsync"]),
+        .executable(name: "fieldsync-server", targets: ["fieldsync-server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // Turns Schema/records.json and Schema/sqlite/*.sql into Swift string constants at
@@ -53,6 +61,26 @@ let package = Package(
             path: "Client/fieldsync",
             swiftSettings: strict
         ),
+        .target(
+            name: "FieldSyncServer",
+            dependencies: [
+                "FieldSyncCore", "FieldSyncStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            path: "Server/FieldSyncServer",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "fieldsync-server",
+            dependencies: ["FieldSyncServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Server/fieldsync-server",
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "fieldsync-demo",
             dependencies: ["FieldSyncCore"],
@@ -62,5 +90,14 @@ let package = Package(
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"], swiftSettings: strict),
         .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore"], swiftSettings: strict),
         .testTarget(name: "FieldSyncClientTests", dependencies: ["FieldSyncClient"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(
+            name: "FieldSyncServerTests",
+            dependencies: [
+                "FieldSyncServer",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
     ]
 )

@@ -9,6 +9,6 @@ if ! swift build --build-tests >"$log" 2>&1; then
     exit 1
 fi
 # Warnings from our own sources fail the run; dependencies' warnings are theirs.
-own=$(grep -E "warning:" "$log" | grep -vE "/\.build[^/]*/|checkouts/" | sort -u || true)
+own=$(grep -E "^/[^ ]*: warning:|warning: .main.:" "$log" | grep -vE "/\.build[^/]*/|checkouts/" | sort -u || true)
 if [ -n "$own" ]; then echo "warnings in our own code:"; echo "$own"; exit 1; fi
 swift test --skip-build "$@"

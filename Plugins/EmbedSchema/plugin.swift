@@ -9,7 +9,7 @@ struct EmbedSchema: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: any Target) throws -> [Command] {
         let schemaDir = context.package.directoryURL.appending(path: "Schema")
         var inputs = [schemaDir.appending(path: "records.json")]
-        for sub in ["sqlite"] {
+        for sub in ["sqlite", "sqlite-server"] {
             let dir = schemaDir.appending(path: sub)
             let names = (try? FileManager.default.contentsOfDirectory(atPath: dir.path())) ?? []
             inputs += names.filter { $0.hasSuffix(".sql") }.sorted().map { dir.appending(path: $0) }

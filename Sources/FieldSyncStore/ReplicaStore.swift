@@ -12,7 +12,7 @@ public struct ReplicaStore: Sendable {
     public let path: String
 
     /// Opens the replica at `path`. With `create`, makes a new one (refusing to reuse a file).
-    public static func open(path: String, create: Bool = false, schema: RecordSchema = .standard) throws -> ReplicaStore {
+    public static func open(path: String, create: Bool = false, schema: RecordSchema = .standard, server: Bool = false) throws -> ReplicaStore {
         let fm = FileManager.default
         let exists = fm.fileExists(atPath: path)
         if create && exists { throw StoreError(.alreadyInitialised, "a replica already exists at \(path)") }
@@ -49,7 +49,7 @@ public struct ReplicaStore: Sendable {
                 }
                 guard format == Self.format else { throw StoreError(.notAReplica, "\(path) is a SQLite file but not a fieldsync replica") }
             }
-            try Self.migrator.migrate(pool)
+            try Self.migrator(server: server).migrate(pool)
             if create { try pool.write { db in try Meta.set("format", Self.format, db) } }
         } catch let e as StoreError {
             throw e
@@ -64,9 +64,11 @@ public struct ReplicaStore: Sendable {
         return (error as NSError).localizedDescription
     }
 
-    static var migrator: DatabaseMigrator {
+    /// Migrations from `Schema/sqlite/`, plus `Schema/sqlite-server/` for the sync server.
+    static func migrator(server: Bool) -> DatabaseMigrator {
         var m = DatabaseMigrator()
-        for name in EmbeddedSchema.files.keys.filter({ $0.hasPrefix("sqlite/") }).sorted() {
+        let folders = server ? ["sqlite/", "sqlite-server/"] : ["sqlite/"]
+        for name in EmbeddedSchema.files.keys.filter({ n in folders.contains { n.hasPrefix($0) } }).sorted() {
             let sql = EmbeddedSchema.files[name]!
             m.registerMigration(name) { db in try db.execute(sql: sql) }
         }

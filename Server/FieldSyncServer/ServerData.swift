@@ -1,0 +1,132 @@
+import Crypto
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+import SwiftASN1
+import X509
+
+/// The server's data folder: its Ed25519 key, a private CA, the TLS certificate for its host
+/// names, and its SQLite replica. Made once by `init`; never overwritten.
+public struct ServerData: Sendable {
+    public let directory: String
+    public var serverKeyPath: String { directory + "/server.key" }
+    public var caCertPath: String { directory + "/ca.pem" }
+    public var caKeyPath: String { directory + "/ca.key" }
+    public var tlsCertPath: String { directory + "/tls.pem" }
+    public var tlsKeyPath: String { directory + "/tls.key" }
+    public var databasePath: String { directory + "/server.sqlite" }
+
+    public init(directory: String) { self.directory = directory }
+
+    /// What `init` prints: the pin clients give to `fieldsync enroll --pin`.
+    public struct InitResult: Sendable {
+        public let caPin: String
+        public let serverPublicKey: [UInt8]
+    }
+
+    public func initialise(hostnames: [String], now: Date = Date()) throws -> InitResult {
+        let fm = FileManager.default
+        for path in [serverKeyPath, caCertPath, databasePath] where fm.fileExists(atPath: path) {
+            throw ServerError("\(directory) already holds a server (\((path as NSString).lastPathComponent)); refusing to overwrite it")
+        }
+        do { try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
+            throw ServerError("cannot create \(directory): \((error as NSError).localizedDescription)")
+        }
+        let names = hostnames.isEmpty ? ["localhost"] : hostnames
+        let serverKey = DeviceKey()
+        let caKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let caName = try DistinguishedName { CommonName("fieldsync private CA") }
+        let ca = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: caKey.publicKey,
+            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(86400 * 3650),
+            issuer: caName, subject: caName, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(keyCertSign: true, cRLSign: true))
+            },
+            issuerPrivateKey: caKey)
+        let leafKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        var sans: [GeneralName] = []
+        for n in names + ["localhost", "127.0.0.1", "::1"] where !sans.contains(where: { Self.matches($0, n) }) {
+            if let ip = Self.ipBytes(n) { sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip)))) } else { sans.append(.dnsName(n)) }
+        }
+        let leaf = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: leafKey.publicKey,
+            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(86400 * 825),
+            issuer: ca.subject, subject: try DistinguishedName { CommonName(names[0]) }, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth])
+                SubjectAlternativeNames(sans)
+            },
+            issuerPrivateKey: caKey)
+        try write(serverKeyPath, Array(serverKey.rawRepresentation.hex.utf8), secret: true)
+        try write(caKeyPath, Array(try caKey.serializeAsPEM().pemString.utf8), secret: true)
+        try write(tlsKeyPath, Array(try leafKey.serializeAsPEM().pemString.utf8), secret: true)
+        try write(caCertPath, Array(try ca.serializeAsPEM().pemString.utf8), secret: false)
+        try write(tlsCertPath, Array((try leaf.serializeAsPEM().pemString + "\n" + ca.serializeAsPEM().pemString).utf8), secret: false)
+        let store = try ReplicaStore.open(path: databasePath, create: true, server: true)
+        try store.setMeta("server_public_key", serverKey.publicKey.hex)
+        return InitResult(caPin: try Self.pin(caPEM: try ca.serializeAsPEM().pemString), serverPublicKey: serverKey.publicKey)
+    }
+
+    /// `sha256:HEX` of the CA certificate's DER bytes.
+    public static func pin(caPEM: String) throws -> String {
+        let cert = try Certificate(pemEncoded: caPEM)
+        var ser = DER.Serializer()
+        try ser.serialize(cert)
+        return "sha256:" + Array(SHA256.hash(data: ser.serializedBytes)).hex
+    }
+
+    static func matches(_ name: GeneralName, _ text: String) -> Bool {
+        switch name {
+        case .dnsName(let d): return d == text
+        case .ipAddress(let o): return Self.ipBytes(text).map { Array(o.bytes) == $0 } ?? false
+        default: return false
+        }
+    }
+
+    static func ipBytes(_ text: String) -> [UInt8]? {
+        var v4 = in_addr(), v6 = in6_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 { return withUnsafeBytes(of: v4) { Array($0) } }
+        if inet_pton(AF_INET6, text, &v6) == 1 { return withUnsafeBytes(of: v6) { Array($0) } }
+        return nil
+    }
+
+    func write(_ path: String, _ bytes: [UInt8], secret: Bool) throws {
+        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: secret ? 0o600 : 0o644]) else {
+            throw ServerError("cannot write \(path)")
+        }
+    }
+
+    func read(_ path: String) throws -> String {
+        guard let d = FileManager.default.contents(atPath: path), let s = String(data: d, encoding: .utf8) else {
+            throw ServerError("cannot read \(path): run `fieldsync-server init --data \(directory)` first")
+        }
+        return s
+    }
+
+    public func serverKey() throws -> DeviceKey {
+        guard let raw = [UInt8](hex: try read(serverKeyPath).trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ServerError("\(serverKeyPath) is not a server key")
+        }
+        return try DeviceKey(rawRepresentation: raw)
+    }
+
+    public func tlsMaterial() throws -> (chainPEM: String, keyPEM: String) { (try read(tlsCertPath), try read(tlsKeyPath)) }
+    public func caPEM() throws -> String { try read(caCertPath) }
+
+    public func openStore() throws -> ReplicaStore {
+        guard FileManager.default.fileExists(atPath: databasePath) else {
+            throw ServerError("no server in \(directory): run `fieldsync-server init --data \(directory)` first")
+        }
+        return try ReplicaStore.open(path: databasePath, server: true)
+    }
+}
+
+public struct ServerError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,18 @@
+import FieldSyncCore
+import Hummingbird
+
+/// The request context: after `Authenticator` has run, the verified device and the body it signed.
+public struct SyncContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// The device whose signature verified (nil on open routes, and for `/v1/enroll`).
+    public var device: RosterEntry?
+    /// The request body, read once (the digest and signature cover it).
+    public var body: [UInt8] = []
+    /// The request's signature nonce, echoed in the signed response to bind the two.
+    public var nonce: String?
+    /// For `/v1/enroll`: the key that signed the request (its own key, proven by the signature).
+    public var enrollingKey: [UInt8]?
+
+    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    public var maxUploadSize: Int { SyncProtocol.maxBodyBytes }
+}

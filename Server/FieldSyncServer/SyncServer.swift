@@ -1,0 +1,145 @@
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTLS
+import Logging
+import Prometheus
+
+/// The sync server: routes, handlers and signed answers over one `ReplicaStore` (DESIGN.md §7).
+public struct SyncServer: Sendable {
+    public let store: ReplicaStore
+    public let key: DeviceKey
+    public let clock: @Sendable () -> UInt64
+    let limiter: RateLimiter
+    let metrics: ServerMetrics
+
+    public init(store: ReplicaStore, key: DeviceKey, requestsPerMinute: Int = 600,
+                clock: @escaping @Sendable () -> UInt64 = { Timestamps.nowMillis }) {
+        self.store = store
+        self.key = key
+        self.clock = clock
+        limiter = RateLimiter(perMinute: requestsPerMinute, clock: clock)
+        metrics = ServerMetrics()
+    }
+
+    public func router() -> Router<SyncContext> {
+        let router = Router(context: SyncContext.self)
+        router.add(middleware: MetricsMiddleware(metrics: metrics))
+        router.add(middleware: Authenticator(server: self))
+        router.get("/healthz") { _, _ in
+            self.signed(status: .ok, json: .object(["status": "ok", "server_time": .int(Int64(self.clock()))]), nonce: nil)
+        }
+        router.get("/metrics") { _, _ in
+            var buffer: [UInt8] = []
+            self.metrics.devicesSeen.set(Double((try? self.store.devicesSeen(since: self.clock() - 86_400_000)) ?? 0))
+            self.metrics.registry.emit(into: &buffer)
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
+        }
+        router.post("/v1/enroll") { _, context in try self.enroll(context) }
+        router.post("/v1/sync") { _, context in try await self.sync(context) }
+        router.get("/v1/roster") { _, context in
+            try self.signed(status: .ok, encodable: SignedRoster.sign(self.store.roster(), key: self.key), nonce: context.nonce)
+        }
+        return router
+    }
+
+    func enroll(_ context: SyncContext) throws -> Response {
+        let req: EnrollRequest
+        do { req = try JSONDecoder().decode(EnrollRequest.self, from: Data(context.body)) } catch {
+            throw Problem(status: 400, title: "Bad Request", detail: "malformed enrolment JSON")
+        }
+        guard let pk = context.enrollingKey else { throw Problem(status: 401, title: "Unauthorized", detail: "not signed by the enrolling key") }
+        let name = req.name.trimmingCharacters(in: .whitespaces)
+        guard name.count <= 100 else { throw Problem(status: 400, title: "Bad Request", detail: "device name longer than 100 characters") }
+        let entry: RosterEntry
+        do { entry = try store.enroll(token: req.token, publicKey: pk, name: name, now: clock()) } catch let e as StoreError {
+            throw Problem(status: 403, title: "Forbidden", detail: e.message)
+        }
+        let body = EnrollResponse(device: entry.device.description, role: entry.role.rawValue, serverPublicKey: Data(key.publicKey).base64EncodedString(),
+                                  roster: SignedRoster.sign(try store.roster(), key: key), serverTime: clock())
+        return try signed(status: .ok, encodable: body, nonce: context.nonce)
+    }
+
+    func sync(_ context: SyncContext) async throws -> Response {
+        guard let device = context.device else { throw Problem(status: 401, title: "Unauthorized", detail: "not authenticated") }
+        let start = ContinuousClock.now
+        let req: SyncRequest
+        do { req = try JSONDecoder().decode(SyncRequest.self, from: Data(context.body)) } catch {
+            throw Problem(status: 400, title: "Bad Request", detail: "malformed sync JSON")
+        }
+        guard req.changes.count <= SyncProtocol.maxBatch else {
+            throw Problem(status: 413, title: "Content Too Large", detail: "\(req.changes.count) changes in one request; at most \(SyncProtocol.maxBatch)")
+        }
+        let vector: VersionVector
+        do { vector = try req.decodedVector() } catch { throw Problem(status: 400, title: "Bad Request", detail: error.message) }
+        var upload: [SignedChange] = []
+        var undecodable: [ChangeRefusal] = []
+        for (i, text) in req.changes.enumerated() {
+            do { upload.append(try SignedChange(base64Envelope: text)) } catch {
+                undecodable.append(ChangeRefusal(id: "#\(i)", code: error.code.description, reason: error.message))
+            }
+        }
+        let result = try store.exchange(device: device.device, upload: upload, clientVector: vector, limit: SyncProtocol.maxBatch, now: clock())
+        let refused = undecodable + result.refused
+        metrics.changesAccepted.increment(by: Int64(result.accepted.count - result.refused.filter { r in result.accepted.contains { $0.hex == r.id } }.count))
+        metrics.changesRefused.increment(by: Int64(refused.count))
+        let body = SyncResponse(
+            accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking.map(\.base64Envelope),
+            vector: Dictionary(uniqueKeysWithValues: result.vector.seqs.map { ($0.key.description, $0.value) }),
+            more: result.more, serverTime: clock(), roster: SignedRoster.sign(try store.roster(), key: key))
+        metrics.syncDuration.record(ContinuousClock.now - start)
+        return try signed(status: .ok, encodable: body, nonce: context.nonce)
+    }
+
+    // MARK: Signed answers
+
+    func signed(status: HTTPResponse.Status, encodable: some Encodable, nonce: String?) throws -> Response {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return signed(status: status, body: Array(try enc.encode(encodable)), contentType: SyncProtocol.contentType, nonce: nonce)
+    }
+
+    func signed(status: HTTPResponse.Status, json: JSONValue, nonce: String?) -> Response {
+        signed(status: status, body: json.canonicalBytes, contentType: SyncProtocol.contentType, nonce: nonce)
+    }
+
+    /// Every answer is signed by the server key over status, digest and content type; the
+    /// request's nonce is echoed so an old answer cannot be replayed to a new request.
+    func signed(status: HTTPResponse.Status, body: [UInt8], contentType: String, nonce: String?) -> Response {
+        let digest = HTTPSignature.contentDigest(body)
+        let params = HTTPSignature.Parameters(components: HTTPSignature.responseComponents, created: Int64(clock() / 1000), expires: nil,
+                                              nonce: nonce ?? "-", keyid: "server")
+        let (input, sig) = HTTPSignature.sign(values: [String(status.code), digest, contentType], parameters: params, key: key)
+        var headers = HTTPFields()
+        headers[.contentType] = contentType
+        headers[.contentDigest] = digest
+        headers[.signatureInput] = input
+        headers[.signature] = sig
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    func problemResponse(_ p: Problem, nonce: String?) -> Response {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        let body = (try? enc.encode(p)).map(Array.init) ?? []
+        return signed(status: HTTPResponse.Status(code: p.status), body: body, contentType: SyncProtocol.problemType, nonce: nonce)
+    }
+
+    // MARK: Application
+
+    /// The HTTPS application: TLS 1.2 or newer, HTTP/1.1, graceful shutdown via `runService()`.
+    public func application(chainPEM: String, keyPEM: String, host: String, port: Int, logger: Logger,
+                            onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+        let chain = try NIOSSLCertificate.fromPEMBytes(Array(chainPEM.utf8))
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
+                                                           privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)))
+        tls.minimumTLSVersion = .tlsv12
+        return Application(router: router(), server: try .tls(.http1(), tlsConfiguration: tls),
+                           configuration: .init(address: .hostname(host, port: port), serverName: "fieldsync"),
+                           onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
+                           logger: logger)
+    }
+}
+

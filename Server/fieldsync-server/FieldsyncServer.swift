@@ -1,0 +1,137 @@
+import ArgumentParser
+import FieldSyncCore
+import FieldSyncServer
+import FieldSyncStore
+import Foundation
+import Logging
+
+@main
+struct FieldsyncServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fieldsync-server",
+        abstract: "The fieldsync sync server and its administration.",
+        subcommands: [Init.self, Serve.self, Invite.self, Devices.self]
+    )
+
+    /// One line on stderr for every failure; usage mistakes exit 2.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? any AsyncParsableCommand { try await async.run() } else { try command.run() }
+        } catch let e as ServerError {
+            fail(e.message, 1)
+        } catch let e as StoreError {
+            fail(e.message, 1)
+        } catch let e as CoreError {
+            fail(e.message, 1)
+        } catch {
+            if exitCode(for: error) == .success { print(fullMessage(for: error)); Foundation.exit(0) }
+            if error is ValidationError || error is CleanExit || String(describing: type(of: error)).contains("Parser") || exitCode(for: error).rawValue == 64 {
+                fail(message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)", 2)
+            }
+            fail("\(error)", 1)
+        }
+    }
+
+    static func fail(_ message: String, _ code: Int32) -> Never {
+        FileHandle.standardError.write(Data("fieldsync-server: \(message)\n".utf8))
+        Foundation.exit(code)
+    }
+}
+
+struct DataOption: ParsableArguments {
+    @Option(help: "The server's data folder.") var data: String
+}
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make the server key, a private CA, a TLS certificate and the database; print the CA pin.")
+    @OptionGroup var data: DataOption
+    @Option(name: .customLong("hostname"), help: "A host name or address clients will use (repeatable).") var hostnames: [String] = []
+
+    func run() throws {
+        let result = try ServerData(directory: data.data).initialise(hostnames: hostnames)
+        print("server initialised in \(data.data)")
+        print("CA pin: \(result.caPin)")
+        print("enrol a laptop:  fieldsync-server invite --data \(data.data) --role field --name NAME")
+        print("                 fieldsync enroll https://HOST:PORT --token TOKEN --pin \(result.caPin)")
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve HTTPS (TLS 1.2+) until SIGTERM or SIGINT; in-flight syncs finish first.")
+    @OptionGroup var data: DataOption
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port (0 picks a free one and prints it).") var port = 8443
+    @Option(help: "PostgreSQL URL (not available in this build).") var postgres: String?
+    @Option(name: .customLong("rate-limit"), help: "Requests per device per minute.") var rateLimit = 600
+
+    func run() async throws {
+        if postgres != nil { throw ServerError("--postgres is not available in this build; the server runs on its embedded SQLite store") }
+        let files = ServerData(directory: data.data)
+        let store = try files.openStore()
+        let server = SyncServer(store: store, key: try files.serverKey(), requestsPerMinute: rateLimit)
+        let (chain, key) = try files.tlsMaterial()
+        var logger = Logger(label: "fieldsync-server")
+        logger.logLevel = .warning
+        let app = try server.application(chainPEM: chain, keyPEM: key, host: host, port: port, logger: logger) { bound in
+            FileHandle.standardOutput.write(Data("listening on https://\(host):\(bound)\n".utf8))
+        }
+        try await app.runService()
+    }
+}
+
+struct Invite: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Make a one-time enrolment token bound to a role and a name.")
+    @OptionGroup var data: DataOption
+    @Option(help: "field, press or coordinator.") var role: String
+    @Option(help: "The device's name.") var name: String
+    @Option(help: "Hours until the token expires.") var hours = 72
+
+    func run() throws {
+        guard let r = Role(rawValue: role) else { throw ValidationError("--role must be field, press or coordinator") }
+        guard (1...24 * 30).contains(hours) else { throw ValidationError("--hours must be between 1 and 720") }
+        let token = try ServerData(directory: data.data).openStore()
+            .createInvite(role: r, name: name, ttlMillis: UInt64(hours) * 3_600_000, now: Timestamps.nowMillis)
+        print(token)
+    }
+}
+
+struct Devices: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Enrolled devices.", subcommands: [List.self, Revoke.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Each device's role, last sync and pending backlog.")
+        @OptionGroup var data: DataOption
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let reports = try ServerData(directory: data.data).openStore().deviceReports()
+            if json {
+                print(JSONValue.array(reports.map { r in
+                    .object(["device": .string(r.entry.device.description), "name": .string(r.entry.name), "role": .string(r.entry.role.rawValue),
+                             "last_sync": r.lastSync.map { .string(Timestamps.iso($0)) } ?? .null, "changes": .int(Int64(r.changes)),
+                             "backlog": .int(Int64(r.backlog)), "revoked": .bool(r.entry.revokedAfterSeq != nil)])
+                }).canonicalString)
+                return
+            }
+            for r in reports {
+                let state = r.entry.revokedAfterSeq.map { "REVOKED after seq \($0)" } ?? "active"
+                print("\(r.entry.device)  \(r.entry.name)  \(r.entry.role.rawValue)  last sync \(r.lastSync.map(Timestamps.iso) ?? "never")  backlog \(r.backlog)  \(state)")
+            }
+        }
+    }
+
+    struct Revoke: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Cut a device off: nothing after its last accepted change is taken.")
+        @Argument(help: "Device id (or unique prefix) or name.") var id: String
+        @OptionGroup var data: DataOption
+
+        func run() throws {
+            let store = try ServerData(directory: data.data).openStore()
+            let matches = try store.roster().sorted.filter { $0.name == id || $0.device.description.hasPrefix(id.lowercased()) }
+            guard matches.count == 1 else { throw ServerError(matches.isEmpty ? "no device '\(id)'" : "'\(id)' matches several devices") }
+            let e = try store.revoke(matches[0].device)
+            print("revoked \(e.name) (\(e.device)) after seq \(e.revokedAfterSeq ?? 0)")
+        }
+    }
+}

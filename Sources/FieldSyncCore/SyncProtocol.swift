@@ -1,0 +1,157 @@
+import Foundation
+
+/// The sync protocol's messages (DESIGN.md §7), as JSON bodies. Changes travel as base64 of their
+/// envelopes (`SignedChange.envelope`): signed bytes byte for byte, values beside.
+public enum SyncProtocol {
+    public static let contentType = "application/json"
+    public static let problemType = "application/problem+json"
+    /// Most changes either side sends in one exchange.
+    public static let maxBatch = 500
+    /// Largest request body the server reads.
+    public static let maxBodyBytes = 16 << 20
+}
+
+public struct SyncRequest: Codable, Sendable {
+    /// What the client holds: device id → highest contiguous seq.
+    public var vector: [String: UInt64]
+    /// The client's unacknowledged changes, oldest first (at most `SyncProtocol.maxBatch`).
+    public var changes: [String]
+
+    public init(vector: VersionVector, changes: [SignedChange]) {
+        self.vector = Dictionary(uniqueKeysWithValues: vector.seqs.map { ($0.key.description, $0.value) })
+        self.changes = changes.map { Data($0.envelope).base64EncodedString() }
+    }
+
+    public func decodedVector() throws(CoreError) -> VersionVector {
+        var v = VersionVector()
+        for (k, s) in vector {
+            guard let d = DeviceID(k) else { throw CoreError(.malformed, "vector names '\(k)', not a device id") }
+            v.seqs[d] = s
+        }
+        return v
+    }
+}
+
+public struct ChangeRefusal: Codable, Sendable, Hashable {
+    public var id: String
+    public var code: String
+    public var reason: String
+    public init(id: String, code: String, reason: String) { self.id = id; self.code = code; self.reason = reason }
+}
+
+public struct SyncResponse: Codable, Sendable {
+    /// Changes stored durably (including those kept but refused by policy, listed in `refused` too).
+    public var accepted: [String]
+    /// Changes refused: not stored (tampered, revoked, forked…), or stored but applied nowhere (policy).
+    public var refused: [ChangeRefusal]
+    /// Changes the client lacks, oldest first per device.
+    public var changes: [String]
+    /// The server's vector after this exchange.
+    public var vector: [String: UInt64]
+    /// More changes wait on the server: ask again.
+    public var more: Bool
+    /// The server's clock (Unix ms), from which the client learns its offset.
+    public var serverTime: UInt64
+    public var roster: SignedRoster?
+
+    public init(accepted: [String], refused: [ChangeRefusal], changes: [String], vector: [String: UInt64], more: Bool,
+                serverTime: UInt64, roster: SignedRoster?) {
+        self.accepted = accepted
+        self.refused = refused
+        self.changes = changes
+        self.vector = vector
+        self.more = more
+        self.serverTime = serverTime
+        self.roster = roster
+    }
+}
+
+public struct EnrollRequest: Codable, Sendable {
+    public var token: String
+    public var publicKey: String
+    public var name: String
+    public init(token: String, publicKey: [UInt8], name: String) {
+        self.token = token
+        self.publicKey = Data(publicKey).base64EncodedString()
+        self.name = name
+    }
+}
+
+public struct EnrollResponse: Codable, Sendable {
+    public var device: String
+    public var role: String
+    public var serverPublicKey: String
+    public var roster: SignedRoster
+    public var serverTime: UInt64
+    public init(device: String, role: String, serverPublicKey: String, roster: SignedRoster, serverTime: UInt64) {
+        self.device = device
+        self.role = role
+        self.serverPublicKey = serverPublicKey
+        self.roster = roster
+        self.serverTime = serverTime
+    }
+}
+
+/// RFC 9457 problem details: every refusal the server makes.
+public struct Problem: Codable, Sendable, Error {
+    public var type: String
+    public var title: String
+    public var status: Int
+    public var detail: String
+    public init(status: Int, title: String, detail: String, type: String = "about:blank") {
+        self.type = type
+        self.title = title
+        self.status = status
+        self.detail = detail
+    }
+}
+
+/// The roster as the server signs it: every device, key, name, role, enrolment time and
+/// revocation cut-off, in canonical JSON, signed with the server key.
+public struct SignedRoster: Codable, Sendable, Hashable {
+    public var entries: String   // canonical JSON array
+    public var signature: String // base64 Ed25519 over the `entries` bytes, roster domain
+
+    public init(entries: String, signature: String) { self.entries = entries; self.signature = signature }
+
+    public static func sign(_ roster: Roster, key: DeviceKey) -> SignedRoster {
+        let json = JSONValue.array(roster.sorted.map { e in
+            var o: [String: JSONValue] = [
+                "device": .string(e.device.description), "public_key": .string(Data(e.publicKey).base64EncodedString()),
+                "name": .string(e.name), "role": .string(e.role.rawValue), "enrolled_at": .int(Int64(e.enrolledAtMillis)),
+            ]
+            if let r = e.revokedAfterSeq { o["revoked_after_seq"] = .int(Int64(r)) }
+            return .object(o)
+        }).canonicalString
+        return SignedRoster(entries: json, signature: Data(key.sign(Array(json.utf8), domain: .roster)).base64EncodedString())
+    }
+
+    /// Checks the server's signature and returns the roster.
+    public func verified(serverKey: [UInt8]) throws(CoreError) -> Roster {
+        guard let sig = Data(base64Encoded: signature), verifySignature(Array(sig), of: Array(entries.utf8), domain: .roster, publicKey: serverKey) else {
+            throw CoreError(.badSignature, "the roster is not signed by the pinned server key")
+        }
+        guard case .array(let items) = try JSONValue.parse(entries) else { throw CoreError(.malformed, "roster is not a list") }
+        var out: [RosterEntry] = []
+        for item in items {
+            guard let pk = item["public_key"]?.stringValue.flatMap({ Data(base64Encoded: $0) }), let name = item["name"]?.stringValue,
+                  let role = item["role"]?.stringValue.flatMap(Role.init(rawValue:)), let at = item["enrolled_at"]?.intValue else {
+                throw CoreError(.malformed, "a roster entry is incomplete")
+            }
+            var e = RosterEntry(publicKey: Array(pk), name: name, role: role, enrolledAtMillis: UInt64(at))
+            e.revokedAfterSeq = item["revoked_after_seq"]?.intValue.map { UInt64($0) }
+            guard item["device"]?.stringValue == e.device.description else { throw CoreError(.keyMismatch, "a roster entry's id does not match its key") }
+            out.append(e)
+        }
+        return Roster(out)
+    }
+}
+
+extension SignedChange {
+    public var base64Envelope: String { Data(envelope).base64EncodedString() }
+
+    public init(base64Envelope: String) throws(CoreError) {
+        guard let d = Data(base64Encoded: base64Envelope) else { throw CoreError(.malformed, "a change is not base64") }
+        try self.init(envelope: Array(d))
+    }
+}

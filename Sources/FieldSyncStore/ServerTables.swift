@@ -1,0 +1,173 @@
+import Crypto
+import FieldSyncCore
+import Foundation
+import GRDB
+
+/// The sync server's own bookkeeping on its replica: invites, the replay cache, device activity,
+/// and the exchange itself (receive, then answer from the same committed state).
+extension ReplicaStore {
+    public struct ExchangeResult: Sendable {
+        public var accepted: [ChangeID] = []
+        public var refused: [ChangeRefusal] = []
+        public var lacking: [SignedChange] = []
+        public var vector = VersionVector()
+        public var more = false
+    }
+
+    /// One sync exchange for `device`, in one transaction: store its changes, then collect what it
+    /// lacks. The caller answers only after this returns, so an acknowledged change is on disk.
+    public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
+                         now: UInt64) throws -> ExchangeResult {
+        try write { db in
+            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now)
+            var result = ExchangeResult()
+            for c in upload {
+                let id = c.id.hex
+                guard c.change.device == device else {
+                    result.refused.append(ChangeRefusal(id: id, code: "wrong_uploader", reason: "change \(id.prefix(12)) was signed by \(c.change.device), not by the uploading device"))
+                    continue
+                }
+                if let bad = Self.invalidValue(c, schema: schema) {
+                    result.refused.append(ChangeRefusal(id: id, code: bad.code.description, reason: bad.message))
+                    continue
+                }
+                do {
+                    _ = try Replicator.receive(c, into: &s, wallMillis: now)
+                    result.accepted.append(c.id)
+                    if let row = try Row.fetchOne(db, sql: "SELECT refusal_code, refusal FROM changes WHERE id = ? AND refusal_code IS NOT NULL",
+                                                  arguments: [Data(c.id.bytes)]) {
+                        result.refused.append(ChangeRefusal(id: id, code: row["refusal_code"], reason: row["refusal"]))
+                    }
+                } catch let e as CoreError {
+                    result.refused.append(ChangeRefusal(id: id, code: e.code.description, reason: e.message))
+                }
+            }
+            try s.finish()
+            // What the client lacks, given what it said it has and what it just sent.
+            var known = clientVector
+            for c in upload where result.accepted.contains(c.id) { known.seqs[c.change.device] = max(known[c.change.device], c.change.seq) }
+            var lacking: [SignedChange] = []
+            var more = false
+            var vector = VersionVector()
+            for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device ORDER BY device") {
+                let d = DeviceID(row["device"] as String)!
+                let top = UInt64(row["seq"] as Int64)
+                vector.seqs[d] = top
+                guard top > known[d] else { continue }
+                if lacking.count >= limit { more = true; continue }
+                let rows = try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                            arguments: [d.description, Int64(known[d]), limit - lacking.count])
+                for r in rows { lacking.append(try Self.loadChange(r, db)) }
+                if UInt64(rows.count) < top - known[d] { more = true }
+            }
+            result.lacking = lacking
+            result.vector = vector
+            result.more = more
+            let backlog = Int64(vector.total) - Int64(known.total) - Int64(lacking.count)
+            try db.execute(sql: """
+                INSERT INTO device_activity (device, last_sync, backlog) VALUES (?, ?, ?)
+                ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
+                """, arguments: [device.description, Int64(now), max(0, backlog)])
+            return result
+        }
+    }
+
+    /// Values must meet the schema on the server, which every laptop trusts to pass changes on.
+    static func invalidValue(_ c: SignedChange, schema: RecordSchema) -> CoreError? {
+        for (i, v) in c.values {
+            let op = c.change.ops[Int(i)]
+            guard op.action != .review, op.action != .resolve || !op.field.isEmpty else { continue }
+            do { _ = try schema.validate(v.value, field: op.field, type: op.recordType, kind: nil) } catch {
+                return CoreError(error.code, "change \(c.id.hex.prefix(12)) op \(i): \(error.message)")
+            }
+        }
+        return nil
+    }
+
+    // MARK: Invites
+
+    static func tokenHash(_ token: String) -> Data { Data(SHA256.hash(data: Array(token.utf8))) }
+
+    /// A one-time invite; returns the token (only its hash is stored).
+    public func createInvite(role: Role, name: String, ttlMillis: UInt64, now: UInt64) throws -> String {
+        var g = SystemRandomNumberGenerator()
+        let token = (0..<3).map { _ in String(g.next(), radix: 36) }.joined(separator: "-")
+        try write { db in
+            try db.execute(sql: "INSERT INTO invites (token_hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [Self.tokenHash(token), role.rawValue, name, Int64(now), Int64(now + ttlMillis)])
+        }
+        return token
+    }
+
+    /// Uses an invite to enrol a device key. Refuses an unknown, used or expired token.
+    public func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) throws -> RosterEntry {
+        try write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT role, name, expires_at, used_at FROM invites WHERE token_hash = ?",
+                                             arguments: [Self.tokenHash(token)]) else {
+                throw StoreError(.notFound, "the invite token is not known")
+            }
+            guard (row["used_at"] as Int64?) == nil else { throw StoreError(.alreadyInitialised, "the invite token was already used") }
+            guard UInt64(row["expires_at"] as Int64) > now else { throw StoreError(.notFound, "the invite token has expired") }
+            let entry = RosterEntry(publicKey: publicKey, name: name.isEmpty ? row["name"] : name, role: Role(rawValue: row["role"])!,
+                                    enrolledAtMillis: now)
+            if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM roster WHERE device = ?", arguments: [entry.device.description])! > 0 {
+                throw StoreError(.alreadyInitialised, "this device key is already enrolled")
+            }
+            try RosterRow.upsert(entry, db)
+            try db.execute(sql: "UPDATE invites SET used_at = ?, used_by = ? WHERE token_hash = ?",
+                           arguments: [Int64(now), entry.device.description, Self.tokenHash(token)])
+            return entry
+        }
+    }
+
+    /// Revokes a device: changes after its last accepted seq are refused from now on.
+    public func revoke(_ device: DeviceID) throws -> RosterEntry {
+        try write { db in
+            guard var e = try RosterRow.all(db).first(where: { $0.device == device }) else { throw StoreError(.notFound, "no device \(device)") }
+            let last = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM changes WHERE device = ?", arguments: [device.description]) ?? 0
+            e.revokedAfterSeq = UInt64(last)
+            try RosterRow.upsert(e, db)
+            return e
+        }
+    }
+
+    // MARK: Replay cache
+
+    /// Records a signature nonce; false when it was seen before (a replay).
+    public func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) throws -> Bool {
+        try write { db in
+            try db.execute(sql: "DELETE FROM nonces WHERE expires_at < ?", arguments: [Int64(now)])
+            try db.execute(sql: "INSERT OR IGNORE INTO nonces (device, nonce, expires_at) VALUES (?, ?, ?)",
+                           arguments: [device, nonce, Int64(expiresAt)])
+            return db.changesCount == 1
+        }
+    }
+
+    public struct DeviceReport: Sendable {
+        public var entry: RosterEntry
+        public var lastSync: UInt64?
+        public var changes: Int
+        public var backlog: Int
+    }
+
+    /// Each device with its last sync and how many changes it has sent.
+    public func deviceReports() throws -> [DeviceReport] {
+        try read { db in
+            try RosterRow.all(db).map { e in
+                DeviceReport(
+                    entry: e,
+                    lastSync: try Int64.fetchOne(db, sql: "SELECT last_sync FROM device_activity WHERE device = ?", arguments: [e.device.description]).map { UInt64($0) },
+                    changes: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ?", arguments: [e.device.description]) ?? 0,
+                    backlog: try Int.fetchOne(db, sql: "SELECT backlog FROM device_activity WHERE device = ?", arguments: [e.device.description]) ?? 0)
+            }
+        }
+    }
+
+    public func devicesSeen(since: UInt64) throws -> Int {
+        try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM device_activity WHERE last_sync >= ?", arguments: [Int64(since)]) ?? 0 }
+    }
+
+    public func hasChange(_ id: ChangeID) throws -> Bool {
+        try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE id = ?", arguments: [Data(id.bytes)])! > 0 }
+    }
+}

@@ -1,0 +1,251 @@
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+import HTTPTypes
+import Testing
+@testable import FieldSyncServer
+
+/// Every way a request can be wrong is refused, with its status code.
+@Suite struct SecurityTests {
+    let ts: TestServer
+    let alice: DeviceKey
+    let bob: DeviceKey
+    let body: [UInt8]
+
+    init() throws {
+        ts = try TestServer()
+        alice = try ts.enroll(.field, "alice")
+        bob = try ts.enroll(.field, "bob")
+        body = syncBody([])
+    }
+
+    func status(_ headers: HTTPFields, body: [UInt8]? = nil, uri: String = "/v1/sync") async throws -> (Int, String) {
+        let (s, problem, h, _) = try await send(ts, uri: uri, headers: headers, body: body ?? self.body)
+        if s >= 400 { #expect(h[.contentType] == "application/problem+json", "refusals are RFC 9457 problems") }
+        return (s, problem["detail"]?.stringValue ?? "")
+    }
+
+    @Test func unsignedRequestIsRefused() async throws {
+        var h = Signer(alice).headers(body: body)
+        h[HTTPField.Name("Signature")!] = nil
+        h[HTTPField.Name("Signature-Input")!] = nil
+        #expect(try await status(h).0 == 401)
+    }
+
+    @Test func signatureHeaderAloneIsRefused() async throws {
+        var h = Signer(alice).headers(body: body)
+        h[HTTPField.Name("Signature-Input")!] = nil
+        #expect(try await status(h).0 == 401)
+    }
+
+    @Test func alteredMethodIsRefused() async throws {
+        var s = Signer(alice); s.method = "PUT"
+        #expect(try await status(s.headers(body: body)) == (401, "the request signature does not verify"))
+    }
+
+    @Test func alteredTargetIsRefused() async throws {
+        var s = Signer(alice); s.target = "https://localhost/v1/roster"
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func alteredHostIsRefused() async throws {
+        var s = Signer(alice); s.target = "https://evil.example/v1/sync"
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func alteredDigestComponentIsRefused() async throws {
+        var s = Signer(alice); s.signedDigest = HTTPSignature.contentDigest(Array("other".utf8))
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func alteredContentTypeComponentIsRefused() async throws {
+        var s = Signer(alice); s.signedContentType = "application/json; charset=latin1"
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func droppedComponentIsRefused() async throws {
+        for dropped in HTTPSignature.requestComponents {
+            var s = Signer(alice); s.components.removeAll { $0 == dropped }
+            #expect(try await status(s.headers(body: body)).0 == 401, "without \(dropped)")
+        }
+    }
+
+    @Test func bodyNotMatchingItsDigestIsRefused() async throws {
+        let h = Signer(alice).headers(body: body)
+        #expect(try await status(h, body: syncBody([], vector: VersionVector([alice.deviceID: 3]))) == (400, "Content-Digest does not match the body"))
+    }
+
+    @Test func missingDigestIsRefused() async throws {
+        var h = Signer(alice).headers(body: body)
+        h[HTTPField.Name("Content-Digest")!] = nil
+        #expect(try await status(h).0 == 400)
+    }
+
+    @Test func unknownKeyIsRefused() async throws {
+        #expect(try await status(Signer(DeviceKey()).headers(body: body)).0 == 401)
+    }
+
+    @Test func revokedKeyIsRefused() async throws {
+        _ = try ts.store.revoke(alice.deviceID)
+        let (code, detail) = try await status(Signer(alice).headers(body: body))
+        #expect(code == 403 && detail.contains("revoked"))
+    }
+
+    @Test func expiredSignatureIsRefused() async throws {
+        var s = Signer(alice); s.created -= 400; s.expiresIn = 60
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func signatureWithExpiresPassedIsRefused() async throws {
+        var s = Signer(alice); s.created -= 100; s.expiresIn = 50
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func signatureCreatedInTheFutureIsRefused() async throws {
+        var s = Signer(alice); s.created += 400
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func overlongValidityIsRefused() async throws {
+        var s = Signer(alice); s.expiresIn = 3600
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func replayedNonceIsRefused() async throws {
+        let h = Signer(alice).headers(body: body)
+        #expect(try await status(h).0 == 200)
+        let (code, detail) = try await status(h)
+        #expect(code == 401 && detail.contains("replay"))
+    }
+
+    @Test func garbageSignatureIsRefused() async throws {
+        var h = Signer(alice).headers(body: body)
+        h[HTTPField.Name("Signature")!] = "sig1=:" + Data(repeating: 7, count: 64).base64EncodedString() + ":"
+        #expect(try await status(h).0 == 401)
+    }
+
+    @Test func signatureByAnotherKeyIsRefused() async throws {
+        var s = Signer(bob); s.keyid = alice.deviceID.description
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func otherAlgorithmIsRefused() async throws {
+        var s = Signer(alice); s.alg = "hmac-sha256"
+        #expect(try await status(s.headers(body: body)).0 == 401)
+    }
+
+    @Test func malformedJSONIsRefused() async throws {
+        let junk = Array("{\"vector\": [".utf8)
+        #expect(try await status(Signer(alice).headers(body: junk), body: junk).0 == 400)
+    }
+
+    @Test func wrongContentTypeIsRefused() async throws {
+        var s = Signer(alice); s.contentType = "text/plain"
+        #expect(try await status(s.headers(body: body)).0 == 415)
+    }
+
+    @Test func oversizeBodyIsRefused() async throws {
+        let big = [UInt8](repeating: 0x20, count: SyncProtocol.maxBodyBytes + 1)
+        #expect(try await status(Signer(alice).headers(body: big), body: big).0 == 413)
+    }
+
+    @Test func tooManyChangesInOneBatchAreRefused() async throws {
+        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        let c = try laptop.note("X").1
+        let many = syncBody(Array(repeating: c, count: SyncProtocol.maxBatch + 1))
+        #expect(try await status(Signer(alice).headers(body: many), body: many).0 == 413)
+    }
+
+    @Test func tooManyRequestsAreRefused() async throws {
+        let limited = try TestServer(requestsPerMinute: 2)
+        let k = try limited.enroll(.field, "k")
+        var codes: [Int] = []
+        for _ in 0..<3 { codes.append(try await send(limited, headers: Signer(k).headers(body: body), body: body).0) }
+        #expect(codes == [200, 200, 429])
+    }
+
+    /// Change-level refusals: the request is fine (200), the change is refused by id with a reason.
+    func refusals(_ changes: [SignedChange], by key: DeviceKey) async throws -> [String: String] {
+        let b = syncBody(changes)
+        let (code, answer, _, _) = try await send(ts, headers: Signer(key).headers(body: b), body: b)
+        #expect(code == 200)
+        var out: [String: String] = [:]
+        for r in answer["refused"]?.arrayValue ?? [] { out[r["id"]!.stringValue!] = r["code"]!.stringValue! }
+        return out
+    }
+
+    @Test func changeSignedByOneDeviceUploadedByAnotherIsRefused() async throws {
+        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        let c = try laptop.note("A").1
+        #expect(try await refusals([c], by: bob) == [c.id.hex: "wrong_uploader"])
+        #expect(try !ts.store.hasChange(c.id))
+    }
+
+    @Test func forkedChainIsRefused() async throws {
+        var one = TestLaptop(key: alice, roster: try ts.store.roster())
+        var two = TestLaptop(key: alice, roster: try ts.store.roster())  // the same key on two laptops
+        let c1 = try one.note("first").1
+        let fork = try two.note("fork").1
+        #expect(try await refusals([c1], by: alice).isEmpty)
+        #expect(try await refusals([fork], by: alice) == [fork.id.hex: "forked_chain"])
+    }
+
+    @Test func tamperedChangeIsRefusedAndTheRestKept() async throws {
+        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        let c1 = try laptop.note("one").1
+        let c2 = try laptop.note("two").1
+        var bytes = c2.bytes
+        bytes[50] ^= 1
+        let forged = try SignedChange(bytes: bytes, signature: c2.signature, values: c2.values)
+        #expect(try await refusals([c1, forged], by: alice) == [forged.id.hex: "bad_signature"])
+        #expect(try ts.store.hasChange(c1.id))
+    }
+
+    @Test func opTheRoleForbidsIsKeptButRefused() async throws {
+        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        let (id, c1) = try laptop.note("one")
+        var d = ChangeDraft()
+        d.review("approved", comment: nil, on: laptop.replica.records[id]!)
+        let review = try laptop.replica.commit(d, key: alice, wallMillis: Timestamps.nowMillis)
+        let refused = try await refusals([c1, review], by: alice)
+        #expect(refused == [review.id.hex: "forbidden"])
+        #expect(try ts.store.hasChange(review.id), "kept, so alice's chain stays whole")
+        #expect(try ts.store.view(id)?.fields["review"] == nil, "and applied nowhere")
+    }
+
+    @Test func valueBreakingTheSchemaIsRefused() async throws {
+        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var d = ChangeDraft()
+        let id = RecordID.make()
+        d.create(id, type: .note, kind: "clearance_day")
+        d.set("depth_cm", to: .int(-5), onNew: id, type: .note)  // a draft the CLI would never make
+        let c = try laptop.replica.commit(d, key: alice, wallMillis: Timestamps.nowMillis)
+        #expect(try await refusals([c], by: alice) == [c.id.hex: "invalid_value"])
+    }
+
+    @Test func expiredInviteIsRefused() async throws {
+        let token = try ts.store.createInvite(role: .field, name: "late", ttlMillis: 1, now: Timestamps.nowMillis - 10_000)
+        let key = DeviceKey()
+        let b = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: "late")))
+        var s = Signer(key); s.target = "https://localhost/v1/enroll"
+        let (code, detail) = try await status(s.headers(body: b), body: b, uri: "/v1/enroll")
+        #expect(code == 403 && detail.contains("expired"))
+    }
+
+    @Test func enrolmentSignedByAnotherKeyIsRefused() async throws {
+        let token = try ts.store.createInvite(role: .field, name: "x", ttlMillis: 60_000, now: Timestamps.nowMillis)
+        let claimed = DeviceKey(), actual = DeviceKey()
+        let b = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: claimed.publicKey, name: "x")))
+        var s = Signer(actual); s.target = "https://localhost/v1/enroll"
+        #expect(try await status(s.headers(body: b), body: b, uri: "/v1/enroll").0 == 401)
+        var s2 = Signer(actual); s2.target = "https://localhost/v1/enroll"; s2.keyid = claimed.deviceID.description
+        #expect(try await status(s2.headers(body: b), body: b, uri: "/v1/enroll").0 == 401)
+    }
+
+    @Test func unknownInviteIsRefused() async throws {
+        let key = DeviceKey()
+        let b = Array(try JSONEncoder().encode(EnrollRequest(token: "made-up", publicKey: key.publicKey, name: "x")))
+        var s = Signer(key); s.target = "https://localhost/v1/enroll"
+        #expect(try await status(s.headers(body: b), body: b, uri: "/v1/enroll").0 == 403)
+    }
+}

@@ -1,0 +1,89 @@
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+@testable import FieldSyncServer
+
+/// A server in a temporary data folder, with devices enrolled through real invites.
+final class TestServer: @unchecked Sendable {
+    let dir: String
+    let data: ServerData
+    let store: ReplicaStore
+    let server: SyncServer
+    let serverKey: DeviceKey
+
+    init(requestsPerMinute: Int = 10_000) throws {
+        dir = NSTemporaryDirectory() + "fieldsync-server-" + UUID().uuidString
+        data = ServerData(directory: dir)
+        _ = try data.initialise(hostnames: ["localhost"])
+        store = try data.openStore()
+        serverKey = try data.serverKey()
+        server = SyncServer(store: store, key: serverKey, requestsPerMinute: requestsPerMinute)
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
+
+    func enroll(_ role: Role, _ name: String) throws -> DeviceKey {
+        let key = DeviceKey()
+        let token = try store.createInvite(role: role, name: name, ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+        _ = try store.enroll(token: token, publicKey: key.publicKey, name: name, now: Timestamps.nowMillis)
+        return key
+    }
+
+    var app: some ApplicationProtocol { Application(router: server.router()) }
+}
+
+/// Builds signed requests the way a client does, with knobs to break each part.
+struct Signer {
+    var key: DeviceKey
+    var keyid: String?
+    var method = "POST"
+    var target = "https://localhost/v1/sync"
+    var contentType = "application/json"
+    var components = HTTPSignature.requestComponents
+    var created = Int64(Timestamps.nowMillis / 1000)
+    var expiresIn: Int64 = 60
+    var nonce = HTTPSignature.nonce()
+    var alg = "ed25519"
+    var signedDigest: String?
+    var signedContentType: String?
+
+    init(_ key: DeviceKey) { self.key = key }
+
+    func headers(body: [UInt8]) -> HTTPFields {
+        let digest = HTTPSignature.contentDigest(body)
+        let params = HTTPSignature.Parameters(components: components, created: created, expires: created + expiresIn, nonce: nonce,
+                                              keyid: keyid ?? key.deviceID.description, alg: alg)
+        let all = [method, target, signedDigest ?? digest, signedContentType ?? contentType]
+        let values = components.map { c in all[HTTPSignature.requestComponents.firstIndex(of: c)!] }
+        let (input, sig) = HTTPSignature.sign(values: values, parameters: params, key: key)
+        var h = HTTPFields()
+        h[.contentType] = contentType
+        h[HTTPField.Name("Content-Digest")!] = digest
+        h[HTTPField.Name("Signature-Input")!] = input
+        h[HTTPField.Name("Signature")!] = sig
+        return h
+    }
+}
+
+func syncBody(_ changes: [SignedChange], vector: VersionVector = VersionVector()) -> [UInt8] {
+    Array(try! JSONEncoder().encode(SyncRequest(vector: vector, changes: changes)))
+}
+
+/// A local replica for a test device, to make real signed changes.
+struct TestLaptop {
+    let key: DeviceKey
+    var replica: MemoryReplica
+
+    init(key: DeviceKey, roster: Roster) { self.key = key; replica = MemoryReplica(roster: roster) }
+
+    mutating func note(_ ref: String, kind: String = "survey") throws -> (RecordID, SignedChange) {
+        var d = ChangeDraft()
+        let id = RecordID.make()
+        d.create(id, type: .note, kind: kind)
+        d.set("ref", to: .string(ref), onNew: id, type: .note)
+        return (id, try replica.commit(d, key: key, wallMillis: Timestamps.nowMillis))
+    }
+}

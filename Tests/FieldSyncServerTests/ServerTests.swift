@@ -1,0 +1,108 @@
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import Testing
+@testable import FieldSyncServer
+
+/// Runs one request through the in-process router; returns the status and decoded body.
+func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method = .post, headers: HTTPFields,
+          body: [UInt8]) async throws -> (Int, JSONValue, HTTPFields, [UInt8]) {
+    try await ts.app.test(.router) { client in
+        try await client.execute(uri: uri, method: method, headers: headers, body: ByteBuffer(bytes: body)) { r in
+            let bytes = Array(r.body.readableBytesView)
+            return (r.status.code, (try? JSONValue.parse(bytes)) ?? .null, r.headers, bytes)
+        }
+    }
+}
+
+@Suite struct ServerSyncTests {
+    @Test func twoLaptopsExchangeThroughTheServer() async throws {
+        let ts = try TestServer()
+        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.coordinator, "b")
+        let roster = try ts.store.roster()
+        var a = TestLaptop(key: ka, roster: roster)
+        let (id, c1) = try a.note("UA-1")
+        let body = syncBody([c1])
+        let signer = Signer(ka)
+        let (status, answer, headers, raw) = try await send(ts, headers: signer.headers(body: body), body: body)
+        #expect(status == 200)
+        #expect(answer["accepted"] == .array([.string(c1.id.hex)]))
+        // The answer is signed by the server key and bound to the request's nonce.
+        let (params, sig) = try HTTPSignature.parse(input: headers[HTTPField.Name("Signature-Input")!]!, signature: headers[HTTPField.Name("Signature")!]!)
+        #expect(params.nonce == signer.nonce)
+        #expect(HTTPSignature.verify(values: ["200", HTTPSignature.contentDigest(raw), "application/json"], parameters: params, signature: sig,
+                                     publicKey: ts.serverKey.publicKey))
+        #expect(try ts.store.hasChange(c1.id), "committed before the answer")
+
+        // Laptop b pulls it.
+        let pull = syncBody([])
+        let (s2, a2, _, _) = try await send(ts, headers: Signer(kb).headers(body: pull), body: pull)
+        #expect(s2 == 200)
+        var b = TestLaptop(key: kb, roster: roster)
+        for text in a2["changes"]?.arrayValue ?? [] {
+            _ = try Replicator.receive(try SignedChange(base64Envelope: text.stringValue!), into: &b.replica, wallMillis: Timestamps.nowMillis)
+        }
+        #expect(b.replica.record(id) == a.replica.record(id))
+        #expect(a2["more"] == .bool(false))
+        // Re-sending is harmless.
+        let again = syncBody([c1])
+        let (s3, a3, _, _) = try await send(ts, headers: Signer(ka).headers(body: again), body: again)
+        #expect(s3 == 200 && a3["accepted"] == .array([.string(c1.id.hex)]) && a3["refused"] == .array([]))
+    }
+
+    @Test func largeBacklogsComeInBoundedBatchesWithMore() async throws {
+        let ts = try TestServer()
+        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
+        var a = TestLaptop(key: ka, roster: try ts.store.roster())
+        var changes: [SignedChange] = []
+        for i in 0..<(SyncProtocol.maxBatch + 20) { changes.append(try a.note("N-\(i)").1) }
+        _ = try ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limit: 10_000, now: Timestamps.nowMillis)
+        let pull = syncBody([])
+        let (_, first, _, _) = try await send(ts, headers: Signer(kb).headers(body: pull), body: pull)
+        #expect(first["changes"]?.arrayValue?.count == SyncProtocol.maxBatch)
+        #expect(first["more"] == .bool(true))
+        let next = syncBody([], vector: VersionVector([ka.deviceID: UInt64(SyncProtocol.maxBatch)]))
+        let (_, second, _, _) = try await send(ts, headers: Signer(kb).headers(body: next), body: next)
+        #expect(second["changes"]?.arrayValue?.count == 20)
+        #expect(second["more"] == .bool(false))
+    }
+
+    @Test func enrolmentUsesTheInviteOnce() async throws {
+        let ts = try TestServer()
+        let token = try ts.store.createInvite(role: .press, name: "press-1", ttlMillis: 60_000, now: Timestamps.nowMillis)
+        let key = DeviceKey()
+        let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: "press-1")))
+        var s = Signer(key); s.target = "https://localhost/v1/enroll"
+        let (status, answer, _, _) = try await send(ts, uri: "/v1/enroll", headers: s.headers(body: body), body: body)
+        #expect(status == 200)
+        #expect(answer["role"] == "press" && answer["device"] == .string(key.deviceID.description))
+        let roster = try SignedRoster(entries: answer["roster"]!["entries"]!.stringValue!, signature: answer["roster"]!["signature"]!.stringValue!)
+            .verified(serverKey: ts.serverKey.publicKey)
+        #expect(roster[key.deviceID]?.role == .press)
+        // Used twice: refused.
+        let other = DeviceKey()
+        let body2 = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: other.publicKey, name: "x")))
+        var s2 = Signer(other); s2.target = "https://localhost/v1/enroll"
+        let (status2, problem, _, _) = try await send(ts, uri: "/v1/enroll", headers: s2.headers(body: body2), body: body2)
+        #expect(status2 == 403 && problem["detail"]?.stringValue?.contains("already used") == true)
+    }
+
+    @Test func metricsAndHealth() async throws {
+        let ts = try TestServer()
+        let (status, health, _, _) = try await send(ts, uri: "/healthz", method: .get, headers: [:], body: [])
+        #expect(status == 200 && health["status"] == "ok")
+        let ka = try ts.enroll(.field, "a")
+        let body = syncBody([])
+        _ = try await send(ts, headers: Signer(ka).headers(body: body), body: body)
+        _ = try await send(ts, headers: [:], body: body)
+        let (_, _, _, raw) = try await send(ts, uri: "/metrics", method: .get, headers: [:], body: [])
+        let text = String(decoding: raw, as: UTF8.self)
+        #expect(text.contains("fieldsync_requests_total{route=\"/v1/sync\",status=\"200\"} 1"))
+        #expect(text.contains("fieldsync_requests_total{route=\"/v1/sync\",status=\"415\"} 1"))
+        #expect(text.contains("fieldsync_sync_duration_seconds_bucket"))
+        #expect(text.contains("fieldsync_devices_seen_last_day 1.0"))
+    }
+}
