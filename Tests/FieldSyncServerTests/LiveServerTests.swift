@@ -1,0 +1,150 @@
+import AsyncHTTPClient
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+import NIOCore
+import NIOSSL
+import Testing
+@testable import FieldSyncServer
+
+/// The real `fieldsync-server` binary, serving TLS on a free loopback port.
+final class ServerProcess: @unchecked Sendable {
+    static let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("fieldsync-server").path
+    let process = Process()
+    let port: Int
+
+    init(data: String) throws {
+        process.executableURL = URL(fileURLWithPath: Self.binary)
+        process.arguments = ["serve", "--data", data, "--port", "0"]
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        // The first line says where it listens.
+        var line = Data()
+        let handle = out.fileHandleForReading
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = handle.availableData
+            guard !chunk.isEmpty else { throw ServerError("server exited before listening") }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self)
+        guard let colon = text.lastIndex(of: ":"), let p = Int(text[text.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ServerError("unexpected first line: \(text)")
+        }
+        port = p
+    }
+
+    func kill(_ signal: Int32) { Foundation.kill(process.processIdentifier, signal) }
+    deinit { if process.isRunning { kill(SIGKILL) } }
+}
+
+/// A signing HTTPS client trusting only the server's CA.
+struct LiveClient {
+    let http: HTTPClient
+    let port: Int
+
+    init(caPEM: String, port: Int, maxTLS: TLSVersion? = nil) throws {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8)))
+        tls.minimumTLSVersion = .tlsv1
+        tls.maximumTLSVersion = maxTLS
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        self.port = port
+    }
+
+    func sync(_ key: DeviceKey, changes: [SignedChange]) async throws -> (Int, JSONValue) {
+        let body = syncBody(changes)
+        var s = Signer(key)
+        s.target = "https://127.0.0.1:\(port)/v1/sync"
+        var req = HTTPClientRequest(url: s.target)
+        req.method = .POST
+        for f in s.headers(body: body) { req.headers.add(name: f.name.rawName, value: f.value) }
+        req.body = .bytes(ByteBuffer(bytes: body))
+        let res = try await http.execute(req, timeout: .seconds(10))
+        let bytes = try await res.body.collect(upTo: 32 << 20)
+        return (Int(res.status.code), (try? JSONValue.parse(Array(bytes.readableBytesView))) ?? .null)
+    }
+
+    func shutdown() async { try? await http.shutdown() }
+}
+
+@Suite(.serialized) struct LiveServerTests {
+    @Test func syncOverRealTLSAndGracefulShutdown() async throws {
+        let ts = try TestServer()
+        let key = try ts.enroll(.field, "alice")
+        var laptop = TestLaptop(key: key, roster: try ts.store.roster())
+        let c = try laptop.note("UA-LIVE-1").1
+        let server = try ServerProcess(data: ts.dir)
+        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
+        let (status, answer) = try await client.sync(key, changes: [c])
+        #expect(status == 200 && answer["accepted"] == .array([.string(c.id.hex)]))
+        // A client that does not trust the server's CA gets no connection.
+        let stranger = try LiveClient(caPEM: try ServerData(directory: ts.dir + "-other").initialisedCA(), port: server.port)
+        await #expect(throws: (any Error).self) { _ = try await stranger.sync(key, changes: []) }
+        // Nor does one limited to TLS 1.1.
+        let old = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port, maxTLS: .tlsv11)
+        await #expect(throws: (any Error).self) { _ = try await old.sync(key, changes: []) }
+        for cl in [client, stranger, old] { await cl.shutdown() }
+        server.kill(SIGTERM)
+        server.process.waitUntilExit()
+        #expect(server.process.terminationReason == .exit)
+    }
+
+    /// SIGKILL while five laptops upload: every change the server acknowledged is there after a restart.
+    @Test func killedServerLosesNoAcknowledgedChange() async throws {
+        let ts = try TestServer()
+        let keys = try (0..<5).map { try ts.enroll(.field, "laptop-\($0)") }
+        let roster = try ts.store.roster()
+        let server = try ServerProcess(data: ts.dir)
+        let caPEM = try ts.data.caPEM()
+        let port = server.port
+        let acked = await withTaskGroup(of: [ChangeID].self) { group in
+            for key in keys {
+                group.addTask {
+                    var laptop = TestLaptop(key: key, roster: roster)
+                    guard let client = try? LiveClient(caPEM: caPEM, port: port) else { return [] }
+                    var mine: [ChangeID] = []
+                    var unacked: [SignedChange] = []
+                    for i in 0..<400 {
+                        guard let c = try? laptop.note("K-\(i)").1 else { break }
+                        unacked.append(c)
+                        guard let (status, answer) = try? await client.sync(key, changes: unacked), status == 200 else { break }
+                        let ids = Set((answer["accepted"]?.arrayValue ?? []).compactMap(\.stringValue))
+                        mine += unacked.filter { ids.contains($0.id.hex) }.map(\.id)
+                        unacked.removeAll { ids.contains($0.id.hex) }
+                    }
+                    await client.shutdown()
+                    return mine
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: .seconds(3))
+                server.kill(SIGKILL)
+                return []
+            }
+            var all: [ChangeID] = []
+            for await ids in group { all += ids }
+            return all
+        }
+        server.process.waitUntilExit()
+        #expect(server.process.terminationReason == .uncaughtSignal)
+        #expect(acked.count > 20, "the laptops got answers before the kill (\(acked.count))")
+        // Restart: the server opens its store again and holds every acknowledged change.
+        let again = try ServerProcess(data: ts.dir)
+        again.kill(SIGTERM)
+        again.process.waitUntilExit()
+        let store = try ts.data.openStore()
+        let missing = try acked.filter { try !store.hasChange($0) }
+        #expect(missing.isEmpty, "\(missing.count) acknowledged changes were lost")
+    }
+}
+
+extension ServerData {
+    /// Initialises a throwaway server elsewhere and returns its CA: a CA the real server did not use.
+    func initialisedCA() throws -> String {
+        _ = try initialise(hostnames: ["localhost"])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        return try caPEM()
+    }
+}
