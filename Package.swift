@@ -29,6 +29,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // Turns Schema/records.json and Schema/sqlite/*.sql into Swift string constants at
@@ -52,7 +53,12 @@ let package = Package(
         ),
         .target(
             name: "FieldSyncClient",
-            dependencies: ["FieldSyncCore", "FieldSyncStore"],
+            dependencies: [
+                "FieldSyncCore", "FieldSyncStore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
             path: "Client/FieldSyncClient",
             swiftSettings: strict
         ),

@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+# Tests only: a laptop clock days off, for the end-to-end sync test.
+if [ "${1:-}" = "--test" ]; then command -v faketime >/dev/null || need+=(faketime); fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -2,7 +2,7 @@
 # Runs every test: builds (failing on any warning in our own code), then `swift test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/ensure-deps.sh
+scripts/ensure-deps.sh --test
 log=$(mktemp)
 if ! swift build --build-tests >"$log" 2>&1; then
     grep -E "error:" "$log" | sort -u | head -40 || tail -40 "$log"

@@ -5,18 +5,20 @@ import FieldSyncStore
 import Foundation
 
 @main
-struct Fieldsync: ParsableCommand {
+struct Fieldsync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync",
         abstract: "Offline-first field notes and press contacts, replicated and signed.",
-        subcommands: [Init.self, NoteCommand.self, ContactCommand.self, Export.self, Log.self, Conflicts.self, Status.self]
+        subcommands: [Init.self, Enroll.self, Sync.self, NoteCommand.self, ContactCommand.self, Export.self, Log.self, Conflicts.self, Resolve.self, Review.self, Status.self]
     )
 
     /// Every failure is one line on stderr and an exit code from DESIGN.md §9; never a trace.
-    static func main() {
+    static func main() async {
         do {
             var command = try parseAsRoot()
-            try command.run()
+            if var async = command as? any AsyncParsableCommand { try await async.run() } else { try command.run() }
+        } catch let e as SyncFailure {
+            fail(e.message, e.exit.rawValue)
         } catch let e as ClientError {
             fail(e.message, e.exitCode)
         } catch let e as CoreError {
@@ -27,6 +29,7 @@ struct Fieldsync: ParsableCommand {
             fail(e.description, 1)
         } catch {
             let code = exitCode(for: error)
+            if let e = error as? ExitCode, e.rawValue != 64 { Foundation.exit(e.rawValue) }
             if code == .success {
                 print(fullMessage(for: error))
                 Foundation.exit(0)

@@ -18,6 +18,10 @@ public struct ServerData: Sendable {
 
     public init(directory: String) { self.directory = directory }
 
+    /// Certificates are valid from a year back: a laptop whose clock is days (or months) behind
+    /// must still complete the TLS handshake.
+    static let clockSlack: TimeInterval = 365 * 86400
+
     /// What `init` prints: the pin clients give to `fieldsync enroll --pin`.
     public struct InitResult: Sendable {
         public let caPin: String
@@ -38,7 +42,7 @@ public struct ServerData: Sendable {
         let caName = try DistinguishedName { CommonName("fieldsync private CA") }
         let ca = try Certificate(
             version: .v3, serialNumber: .init(), publicKey: caKey.publicKey,
-            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(86400 * 3650),
+            notValidBefore: now.addingTimeInterval(-Self.clockSlack), notValidAfter: now.addingTimeInterval(86400 * 3650),
             issuer: caName, subject: caName, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
@@ -52,7 +56,7 @@ public struct ServerData: Sendable {
         }
         let leaf = try Certificate(
             version: .v3, serialNumber: .init(), publicKey: leafKey.publicKey,
-            notValidBefore: now.addingTimeInterval(-3600), notValidAfter: now.addingTimeInterval(86400 * 825),
+            notValidBefore: now.addingTimeInterval(-Self.clockSlack), notValidAfter: now.addingTimeInterval(86400 * 825),
             issuer: ca.subject, subject: try DistinguishedName { CommonName(names[0]) }, signatureAlgorithm: .ecdsaWithSHA256,
             extensions: try Certificate.Extensions {
                 Critical(BasicConstraints.notCertificateAuthority)

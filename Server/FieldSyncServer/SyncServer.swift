@@ -15,8 +15,12 @@ public struct SyncServer: Sendable {
     let limiter: RateLimiter
     let metrics: ServerMetrics
 
-    public init(store: ReplicaStore, key: DeviceKey, requestsPerMinute: Int = 600,
+    /// The CA certificate, served at `/ca.pem` so `fieldsync enroll --pin` can check it against the pin.
+    public let caPEM: String
+
+    public init(store: ReplicaStore, key: DeviceKey, caPEM: String = "", requestsPerMinute: Int = 600,
                 clock: @escaping @Sendable () -> UInt64 = { Timestamps.nowMillis }) {
+        self.caPEM = caPEM
         self.store = store
         self.key = key
         self.clock = clock
@@ -30,6 +34,9 @@ public struct SyncServer: Sendable {
         router.add(middleware: Authenticator(server: self))
         router.get("/healthz") { _, _ in
             self.signed(status: .ok, json: .object(["status": "ok", "server_time": .int(Int64(self.clock()))]), nonce: nil)
+        }
+        router.get("/ca.pem") { _, _ in
+            Response(status: .ok, headers: [.contentType: "application/x-pem-file"], body: .init(byteBuffer: ByteBuffer(string: self.caPEM)))
         }
         router.get("/metrics") { _, _ in
             var buffer: [UInt8] = []

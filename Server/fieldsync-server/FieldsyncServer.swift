@@ -69,7 +69,7 @@ struct Serve: AsyncParsableCommand {
         if postgres != nil { throw ServerError("--postgres is not available in this build; the server runs on its embedded SQLite store") }
         let files = ServerData(directory: data.data)
         let store = try files.openStore()
-        let server = SyncServer(store: store, key: try files.serverKey(), requestsPerMinute: rateLimit)
+        let server = SyncServer(store: store, key: try files.serverKey(), caPEM: try files.caPEM(), requestsPerMinute: rateLimit)
         let (chain, key) = try files.tlsMaterial()
         var logger = Logger(label: "fieldsync-server")
         logger.logLevel = .warning

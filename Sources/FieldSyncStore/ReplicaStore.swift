@@ -287,3 +287,27 @@ extension ReplicaStore {
         }
     }
 }
+
+extension ReplicaStore {
+    public func recordRefusals(_ refusals: [(ChangeID, String, String)], now: UInt64) throws {
+        try write { db in
+            for (id, code, reason) in refusals {
+                try db.execute(sql: """
+                    INSERT INTO refusals (change_id, code, reason, at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (change_id) DO UPDATE SET code = excluded.code, reason = excluded.reason, at = excluded.at
+                    """, arguments: [Data(id.bytes), code, reason, Int64(now)])
+            }
+        }
+    }
+
+    public func refusals() throws -> [(id: ChangeID, code: String, reason: String)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT change_id, code, reason FROM refusals ORDER BY at").map {
+                (ChangeID(bytes: $0.bytes("change_id"))!, $0["code"], $0["reason"])
+            }
+        }
+    }
+
+    /// Whether any change has been made or received yet (enrolment may still change the role).
+    public func isEmpty() throws -> Bool { try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes")! == 0 } }
+}

@@ -22,10 +22,16 @@ struct CLI {
     @discardableResult
     func run(_ args: String...) throws -> Result { try run(args) }
 
-    func run(_ args: [String]) throws -> Result {
+    func run(_ args: [String], wrapper: [String] = []) throws -> Result {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = args
+        if wrapper.isEmpty {
+            p.executableURL = URL(fileURLWithPath: Self.binary)
+            p.arguments = args
+        } else {
+            // e.g. faketime: the wrapper runs the binary.
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = wrapper + [Self.binary] + args
+        }
         var env = ProcessInfo.processInfo.environment
         env["FIELDSYNC_HOME"] = home
         p.environment = env

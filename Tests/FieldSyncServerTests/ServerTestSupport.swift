@@ -20,7 +20,7 @@ final class TestServer: @unchecked Sendable {
         _ = try data.initialise(hostnames: ["localhost"])
         store = try data.openStore()
         serverKey = try data.serverKey()
-        server = SyncServer(store: store, key: serverKey, requestsPerMinute: requestsPerMinute)
+        server = SyncServer(store: store, key: serverKey, caPEM: try data.caPEM(), requestsPerMinute: requestsPerMinute)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }

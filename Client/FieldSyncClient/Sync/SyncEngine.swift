@@ -1,0 +1,167 @@
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+
+/// THE SYNC LOOP: enrolment, then repeated exchanges until neither side has anything left.
+/// A change is marked acknowledged only after a verified answer lists it; an interrupted sync
+/// resumes from the outbox and the version vector, both on disk.
+public struct SyncEngine: Sendable {
+    public let replica: Replica
+
+    public init(replica: Replica) { self.replica = replica }
+
+    // MARK: Enrolment
+
+    public func enroll(url: String, token: String, caFile: String?, pin: String?) async throws -> RosterEntry {
+        guard url.lowercased().hasPrefix("https://") else { throw SyncFailure(.usage, "the server URL must start with https://") }
+        guard (caFile == nil) != (pin == nil) else { throw SyncFailure(.usage, "give exactly one of --ca FILE or --pin sha256:HEX") }
+        if try replica.store.meta("server_url") != nil { throw SyncFailure(.failure, "this replica is already enrolled with \(try replica.store.meta("server_url")!)") }
+        let caPEM: String
+        if let caFile {
+            guard let d = FileManager.default.contents(atPath: caFile), let text = String(data: d, encoding: .utf8) else {
+                throw SyncFailure(.usage, "cannot read the CA file \(caFile)")
+            }
+            _ = try SyncTransport.caPin(text)
+            caPEM = text
+        } else {
+            let p = pin!.lowercased()
+            guard p.hasPrefix("sha256:"), p.count == 7 + 64, [UInt8](hex: String(p.dropFirst(7))) != nil else {
+                throw SyncFailure(.usage, "--pin takes sha256: and 64 hex digits, as `fieldsync-server init` printed it")
+            }
+            caPEM = try await SyncTransport.fetchPinnedCA(baseURL: url, pin: p)
+        }
+        let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: 0, serverKey: nil)
+        let offset = Int64(try await probe.serverTime()) - Int64(Timestamps.nowMillis)
+        await probe.shutdown()
+        let transport = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: offset, serverKey: nil)
+        defer { Task { await transport.shutdown() } }
+        let me = try replica.myEntry()
+        let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: replica.key.publicKey, name: me.name)))
+        let (_, answer) = try await transport.send(method: .POST, path: "/v1/enroll", body: body)
+        guard let enrolled = try? JSONDecoder().decode(EnrollResponse.self, from: Data(answer)),
+              let serverKey = Data(base64Encoded: enrolled.serverPublicKey).map(Array.init), serverKey.count == 32 else {
+            throw SyncFailure(.failure, "the server's enrolment answer is malformed")
+        }
+        // Trust on first use within the pinned TLS channel: from now on every answer must verify with this key.
+        let roster = try enrolled.roster.verified(serverKey: serverKey)
+        guard let mine = roster[replica.device] else { throw SyncFailure(.failure, "the server's roster does not list this device") }
+        if mine.role != me.role, try !replica.store.isEmpty() {
+            throw SyncFailure(.failure, "the invite is for a \(mine.role.rawValue) device but this replica already holds changes made as \(me.role.rawValue); enrol a fresh replica")
+        }
+        try replica.store.upsertRoster(roster.sorted)
+        try replica.store.setMeta("server_url", url.hasSuffix("/") ? String(url.dropLast()) : url)
+        try replica.store.setMeta("server_key", serverKey.hex)
+        try replica.store.setMeta("ca_pem", caPEM)
+        try replica.store.setMeta("clock_offset", String(Int64(enrolled.serverTime) - Int64(Timestamps.nowMillis)))
+        return mine
+    }
+
+    // MARK: Sync
+
+    public struct Summary: Sendable {
+        public var pushed = 0
+        public var pulled = 0
+        public var refused: [ChangeRefusal] = []
+        public var conflictsBefore = 0
+        public var conflictsAfter = 0
+        public var rounds = 0
+        public var server = ""
+
+        public var json: JSONValue {
+            .object([
+                "pushed": .int(Int64(pushed)), "pulled": .int(Int64(pulled)), "rounds": .int(Int64(rounds)), "server": .string(server),
+                "refused": .array(refused.map { .object(["id": .string($0.id), "code": .string($0.code), "reason": .string($0.reason)]) }),
+                "conflicts_open": .int(Int64(conflictsAfter)), "conflicts_raised": .int(Int64(max(0, conflictsAfter - conflictsBefore))),
+            ])
+        }
+    }
+
+    /// Exchanges until both sides are done. `progress` is called after each round.
+    public func sync(deadline: ContinuousClock.Instant, progress: @Sendable (Summary) -> Void = { _ in }) async throws -> Summary {
+        guard let url = try replica.store.meta("server_url"), let caPEM = try replica.store.meta("ca_pem"),
+              let keyHex = try replica.store.meta("server_key"), let serverKey = [UInt8](hex: keyHex) else {
+            throw SyncFailure(.usage, "this replica is not enrolled: run `fieldsync enroll URL --token TOKEN --pin sha256:…` first")
+        }
+        var summary = Summary()
+        summary.server = url
+        summary.conflictsBefore = try replica.store.status(device: replica.device).conflicts
+        var offset = Int64(try replica.store.meta("clock_offset") ?? "0") ?? 0
+        var attempt = 0
+        var relearned = false
+        while true {
+            let transport = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: offset, serverKey: serverKey)
+            var failure: (any Error)?
+            do { try await exchangeUntilDone(transport, &summary, &offset, progress: progress) } catch { failure = error }
+            await transport.shutdown()
+            guard let failure else { break }
+            guard let f = failure as? SyncFailure else { throw failure }
+            if f.exit == .unreachable && ContinuousClock.now < deadline {
+                // A bad link: back off and retry until the deadline; nothing acknowledged is lost.
+                attempt += 1
+                let wait = Duration.milliseconds(min(8_000, 250 << min(attempt, 5)))
+                if ContinuousClock.now + wait >= deadline { throw f }
+                try await Task.sleep(for: wait)
+            } else if f.exit == .authentication && f.message.contains("created") && !relearned {
+                // This laptop's clock moved since the offset was learned: learn it again, once.
+                relearned = true
+                let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: 0, serverKey: serverKey)
+                defer { Task { await probe.shutdown() } }
+                offset = Int64(try await probe.serverTime()) - Int64(Timestamps.nowMillis)
+            } else {
+                throw f
+            }
+        }
+        summary.conflictsAfter = try replica.store.status(device: replica.device).conflicts
+        try replica.store.setMeta("last_sync", Timestamps.iso(Timestamps.nowMillis))
+        return summary
+    }
+
+    func exchangeUntilDone(_ transport: SyncTransport, _ summary: inout Summary, _ offset: inout Int64,
+                           progress: @Sendable (Summary) -> Void) async throws {
+        let store = replica.store
+        while true {
+            let outbox = try store.outbox(device: replica.device, limit: SyncProtocol.maxBatch)
+            let body = Array(try JSONEncoder().encode(SyncRequest(vector: try store.vector(), changes: outbox)))
+            let (_, raw) = try await transport.send(method: .POST, path: "/v1/sync", body: body)
+            guard let answer = try? JSONDecoder().decode(SyncResponse.self, from: Data(raw)) else {
+                throw SyncFailure(.failure, "the server's answer is malformed")
+            }
+            summary.rounds += 1
+            offset = Int64(answer.serverTime) - Int64(Timestamps.nowMillis)
+            try store.setMeta("clock_offset", String(offset))
+            // The roster first: it says whose changes to trust (and who was revoked).
+            if let r = answer.roster, let serverKey = try store.meta("server_key").flatMap({ [UInt8](hex: $0) }) {
+                try store.upsertRoster(try r.verified(serverKey: serverKey).sorted)
+            }
+            let accepted = Set(answer.accepted)
+            let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
+            try store.markAcknowledged(acked)
+            summary.pushed += acked.count
+            let mine = Set(outbox.map(\.id.hex))
+            let refusedHere = answer.refused.filter { mine.contains($0.id) }
+            if !refusedHere.isEmpty {
+                summary.refused += refusedHere
+                try store.recordRefusals(refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }, now: Timestamps.nowMillis)
+            }
+            var incoming: [SignedChange] = []
+            for text in answer.changes {
+                switch Result(catching: { () throws(CoreError) -> SignedChange in try SignedChange(base64Envelope: text) }) {
+                case .success(let c): incoming.append(c)
+                case .failure(let e): throw SyncFailure(.failure, "the server sent a malformed change: \(e.message)")
+                }
+            }
+            let results = try store.receive(incoming)
+            for (id, r) in results {
+                if case .failure(let e) = r { throw SyncFailure(.failure, "change \(id.hex.prefix(12)) from the server was refused: \(e.message)") }
+            }
+            summary.pulled += incoming.count
+            progress(summary)
+            // Done when nothing more waits on either side (refused changes stay unacknowledged).
+            let leftToSend = outbox.count - acked.count
+            if !answer.more && (outbox.count < SyncProtocol.maxBatch || acked.isEmpty) && (leftToSend == 0 || acked.isEmpty) {
+                let remaining = try store.outbox(device: replica.device, limit: 1).filter { c in !refusedHere.contains { $0.id == c.id.hex } }
+                if remaining.isEmpty || acked.isEmpty { return }
+            }
+        }
+    }
+}

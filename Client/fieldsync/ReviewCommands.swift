@@ -1,0 +1,69 @@
+import ArgumentParser
+import FieldSyncClient
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+
+struct Resolve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Coordinator: settle a conflict with one value that supersedes every survivor.",
+        discussion: "FIELD is a conflicted field, or `(deleted)` for a delete/edit conflict (--keep 1 deletes, --keep 2 keeps the record). N counts from 1 in the order `fieldsync conflicts` lists.")
+    @Argument(help: "Record id or unique prefix.") var id: String
+    @Argument(help: "The conflicted field.") var field: String
+    @Option(help: "A new value for the field.") var value: String?
+    @Option(help: "Keep the Nth listed value.") var keep: Int?
+
+    func run() throws {
+        guard (value == nil) != (keep == nil) else { throw ClientError.usage("give exactly one of --value or --keep") }
+        let r = try openReplica()
+        guard try r.myEntry().role == .coordinator else { throw ClientError("only a coordinator may resolve conflicts") }
+        let rid = try r.store.resolveID(id)
+        try r.store.commitLocal(key: r.key) { reader in
+            let ops = try reader.ops(rid)
+            guard let view = ops.materialize(schema: r.schema) else { throw ClientError("no record \(id)") }
+            var d = ChangeDraft()
+            if field == "(deleted)" {
+                guard let dc = view.deleteConflict else { throw ClientError("\(id) has no delete/edit conflict") }
+                switch keep {
+                case 1?: d.delete(ops, type: view.type)
+                case 2?: d.keepRecord(ops, type: view.type)
+                default: throw ClientError.usage("for (deleted), --keep 1 deletes the record and --keep 2 keeps it (\(dc.tombstones.count) deletion(s))")
+                }
+                return d
+            }
+            guard let f = view.fields[field], f.inConflict else { throw ClientError("field '\(field)' of \(id) is not in conflict") }
+            let chosen: JSONValue
+            if let keep {
+                guard (1...f.survivors.count).contains(keep) else { throw ClientError.usage("--keep takes 1 to \(f.survivors.count)") }
+                guard let v = f.survivors[keep - 1].value else { throw ClientError("value \(keep) was erased") }
+                chosen = v
+            } else {
+                chosen = try r.schema.parse(text: value!, field: field, type: view.type, kind: view.kind)
+            }
+            d.resolve(field, to: chosen, on: ops, type: view.type)
+            return d
+        }
+    }
+}
+
+struct Review: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Coordinator: approve or reject a field report.")
+    @Argument(help: "Note id or unique prefix.") var id: String
+    @Flag(help: "Approve.") var approve = false
+    @Flag(help: "Reject.") var reject = false
+    @Option(help: "Why.") var comment: String?
+
+    func run() throws {
+        guard approve != reject else { throw ClientError.usage("give exactly one of --approve or --reject") }
+        let r = try openReplica()
+        guard try r.myEntry().role == .coordinator else { throw ClientError("only a coordinator may review notes; this device is \(try r.myEntry().role.rawValue)") }
+        let rid = try r.store.resolveID(id, type: .note)
+        try r.store.commitLocal(key: r.key) { reader in
+            let ops = try reader.ops(rid)
+            guard let view = ops.materialize(schema: r.schema), !view.deleted else { throw ClientError("no note \(id)") }
+            var d = ChangeDraft()
+            d.review(approve ? "approved" : "rejected", comment: comment, on: ops)
+            return d
+        }
+    }
+}

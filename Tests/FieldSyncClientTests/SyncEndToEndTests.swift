@@ -1,0 +1,209 @@
+import FieldSyncCore
+import Foundation
+import Testing
+
+/// The real `fieldsync-server`: init, invites, and a serving process on a loopback port.
+final class LiveServer: @unchecked Sendable {
+    static let binary = URL(fileURLWithPath: CLI.binary).deletingLastPathComponent().appendingPathComponent("fieldsync-server").path
+    let dir = NSTemporaryDirectory() + "fieldsync-live-" + UUID().uuidString
+    var process: Process?
+    var port = 0
+    let pin: String
+
+    init() throws {
+        let out = try Self.admin(["init", "--data", dir, "--hostname", "127.0.0.1"])
+        guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("CA pin: ") }) else { throw CLIError("no pin in: \(out)") }
+        pin = String(line.dropFirst("CA pin: ".count))
+    }
+
+    static func admin(_ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: binary)
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw CLIError("fieldsync-server \(args.joined(separator: " ")): \(String(decoding: e, as: UTF8.self))") }
+        return String(decoding: o, as: UTF8.self)
+    }
+
+    func invite(_ role: String, _ name: String) throws -> String {
+        try Self.admin(["invite", "--data", dir, "--role", role, "--name", name]).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Starts serving (on the same port as before, after a restart).
+    func start() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["serve", "--data", dir, "--port", String(port)]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { throw CLIError("server exited before listening") }
+            line.append(chunk)
+        }
+        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        port = Int(text.split(separator: ":").last!)!
+        process = p
+    }
+
+    func kill(_ signal: Int32) {
+        guard let p = process else { return }
+        Foundation.kill(p.processIdentifier, signal)
+        p.waitUntilExit()
+        process = nil
+    }
+
+    var url: String { "https://127.0.0.1:\(port)" }
+
+    deinit {
+        kill(SIGKILL)
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// A laptop: a replica enrolled with the live server.
+func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
+    let cli = CLI()
+    _ = try cli.ok("init", "--name", name, "--role", role)
+    _ = try cli.ok("enroll", server.url, "--token", try server.invite(role, name), "--pin", server.pin)
+    return cli
+}
+
+@Suite(.serialized) struct SyncEndToEndTests {
+    /// Three laptops work offline, edit the same field and delete what another edits, sync twice
+    /// each, and end byte-identical with the same conflicts; the coordinator settles them.
+    @Test func threeLaptopsConvergeAndTheCoordinatorSettles() throws {
+        let server = try LiveServer()
+        try server.start()
+        let f1 = try laptop(server, role: "field", name: "mt3-laptop")
+        let f2 = try laptop(server, role: "field", name: "nts2-laptop")
+        let co = try laptop(server, role: "coordinator", name: "hq")
+        defer { for l in [f1, f2, co] { l.cleanUp() } }
+
+        let n = try f1.ok("note", "add", "--kind", "clearance_day", "--set", "ref=UA-KHA-CLR-0042", "--set", "team=MT-3").trimmingCharacters(in: .whitespacesAndNewlines)
+        let m = try f1.ok("note", "add", "--kind", "eod_spot", "--set", "ref=UA-KHA-EOD-0310").trimmingCharacters(in: .whitespacesAndNewlines)
+        for l in [f1, f2, co] { _ = try l.ok("sync", "--quiet") }
+
+        // Offline: the same field two ways, and a delete concurrent with an edit.
+        _ = try f1.ok("note", "edit", n, "--set", "area_cleared_m2=1150")
+        _ = try f2.ok("note", "edit", n, "--set", "area_cleared_m2=1200")
+        _ = try f2.ok("note", "delete", m)
+        _ = try co.ok("note", "edit", m, "--set", "narrative=Item moved to the demolition site.")
+        _ = try co.ok("contact", "import", CLI.samples + "/contacts.vcf")
+        _ = try f2.ok("note", "add", "--json-file", CLI.samples + "/notes.jsonl")
+
+        for _ in 0..<2 { for l in [f1, f2, co] { _ = try l.ok("sync", "--quiet") } }
+        let notes = try [f1, f2, co].map { try $0.ok("note", "list", "--json") }
+        let contacts = try [f1, f2, co].map { try $0.ok("contact", "list", "--json") }
+        let conflicts = try [f1, f2, co].map { try $0.ok("conflicts", "--json") }
+        #expect(Set(notes).count == 1 && Set(contacts).count == 1 && Set(conflicts).count == 1, "replicas differ")
+        #expect(try JSONValue.parse(notes[0]).arrayValue?.count == 7)
+        let open = try JSONValue.parse(conflicts[0]).arrayValue ?? []
+        #expect(Set(open.compactMap { $0["field"]?.stringValue }) == ["area_cleared_m2", "(deleted)"])
+        let values = open.first { $0["field"] == "area_cleared_m2" }?["values"]?.arrayValue?.compactMap { $0["value"]?.intValue }
+        #expect(Set(values ?? []) == [1150, 1200])
+
+        // A field laptop may not approve: refused locally, nothing written.
+        let attempt = try f1.run("review", n, "--approve")
+        #expect(attempt.status == 1 && attempt.err.contains("only a coordinator"))
+
+        _ = try co.ok("resolve", n, "area_cleared_m2", "--value", "1200")
+        _ = try co.ok("resolve", m, "(deleted)", "--keep", "2")
+        _ = try co.ok("review", n, "--approve", "--comment", "checked against the sketch")
+        for _ in 0..<2 { for l in [co, f1, f2] { _ = try l.ok("sync", "--quiet") } }
+        for l in [f1, f2, co] {
+            #expect(try l.ok("conflicts", "--json") == "[]\n")
+            let note = try JSONValue.parse(try l.ok("note", "show", n, "--json"))
+            #expect(note["fields"]?["area_cleared_m2"] == .int(1200))
+            #expect(note["fields"]?["review"]?["state"] == "approved")
+        }
+        #expect(Set(try [f1, f2, co].map { try $0.ok("note", "list", "--json") }).count == 1)
+
+        // A revoked laptop is refused (exit 4) and keeps its data.
+        _ = try LiveServer.admin(["devices", "revoke", "nts2-laptop", "--data", server.dir])
+        _ = try f2.ok("note", "add", "--kind", "observation", "--set", "ref=AFTER-REVOKE")
+        let refused = try f2.run("sync")
+        #expect(refused.status == 4, "\(refused.err)")
+        #expect(try JSONValue.parse(try f2.ok("note", "list", "--json")).arrayValue?.count == 8)
+        server.kill(SIGTERM)
+    }
+
+    /// The server dies (SIGKILL) in the middle of a large sync; after a restart the next sync
+    /// completes, and another laptop receives every note exactly once.
+    @Test func serverKilledMidSyncLosesAndDuplicatesNothing() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "a")
+        let b = try laptop(server, role: "field", name: "b")
+        defer { a.cleanUp(); b.cleanUp() }
+        let file = a.home + "/many.jsonl"
+        let lines = (0..<3000).map { #"{"kind":"survey","ref":"S-\#($0)","team":"T","narrative":"routine survey line \#($0)"}"# }
+        try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        _ = try a.ok("note", "add", "--json-file", file)
+
+        let sync = Process()
+        sync.executableURL = URL(fileURLWithPath: CLI.binary)
+        sync.arguments = ["sync", "--quiet", "--timeout", "2"]
+        sync.environment = ProcessInfo.processInfo.environment.merging(["FIELDSYNC_HOME": a.home]) { $1 }
+        try sync.run()
+        Thread.sleep(forTimeInterval: 0.4)
+        server.kill(SIGKILL)
+        sync.waitUntilExit()
+        try server.start()
+        let done = try a.run("sync", "--json")
+        #expect(done.status == 0, "\(done.err)")
+        #expect(try JSONValue.parse(try a.ok("status", "--json"))["changes_waiting"] == .int(0))
+        _ = try b.ok("sync", "--quiet")
+        let got = try JSONValue.parse(try b.ok("note", "list", "--json")).arrayValue ?? []
+        #expect(got.count == 3000)
+        #expect(Set(got.compactMap { $0["id"]?.stringValue }).count == 3000)
+        server.kill(SIGTERM)
+    }
+
+    @Test func wrongLaptopClockAndScriptedUse() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "a")
+        let b = try laptop(server, role: "field", name: "b")
+        defer { a.cleanUp(); b.cleanUp() }
+        // Three days behind and three days ahead: both sync normally.
+        _ = try a.run(["note", "add", "--kind", "survey", "--set", "ref=BEHIND"], wrapper: ["FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "-3d"])
+        let behind = try a.run(["sync", "--json"], wrapper: ["FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "-3d"])
+        #expect(behind.status == 0, "\(behind.err)")
+        let ahead = try b.run(["sync", "--json"], wrapper: ["FAKETIME_DONT_FAKE_MONOTONIC=1", "faketime", "-f", "+3d"])
+        #expect(ahead.status == 0, "\(ahead.err)")
+        let summary = try JSONValue.parse(ahead.out)
+        #expect(summary["pulled"] == .int(1) && summary["exit"] == .int(0))
+
+        // Another sync of the same replica is running: exit 6.
+        let fd = open(a.home + "/sync.lock", O_CREAT | O_RDWR, 0o600)
+        #expect(flock(fd, LOCK_EX | LOCK_NB) == 0)
+        let busy = try a.run("sync")
+        #expect(busy.status == 6)
+        flock(fd, LOCK_UN); close(fd)
+
+        // Not enrolled: a usage error. Server gone: exit 3 after the timeout.
+        let lone = CLI()
+        defer { lone.cleanUp() }
+        _ = try lone.ok("init", "--name", "lone")
+        #expect(try lone.run("sync").status == 2)
+        server.kill(SIGKILL)
+        let gone = try a.run("sync", "--timeout", "1")
+        #expect(gone.status == 3, "\(gone.err)")
+        #expect(gone.err.hasPrefix("fieldsync: cannot reach"))
+    }
+}
