@@ -24,7 +24,8 @@ public enum ChangeLog {
             let c = item.change
             let who = names[c.change.device] ?? c.change.device.description
             var ops: [JSONValue] = []
-            var words: [String] = []
+            // One phrase per record: "note 01a2…-7680 (clearance_day): area_cleared_m2 1100 → 1150, +tags re-measured".
+            var phrases: [(RecordID, String, [String])] = []
             for (i, op) in c.change.ops.enumerated() where filter.record == nil || op.record == filter.record {
                 let value = c.values[UInt16(i)]?.value
                 var o: [String: JSONValue] = ["action": .string(op.action.description), "record": .string(op.record.description),
@@ -32,16 +33,35 @@ public enum ChangeLog {
                 if !op.field.isEmpty { o["field"] = .string(op.field) }
                 if op.action == .create, !op.kind.isEmpty { o["kind"] = .string(op.kind) }
                 if op.carriesValue { o["value"] = value ?? "(erased)" }
+                var before: [JSONValue] = []
+                if op.action == .set || op.action == .resolve || op.action == .review {
+                    before = op.refs.map { (try? replica.store.value(of: $0)).flatMap { $0 } ?? "(erased)" }
+                    if !before.isEmpty { o["superseded"] = .array(before) }
+                }
                 ops.append(.object(o))
-                let shown = op.carriesValue ? "=" + (value.map { $0.stringValue ?? $0.canonicalString } ?? "(erased)") : ""
-                let short = String(op.record.description.prefix(8))
+                let shown = value.map(short) ?? "(erased)"
+                let word: String
                 switch op.action {
-                case .create: words.append("create \(op.recordType) \(short)\(op.kind.isEmpty ? "" : " (\(op.kind))")")
-                case .delete, .erase: words.append("\(op.action) \(short)")
-                case .resolve where op.field.isEmpty: words.append("keep \(short) (delete/edit conflict)")
-                default: words.append("\(op.action) \(short) \(op.field)\(shown)")
+                case .create: word = "created"
+                case .set, .resolve:
+                    let from = before.isEmpty ? "" : before.map(short).joined(separator: " | ") + " → "
+                    word = op.field.isEmpty ? "kept (delete/edit conflict resolved)"
+                        : "\(op.action == .resolve ? "resolved " : "")\(op.field) \(from)\(shown)"
+                case .add: word = "+\(op.field) \(shown)"
+                case .remove: word = "-\(op.field)"
+                case .delete: word = "deleted"
+                case .review: word = "review \(value?["state"]?.stringValue ?? "?")\(value?["comment"]?.stringValue.map { " (\($0))" } ?? "")"
+                case .erase: word = "personal data erased"
+                }
+                if let last = phrases.indices.last, phrases[last].0 == op.record {
+                    phrases[last].2.append(word)
+                } else {
+                    let label = "\(op.recordType) \(op.record.description.prefix(18))\(op.kind.isEmpty ? "" : " (\(op.kind))")"
+                    phrases.append((op.record, label, [word]))
                 }
             }
+            var words = phrases.prefix(3).map { "\($0.1): " + ($0.2.count > 6 ? $0.2.prefix(6).joined(separator: ", ") + ", … \($0.2.count - 6) more" : $0.2.joined(separator: ", ")) }
+            if phrases.count > 3 { words.append("and \(phrases.count - 3) more records") }
             var json: [String: JSONValue] = [
                 "id": .string(c.id.hex), "device": .string(c.change.device.description), "device_name": .string(who),
                 "seq": .int(Int64(c.change.seq)), "hlc_time": .string(Timestamps.iso(c.change.hlc.millis)),
@@ -55,4 +75,10 @@ public enum ChangeLog {
             return LogEntry(json: .object(json), line: line)
         }
     }
+}
+
+/// A value shortened for one log line.
+func short(_ v: JSONValue) -> String {
+    let s = v.stringValue ?? v.canonicalString
+    return s.count > 40 ? String(s.prefix(37)) + "..." : s
 }

@@ -87,7 +87,8 @@ struct Conflicts: ParsableCommand {
             print("\(item["record"]!.stringValue!) \(item["ref"]?.stringValue ?? "")  \(item["field"]!.stringValue!)")
             for (i, v) in (item["values"]?.arrayValue ?? []).enumerated() {
                 let skew = v["clock_skew"] == .bool(true) ? "  (clock skew)" : ""
-                print("  [\(i + 1)] \(v["value"].map { $0.stringValue ?? $0.canonicalString } ?? "")  by \(v["device_name"]!.stringValue!) at \(v["hlc_time"]!.stringValue!) (device clock \(v["device_time"]!.stringValue!))\(skew)")
+                let shown = item["field"] == "(deleted)" ? "(deleted)" : v["value"].map { $0.stringValue ?? $0.canonicalString } ?? ""
+                print("  [\(i + 1)] \(shown)  by \(v["device_name"]!.stringValue!) at \(v["hlc_time"]!.stringValue!) (device clock \(v["device_time"]!.stringValue!))\(skew)")
             }
         }
     }

@@ -99,7 +99,7 @@ enum RecordCommands {
             case .register: shown = f.value.map(display) ?? "(erased)"
             case .set: shown = f.elements.map { $0.value.map(display) ?? "(erased)" }.joined(separator: "; ")
             }
-            print("\(name.padding(toLength: 11, withPad: " ", startingAt: 0)) \(shown)\(f.inConflict ? "   <- CONFLICT: \(f.survivors.count) values, see `fieldsync conflicts`" : "")")
+            print("\(name.padding(toLength: max(11, name.count), withPad: " ", startingAt: 0)) \(shown)\(f.inConflict ? "   <- CONFLICT: \(f.survivors.count) values, see `fieldsync conflicts`" : "")")
         }
         if view.deleteConflict != nil { print("CONFLICT    deleted on one device while edited on another: see `fieldsync conflicts`") }
     }

@@ -311,3 +311,13 @@ extension ReplicaStore {
     /// Whether any change has been made or received yet (enrolment may still change the role).
     public func isEmpty() throws -> Bool { try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes")! == 0 } }
 }
+
+extension ReplicaStore {
+    /// The value an op wrote, if this replica holds it (nil when erased or unknown).
+    public func value(of ref: OpRef) throws -> JSONValue? {
+        try read { db in
+            try Data.fetchOne(db, sql: "SELECT value FROM op_values WHERE change_id = ? AND idx = ?", arguments: [Data(ref.change.bytes), Int64(ref.index)])
+                .flatMap { try? JSONValue.parse([UInt8]($0)) }
+        }
+    }
+}

@@ -119,7 +119,7 @@ struct CLI {
         // Log and status.
         let log = try cli.ok("log", "--record", id)
         #expect(log.split(separator: "\n").count == 2)
-        #expect(log.contains("depth_cm=15"))
+        #expect(log.contains("depth_cm 13 → 15"))
         let status = try JSONValue.parse(try cli.ok("status", "--json"))
         #expect(status["notes"] == .int(5) && status["contacts"] == .int(5))
         #expect(status["changes_waiting"] != .int(0))

@@ -207,3 +207,51 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         #expect(gone.err.hasPrefix("fieldsync: cannot reach"))
     }
 }
+
+@Suite(.serialized) struct CutConnectionTests {
+    /// A link that dies in the middle of the server's answer leaves the replica consistent, and
+    /// the next sync finishes the job.
+    @Test func connectionCutMidResponse() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "a")
+        defer { a.cleanUp() }
+        let file = a.home + "/notes.jsonl"
+        try (0..<400).map { #"{"kind":"survey","ref":"C-\#($0)","narrative":"line \#($0) of a long day's survey notes"}"# }
+            .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        _ = try a.ok("note", "add", "--json-file", file)
+        _ = try a.ok("sync", "--quiet")
+        // Laptop b pulls through a proxy that cuts its first two connections 20 kB into the answer.
+        let proxy = Process()
+        proxy.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        proxy.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/cutting_proxy.py").path,
+                           String(server.port), "20000", "2"]
+        let out = Pipe()
+        proxy.standardOutput = out
+        try proxy.run()
+        defer { proxy.terminate() }
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) { line.append(out.fileHandleForReading.availableData) }
+        let proxyPort = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let b = CLI()
+        defer { b.cleanUp() }
+        _ = try b.ok("init", "--name", "b")
+        _ = try b.ok("enroll", server.url, "--token", try server.invite("field", "b"), "--pin", server.pin)
+        // Point b at the proxy (the certificate names 127.0.0.1, whatever the port).
+        let db = b.home + "/replica.sqlite"
+        let sql = Process()
+        sql.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sql.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE meta SET value=? WHERE key='server_url'\", (sys.argv[2],)); c.commit()",
+                         db, "https://127.0.0.1:\(proxyPort)"]
+        try sql.run(); sql.waitUntilExit()
+        let first = try b.run("sync", "--timeout", "1")
+        #expect(first.status == 3, "the cut link is reported as unreachable: \(first.err)")
+        #expect(try JSONValue.parse(try b.ok("note", "list", "--json")).arrayValue?.count == 0, "nothing half-applied")
+        let second = try b.run("sync", "--json", "--timeout", "30")
+        #expect(second.status == 0, "\(second.err)")
+        let notes = try JSONValue.parse(try b.ok("note", "list", "--json")).arrayValue ?? []
+        #expect(notes.count == 400)
+        #expect(try a.ok("note", "list", "--json") == b.ok("note", "list", "--json"))
+        server.kill(SIGTERM)
+    }
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""A TCP proxy on loopback that drops each connection after it has passed CUT bytes from the
+server to the client, for the first CONNECTIONS connections; later ones pass untouched.
+Usage: cutting_proxy.py UPSTREAM_PORT CUT CONNECTIONS. Prints its own port, then serves.
+It stops by itself after 120 seconds."""
+import socket, sys, threading, time
+
+upstream, cut, cutting = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(16)
+print(listener.getsockname()[1], flush=True)
+count = 0
+
+def pump(src, dst, limit):
+    passed = 0
+    try:
+        while True:
+            data = src.recv(4096)
+            if not data:
+                break
+            if limit is not None and passed + len(data) >= limit:
+                dst.sendall(data[: limit - passed])
+                break
+            dst.sendall(data)
+            passed += len(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        except OSError:
+            pass
+
+def serve():
+    global count
+    while True:
+        client, _ = listener.accept()
+        server = socket.create_connection(("127.0.0.1", upstream))
+        count += 1
+        limit = cut if count <= cutting else None
+        threading.Thread(target=pump, args=(client, server, None), daemon=True).start()
+        threading.Thread(target=pump, args=(server, client, limit), daemon=True).start()
+
+threading.Thread(target=serve, daemon=True).start()
+time.sleep(120)
