@@ -6,7 +6,13 @@ public struct LogFilter: Sendable {
     public var sinceMillis: UInt64?
     public var device: DeviceID?
     public var record: RecordID?
+    /// Review filters: only changes touching records of this kind, team, review state, or in conflict.
+    public var kind: String?
+    public var team: String?
+    public var review: String?
+    public var conflictsOnly = false
     public var limit = 1000
+    var filtersRecords: Bool { kind != nil || team != nil || review != nil || conflictsOnly }
     public init() {}
 }
 
@@ -19,14 +25,21 @@ public struct LogEntry: Sendable {
 public enum ChangeLog {
     public static func entries(_ replica: Replica, filter: LogFilter) throws -> [LogEntry] {
         let names = try replica.names()
-        let changes = try replica.store.logChanges(since: filter.sinceMillis, device: filter.device, record: filter.record, limit: filter.limit)
+        var changes = try replica.store.logChanges(since: filter.sinceMillis, device: filter.device, record: filter.record,
+                                                   limit: filter.filtersRecords ? Int.max : filter.limit)
+        var wanted: Set<RecordID>?
+        if filter.filtersRecords {
+            let ids = try replica.store.recordIDs(kind: filter.kind, team: filter.team, review: filter.review, conflictedOnly: filter.conflictsOnly)
+            changes = Array(changes.filter { $0.change.change.ops.contains { ids.contains($0.record) } }.prefix(filter.limit))
+            wanted = ids
+        }
         return changes.map { item in
             let c = item.change
             let who = names[c.change.device] ?? c.change.device.description
             var ops: [JSONValue] = []
             // One phrase per record: "note 01a2…-7680 (clearance_day): area_cleared_m2 1100 → 1150, +tags re-measured".
             var phrases: [(RecordID, String, [String])] = []
-            for (i, op) in c.change.ops.enumerated() where filter.record == nil || op.record == filter.record {
+            for (i, op) in c.change.ops.enumerated() where (filter.record == nil || op.record == filter.record) && (wanted?.contains(op.record) ?? true) {
                 let value = c.values[UInt16(i)]?.value
                 var o: [String: JSONValue] = ["action": .string(op.action.description), "record": .string(op.record.description),
                                               "type": .string(op.recordType.description)]

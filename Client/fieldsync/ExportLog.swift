@@ -33,6 +33,10 @@ struct Log: ParsableCommand {
     @Option(help: "Only changes from this date (YYYY-MM-DD) or instant on.") var since: String?
     @Option(help: "Only changes by this device (id, id prefix or name).") var device: String?
     @Option(help: "Only changes to this record (id or prefix).") var record: String?
+    @Option(help: "Only changes to notes of this kind.") var kind: String?
+    @Option(help: "Only changes to notes of this team.") var team: String?
+    @Option(help: "Only changes to notes in this review state: draft, submitted, approved, rejected.") var review: String?
+    @Flag(name: .customLong("conflicts"), help: "Only changes to records with an open conflict.") var conflictsOnly = false
     @Option(help: "Show at most this many changes.") var limit: Int = 1000
     @OptionGroup var output: OutputOptions
 
@@ -50,6 +54,13 @@ struct Log: ParsableCommand {
             filter.device = matches[0].device
         }
         if let record { filter.record = try replica.store.resolveID(record) }
+        if let review, !["draft", "submitted", "approved", "rejected"].contains(review) {
+            throw ClientError.usage("--review must be draft, submitted, approved or rejected")
+        }
+        filter.kind = kind
+        filter.team = team
+        filter.review = review
+        filter.conflictsOnly = conflictsOnly
         filter.limit = limit
         let entries = try ChangeLog.entries(replica, filter: filter)
         if output.json { printJSON(.array(entries.map(\.json))); return }

@@ -133,7 +133,7 @@ public struct ReplicaStore: Sendable {
     /// Applies received changes in one transaction. Each is verified against the roster; a change
     /// that is refused is reported, the others are kept.
     public func receive(_ changes: [SignedChange], wallMillis: UInt64 = Timestamps.nowMillis) throws -> [ChangeID: Result<ReceiveOutcome, CoreError>] {
-        try write { db in
+        let results = try write { db in
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis)
             var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
             for c in changes {
@@ -144,6 +144,8 @@ public struct ReplicaStore: Sendable {
             try s.finish()
             return out
         }
+        if changes.contains(where: \.erases) { try checkpoint() }
+        return results
     }
 
     // MARK: Questions
@@ -318,6 +320,23 @@ extension ReplicaStore {
         try read { db in
             try Data.fetchOne(db, sql: "SELECT value FROM op_values WHERE change_id = ? AND idx = ?", arguments: [Data(ref.change.bytes), Int64(ref.index)])
                 .flatMap { try? JSONValue.parse([UInt8]($0)) }
+        }
+    }
+}
+
+extension SignedChange {
+    /// Holds an `erase`: after applying it, the store folds and truncates its WAL.
+    var erases: Bool { change.ops.contains { $0.action == .erase } }
+}
+
+extension ReplicaStore {
+    /// Ids of live records matching the review filters of `fieldsync log`.
+    public func recordIDs(kind: String?, team: String?, review: String?, conflictedOnly: Bool) throws -> Set<RecordID> {
+        try read { db in
+            Set(try String.fetchAll(db, sql: """
+                SELECT id FROM records WHERE (? IS NULL OR kind = ?) AND (? IS NULL OR team = ?)
+                  AND (? IS NULL OR review = ?) AND (NOT ? OR conflicted = 1)
+                """, arguments: [kind, kind, team, team, review, review, conflictedOnly]).compactMap(RecordID.init))
         }
     }
 }

@@ -18,6 +18,14 @@ extension ReplicaStore {
     /// lacks. The caller answers only after this returns, so an acknowledged change is on disk.
     public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
                          now: UInt64) throws -> ExchangeResult {
+        let result = try exchangeTransaction(device: device, upload: upload, clientVector: clientVector, limit: limit, now: now)
+        // An erase must not survive in the WAL: fold it into the main file (zeroed by secure_delete).
+        if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
+        return result
+    }
+
+    func exchangeTransaction(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
+                             now: UInt64) throws -> ExchangeResult {
         try write { db in
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now)
             var result = ExchangeResult()

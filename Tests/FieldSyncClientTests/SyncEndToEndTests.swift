@@ -255,3 +255,53 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         server.kill(SIGTERM)
     }
 }
+
+@Suite(.serialized) struct EraseEndToEndTests {
+    /// After an erase and a sync, no replica's files (the server's included) hold the erased phone
+    /// number or e-mail, and every change still verifies.
+    @Test func erasedPersonalDataLeavesEveryReplica() throws {
+        let server = try LiveServer()
+        try server.start()
+        let press = try laptop(server, role: "press", name: "press-office")
+        let co = try laptop(server, role: "coordinator", name: "hq")
+        let field = try laptop(server, role: "field", name: "mt3")
+        defer { for l in [press, co, field] { l.cleanUp() } }
+        _ = try press.ok("contact", "import", CLI.samples + "/contacts.vcf")
+        for l in [press, co, field] { _ = try l.ok("sync", "--quiet") }
+        let contacts = try JSONValue.parse(try co.ok("contact", "list", "--json")).arrayValue ?? []
+        let melnyk = try #require(contacts.first { $0["fields"]?["fn"] == "Олена Мельник" }?["id"]?.stringValue)
+        let secrets = ["o.melnyk@umac.example", "+380440000001", "Мельник"]
+
+        func filesHolding(_ needle: String) -> [String] {
+            var hits: [String] = []
+            for dir in [press.home, co.home, field.home, server.dir] {
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+                    if let d = FileManager.default.contents(atPath: dir + "/" + name), d.range(of: Data(needle.utf8)) != nil { hits.append(dir + "/" + name) }
+                }
+            }
+            return hits
+        }
+        #expect(!filesHolding(secrets[0]).isEmpty, "the scan must see the value before the erase")
+
+        // Only a coordinator may erase.
+        #expect(try press.run("contact", "erase", melnyk).status == 1)
+        _ = try co.ok("contact", "erase", melnyk)
+        for l in [co, press, field, co] { _ = try l.ok("sync", "--quiet") }
+        for s in secrets { #expect(filesHolding(s).isEmpty, "\(s) still in \(filesHolding(s))") }
+        let shown = try press.ok("contact", "show", melnyk)
+        #expect(shown.contains("ERASED") && shown.contains("hq"))
+        // The exported vCards and the log hold nothing of it either.
+        #expect(!(try press.ok("export", "--format", "vcard")).contains("melnyk"))
+        #expect(!(try press.ok("log")).contains("melnyk"))
+        // History still verifies: a fresh laptop receives every change, signatures checked.
+        let late = try laptop(server, role: "field", name: "late")
+        defer { late.cleanUp() }
+        #expect(try late.run("sync").status == 0)
+        #expect(try late.ok("contact", "list", "--json") == co.ok("contact", "list", "--json"))
+        // Review filters of the log.
+        _ = try field.ok("note", "add", "--kind", "survey", "--set", "ref=S-9", "--set", "team=NTS-2")
+        #expect(try field.ok("log", "--team", "NTS-2").contains("S-9"))
+        #expect(try field.ok("log", "--kind", "clearance_day") == "")
+        server.kill(SIGTERM)
+    }
+}
