@@ -9,7 +9,7 @@ import Prometheus
 
 /// The sync server: routes, handlers and signed answers over one `ReplicaStore` (DESIGN.md §7).
 public struct SyncServer: Sendable {
-    public let store: ReplicaStore
+    public let store: any SyncStore
     public let key: DeviceKey
     public let clock: @Sendable () -> UInt64
     let limiter: RateLimiter
@@ -18,7 +18,7 @@ public struct SyncServer: Sendable {
     /// The CA certificate, served at `/ca.pem` so `fieldsync enroll --pin` can check it against the pin.
     public let caPEM: String
 
-    public init(store: ReplicaStore, key: DeviceKey, caPEM: String = "", requestsPerMinute: Int = 600,
+    public init(store: any SyncStore, key: DeviceKey, caPEM: String = "", requestsPerMinute: Int = 600,
                 clock: @escaping @Sendable () -> UInt64 = { Timestamps.nowMillis }) {
         self.caPEM = caPEM
         self.store = store

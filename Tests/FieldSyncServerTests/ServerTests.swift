@@ -106,3 +106,20 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(text.contains("fieldsync_devices_seen_last_day 1.0"))
     }
 }
+
+@Suite struct ServerInitTests {
+    @Test func initMakesKeysAndRefusesToRunTwice() throws {
+        let dir = NSTemporaryDirectory() + "fieldsync-init-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let data = ServerData(directory: dir)
+        let result = try data.initialise(hostnames: ["sync.example.org", "10.0.0.5"])
+        #expect(result.caPin.hasPrefix("sha256:") && result.caPin.count == 71)
+        #expect(try ServerData.pin(caPEM: data.caPEM()) == result.caPin)
+        for secret in [data.serverKeyPath, data.caKeyPath, data.tlsKeyPath] {
+            #expect(try FileManager.default.attributesOfItem(atPath: secret)[.posixPermissions] as? Int == 0o600)
+        }
+        let key = try data.serverKey()
+        #expect(throws: ServerError.self) { _ = try data.initialise(hostnames: []) }
+        #expect(try data.serverKey().publicKey == key.publicKey, "the refused second init changed nothing")
+    }
+}

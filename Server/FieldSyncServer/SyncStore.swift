@@ -1,0 +1,16 @@
+import FieldSyncCore
+import FieldSyncStore
+
+/// What the sync server needs of its storage. The embedded SQLite `ReplicaStore` is the default;
+/// another backend (PostgreSQL, for several server processes) implements the same calls.
+public protocol SyncStore: Sendable {
+    func roster() throws -> Roster
+    /// Stores the uploaded changes and collects what the client lacks, durably, in one transaction.
+    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int, now: UInt64) throws -> ReplicaStore.ExchangeResult
+    func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) throws -> RosterEntry
+    /// False when the nonce was seen before (a replay).
+    func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) throws -> Bool
+    func devicesSeen(since: UInt64) throws -> Int
+}
+
+extension ReplicaStore: SyncStore {}
