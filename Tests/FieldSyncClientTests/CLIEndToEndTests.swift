@@ -23,26 +23,11 @@ struct CLI {
     func run(_ args: String...) throws -> Result { try run(args) }
 
     func run(_ args: [String], wrapper: [String] = []) throws -> Result {
-        let p = Process()
-        if wrapper.isEmpty {
-            p.executableURL = URL(fileURLWithPath: Self.binary)
-            p.arguments = args
-        } else {
-            // e.g. faketime: the wrapper runs the binary.
-            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            p.arguments = wrapper + [Self.binary] + args
-        }
         var env = ProcessInfo.processInfo.environment
         env["FIELDSYNC_HOME"] = home
-        p.environment = env
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
+        // A wrapper (e.g. faketime) runs the binary.
+        return wrapper.isEmpty ? try runProcess(Self.binary, args, environment: env)
+                               : try runProcess("/usr/bin/env", wrapper + [Self.binary] + args, environment: env)
     }
 
     func ok(_ args: String...) throws -> String {
@@ -52,6 +37,22 @@ struct CLI {
     }
 
     func cleanUp() { try? FileManager.default.removeItem(atPath: home) }
+}
+
+/// Runs a program to its end, collecting both outputs.
+func runProcess(_ path: String, _ args: [String], environment: [String: String]? = nil) throws -> CLI.Result {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: path)
+    p.arguments = args
+    if let environment { p.environment = environment }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return CLI.Result(status: p.terminationStatus, out: String(decoding: o, as: UTF8.self), err: String(decoding: e, as: UTF8.self))
 }
 
 @Suite(.serialized) struct CLIEndToEndTests {

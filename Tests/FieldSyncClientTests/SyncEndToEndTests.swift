@@ -17,18 +17,9 @@ final class LiveServer: @unchecked Sendable {
     }
 
     static func admin(_ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw CLIError("fieldsync-server \(args.joined(separator: " ")): \(String(decoding: e, as: UTF8.self))") }
-        return String(decoding: o, as: UTF8.self)
+        let r = try runProcess(binary, args)
+        guard r.status == 0 else { throw CLIError("fieldsync-server \(args.joined(separator: " ")): \(r.err)") }
+        return r.out
     }
 
     func invite(_ role: String, _ name: String) throws -> String {
