@@ -156,12 +156,10 @@ public struct SyncEngine: Sendable {
             }
             summary.pulled += incoming.count
             progress(summary)
-            // Done when nothing more waits on either side (refused changes stay unacknowledged).
-            let leftToSend = outbox.count - acked.count
-            if !answer.more && (outbox.count < SyncProtocol.maxBatch || acked.isEmpty) && (leftToSend == 0 || acked.isEmpty) {
-                let remaining = try store.outbox(device: replica.device, limit: 1).filter { c in !refusedHere.contains { $0.id == c.id.hex } }
-                if remaining.isEmpty || acked.isEmpty { return }
-            }
+            // Done when the server has nothing more and we sent all we had, or could make no
+            // progress (changes refused outright stay unacknowledged in the outbox).
+            let sentEverything = acked.count == outbox.count && outbox.count < SyncProtocol.maxBatch
+            if !answer.more && (sentEverything || acked.isEmpty) { return }
         }
     }
 }
