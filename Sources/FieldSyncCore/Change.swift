@@ -101,7 +101,10 @@ public struct Change: Hashable, Sendable {
     public var stamp: Stamp { Stamp(hlc: hlc, device: device) }
 }
 
-/// The strict canonical binary form of a change (see docs/WIRE.md).
+/// The strict canonical binary form of a change:
+/// `version(1) ‖ device(16) ‖ varint seq ‖ prev(32) ‖ hlc(u64 BE) ‖ wall ms(u64 BE) ‖ varint op count ‖ ops`,
+/// each op `action(1) ‖ record type(1) ‖ record(16)` then, by action, field name, commitment(32)
+/// and refs (varint count, then change id(32) ‖ varint op index each, sorted).
 public enum ChangeCodec {
     public static let maxOps = 1000
     public static let maxRefs = 4096
