@@ -162,17 +162,27 @@ public struct ReplicaStore: Sendable {
 
     /// Changes a peer with `vector` lacks, oldest first per device, at most `limit`.
     public func missing(for peer: VersionVector, limit: Int = .max) throws -> [SignedChange] {
-        try read { db in
-            var out: [SignedChange] = []
-            let devices = try String.fetchAll(db, sql: "SELECT DISTINCT device FROM changes ORDER BY device")
-            for d in devices where out.count < limit {
-                let from = Int64(peer[DeviceID(d)!])
-                let rows = try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                            arguments: [d, from, limit - out.count])
-                for row in rows { out.append(try Self.loadChange(row, db)) }
-            }
-            return out
+        try read { db in try Self.lacking(db, known: peer, limit: limit).changes }
+    }
+
+    /// What a peer holding `known` lacks (each device's changes in seq order, at most `limit`),
+    /// whether more remain, and this replica's vector: one pass for `missing` and the server's exchange.
+    static func lacking(_ db: Database, known: VersionVector, limit: Int) throws -> (changes: [SignedChange], more: Bool, vector: VersionVector) {
+        var out: [SignedChange] = []
+        var more = false
+        var vector = VersionVector()
+        for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device ORDER BY device") {
+            let d = DeviceID(row["device"] as String)!
+            let top = UInt64(row["seq"] as Int64)
+            vector.seqs[d] = top
+            guard top > known[d] else { continue }
+            if out.count >= limit { more = true; continue }
+            let rows = try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                        arguments: [d.description, Int64(known[d]), limit - out.count])
+            for r in rows { out.append(try loadChange(r, db)) }
+            if UInt64(rows.count) < top - known[d] { more = true }
         }
+        return (out, more, vector)
     }
 
     static func loadChange(_ row: Row, _ db: Database) throws -> SignedChange {

@@ -54,20 +54,7 @@ extension ReplicaStore {
             // What the client lacks, given what it said it has and what it just sent.
             var known = clientVector
             for c in upload where result.accepted.contains(c.id) { known.seqs[c.change.device] = max(known[c.change.device], c.change.seq) }
-            var lacking: [SignedChange] = []
-            var more = false
-            var vector = VersionVector()
-            for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device ORDER BY device") {
-                let d = DeviceID(row["device"] as String)!
-                let top = UInt64(row["seq"] as Int64)
-                vector.seqs[d] = top
-                guard top > known[d] else { continue }
-                if lacking.count >= limit { more = true; continue }
-                let rows = try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                            arguments: [d.description, Int64(known[d]), limit - lacking.count])
-                for r in rows { lacking.append(try Self.loadChange(r, db)) }
-                if UInt64(rows.count) < top - known[d] { more = true }
-            }
+            let (lacking, more, vector) = try Self.lacking(db, known: known, limit: limit)
             result.lacking = lacking
             result.vector = vector
             result.more = more
