@@ -52,6 +52,8 @@ fi
 on nts2-laptop note delete "$eod" --reason "duplicate of UA-KHA-EOD-0309"
 on hq-coordinator note edit "$eod" --set narrative="Item moved to the demolition site; second fuze found."
 
+on mt3-laptop submit "$clr" --comment "clearance day 3 complete"
+
 step "everyone syncs (twice round)"
 for _ in 1 2; do for l in mt3-laptop nts2-laptop hq-coordinator; do on $l sync; done; done
 

@@ -46,8 +46,42 @@ struct Resolve: ParsableCommand {
     }
 }
 
+/// Review states as the note's survivors show them; no review op yet means `draft`.
+func reviewStates(_ view: RecordView) -> Set<String> {
+    let states = (view.fields["review"]?.survivors ?? []).compactMap { $0.value?["state"]?.stringValue }
+    return states.isEmpty ? ["draft"] : Set(states)
+}
+
+struct Submit: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Submit a field report for review (draft or rejected → submitted).",
+        discussion: "A field device may set only `submitted`; approval and rejection are a coordinator's (`fieldsync review`). Works offline; the next sync carries it.")
+    @Argument(help: "Note id or unique prefix.") var id: String
+    @Option(help: "A word for the reviewer.") var comment: String?
+
+    func run() throws {
+        let r = try openReplica()
+        let role = try r.myEntry().role
+        guard role != .press else { throw ClientError("a press device does not write field notes") }
+        let rid = try r.store.resolveID(id, type: .note)
+        try r.store.commitLocal(key: r.key) { reader in
+            let ops = try reader.ops(rid)
+            guard let view = ops.materialize(schema: r.schema), !view.deleted else { throw ClientError("no note \(id)") }
+            let states = reviewStates(view)
+            guard states.isDisjoint(with: ["submitted", "approved"]) else {
+                throw ClientError("note \(id) is already \(states.sorted().joined(separator: " and ")); nothing to submit")
+            }
+            var d = ChangeDraft()
+            d.review("submitted", comment: comment, on: ops)
+            return d
+        }
+    }
+}
+
 struct Review: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Coordinator: approve or reject a field report.")
+    static let configuration = CommandConfiguration(
+        abstract: "Coordinator: approve or reject a submitted field report.",
+        discussion: "A note must have been submitted (`fieldsync submit`); a coordinator may change an earlier verdict. Works offline; the next sync carries it.")
     @Argument(help: "Note id or unique prefix.") var id: String
     @Flag(help: "Approve.") var approve = false
     @Flag(help: "Reject.") var reject = false
@@ -61,6 +95,9 @@ struct Review: ParsableCommand {
         try r.store.commitLocal(key: r.key) { reader in
             let ops = try reader.ops(rid)
             guard let view = ops.materialize(schema: r.schema), !view.deleted else { throw ClientError("no note \(id)") }
+            guard reviewStates(view) != ["draft"] else {
+                throw ClientError("note \(id) is a draft; it can be reviewed once submitted (`fieldsync submit \(id)`)")
+            }
             var d = ChangeDraft()
             d.review(approve ? "approved" : "rejected", comment: comment, on: ops)
             return d

@@ -41,7 +41,8 @@ public struct Op: Hashable, Sendable {
     public var action: OpAction
     public var recordType: RecordType
     public var record: RecordID
-    /// `create` of a note: its kind. Empty otherwise.
+    /// `create` of a note: its kind. `review`: the review state, signed so that policy can tell
+    /// a field device's `submitted` from a coordinator's verdict. Empty otherwise.
     public var kind: String
     /// The field written (`set`, `add`, `remove`, `resolve`; "review" for `review`). Empty otherwise;
     /// a `resolve` with an empty field settles a delete/edit conflict by keeping the record.
@@ -103,7 +104,7 @@ public struct Change: Hashable, Sendable {
 
 /// The strict canonical binary form of a change:
 /// `version(1) ‖ device(16) ‖ varint seq ‖ prev(32) ‖ hlc(u64 BE) ‖ wall ms(u64 BE) ‖ varint op count ‖ ops`,
-/// each op `action(1) ‖ record type(1) ‖ record(16)` then, by action, field name, commitment(32)
+/// each op `action(1) ‖ record type(1) ‖ record(16)` then, by action, field name, review state, commitment(32)
 /// and refs (varint count, then change id(32) ‖ varint op index each, sorted).
 public enum ChangeCodec {
     public static let maxOps = 1000
@@ -133,8 +134,13 @@ public enum ChangeCodec {
         switch op.action {
         case .create:
             w.string(op.kind)
-        case .set, .review:
+        case .set:
             w.string(op.field)
+            w.raw(op.commitment!.bytes)
+            refs(op.refs, into: &w)
+        case .review:
+            w.string(op.field)
+            w.string(op.kind)
             w.raw(op.commitment!.bytes)
             refs(op.refs, into: &w)
         case .add:
@@ -196,8 +202,13 @@ public enum ChangeCodec {
         switch action {
         case .create:
             op.kind = try r.string(max: maxKind, what: "kind")
-        case .set, .review:
+        case .set:
             op.field = try field(&r)
+            op.commitment = try commitment(&r)
+            op.refs = try refs(&r)
+        case .review:
+            op.field = try field(&r)
+            op.kind = try r.string(max: maxKind, what: "review state")
             op.commitment = try commitment(&r)
             op.refs = try refs(&r)
         case .add:

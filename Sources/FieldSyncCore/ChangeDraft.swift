@@ -72,12 +72,13 @@ public struct ChangeDraft: Sendable {
         append(Op(action: .resolve, recordType: type, record: record.id, refs: record.liveTombstones.map(\.ref)))
     }
 
-    /// Coordinator: review state of a note, superseding every earlier review survivor.
+    /// Review state of a note (a field device's `submitted`, a coordinator's verdict), superseding
+    /// every earlier review survivor. The state is in the signed op as well as in the value.
     public mutating func review(_ state: String, comment: String?, on record: RecordOps) {
         var v: [String: JSONValue] = ["state": .string(state)]
         if let comment { v["comment"] = .string(comment) }
         let all = record.survivors("review", type: .note).map(\.ref)
-        append(Op(action: .review, recordType: .note, record: record.id, field: "review", refs: all), value: .object(v))
+        append(Op(action: .review, recordType: .note, record: record.id, kind: state, field: "review", refs: all), value: .object(v))
     }
 
     public mutating func erase(_ id: RecordID) {

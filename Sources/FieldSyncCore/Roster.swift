@@ -54,7 +54,7 @@ public enum Policy {
         default: break
         }
         switch op.action {
-        case .review, .resolve, .erase:
+        case .resolve, .erase:
             guard role == .coordinator else { return CoreError(.forbidden, "only a coordinator may \(op.action)") }
         default: break
         }
@@ -79,6 +79,12 @@ public enum Policy {
             }
         case .review:
             guard op.recordType == .note, op.field == "review" else { return CoreError(.forbidden, "review applies to a note's review field") }
+            // `draft` is the state before any review op; a field device may only submit.
+            let verdicts: Set<String> = ["submitted", "approved", "rejected"]
+            guard verdicts.contains(op.kind) else { return CoreError(.forbidden, "review state '\(op.kind)' cannot be written") }
+            guard role == .coordinator || op.kind == "submitted" else {
+                return CoreError(.forbidden, "only a coordinator may set review state '\(op.kind)'")
+            }
         case .erase:
             guard op.recordType == .contact else { return CoreError(.forbidden, "erase applies to press contacts") }
         case .delete:

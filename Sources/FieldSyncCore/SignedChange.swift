@@ -80,6 +80,10 @@ public struct SignedChange: Hashable, Sendable {
             guard value.commitment == c else {
                 throw CoreError(.commitmentMismatch, "the value of op \(index) does not match its commitment")
             }
+            let op = change.ops[Int(index)]
+            if op.action == .review, value.value["state"]?.stringValue != op.kind {
+                throw CoreError(.commitmentMismatch, "the review value of op \(index) names another state than the signed '\(op.kind)'")
+            }
         }
         self.init(trusted: change, bytes: bytes, signature: signature, values: values)
     }

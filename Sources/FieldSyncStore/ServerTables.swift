@@ -71,7 +71,7 @@ extension ReplicaStore {
     static func invalidValue(_ c: SignedChange, schema: RecordSchema) -> CoreError? {
         for (i, v) in c.values {
             let op = c.change.ops[Int(i)]
-            guard op.action != .review, op.action != .resolve || !op.field.isEmpty else { continue }
+            guard op.action != .resolve || !op.field.isEmpty else { continue }
             do { _ = try schema.validate(v.value, field: op.field, type: op.recordType, kind: nil) } catch {
                 return CoreError(error.code, "change \(c.id.hex.prefix(12)) op \(i): \(error.message)")
             }

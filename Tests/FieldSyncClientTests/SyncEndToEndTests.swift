@@ -111,6 +111,12 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         // A field laptop may not approve: refused locally, nothing written.
         let attempt = try f1.run("review", n, "--approve")
         #expect(attempt.status == 1 && attempt.err.contains("only a coordinator"))
+        // A draft is not reviewed; its author submits it first (offline), and it syncs later.
+        let early = try co.run("review", n, "--approve")
+        #expect(early.status == 1 && early.err.contains("is a draft"))
+        _ = try f1.ok("submit", n, "--comment", "day 3 done")
+        #expect(try f1.run("submit", n).status == 1, "submitting twice is refused")
+        for l in [f1, co] { _ = try l.ok("sync", "--quiet") }
 
         _ = try co.ok("resolve", n, "area_cleared_m2", "--value", "1200")
         _ = try co.ok("resolve", m, "(deleted)", "--keep", "2")

@@ -150,14 +150,39 @@ import Testing
         }
     }
 
-    @Test func reviewIsForCoordinatorsOnly() throws {
+    @Test func aFieldDeviceSubmitsAndOnlyACoordinatorDecides() throws {
         var (a, _, id) = try pair()
-        var d = ChangeDraft(); d.review("approved", comment: "ok", on: a.records[id]!)
-        let refused = try a.commit(d, key: k1, wallMillis: baseMillis + 10)
+        var approve = ChangeDraft(); approve.review("approved", comment: "ok", on: a.records[id]!)
+        let refused = try a.commit(approve, key: k1, wallMillis: baseMillis + 10)
         #expect(a.refusals[refused.id]?.code == .forbidden)
         #expect(a.record(id)?.fields["review"] == nil)
-        try a.commit(d, key: boss, wallMillis: baseMillis + 20)
+
+        var submit = ChangeDraft(); submit.review("submitted", comment: nil, on: a.records[id]!)
+        try a.commit(submit, key: k1, wallMillis: baseMillis + 15)
+        #expect(a.record(id)?.values["review"] == .object(["state": "submitted"]))
+
+        var decide = ChangeDraft(); decide.review("approved", comment: "ok", on: a.records[id]!)
+        try a.commit(decide, key: boss, wallMillis: baseMillis + 20)
         #expect(a.record(id)?.values["review"] == .object(["state": "approved", "comment": "ok"]))
+        #expect(a.record(id)?.fields["review"]?.inConflict == false, "the verdict supersedes the submission")
+
+        var draft = ChangeDraft(); draft.review("draft", comment: nil, on: a.records[id]!)
+        let back = try a.commit(draft, key: boss, wallMillis: baseMillis + 30)
+        #expect(a.refusals[back.id]?.code == .forbidden, "no op writes draft")
+    }
+
+    @Test func aReviewValueMustNameTheSignedState() throws {
+        let (a, _, id) = try pair()
+        var d = ChangeDraft(); d.review("submitted", comment: nil, on: a.records[id]!)
+        // The signed op says `submitted`; a value claiming `approved` beside it is refused.
+        let op = d.ops[0]
+        let forged = OpValue.fresh(.object(["state": "approved"]))
+        var signedOp = op; signedOp.commitment = forged.commitment
+        let change = Change(device: k1.deviceID, seq: 9, prev: ChangeID(bytes: [UInt8](repeating: 1, count: 32))!,
+                            hlc: HLC(raw: 1 << 20), wallMillis: baseMillis, ops: [signedOp])
+        let signed = SignedChange.author(change, values: [0: forged], key: k1)
+        #expect(throws: CoreError.self) { try SignedChange(envelope: signed.envelope) }
+        do { _ = try SignedChange(envelope: signed.envelope) } catch { #expect(error.code == .commitmentMismatch) }
     }
 
     @Test func aSetNamingTwoValuesIsRefused() throws {
