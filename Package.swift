@@ -94,6 +94,12 @@ let package = Package(
             path: "Tools/fieldsync-demo",
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "fieldsync-bench",
+            dependencies: ["FieldSyncClient", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "Crypto", package: "swift-crypto")],
+            path: "Bench/fieldsync-bench",
+            swiftSettings: strict
+        ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"], swiftSettings: strict),
         .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore"], swiftSettings: strict),
         .testTarget(name: "FieldSyncClientTests", dependencies: ["FieldSyncClient"], exclude: ["Fixtures"], swiftSettings: strict),

@@ -1,0 +1,128 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A child process run to completion: exit status, output, wall time and peak resident memory
+/// (from `wait4`, so the figure is the child's own, not this bench's).
+struct ChildRun {
+    var status: Int32
+    var out: String
+    var err: String
+    var seconds: Double
+    var peakRSSMB: Double
+}
+
+struct BenchFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+enum Child {
+    /// The release binaries beside this one (`swift build -c release` builds all three together).
+    static func binary(_ name: String) throws -> String {
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath().deletingLastPathComponent()
+        let path = dir.appendingPathComponent(name).path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw BenchFailure("\(path) is missing: build every product first (bench/run.sh does)")
+        }
+        return path
+    }
+
+    static func spawn(_ exe: String, _ args: [String], env: [String: String] = [:], out: String, err: String) throws -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 2, err, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        let environment = ProcessInfo.processInfo.environment.merging(env) { $1 }.map { "\($0.key)=\($0.value)" }
+        let argv = ([exe] + args).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) }; envp.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, exe, &actions, nil, argv, envp)
+        guard rc == 0 else { throw BenchFailure("cannot start \(exe): errno \(rc)") }
+        return pid
+    }
+
+    /// Runs to completion; throws on a non-zero exit unless `allowFailure`.
+    static func run(_ exe: String, _ args: [String], env: [String: String] = [:], allowFailure: Bool = false) throws -> ChildRun {
+        let base = NSTemporaryDirectory() + "fsbench-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: base + ".out"); try? FileManager.default.removeItem(atPath: base + ".err") }
+        let start = ContinuousClock.now
+        let pid = try spawn(exe, args, env: env, out: base + ".out", err: base + ".err")
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        let seconds = (ContinuousClock.now - start).seconds
+        let out = (try? String(contentsOfFile: base + ".out", encoding: .utf8)) ?? ""
+        let err = (try? String(contentsOfFile: base + ".err", encoding: .utf8)) ?? ""
+        let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        if code != 0 && !allowFailure {
+            throw BenchFailure("\(URL(fileURLWithPath: exe).lastPathComponent) \(args.joined(separator: " ")) exited \(code): \(err.prefix(400))")
+        }
+        return ChildRun(status: code, out: out, err: err, seconds: seconds, peakRSSMB: Double(usage.ru_maxrss) / 1024)
+    }
+
+    /// Peak resident memory of a running process (VmHWM), in MB.
+    static func peakRSSMB(_ pid: pid_t) -> Double {
+        guard let s = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+              let kb = Double(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") else { return .nan }
+        return kb / 1024
+    }
+}
+
+/// A real `fieldsync-server serve` on loopback.
+final class ServerProcess: Sendable {
+    let dir: String
+    let pid: pid_t
+    let port: Int
+    let caPEM: String
+    let pin: String
+    let logBase: String
+
+    /// `init` (keys, CA, database), then `prepare` on the closed database, then `serve`.
+    init(prepare: (String) throws -> Void) throws {
+        let server = try Child.binary("fieldsync-server")
+        dir = NSTemporaryDirectory() + "fsbench-server-\(UUID().uuidString)"
+        let initRun = try Child.run(server, ["init", "--data", dir, "--hostname", "127.0.0.1"])
+        guard let line = initRun.out.split(separator: "\n").first(where: { $0.hasPrefix("CA pin: ") }) else { throw BenchFailure("no CA pin from init") }
+        pin = String(line.dropFirst("CA pin: ".count))
+        caPEM = try String(contentsOfFile: dir + "/ca.pem", encoding: .utf8)
+        try prepare(dir + "/server.sqlite")
+        logBase = dir + "/serve"
+        // A bench drives one device far harder than a laptop would: lift the per-device rate limit.
+        pid = try Child.spawn(server, ["serve", "--data", dir, "--port", "0", "--rate-limit", "10000000"], out: logBase + ".out", err: logBase + ".err")
+        var found: Int?
+        for _ in 0..<300 {
+            if let text = try? String(contentsOfFile: logBase + ".out", encoding: .utf8), let first = text.split(separator: "\n").first,
+               let p = Int(first.split(separator: ":").last ?? "") { found = p; break }
+            usleep(20_000)
+        }
+        guard let found else { throw BenchFailure("the server did not start: \((try? String(contentsOfFile: logBase + ".err", encoding: .utf8)) ?? "")") }
+        port = found
+    }
+
+    var url: String { "https://127.0.0.1:\(port)" }
+
+    func invite(role: String, name: String) throws -> String {
+        try Child.run(try Child.binary("fieldsync-server"), ["invite", "--data", dir, "--role", role, "--name", name])
+            .out.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    var peakRSSMB: Double { Child.peakRSSMB(pid) }
+
+    func stop() {
+        kill(pid, SIGTERM)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+}
+
+extension Duration {
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+    var millis: Double { seconds * 1000 }
+}
