@@ -95,7 +95,7 @@ public struct SyncServer: Sendable {
         metrics.changesAccepted.increment(by: Int64(result.accepted.count - result.refused.filter { acceptedIDs.contains($0.id) }.count))
         metrics.changesRefused.increment(by: Int64(refused.count))
         let body = SyncResponse(
-            accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking.map(\.base64Envelope),
+            accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking.map { Data($0).base64EncodedString() },
             vector: Dictionary(uniqueKeysWithValues: result.vector.seqs.map { ($0.key.description, $0.value) }),
             more: result.more, serverTime: clock(), roster: SignedRoster.sign(try store.roster(), key: key))
         metrics.syncDuration.record(ContinuousClock.now - start)

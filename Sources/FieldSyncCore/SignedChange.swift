@@ -130,17 +130,24 @@ extension SignedChange {
     public static let envelopeVersion: UInt8 = 1
     public static let maxValueBytes = 1 << 20
 
-    /// version ‖ blob(signed bytes) ‖ signature(64) ‖ count ‖ (index ‖ salt(16) ‖ blob(value))*
     public var envelope: [UInt8] {
+        Self.envelope(signed: bytes, signature: signature,
+                      values: values.sorted(by: { $0.key < $1.key }).map { ($0.key, $0.value.salt, $0.value.value.canonicalBytes) })
+    }
+
+    /// version ‖ blob(signed bytes) ‖ signature(64) ‖ count ‖ (index ‖ salt(16) ‖ blob(value))*, values
+    /// sorted by index. Also how a store sends what it holds without parsing it again.
+    public static func envelope(signed: [UInt8], signature: [UInt8], values: [(index: UInt16, salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
         var w = ByteWriter()
+        w.bytes.reserveCapacity(signed.count + 80 + values.count * 40)
         w.u8(Self.envelopeVersion)
-        w.blob(bytes)
+        w.blob(signed)
         w.raw(signature)
         w.varint(UInt64(values.count))
-        for (i, v) in values.sorted(by: { $0.key < $1.key }) {
-            w.varint(UInt64(i))
+        for v in values {
+            w.varint(UInt64(v.index))
             w.raw(v.salt)
-            w.blob(v.value.canonicalBytes)
+            w.blob(v.canonical)
         }
         return w.bytes
     }
@@ -160,8 +167,11 @@ extension SignedChange {
             lastIndex = Int(i)
             let salt = try r.raw(16)
             let valueBytes = try r.blob(max: Self.maxValueBytes, what: "value")
-            let value = try JSONValue.parse(valueBytes)
-            guard value.canonicalBytes == valueBytes else { throw CoreError(.malformed, "value of op \(i) is not in canonical form") }
+            let value: JSONValue
+            switch Result(catching: { () throws(CoreError) -> JSONValue in try JSONValue.parseCanonical(valueBytes) }) {
+            case .success(let v): value = v
+            case .failure: throw CoreError(.malformed, "value of op \(i) is not in canonical form")
+            }
             values[UInt16(i)] = OpValue(salt: salt, value: value)
         }
         try r.finish()

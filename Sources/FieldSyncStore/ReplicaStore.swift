@@ -168,19 +168,35 @@ public struct ReplicaStore: Sendable {
     /// What a peer holding `known` lacks (each device's changes in seq order, at most `limit`),
     /// whether more remain, and this replica's vector: one pass for `missing` and the server's exchange.
     static func lacking(_ db: Database, known: VersionVector, limit: Int) throws -> (changes: [SignedChange], more: Bool, vector: VersionVector) {
-        var out: [SignedChange] = []
+        let (envelopes, more, vector) = try lackingEnvelopes(db, known: known, limit: limit)
+        return (try envelopes.map { try SignedChange(envelope: $0) }, more, vector)
+    }
+
+    /// What a peer holding `known` lacks, oldest first per device, at most `limit` changes, as
+    /// envelopes built straight from the stored bytes: the server sends what it checked on
+    /// receipt without parsing it again.
+    static func lackingEnvelopes(_ db: Database, known: VersionVector, limit: Int) throws -> (envelopes: [[UInt8]], more: Bool, vector: VersionVector) {
+        var out: [[UInt8]] = []
         var more = false
         var vector = VersionVector()
+        let values = try db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ? ORDER BY idx")
         for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device ORDER BY device") {
             let d = DeviceID(row["device"] as String)!
             let top = UInt64(row["seq"] as Int64)
             vector.seqs[d] = top
             guard top > known[d] else { continue }
             if out.count >= limit { more = true; continue }
-            let rows = try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
-                                        arguments: [d.description, Int64(known[d]), limit - out.count])
-            for r in rows { out.append(try loadChange(r, db)) }
-            if UInt64(rows.count) < top - known[d] { more = true }
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+                                           arguments: [d.description, Int64(known[d]), limit - out.count])
+            var n = 0
+            while let r = try rows.next() {
+                let stored = try Row.fetchAll(values, arguments: [r["id"] as Data]).map { v in
+                    (index: UInt16(v["idx"] as Int64), salt: v.bytes("salt"), canonical: v.bytes("value"))
+                }
+                out.append(SignedChange.envelope(signed: r.bytes("signed"), signature: r.bytes("signature"), values: stored))
+                n += 1
+            }
+            if UInt64(n) < top - known[d] { more = true }
         }
         return (out, more, vector)
     }
@@ -188,7 +204,7 @@ public struct ReplicaStore: Sendable {
     static func loadChange(_ row: Row, _ db: Database) throws -> SignedChange {
         var values: [UInt16: OpValue] = [:]
         for v in try Row.fetchAll(db, sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?", arguments: [row["id"] as Data]) {
-            values[UInt16(v["idx"] as Int64)] = OpValue(salt: v.bytes("salt"), value: try JSONValue.parse(v.bytes("value")))
+            values[UInt16(v["idx"] as Int64)] = OpValue(salt: v.bytes("salt"), value: try JSONValue.parseCanonical(v.bytes("value")))
         }
         return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values)
     }
@@ -329,7 +345,7 @@ extension ReplicaStore {
     public func value(of ref: OpRef) throws -> JSONValue? {
         try read { db in
             try Data.fetchOne(db, sql: "SELECT value FROM op_values WHERE change_id = ? AND idx = ?", arguments: [Data(ref.change.bytes), Int64(ref.index)])
-                .flatMap { try? JSONValue.parse([UInt8]($0)) }
+                .flatMap { try? JSONValue.parseCanonical([UInt8]($0)) }
         }
     }
 }

@@ -74,7 +74,7 @@ struct SQLiteStorage: ReplicaStorage {
         while let row = try rows.next() {
             let op = try ChangeCodec.decodeOp(row.bytes("op"))
             if personal == nil { personal = schema.personalFields(of: op.recordType) }
-            let value: JSONValue? = try (row.optionalBytes("value")).map { try JSONValue.parse($0) }
+            let value: JSONValue? = try (row.optionalBytes("value")).map { try JSONValue.parseCanonical($0) }
             ops.insert(AppliedOp(ref: OpRef(change: ChangeID(bytes: row.bytes("change_id"))!, index: UInt16(row["idx"] as Int64)),
                                  op: op, hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: DeviceID(row["author"] as String)!,
                                  wallMillis: UInt64(bitPattern: row["wall"]), value: value),

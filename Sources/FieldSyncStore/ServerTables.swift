@@ -9,7 +9,8 @@ extension ReplicaStore {
     public struct ExchangeResult: Sendable {
         public var accepted: [ChangeID] = []
         public var refused: [ChangeRefusal] = []
-        public var lacking: [SignedChange] = []
+        /// What the client lacks, as envelopes (see `lackingEnvelopes`).
+        public var lacking: [[UInt8]] = []
         public var vector = VersionVector()
         public var more = false
     }
@@ -54,7 +55,7 @@ extension ReplicaStore {
             // What the client lacks, given what it said it has and what it just sent.
             var known = clientVector
             for c in upload where result.accepted.contains(c.id) { known.seqs[c.change.device] = max(known[c.change.device], c.change.seq) }
-            let (lacking, more, vector) = try Self.lacking(db, known: known, limit: limit)
+            let (lacking, more, vector) = try Self.lackingEnvelopes(db, known: known, limit: limit)
             result.lacking = lacking
             result.vector = vector
             result.more = more

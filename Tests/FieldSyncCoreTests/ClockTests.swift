@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 @testable import FieldSyncCore
 
 @Suite struct ClockTests {
@@ -69,5 +70,21 @@ import Testing
         #expect(v1.fields["team"]?.inConflict == true)
         let expected: JSONValue = Stamp(hlc: c1.change.hlc, device: k1.deviceID) < Stamp(hlc: c2.change.hlc, device: k2.deviceID) ? "two" : "one"
         #expect(v1.fields["team"]?.value == expected)
+    }
+}
+
+@Suite struct TimestampTests {
+    /// The hand-written RFC 3339 formatter agrees with Foundation's on seeded random instants.
+    @Test func isoAgreesWithFoundation() {
+        let seed = UInt64.random(in: 1...UInt64.max)
+        var rng = SeededRNG(seed: seed)
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        f.timeZone = TimeZone(identifier: "UTC")
+        let fixed: [UInt64] = [0, 951_782_400_000, 4_107_542_399_999, 1_709_164_800_123, 253_402_300_799_999]
+        for millis in fixed + (0..<2000).map({ _ in UInt64.random(in: 0...253_402_300_799_999, using: &rng) }) {
+            let expected = f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
+            #expect(Timestamps.iso(millis) == expected, "seed \(String(seed, radix: 16)): \(millis)")
+        }
     }
 }

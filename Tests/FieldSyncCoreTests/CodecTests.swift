@@ -88,6 +88,32 @@ import Testing
         #expect(throws: CoreError(.malformed, "")) { _ = try SignedChange(envelope: e) }
     }
 
+    /// The direct parser reads back exactly what the canonical writer wrote, and nothing else.
+    @Test func canonicalParserRoundTripsAndRefusesOtherForms() throws {
+        let seed = UInt64.random(in: 1...UInt64.max)
+        var rng = SeededRNG(seed: seed)
+        func random(_ depth: Int) -> JSONValue {
+            switch Int.random(in: 0..<(depth > 2 ? 5 : 7), using: &rng) {
+            case 0: return .null
+            case 1: return .bool(Bool.random(using: &rng))
+            case 2: return .int(Int64.random(in: Int64.min...Int64.max, using: &rng))
+            case 3: return .double(Double.random(in: -1e9...1e9, using: &rng))
+            case 4: return .string(String((0..<Int.random(in: 0..<12, using: &rng)).map { _ in
+                ["a", "é", "\"", "\\", "\n", "\u{1}", "Ж", "😀", "\t", " "].randomElement(using: &rng)! }.joined()))
+            case 5: return .array((0..<Int.random(in: 0..<4, using: &rng)).map { _ in random(depth + 1) })
+            default: return .object(Dictionary((0..<Int.random(in: 0..<4, using: &rng)).map { ("k\($0)\(["", "é", "Z"].randomElement(using: &rng)!)", random(depth + 1)) },
+                                               uniquingKeysWith: { a, _ in a }))
+            }
+        }
+        for _ in 0..<500 {
+            let v = random(0).normalized()
+            #expect(try JSONValue.parseCanonical(v.canonicalBytes) == v, "seed \(String(seed, radix: 16))")
+        }
+        for bad in ["{\"b\":1,\"a\":2}", "{\"a\":1,\"a\":1}", " 1", "1.0", "[1,]", "\"\\u0041\"", "\"e\u{301}\"", "01", "tru", "\"a"] {
+            #expect(throws: CoreError.self, "\(bad)") { try JSONValue.parseCanonical(Array(bad.utf8)) }
+        }
+    }
+
     @Test func jsonCanonicalForm() throws {
         let v = try JSONValue.parse(#"{"b": [1, 2.5, true, null], "a": "x\n\"y\"", "c": 3.0}"#)
         #expect(v.canonicalString == #"{"a":"x\n\"y\"","b":[1,2.5,true,null],"c":3}"#)
