@@ -91,7 +91,7 @@ struct Authenticator: RouterMiddleware {
             context.device = nil
             throw Problem(status: 401, title: "Unauthorized", detail: "the request signature does not verify")
         }
-        guard try server.store.useNonce(device: params.keyid, nonce: params.nonce, expiresAt: UInt64(expires) * 1000, now: server.clock()) else {
+        guard try await server.store.useNonce(device: params.keyid, nonce: params.nonce, expiresAt: UInt64(expires) * 1000, now: server.clock()) else {
             throw Problem(status: 401, title: "Unauthorized", detail: "this signature nonce was already used (replay)")
         }
         try await server.limiter.admit(params.keyid)

@@ -88,7 +88,7 @@ public struct SyncServer: Sendable {
                 undecodable.append(ChangeRefusal(id: "#\(i)", code: error.code.description, reason: error.message))
             }
         }
-        let result = try store.exchange(device: device.device, upload: upload, clientVector: vector, limit: SyncProtocol.maxBatch, now: clock())
+        let result = try await store.exchange(device: device.device, upload: upload, clientVector: vector, limit: SyncProtocol.maxBatch, now: clock())
         let refused = undecodable + result.refused
         // Accepted minus those kept but refused by policy (listed in both), without comparing every pair.
         let acceptedIDs = Set(result.accepted.map(\.hex))

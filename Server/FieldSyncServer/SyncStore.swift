@@ -5,11 +5,11 @@ import FieldSyncStore
 /// another backend (PostgreSQL, for several server processes) implements the same calls.
 public protocol SyncStore: Sendable {
     func roster() throws -> Roster
-    /// Stores the uploaded changes and collects what the client lacks, durably, in one transaction.
-    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int, now: UInt64) throws -> ReplicaStore.ExchangeResult
+    /// Stores the uploaded changes durably (one transaction), then collects what the client lacks.
+    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int, now: UInt64) async throws -> ReplicaStore.ExchangeResult
     func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) throws -> RosterEntry
     /// False when the nonce was seen before (a replay).
-    func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) throws -> Bool
+    func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) async throws -> Bool
     func devicesSeen(since: UInt64) throws -> Int
 }
 

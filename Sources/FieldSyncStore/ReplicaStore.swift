@@ -88,6 +88,18 @@ public struct ReplicaStore: Sendable {
 
     func read<T>(_ body: (Database) throws -> T) throws -> T { try writer.read(body) }
 
+    /// As `write`, but suspends instead of blocking a thread while another writer holds the
+    /// lock: the server's handlers must not stall the cooperative pool on SQLite.
+    func writeAsync<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        do {
+            return try await writer.write(body)
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
+            throw StoreError(.readOnly, "the replica \(path) is read-only")
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
+            throw StoreError(.busy, "the replica \(path) is busy: another process is writing to it")
+        }
+    }
+
     // MARK: Meta and roster
 
     public func meta(_ key: String) throws -> String? { try read { try Meta.get(key, $0) } }
@@ -133,10 +145,41 @@ public struct ReplicaStore: Sendable {
     /// Applies received changes in one transaction. Each is verified against the roster; a change
     /// that is refused is reported, the others are kept.
     public func receive(_ changes: [SignedChange], wallMillis: UInt64 = Timestamps.nowMillis) throws -> [ChangeID: Result<ReceiveOutcome, CoreError>] {
+        try absorb(ExchangeOutcome(incoming: changes), wallMillis: wallMillis)
+    }
+
+    /// What one sync answer changes on a laptop.
+    public struct ExchangeOutcome: Sendable {
+        public var roster: [RosterEntry] = []
+        public var acknowledged: [ChangeID] = []
+        public var refusals: [(id: ChangeID, code: String, reason: String)] = []
+        public var incoming: [SignedChange] = []
+        public var meta: [String: String] = [:]
+        public init(roster: [RosterEntry] = [], acknowledged: [ChangeID] = [], refusals: [(id: ChangeID, code: String, reason: String)] = [],
+                    incoming: [SignedChange] = [], meta: [String: String] = [:]) {
+            self.roster = roster; self.acknowledged = acknowledged; self.refusals = refusals; self.incoming = incoming; self.meta = meta
+        }
+    }
+
+    /// Stores one sync answer in one transaction, so one fsync: the roster first (it says whose
+    /// changes to trust), the acknowledgements and refusals of our changes, then the changes
+    /// pulled, each through `Replicator`. Returns each pulled change's outcome.
+    public func absorb(_ o: ExchangeOutcome, wallMillis: UInt64 = Timestamps.nowMillis) throws -> [ChangeID: Result<ReceiveOutcome, CoreError>] {
         let results = try write { db in
+            for (k, v) in o.meta { try Meta.set(k, v, db) }
+            for e in o.roster { try RosterRow.upsert(e, db) }
+            let ack = try db.cachedStatement(sql: "UPDATE changes SET acked = 1 WHERE id = ?")
+            for id in o.acknowledged { try ack.execute(arguments: [Data(id.bytes)]) }
+            for r in o.refusals {
+                try db.execute(sql: """
+                    INSERT INTO refusals (change_id, code, reason, at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT (change_id) DO UPDATE SET code = excluded.code, reason = excluded.reason, at = excluded.at
+                    """, arguments: [Data(r.id.bytes), r.code, r.reason, Int64(wallMillis)])
+            }
+            guard !o.incoming.isEmpty else { return [ChangeID: Result<ReceiveOutcome, CoreError>]() }
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis)
             var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
-            for c in changes {
+            for c in o.incoming {
                 do { out[c.id] = .success(try Replicator.receive(c, into: &s, wallMillis: wallMillis)) } catch let e as CoreError {
                     out[c.id] = .failure(e)
                 }
@@ -144,8 +187,12 @@ public struct ReplicaStore: Sendable {
             try s.finish()
             return out
         }
-        if changes.contains(where: \.erases) { try checkpoint() }
+        if o.incoming.contains(where: \.erases) { try checkpoint() }
         return results
+    }
+
+    public func conflictCount() throws -> Int {
+        try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE conflicted = 1") ?? 0 }
     }
 
     // MARK: Questions
@@ -217,9 +264,6 @@ public struct ReplicaStore: Sendable {
         }
     }
 
-    public func markAcknowledged(_ ids: [ChangeID]) throws {
-        try write { db in for id in ids { try db.execute(sql: "UPDATE changes SET acked = 1 WHERE id = ?", arguments: [Data(id.bytes)]) } }
-    }
 
     public func view(_ id: RecordID) throws -> RecordView? {
         try read { db in try SQLiteStorage(db: db, schema: schema, wallMillis: 0).recordOps(id).materialize(schema: schema) }
@@ -317,17 +361,6 @@ extension ReplicaStore {
 }
 
 extension ReplicaStore {
-    public func recordRefusals(_ refusals: [(ChangeID, String, String)], now: UInt64) throws {
-        try write { db in
-            for (id, code, reason) in refusals {
-                try db.execute(sql: """
-                    INSERT INTO refusals (change_id, code, reason, at) VALUES (?, ?, ?, ?)
-                    ON CONFLICT (change_id) DO UPDATE SET code = excluded.code, reason = excluded.reason, at = excluded.at
-                    """, arguments: [Data(id.bytes), code, reason, Int64(now)])
-            }
-        }
-    }
-
     public func refusals() throws -> [(id: ChangeID, code: String, reason: String)] {
         try read { db in
             try Row.fetchAll(db, sql: "SELECT change_id, code, reason FROM refusals ORDER BY at").map {

@@ -15,21 +15,38 @@ extension ReplicaStore {
         public var more = false
     }
 
-    /// One sync exchange for `device`, in one transaction: store its changes, then collect what it
-    /// lacks. The caller answers only after this returns, so an acknowledged change is on disk.
+    /// One sync exchange for `device`: its changes are stored in one write transaction, which
+    /// commits before anything is answered, so an acknowledged change is on disk. Signatures are
+    /// checked before the writer is taken, and what the client lacks is read from a snapshot
+    /// after the commit, beside other writers: the single SQLite writer is held only to store.
     public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
-                         now: UInt64) throws -> ExchangeResult {
-        let result = try exchangeTransaction(device: device, upload: upload, clientVector: clientVector, limit: limit, now: now)
+                         now: UInt64) async throws -> ExchangeResult {
+        let roster = try roster()
+        let verified = Set(upload.filter { c in
+            guard c.change.device == device, let entry = roster[c.change.device] else { return false }
+            return (try? c.verify(publicKey: entry.publicKey)) != nil
+        }.map(\.id))
+        var result = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limit: limit, now: now)
         // An erase must not survive in the WAL: fold it into the main file (zeroed by secure_delete).
         if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
+        // What the client lacks, given what it said it has and what it just sent.
+        var known = clientVector
+        for c in upload where result.accepted.contains(c.id) { known.seqs[c.change.device] = max(known[c.change.device], c.change.seq) }
+        let peerHas = known
+        let (lacking, more, vector) = try await writer.read { db in try Self.lackingEnvelopes(db, known: peerHas, limit: limit) }
+        result.lacking = lacking
+        result.vector = vector
+        result.more = more
         return result
     }
 
-    func exchangeTransaction(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
-                             now: UInt64) throws -> ExchangeResult {
-        try write { db in
+    func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limit: Int,
+                     now: UInt64) async throws -> ExchangeResult {
+        let schema = self.schema
+        return try await writeAsync { db in
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now)
             var result = ExchangeResult()
+            var known = clientVector
             for c in upload {
                 let id = c.id.hex
                 guard c.change.device == device else {
@@ -41,8 +58,9 @@ extension ReplicaStore {
                     continue
                 }
                 do {
-                    _ = try Replicator.receive(c, into: &s, wallMillis: now)
+                    _ = try Replicator.receive(c, into: &s, wallMillis: now, verified: verified.contains(c.id))
                     result.accepted.append(c.id)
+                    known.seqs[device] = max(known[device], c.change.seq)
                     if let row = try Row.fetchOne(db, sql: "SELECT refusal_code, refusal FROM changes WHERE id = ? AND refusal_code IS NOT NULL",
                                                   arguments: [Data(c.id.bytes)]) {
                         result.refused.append(ChangeRefusal(id: id, code: row["refusal_code"], reason: row["refusal"]))
@@ -52,18 +70,16 @@ extension ReplicaStore {
                 }
             }
             try s.finish()
-            // What the client lacks, given what it said it has and what it just sent.
-            var known = clientVector
-            for c in upload where result.accepted.contains(c.id) { known.seqs[c.change.device] = max(known[c.change.device], c.change.seq) }
-            let (lacking, more, vector) = try Self.lackingEnvelopes(db, known: known, limit: limit)
-            result.lacking = lacking
-            result.vector = vector
-            result.more = more
-            let backlog = Int64(vector.total) - Int64(known.total) - Int64(lacking.count)
+            // Backlog: what the client will still lack after this answer's `limit` changes.
+            var lacking: Int64 = 0
+            for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device") {
+                guard let d = DeviceID(row["device"] as String) else { continue }
+                lacking += max(0, (row["seq"] as Int64) - Int64(known[d]))
+            }
             try db.execute(sql: """
                 INSERT INTO device_activity (device, last_sync, backlog) VALUES (?, ?, ?)
                 ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
-                """, arguments: [device.description, Int64(now), max(0, backlog)])
+                """, arguments: [device.description, Int64(now), max(0, lacking - Int64(limit))])
             return result
         }
     }
@@ -130,8 +146,8 @@ extension ReplicaStore {
     // MARK: Replay cache
 
     /// Records a signature nonce; false when it was seen before (a replay).
-    public func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) throws -> Bool {
-        try write { db in
+    public func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) async throws -> Bool {
+        try await writeAsync { db in
             try db.execute(sql: "DELETE FROM nonces WHERE expires_at < ?", arguments: [Int64(now)])
             try db.execute(sql: "INSERT OR IGNORE INTO nonces (device, nonce, expires_at) VALUES (?, ?, ?)",
                            arguments: [device, nonce, Int64(expiresAt)])

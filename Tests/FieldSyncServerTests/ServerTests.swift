@@ -59,7 +59,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         var a = TestLaptop(key: ka, roster: try ts.store.roster())
         var changes: [SignedChange] = []
         for i in 0..<(SyncProtocol.maxBatch + 20) { changes.append(try a.note("N-\(i)").1) }
-        _ = try ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limit: 10_000, now: Timestamps.nowMillis)
+        _ = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limit: 10_000, now: Timestamps.nowMillis)
         let pull = syncBody([])
         let (_, first, _, _) = try await send(ts, headers: Signer(kb).headers(body: pull), body: pull)
         #expect(first["changes"]?.arrayValue?.count == SyncProtocol.maxBatch)

@@ -84,7 +84,7 @@ public struct SyncEngine: Sendable {
         }
         var summary = Summary()
         summary.server = url
-        summary.conflictsBefore = try replica.store.status(device: replica.device).conflicts
+        summary.conflictsBefore = try replica.store.conflictCount()
         var offset = Int64(try replica.store.meta("clock_offset") ?? "0") ?? 0
         var attempt = 0
         var relearned = false
@@ -111,8 +111,7 @@ public struct SyncEngine: Sendable {
                 throw f
             }
         }
-        summary.conflictsAfter = try replica.store.status(device: replica.device).conflicts
-        try replica.store.setMeta("last_sync", Timestamps.iso(Timestamps.nowMillis))
+        summary.conflictsAfter = try replica.store.conflictCount()
         return summary
     }
 
@@ -128,38 +127,39 @@ public struct SyncEngine: Sendable {
             }
             summary.rounds += 1
             offset = Int64(answer.serverTime) - Int64(Timestamps.nowMillis)
-            try store.setMeta("clock_offset", String(offset))
+            var outcome = ReplicaStore.ExchangeOutcome(meta: ["clock_offset": String(offset)])
             // The roster first: it says whose changes to trust (and who was revoked).
             if let r = answer.roster, let serverKey = try store.meta("server_key").flatMap({ [UInt8](hex: $0) }) {
-                try store.upsertRoster(try r.verified(serverKey: serverKey).sorted)
+                outcome.roster = try r.verified(serverKey: serverKey).sorted
             }
             let accepted = Set(answer.accepted)
             let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
-            try store.markAcknowledged(acked)
-            summary.pushed += acked.count
+            outcome.acknowledged = acked
             let mine = Set(outbox.map(\.id.hex))
             let refusedHere = answer.refused.filter { mine.contains($0.id) }
-            if !refusedHere.isEmpty {
-                summary.refused += refusedHere
-                try store.recordRefusals(refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }, now: Timestamps.nowMillis)
-            }
-            var incoming: [SignedChange] = []
+            summary.refused += refusedHere
+            outcome.refusals = refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }
             for text in answer.changes {
                 switch Result(catching: { () throws(CoreError) -> SignedChange in try SignedChange(base64Envelope: text) }) {
-                case .success(let c): incoming.append(c)
+                case .success(let c): outcome.incoming.append(c)
                 case .failure(let e): throw SyncFailure(.failure, "the server sent a malformed change: \(e.message)")
                 }
             }
-            let results = try store.receive(incoming)
-            for (id, r) in results {
-                if case .failure(let e) = r { throw SyncFailure(.failure, "change \(id.hex.prefix(12)) from the server was refused: \(e.message)") }
-            }
-            summary.pulled += incoming.count
-            progress(summary)
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
             let sentEverything = acked.count == outbox.count && outbox.count < SyncProtocol.maxBatch
-            if !answer.more && (sentEverything || acked.isEmpty) { return }
+            let done = !answer.more && (sentEverything || acked.isEmpty)
+            if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
+            // One transaction (one fsync) for everything this answer changes here.
+            let results = try store.absorb(outcome)
+            for (id, r) in results {
+                if case .failure(let e) = r { throw SyncFailure(.failure, "change \(id.hex.prefix(12)) from the server was refused: \(e.message)") }
+            }
+            summary.pushed += acked.count
+            let incoming = outcome.incoming
+            summary.pulled += incoming.count
+            progress(summary)
+            if done { return }
         }
     }
 }
