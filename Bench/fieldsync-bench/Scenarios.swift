@@ -128,11 +128,27 @@ func b2SmallSync(rounds: Int) async throws -> Result {
             throw BenchFailure("B2: round \(round)'s edit did not reach laptop B")
         }
     }
+    // Where a small sync's time goes: a new TLS connection, then an exchange with nothing to carry.
+    let serverKey = [UInt8](hex: try a.store.meta("server_key") ?? "") ?? []
+    var firstPost: [Double] = [], warmPost: [Double] = []
+    for _ in 0..<40 {
+        let t = try SyncTransport(baseURL: server.url, caPEM: server.caPEM, key: a.key, offsetMillis: 0, serverKey: serverKey)
+        let body = Array(try JSONEncoder().encode(SyncRequest(vector: try a.store.vector(), changes: [])))
+        var start = ContinuousClock.now
+        _ = try await t.send(method: .POST, path: "/v1/sync", body: body)
+        firstPost.append((ContinuousClock.now - start).millis)
+        start = ContinuousClock.now
+        _ = try await t.send(method: .POST, path: "/v1/sync", body: body)
+        warmPost.append((ContinuousClock.now - start).millis)
+        await t.shutdown()
+    }
     var r = Result(scenario: "B2 small sync")
     r.add("rounds", Double(rounds), "")
     r.add("p50_ms", median(times), "ms")
     r.add("p99_ms", percentile(times, 99), "ms")
     r.add("max_ms", times.max() ?? .nan, "ms")
+    r.add("empty_exchange_new_connection_ms", median(firstPost), "ms")
+    r.add("empty_exchange_warm_connection_ms", median(warmPost), "ms")
     r.notes.append("one edit: A syncs, then B syncs, in this process through the CLI's sync engine; each sync opens its own TLS connection, as `fieldsync sync` does")
     return r
 }
@@ -343,3 +359,4 @@ func limits(rows: Int) throws -> Result {
     r.notes.append("raw SQLite: \(rows) rows of (change, index, record, field, value) in one transaction, WAL, synchronous=FULL, secure_delete; Ed25519: swift-crypto, a 1.2 kB message")
     return r
 }
+

@@ -31,6 +31,8 @@ func table(_ results: [Result]) -> String {
         ("B1 server peak RSS MB", figure(results, "B1 first sync", "server_peak_rss_mb"), "≤ 300", ""),
         ("B2 p50 ms", figure(results, "B2 small sync", "p50_ms"), "≤ 10", ""),
         ("B2 p99 ms", figure(results, "B2 small sync", "p99_ms"), "≤ 30", ""),
+        ("B2 empty exchange, new TLS ms", figure(results, "B2 small sync", "empty_exchange_new_connection_ms"), "", ""),
+        ("B2 empty exchange, warm ms", figure(results, "B2 small sync", "empty_exchange_warm_connection_ms"), "", ""),
         ("B3 field writes/s", figure(results, "B3 depot load", "field_writes_per_s"), "≥ 20000",
          "\(f(figure(results, "B3 depot load", "field_writes_per_s") / sqlite)) of raw SQLite"),
         ("B3 p99 request ms", figure(results, "B3 depot load", "p99_request_ms"), "≤ 250", ""),

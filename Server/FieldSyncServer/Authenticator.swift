@@ -76,7 +76,7 @@ struct Authenticator: RouterMiddleware {
             publicKey = Array(pk)
             context.enrollingKey = publicKey
         } else {
-            guard let device = DeviceID(params.keyid), let entry = try server.store.roster()[device] else {
+            guard let device = DeviceID(params.keyid), let entry = try await server.store.currentRoster()[device] else {
                 throw Problem(status: 401, title: "Unauthorized", detail: "keyid '\(params.keyid)' is not an enrolled device")
             }
             guard entry.revokedAfterSeq == nil else {

@@ -40,19 +40,19 @@ public struct SyncServer: Sendable {
         }
         router.get("/metrics") { _, _ in
             var buffer: [UInt8] = []
-            self.metrics.devicesSeen.set(Double((try? self.store.devicesSeen(since: self.clock() - 86_400_000)) ?? 0))
+            self.metrics.devicesSeen.set(Double((try? await self.store.countDevicesSeen(since: self.clock() - 86_400_000)) ?? 0))
             self.metrics.registry.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
         }
-        router.post("/v1/enroll") { _, context in try self.enroll(context) }
+        router.post("/v1/enroll") { _, context in try await self.enroll(context) }
         router.post("/v1/sync") { _, context in try await self.sync(context) }
         router.get("/v1/roster") { _, context in
-            try self.signed(status: .ok, encodable: SignedRoster.sign(self.store.roster(), key: self.key), nonce: context.nonce)
+            try self.signed(status: .ok, encodable: SignedRoster.sign(try await self.store.currentRoster(), key: self.key), nonce: context.nonce)
         }
         return router
     }
 
-    func enroll(_ context: SyncContext) throws -> Response {
+    func enroll(_ context: SyncContext) async throws -> Response {
         let req: EnrollRequest
         do { req = try JSONDecoder().decode(EnrollRequest.self, from: Data(context.body)) } catch {
             throw Problem(status: 400, title: "Bad Request", detail: "malformed enrolment JSON")
@@ -61,11 +61,11 @@ public struct SyncServer: Sendable {
         let name = req.name.trimmingCharacters(in: .whitespaces)
         guard name.count <= 100 else { throw Problem(status: 400, title: "Bad Request", detail: "device name longer than 100 characters") }
         let entry: RosterEntry
-        do { entry = try store.enroll(token: req.token, publicKey: pk, name: name, now: clock()) } catch let e as StoreError {
+        do { entry = try await store.enrollDevice(token: req.token, publicKey: pk, name: name, now: clock()) } catch let e as StoreError {
             throw Problem(status: 403, title: "Forbidden", detail: e.message)
         }
         let body = EnrollResponse(device: entry.device.description, role: entry.role.rawValue, serverPublicKey: Data(key.publicKey).base64EncodedString(),
-                                  roster: SignedRoster.sign(try store.roster(), key: key), serverTime: clock())
+                                  roster: SignedRoster.sign(try await store.currentRoster(), key: key), serverTime: clock())
         return try signed(status: .ok, encodable: body, nonce: context.nonce)
     }
 
@@ -97,7 +97,7 @@ public struct SyncServer: Sendable {
         let body = SyncResponse(
             accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking.map { Data($0).base64EncodedString() },
             vector: Dictionary(uniqueKeysWithValues: result.vector.seqs.map { ($0.key.description, $0.value) }),
-            more: result.more, serverTime: clock(), roster: SignedRoster.sign(try store.roster(), key: key))
+            more: result.more, serverTime: clock(), roster: SignedRoster.sign(try await store.currentRoster(), key: key))
         metrics.syncDuration.record(ContinuousClock.now - start)
         return try signed(status: .ok, encodable: body, nonce: context.nonce)
     }

@@ -3,14 +3,15 @@ import FieldSyncStore
 
 /// What the sync server needs of its storage. The embedded SQLite `ReplicaStore` is the default;
 /// another backend (PostgreSQL, for several server processes) implements the same calls.
+/// Every call is async: a handler must never block a thread of the cooperative pool on storage.
 public protocol SyncStore: Sendable {
-    func roster() throws -> Roster
+    func currentRoster() async throws -> Roster
     /// Stores the uploaded changes durably (one transaction), then collects what the client lacks.
     func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int, now: UInt64) async throws -> ReplicaStore.ExchangeResult
-    func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) throws -> RosterEntry
+    func enrollDevice(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry
     /// False when the nonce was seen before (a replay).
     func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) async throws -> Bool
-    func devicesSeen(since: UInt64) throws -> Int
+    func countDevicesSeen(since: UInt64) async throws -> Int
 }
 
 extension ReplicaStore: SyncStore {}

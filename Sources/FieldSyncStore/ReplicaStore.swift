@@ -131,7 +131,7 @@ public struct ReplicaStore: Sendable {
                                     hlc: s.clock.tick(wallMillis: wallMillis), wallMillis: wallMillis, ops: part.ops)
                 let signed = SignedChange.author(change, values: part.values, key: key)
                 _ = try Replicator.receive(signed, into: &s, wallMillis: wallMillis, verified: true)
-                if let refusal = try String.fetchOne(db, sql: "SELECT refusal FROM changes WHERE id = ?", arguments: [Data(signed.id.bytes)]) {
+                if let refusal = try String.fetchOne(db.cachedStatement(sql: "SELECT refusal FROM changes WHERE id = ?"), arguments: [Data(signed.id.bytes)]) {
                     // Refused by policy: say so and write nothing, rather than keep a change that applies nowhere.
                     throw CoreError(.forbidden, refusal)
                 }

@@ -25,19 +25,21 @@ struct SQLiteStorage: ReplicaStorage {
     func rosterEntry(_ device: DeviceID) -> RosterEntry? { roster[device] }
 
     func head(of device: DeviceID) throws -> (seq: UInt64, id: ChangeID)? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT seq, id FROM changes WHERE device = ? ORDER BY seq DESC LIMIT 1",
+        // Cached statements throughout: compiling SQL (and GRDB's authorizer) per call was a
+        // tenth of a local write.
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, id FROM changes WHERE device = ? ORDER BY seq DESC LIMIT 1"),
                                          arguments: [device.description]) else { return nil }
         return (UInt64(row["seq"] as Int64), ChangeID(bytes: row.bytes("id"))!)
     }
 
     func position(of id: ChangeID) throws -> (device: DeviceID, seq: UInt64)? {
-        guard let row = try Row.fetchOne(db, sql: "SELECT device, seq FROM changes WHERE id = ?", arguments: [Data(id.bytes)]) else { return nil }
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT device, seq FROM changes WHERE id = ?"), arguments: [Data(id.bytes)]) else { return nil }
         return (DeviceID(row["device"] as String)!, UInt64(row["seq"] as Int64))
     }
 
     func pending(device: DeviceID, seq: UInt64) throws -> SignedChange? {
-        guard let env = try Data.fetchOne(db, sql: "SELECT envelope FROM pending WHERE device = ? AND seq = ?",
-                                             arguments: [device.description, Int64(seq)]) else { return nil }
+        guard let env = try Data.fetchOne(db.cachedStatement(sql: "SELECT envelope FROM pending WHERE device = ? AND seq = ?"),
+                                          arguments: [device.description, Int64(seq)]) else { return nil }
         return try SignedChange(envelope: [UInt8](env))
     }
 
@@ -51,10 +53,10 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     func appendToChain(_ c: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [Data(c.id.bytes), c.change.device.description, Int64(c.change.seq), Int64(bitPattern: c.change.hlc.raw),
+            """).execute(arguments: [Data(c.id.bytes), c.change.device.description, Int64(c.change.seq), Int64(bitPattern: c.change.hlc.raw),
                              Int64(bitPattern: c.change.wallMillis), Int64(wallMillis), Data(c.bytes), Data(c.signature),
                              refusal?.code.description, refusal?.message, clockSkewed])
         let insert = try db.cachedStatement(sql: "INSERT INTO op_values (change_id, idx, salt, value) VALUES (?, ?, ?, ?)")
@@ -65,11 +67,11 @@ struct SQLiteStorage: ReplicaStorage {
 
     func recordOps(_ id: RecordID) throws -> RecordOps {
         var ops = RecordOps(id: id)
-        let rows = try Row.fetchCursor(db, sql: """
+        let rows = try Row.fetchCursor(db.cachedStatement(sql: """
             SELECT ops.change_id, ops.idx, ops.author, ops.hlc, ops.wall, ops.op, op_values.value
             FROM ops LEFT JOIN op_values ON op_values.change_id = ops.change_id AND op_values.idx = ops.idx
             WHERE ops.record = ?
-            """, arguments: [Data(id.bytes)])
+            """), arguments: [Data(id.bytes)])
         var personal: Set<String>?
         while let row = try rows.next() {
             let op = try ChangeCodec.decodeOp(row.bytes("op"))
@@ -106,18 +108,18 @@ struct SQLiteStorage: ReplicaStorage {
 
 enum Meta {
     static func get(_ key: String, _ db: Database) throws -> String? {
-        try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key])
+        try String.fetchOne(db.cachedStatement(sql: "SELECT value FROM meta WHERE key = ?"), arguments: [key])
     }
 
     static func set(_ key: String, _ value: String, _ db: Database) throws {
-        try db.execute(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                       arguments: [key, value])
+        try db.cachedStatement(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .execute(arguments: [key, value])
     }
 }
 
 enum RosterRow {
     static func all(_ db: Database) throws -> [RosterEntry] {
-        try Row.fetchAll(db, sql: "SELECT * FROM roster ORDER BY device").compactMap { row in
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM roster ORDER BY device")).compactMap { row in
             guard let role = Role(rawValue: row["role"]) else { return nil }
             var e = RosterEntry(publicKey: row.bytes("public_key"), name: row["name"], role: role, enrolledAtMillis: UInt64(row["enrolled_at"] as Int64))
             e.revokedAfterSeq = (row["revoked_after_seq"] as Int64?).map { UInt64($0) }
@@ -142,13 +144,13 @@ struct RecordRow {
 
     func save(_ db: Database) throws {
         let v = view.values
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO records (id, type, kind, deleted, conflicted, erased, last_changed, ref, status, team, review, json)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT (id) DO UPDATE SET type = excluded.type, kind = excluded.kind, deleted = excluded.deleted,
               conflicted = excluded.conflicted, erased = excluded.erased, last_changed = excluded.last_changed,
               ref = excluded.ref, status = excluded.status, team = excluded.team, review = excluded.review, json = excluded.json
-            """, arguments: [view.id.description, view.type.description, view.kind, view.deleted, view.hasConflict,
+            """).execute(arguments: [view.id.description, view.type.description, view.kind, view.deleted, view.hasConflict,
                              view.erasedBy != nil, Int64(bitPattern: view.lastChanged.raw), v["ref"]?.stringValue,
                              v["status"]?.stringValue, v["team"]?.stringValue, v["review"]?["state"]?.stringValue,
                              view.listingJSON.canonicalString])

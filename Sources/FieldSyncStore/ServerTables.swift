@@ -21,7 +21,7 @@ extension ReplicaStore {
     /// after the commit, beside other writers: the single SQLite writer is held only to store.
     public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
                          now: UInt64) async throws -> ExchangeResult {
-        let roster = try roster()
+        let roster = try await currentRoster()
         let verified = Set(upload.filter { c in
             guard c.change.device == device, let entry = roster[c.change.device] else { return false }
             return (try? c.verify(publicKey: entry.publicKey)) != nil
@@ -61,7 +61,7 @@ extension ReplicaStore {
                     _ = try Replicator.receive(c, into: &s, wallMillis: now, verified: verified.contains(c.id))
                     result.accepted.append(c.id)
                     known.seqs[device] = max(known[device], c.change.seq)
-                    if let row = try Row.fetchOne(db, sql: "SELECT refusal_code, refusal FROM changes WHERE id = ? AND refusal_code IS NOT NULL",
+                    if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT refusal_code, refusal FROM changes WHERE id = ? AND refusal_code IS NOT NULL"),
                                                   arguments: [Data(c.id.bytes)]) {
                         result.refused.append(ChangeRefusal(id: id, code: row["refusal_code"], reason: row["refusal"]))
                     }
@@ -113,23 +113,40 @@ extension ReplicaStore {
 
     /// Uses an invite to enrol a device key. Refuses an unknown, used or expired token.
     public func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) throws -> RosterEntry {
-        try write { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT role, name, expires_at, used_at FROM invites WHERE token_hash = ?",
-                                             arguments: [Self.tokenHash(token)]) else {
-                throw StoreError(.notFound, "the invite token is not known")
-            }
-            guard (row["used_at"] as Int64?) == nil else { throw StoreError(.alreadyInitialised, "the invite token was already used") }
-            guard UInt64(row["expires_at"] as Int64) > now else { throw StoreError(.notFound, "the invite token has expired") }
-            let entry = RosterEntry(publicKey: publicKey, name: name.isEmpty ? row["name"] : name, role: Role(rawValue: row["role"])!,
-                                    enrolledAtMillis: now)
-            if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM roster WHERE device = ?", arguments: [entry.device.description])! > 0 {
-                throw StoreError(.alreadyInitialised, "this device key is already enrolled")
-            }
-            try RosterRow.upsert(entry, db)
-            try db.execute(sql: "UPDATE invites SET used_at = ?, used_by = ? WHERE token_hash = ?",
-                           arguments: [Int64(now), entry.device.description, Self.tokenHash(token)])
-            return entry
+        try write { db in try Self.enroll(db, token: token, publicKey: publicKey, name: name, now: now) }
+    }
+
+    /// As `enroll`, for the server's handlers: suspends rather than blocks while the writer is busy.
+    public func enrollDevice(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry {
+        try await writeAsync { db in try Self.enroll(db, token: token, publicKey: publicKey, name: name, now: now) }
+    }
+
+    static func enroll(_ db: Database, token: String, publicKey: [UInt8], name: String, now: UInt64) throws -> RosterEntry {
+        guard let row = try Row.fetchOne(db, sql: "SELECT role, name, expires_at, used_at FROM invites WHERE token_hash = ?",
+                                         arguments: [Self.tokenHash(token)]) else {
+            throw StoreError(.notFound, "the invite token is not known")
         }
+        guard (row["used_at"] as Int64?) == nil else { throw StoreError(.alreadyInitialised, "the invite token was already used") }
+        guard UInt64(row["expires_at"] as Int64) > now else { throw StoreError(.notFound, "the invite token has expired") }
+        let entry = RosterEntry(publicKey: publicKey, name: name.isEmpty ? row["name"] : name, role: Role(rawValue: row["role"])!,
+                                enrolledAtMillis: now)
+        if try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM roster WHERE device = ?", arguments: [entry.device.description])! > 0 {
+            throw StoreError(.alreadyInitialised, "this device key is already enrolled")
+        }
+        try RosterRow.upsert(entry, db)
+        try db.execute(sql: "UPDATE invites SET used_at = ?, used_by = ? WHERE token_hash = ?",
+                       arguments: [Int64(now), entry.device.description, Self.tokenHash(token)])
+        return entry
+    }
+
+    /// The roster, read without blocking a thread of the cooperative pool (the server's handlers:
+    /// a synchronous read there can starve the pool while async readers wait for it).
+    public func currentRoster() async throws -> Roster {
+        Roster(try await writer.read { db in try RosterRow.all(db) })
+    }
+
+    public func countDevicesSeen(since: UInt64) async throws -> Int {
+        try await writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM device_activity WHERE last_sync >= ?", arguments: [Int64(since)]) ?? 0 }
     }
 
     /// Revokes a device: changes after its last accepted seq are refused from now on.
