@@ -114,6 +114,12 @@ public enum ChangeCodec {
     public static let maxChangeBytes = 4 << 20
 
     public static func encode(_ c: Change) -> [UInt8] {
+        encode(c) { w, _, commitment in w.raw(commitment.bytes) }
+    }
+
+    /// Writes a change, each commitment slot by `slot` (op index, commitment): the signed form
+    /// writes the 32 bytes, the wire form what they commit to (`ChangeWire`).
+    static func encode(_ c: Change, slot: (inout ByteWriter, Int, Commitment) -> Void) -> [UInt8] {
         var w = ByteWriter()
         w.bytes.reserveCapacity(90 + c.ops.count * 60)
         w.u8(Change.formatVersion)
@@ -123,11 +129,11 @@ public enum ChangeCodec {
         w.u64(c.hlc.raw)
         w.u64(c.wallMillis)
         w.varint(UInt64(c.ops.count))
-        for op in c.ops { encode(op, into: &w) }
+        for (i, op) in c.ops.enumerated() { encode(op, into: &w) { w, c in slot(&w, i, c) } }
         return w.bytes
     }
 
-    static func encode(_ op: Op, into w: inout ByteWriter) {
+    static func encode(_ op: Op, into w: inout ByteWriter, slot: (inout ByteWriter, Commitment) -> Void = { w, c in w.raw(c.bytes) }) {
         w.u8(op.action.rawValue)
         w.u8(op.recordType.rawValue)
         w.raw(op.record.bytes)
@@ -136,16 +142,16 @@ public enum ChangeCodec {
             w.string(op.kind)
         case .set:
             w.string(op.field)
-            w.raw(op.commitment!.bytes)
+            slot(&w, op.commitment!)
             refs(op.refs, into: &w)
         case .review:
             w.string(op.field)
             w.string(op.kind)
-            w.raw(op.commitment!.bytes)
+            slot(&w, op.commitment!)
             refs(op.refs, into: &w)
         case .add:
             w.string(op.field)
-            w.raw(op.commitment!.bytes)
+            slot(&w, op.commitment!)
         case .remove:
             w.string(op.field)
             refs(op.refs, into: &w)
@@ -153,7 +159,7 @@ public enum ChangeCodec {
             refs(op.refs, into: &w)
         case .resolve:
             w.string(op.field)
-            if !op.field.isEmpty { w.raw(op.commitment!.bytes) }
+            if !op.field.isEmpty { slot(&w, op.commitment!) }
             refs(op.refs, into: &w)
         case .erase:
             break
@@ -168,6 +174,11 @@ public enum ChangeCodec {
     /// Decodes strictly: unknown version, unknown action, oversize counts, non-minimal or
     /// unsorted encodings and trailing bytes are all refused.
     public static func decode(_ bytes: [UInt8]) throws(CoreError) -> Change {
+        try decode(bytes) { r, _ throws(CoreError) in Commitment(bytes: try r.raw(32))! }
+    }
+
+    /// Reads a change, each commitment slot by `slot` (see `encode(_:slot:)`).
+    static func decode(_ bytes: [UInt8], slot: (inout ByteReader, Int) throws(CoreError) -> Commitment) throws(CoreError) -> Change {
         guard bytes.count <= maxChangeBytes else { throw CoreError(.oversize, "change is \(bytes.count) bytes, more than \(maxChangeBytes)") }
         var r = ByteReader(bytes)
         let version = try r.u8()
@@ -181,7 +192,7 @@ public enum ChangeCodec {
         guard n > 0 else { throw CoreError(.malformed, "change has no ops") }
         var ops: [Op] = []
         ops.reserveCapacity(n)
-        for _ in 0..<n { ops.append(try decodeOp(&r)) }
+        for i in 0..<n { ops.append(try decodeOp(&r) { r throws(CoreError) in try slot(&r, i) }) }
         try r.finish()
         guard seq >= 1 else { throw CoreError(.malformed, "seq 0 is not allowed") }
         guard (seq == 1) == prev.isZero else {
@@ -190,7 +201,8 @@ public enum ChangeCodec {
         return Change(device: device, seq: seq, prev: prev, hlc: hlc, wallMillis: wall, ops: ops)
     }
 
-    static func decodeOp(_ r: inout ByteReader) throws(CoreError) -> Op {
+    static func decodeOp(_ r: inout ByteReader,
+                         slot: (inout ByteReader) throws(CoreError) -> Commitment = { r throws(CoreError) in Commitment(bytes: try r.raw(32))! }) throws(CoreError) -> Op {
         let a = try r.u8()
         guard let action = OpAction(rawValue: a) else { throw CoreError(.malformed, "unknown op action \(a)") }
         let t = try r.u8()
@@ -198,7 +210,7 @@ public enum ChangeCodec {
         let record = RecordID(bytes: try r.raw(16))!
         var op = Op(action: action, recordType: type, record: record)
         func field(_ r: inout ByteReader) throws(CoreError) -> String { try r.string(max: maxFieldName, what: "field name") }
-        func commitment(_ r: inout ByteReader) throws(CoreError) -> Commitment { Commitment(bytes: try r.raw(32))! }
+        func commitment(_ r: inout ByteReader) throws(CoreError) -> Commitment { try slot(&r) }
         switch action {
         case .create:
             op.kind = try r.string(max: maxKind, what: "kind")

@@ -126,56 +126,75 @@ public struct SignedChange: Hashable, Sendable {
 
 // MARK: - Envelope: a signed change with its values, for storage and the wire.
 
-extension SignedChange {
-    public static let envelopeVersion: UInt8 = 1
-    public static let maxValueBytes = 1 << 20
-
-    public var envelope: [UInt8] {
-        Self.envelope(signed: bytes, signature: signature,
-                      values: values.sorted(by: { $0.key < $1.key }).map { ($0.key, $0.value.salt, $0.value.value.canonicalBytes) })
+/// The wire form of a change: the signed encoding with each commitment slot replaced by what it
+/// commits to, `0 ‖ salt(16) ‖ blob(canonical value)`, or, once the value is erased,
+/// `1 ‖ commitment(32)`. The receiver recomputes each commitment and so the signed bytes, byte
+/// for byte, and checks the signature over those: 32 bytes a field write never travel.
+enum ChangeWire {
+    static func encode(_ c: Change, values: [UInt16: (salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
+        ChangeCodec.encode(c) { w, index, commitment in
+            if let v = values[UInt16(index)] {
+                w.u8(0)
+                w.raw(v.salt)
+                w.blob(v.canonical)
+            } else {
+                w.u8(1)
+                w.raw(commitment.bytes)
+            }
+        }
     }
 
-    /// version ‖ blob(signed bytes) ‖ signature(64) ‖ count ‖ (index ‖ salt(16) ‖ blob(value))*, values
-    /// sorted by index. Also how a store sends what it holds without parsing it again.
-    public static func envelope(signed: [UInt8], signature: [UInt8], values: [(index: UInt16, salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
-        var w = ByteWriter()
-        w.bytes.reserveCapacity(signed.count + 80 + values.count * 40)
-        w.u8(Self.envelopeVersion)
-        w.blob(signed)
-        w.raw(signature)
-        w.varint(UInt64(values.count))
-        for v in values {
-            w.varint(UInt64(v.index))
-            w.raw(v.salt)
-            w.blob(v.canonical)
+    static func decode(_ bytes: [UInt8]) throws(CoreError) -> (Change, [UInt16: OpValue]) {
+        var values: [UInt16: OpValue] = [:]
+        let change = try ChangeCodec.decode(bytes) { r, index throws(CoreError) in
+            switch try r.u8() {
+            case 0:
+                let salt = try r.raw(16)
+                let canonical = try r.blob(max: SignedChange.maxValueBytes, what: "value")
+                let value: JSONValue
+                switch Result(catching: { () throws(CoreError) -> JSONValue in try JSONValue.parseCanonical(canonical) }) {
+                case .success(let v): value = v
+                case .failure: throw CoreError(.malformed, "value of op \(index) is not in canonical form")
+                }
+                let v = OpValue(salt: salt, value: value)
+                values[UInt16(index)] = v
+                return v.commitment
+            case 1:
+                return Commitment(bytes: try r.raw(32))!
+            case let tag:
+                throw CoreError(.malformed, "op \(index) has an unknown value tag \(tag)")
+            }
         }
+        return (change, values)
+    }
+}
+
+extension SignedChange {
+    public static let envelopeVersion: UInt8 = 2
+    public static let maxValueBytes = 1 << 20
+
+    /// `version(1) ‖ signature(64) ‖ the change in wire form` (`ChangeWire`): how a change is sent
+    /// and how a store holds one waiting for its predecessor.
+    public var envelope: [UInt8] {
+        Self.envelope(change: change, signature: signature, values: values.mapValues { ($0.salt, $0.value.canonicalBytes) })
+    }
+
+    /// Also how a store sends what it holds without parsing the values again.
+    public static func envelope(change: Change, signature: [UInt8], values: [UInt16: (salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
+        var w = ByteWriter()
+        w.u8(Self.envelopeVersion)
+        w.raw(signature)
+        w.raw(ChangeWire.encode(change, values: values))
         return w.bytes
     }
 
     public init(envelope: [UInt8]) throws(CoreError) {
-        var r = ByteReader(envelope)
-        let version = try r.u8()
-        guard version == Self.envelopeVersion else { throw CoreError(.unknownVersion, "envelope version \(version) is not known") }
-        let bytes = try r.blob(max: ChangeCodec.maxChangeBytes, what: "signed bytes")
-        let signature = try r.raw(64)
-        let n = try r.count(max: ChangeCodec.maxOps, what: "value count")
-        var values: [UInt16: OpValue] = [:]
-        var lastIndex = -1
-        for _ in 0..<n {
-            let i = try r.varint()
-            guard i < UInt64(ChangeCodec.maxOps), Int(i) > lastIndex else { throw CoreError(.malformed, "value indices are not sorted and unique") }
-            lastIndex = Int(i)
-            let salt = try r.raw(16)
-            let valueBytes = try r.blob(max: Self.maxValueBytes, what: "value")
-            let value: JSONValue
-            switch Result(catching: { () throws(CoreError) -> JSONValue in try JSONValue.parseCanonical(valueBytes) }) {
-            case .success(let v): value = v
-            case .failure: throw CoreError(.malformed, "value of op \(i) is not in canonical form")
-            }
-            values[UInt16(i)] = OpValue(salt: salt, value: value)
-        }
-        try r.finish()
-        try self.init(bytes: bytes, signature: signature, values: values)
+        guard envelope.count >= 65 else { throw CoreError(.malformed, "envelope is \(envelope.count) bytes, too short") }
+        guard envelope[0] == Self.envelopeVersion else { throw CoreError(.unknownVersion, "envelope version \(envelope[0]) is not known") }
+        let signature = Array(envelope[1..<65])
+        let (change, values) = try ChangeWire.decode(Array(envelope[65...]))
+        // Re-encoding the strictly decoded change gives the signed bytes the signature covers.
+        try self.init(bytes: ChangeCodec.encode(change), signature: signature, values: values)
     }
 }
 

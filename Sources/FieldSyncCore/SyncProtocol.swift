@@ -1,7 +1,8 @@
 import Foundation
 
 /// The sync protocol's messages (DESIGN.md §7), as JSON bodies. Changes travel as base64 of their
-/// envelopes (`SignedChange.envelope`): signed bytes byte for byte, values beside.
+/// envelopes (`SignedChange.envelope`): the signature and the change in wire form, from which
+/// the receiver rebuilds the signed bytes byte for byte.
 public enum SyncProtocol {
     public static let contentType = "application/json"
     public static let problemType = "application/problem+json"

@@ -226,7 +226,7 @@ public struct ReplicaStore: Sendable {
         var out: [[UInt8]] = []
         var more = false
         var vector = VersionVector()
-        let values = try db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ? ORDER BY idx")
+        let values = try db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?")
         for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device ORDER BY device") {
             let d = DeviceID(row["device"] as String)!
             let top = UInt64(row["seq"] as Int64)
@@ -237,10 +237,12 @@ public struct ReplicaStore: Sendable {
                                            arguments: [d.description, Int64(known[d]), limit - out.count])
             var n = 0
             while let r = try rows.next() {
-                let stored = try Row.fetchAll(values, arguments: [r["id"] as Data]).map { v in
-                    (index: UInt16(v["idx"] as Int64), salt: v.bytes("salt"), canonical: v.bytes("value"))
+                var stored: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
+                for v in try Row.fetchAll(values, arguments: [r["id"] as Data]) {
+                    stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value"))
                 }
-                out.append(SignedChange.envelope(signed: r.bytes("signed"), signature: r.bytes("signature"), values: stored))
+                let change = try ChangeCodec.decode(r.bytes("signed"))
+                out.append(SignedChange.envelope(change: change, signature: r.bytes("signature"), values: stored))
                 n += 1
             }
             if UInt64(n) < top - known[d] { more = true }

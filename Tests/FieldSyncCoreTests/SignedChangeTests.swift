@@ -155,6 +155,23 @@ import Testing
         #expect(again.id == c.id)
     }
 
+    /// The wire form carries no commitment for a value it carries: the receiver recomputes it, so
+    /// a value changed in transit gives other signed bytes and fails the signature.
+    @Test func valueChangedOnTheWireFailsTheSignature() throws {
+        var a = MemoryReplica(roster: roster)
+        let c = try note(&a, ref: "A-1")
+        let envelope = c.envelope
+        #expect(envelope.count < c.bytes.count + 64 + 1, "the wire form is smaller than signed bytes plus signature")
+        let text = Array("\"A-1\"".utf8)
+        var forged = envelope
+        let at = (0...(forged.count - text.count)).first { Array(forged[$0..<$0 + text.count]) == text }!
+        forged.replaceSubrange(at..<at + text.count, with: Array("\"A-2\"".utf8))
+        let received = try SignedChange(envelope: forged)
+        #expect(received.id != c.id)
+        #expect(throws: CoreError(.badSignature, "")) { try received.verify(publicKey: alice.publicKey) }
+        #expect(try SignedChange(envelope: envelope).id == c.id)
+    }
+
     @Test func revokedDeviceIsCutOffAfterItsLastSeq() throws {
         var a = MemoryReplica(roster: roster)
         let c1 = try note(&a, ref: "A-1")
