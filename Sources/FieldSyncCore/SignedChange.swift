@@ -50,6 +50,16 @@ public struct OpValue: Hashable, Sendable {
         return OpValue(salt: salt, value: value)
     }
 
+    /// The salt of op `index` in a change whose salts come from `seed`: SHA-256 over a domain
+    /// label, the seed and the index, first 16 bytes.
+    public static func salt(seed: [UInt8], index: UInt16) -> [UInt8] {
+        var h = SHA256()
+        h.update(data: Array("fieldsync salt v1".utf8))
+        h.update(data: seed)
+        h.update(data: [UInt8(index >> 8), UInt8(index & 0xFF)])
+        return Array(h.finalize().prefix(16))
+    }
+
     public var commitment: Commitment {
         var h = SHA256()
         h.update(data: salt)
@@ -66,11 +76,20 @@ public struct SignedChange: Hashable, Sendable {
     public let id: ChangeID
     public let change: Change
     public private(set) var values: [UInt16: OpValue]
+    /// The 16 bytes every salt of this change derives from (`OpValue.salt(seed:index:)`); nil
+    /// once a value was erased, so that an erased value's salt cannot be derived again.
+    public private(set) var seed: [UInt8]?
 
     /// Decodes signed bytes strictly and checks each value against its commitment. The
     /// signature is checked separately (`verify`), against the key the roster holds.
-    public init(bytes: [UInt8], signature: [UInt8], values: [UInt16: OpValue]) throws(CoreError) {
+    public init(bytes: [UInt8], signature: [UInt8], values: [UInt16: OpValue], seed: [UInt8]? = nil) throws(CoreError) {
         guard signature.count == 64 else { throw CoreError(.malformed, "signature is \(signature.count) bytes, not 64") }
+        if let seed {
+            guard seed.count == 16 else { throw CoreError(.malformed, "salt seed is \(seed.count) bytes, not 16") }
+            guard values.allSatisfy({ $0.value.salt == OpValue.salt(seed: seed, index: $0.key) }) else {
+                throw CoreError(.malformed, "a salt does not derive from the change's seed")
+            }
+        }
         let change = try ChangeCodec.decode(bytes)
         for (index, value) in values {
             guard Int(index) < change.ops.count, let c = change.ops[Int(index)].commitment else {
@@ -85,24 +104,34 @@ public struct SignedChange: Hashable, Sendable {
                 throw CoreError(.commitmentMismatch, "the review value of op \(index) names another state than the signed '\(op.kind)'")
             }
         }
-        self.init(trusted: change, bytes: bytes, signature: signature, values: values)
+        self.init(trusted: change, bytes: bytes, signature: signature, values: values, seed: seed)
     }
 
     /// For changes this build just encoded itself: no need to decode what we hold.
-    init(trusted change: Change, bytes: [UInt8], signature: [UInt8], values: [UInt16: OpValue]) {
+    init(trusted change: Change, bytes: [UInt8], signature: [UInt8], values: [UInt16: OpValue], seed: [UInt8]?) {
         self.bytes = bytes
         self.signature = signature
         self.change = change
         self.id = ChangeID.of(signedBytes: bytes)
         self.values = values
+        self.seed = seed
     }
 
-    /// Makes and signs a change. The only place signed bytes are produced.
+    /// Makes and signs a change. The only place signed bytes are produced. Each value gets the
+    /// salt derived from a fresh seed, and its op the commitment to that salt and value.
     public static func author(_ change: Change, values: [UInt16: OpValue], key: DeviceKey) -> SignedChange {
         precondition(change.device == key.deviceID, "a change is signed by its own device")
+        let seed = OpValue.fresh(.null).salt
+        var salted: [UInt16: OpValue] = [:]
+        var change = change
+        for (i, v) in values {
+            let value = OpValue(salt: OpValue.salt(seed: seed, index: i), value: v.value)
+            salted[i] = value
+            change.ops[Int(i)].commitment = value.commitment
+        }
         let bytes = ChangeCodec.encode(change)
         let signature = key.sign(bytes, domain: .change)
-        return SignedChange(trusted: change, bytes: bytes, signature: signature, values: values)
+        return SignedChange(trusted: change, bytes: bytes, signature: signature, values: salted, seed: seed)
     }
 
     /// Checks that `publicKey` is the key of the device in the header and that it signed these bytes.
@@ -117,7 +146,10 @@ public struct SignedChange: Hashable, Sendable {
 
     /// Drops the values and salts of the given ops (erasure). Commitments stay in the signed bytes.
     public mutating func dropValues(_ indices: some Sequence<UInt16>) {
-        for i in indices { values[i] = nil }
+        for i in indices where values[i] != nil {
+            values[i] = nil
+            seed = nil
+        }
     }
 
     public static func == (a: SignedChange, b: SignedChange) -> Bool { a.id == b.id && a.values == b.values }
@@ -130,12 +162,13 @@ public struct SignedChange: Hashable, Sendable {
 /// commits to, `0 ‖ salt(16) ‖ blob(canonical value)`, or, once the value is erased,
 /// `1 ‖ commitment(32)`. The receiver recomputes each commitment and so the signed bytes, byte
 /// for byte, and checks the signature over those: 32 bytes a field write never travel.
+/// With a seed, the salt is left out too: the receiver derives it.
 enum ChangeWire {
-    static func encode(_ c: Change, values: [UInt16: (salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
+    static func encode(_ c: Change, seed: [UInt8]?, values: [UInt16: (salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
         ChangeCodec.encode(c) { w, index, commitment in
             if let v = values[UInt16(index)] {
                 w.u8(0)
-                w.raw(v.salt)
+                if seed == nil { w.raw(v.salt) }
                 w.blob(v.canonical)
             } else {
                 w.u8(1)
@@ -144,12 +177,13 @@ enum ChangeWire {
         }
     }
 
-    static func decode(_ bytes: [UInt8]) throws(CoreError) -> (Change, [UInt16: OpValue]) {
+    static func decode(_ bytes: [UInt8], seed: [UInt8]?) throws(CoreError) -> (Change, [UInt16: OpValue]) {
         var values: [UInt16: OpValue] = [:]
         let change = try ChangeCodec.decode(bytes) { r, index throws(CoreError) in
             switch try r.u8() {
             case 0:
-                let salt = try r.raw(16)
+                let salt: [UInt8]
+                if let seed { salt = OpValue.salt(seed: seed, index: UInt16(index)) } else { salt = try r.raw(16) }
                 let canonical = try r.blob(max: SignedChange.maxValueBytes, what: "value")
                 let value: JSONValue
                 switch Result(catching: { () throws(CoreError) -> JSONValue in try JSONValue.parseCanonical(canonical) }) {
@@ -173,28 +207,40 @@ extension SignedChange {
     public static let envelopeVersion: UInt8 = 2
     public static let maxValueBytes = 1 << 20
 
-    /// `version(1) ‖ signature(64) ‖ the change in wire form` (`ChangeWire`): how a change is sent
-    /// and how a store holds one waiting for its predecessor.
+    /// `version(1) ‖ signature(64) ‖ 0, or 1 ‖ salt seed(16) ‖ the change in wire form`
+    /// (`ChangeWire`): how a change is sent and how a store holds one waiting for its predecessor.
     public var envelope: [UInt8] {
-        Self.envelope(change: change, signature: signature, values: values.mapValues { ($0.salt, $0.value.canonicalBytes) })
+        Self.envelope(change: change, signature: signature, seed: seed, values: values.mapValues { ($0.salt, $0.value.canonicalBytes) })
     }
 
     /// Also how a store sends what it holds without parsing the values again.
-    public static func envelope(change: Change, signature: [UInt8], values: [UInt16: (salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
+    public static func envelope(change: Change, signature: [UInt8], seed: [UInt8]?,
+                                values: [UInt16: (salt: [UInt8], canonical: [UInt8])]) -> [UInt8] {
         var w = ByteWriter()
         w.u8(Self.envelopeVersion)
         w.raw(signature)
-        w.raw(ChangeWire.encode(change, values: values))
+        if let seed { w.u8(1); w.raw(seed) } else { w.u8(0) }
+        w.raw(ChangeWire.encode(change, seed: seed, values: values))
         return w.bytes
     }
 
     public init(envelope: [UInt8]) throws(CoreError) {
-        guard envelope.count >= 65 else { throw CoreError(.malformed, "envelope is \(envelope.count) bytes, too short") }
+        guard envelope.count >= 66 else { throw CoreError(.malformed, "envelope is \(envelope.count) bytes, too short") }
         guard envelope[0] == Self.envelopeVersion else { throw CoreError(.unknownVersion, "envelope version \(envelope[0]) is not known") }
         let signature = Array(envelope[1..<65])
-        let (change, values) = try ChangeWire.decode(Array(envelope[65...]))
+        var start = 66
+        var seed: [UInt8]?
+        switch envelope[65] {
+        case 0: break
+        case 1:
+            guard envelope.count >= 82 else { throw CoreError(.malformed, "envelope is too short for its salt seed") }
+            seed = Array(envelope[66..<82])
+            start = 82
+        case let flag: throw CoreError(.malformed, "envelope has an unknown salt flag \(flag)")
+        }
+        let (change, values) = try ChangeWire.decode(Array(envelope[start...]), seed: seed)
         // Re-encoding the strictly decoded change gives the signed bytes the signature covers.
-        try self.init(bytes: ChangeCodec.encode(change), signature: signature, values: values)
+        try self.init(bytes: ChangeCodec.encode(change), signature: signature, values: values, seed: seed)
     }
 }
 
@@ -202,6 +248,6 @@ extension SignedChange {
     /// For tests of the merge alone: the real canonical bytes with a zero signature. Only
     /// `Replicator.receive(verified: true)` takes such a change; `verify` refuses it.
     package static func unsignedForTesting(_ change: Change, values: [UInt16: OpValue]) -> SignedChange {
-        SignedChange(trusted: change, bytes: ChangeCodec.encode(change), signature: [UInt8](repeating: 0, count: 64), values: values)
+        SignedChange(trusted: change, bytes: ChangeCodec.encode(change), signature: [UInt8](repeating: 0, count: 64), values: values, seed: nil)
     }
 }

@@ -233,7 +233,7 @@ public struct ReplicaStore: Sendable {
             vector.seqs[d] = top
             guard top > known[d] else { continue }
             if out.count >= limit { more = true; continue }
-            let rows = try Row.fetchCursor(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+            let rows = try Row.fetchCursor(db, sql: "SELECT id, signed, signature, seed FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
                                            arguments: [d.description, Int64(known[d]), limit - out.count])
             var n = 0
             while let r = try rows.next() {
@@ -242,7 +242,7 @@ public struct ReplicaStore: Sendable {
                     stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value"))
                 }
                 let change = try ChangeCodec.decode(r.bytes("signed"))
-                out.append(SignedChange.envelope(change: change, signature: r.bytes("signature"), values: stored))
+                out.append(SignedChange.envelope(change: change, signature: r.bytes("signature"), seed: r.optionalBytes("seed"), values: stored))
                 n += 1
             }
             if UInt64(n) < top - known[d] { more = true }
@@ -255,13 +255,13 @@ public struct ReplicaStore: Sendable {
         for v in try Row.fetchAll(db, sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?", arguments: [row["id"] as Data]) {
             values[UInt16(v["idx"] as Int64)] = OpValue(salt: v.bytes("salt"), value: try JSONValue.parseCanonical(v.bytes("value")))
         }
-        return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values)
+        return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values, seed: row.optionalBytes("seed"))
     }
 
     /// This device's changes the server has not acknowledged yet, in seq order.
     public func outbox(device: DeviceID, limit: Int = .max) throws -> [SignedChange] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT id, signed, signature FROM changes WHERE device = ? AND acked = 0 ORDER BY seq LIMIT ?",
+            try Row.fetchAll(db, sql: "SELECT id, signed, signature, seed FROM changes WHERE device = ? AND acked = 0 ORDER BY seq LIMIT ?",
                              arguments: [device.description, limit]).map { try Self.loadChange($0, db) }
         }
     }

@@ -54,11 +54,11 @@ struct SQLiteStorage: ReplicaStorage {
 
     func appendToChain(_ c: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws {
         try db.cachedStatement(sql: """
-            INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, seed)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [Data(c.id.bytes), c.change.device.description, Int64(c.change.seq), Int64(bitPattern: c.change.hlc.raw),
                              Int64(bitPattern: c.change.wallMillis), Int64(wallMillis), Data(c.bytes), Data(c.signature),
-                             refusal?.code.description, refusal?.message, clockSkewed])
+                             refusal?.code.description, refusal?.message, clockSkewed, c.seed.map { Data($0) }])
         let insert = try db.cachedStatement(sql: "INSERT INTO op_values (change_id, idx, salt, value) VALUES (?, ?, ?, ?)")
         for (i, v) in c.values {
             try insert.execute(arguments: [Data(c.id.bytes), Int64(i), Data(v.salt), Data(v.value.canonicalBytes)])
@@ -101,6 +101,8 @@ struct SQLiteStorage: ReplicaStorage {
             let op = try ChangeCodec.decodeOp(row.bytes("op"))
             guard fields.contains(op.field) else { continue }
             try db.execute(sql: "DELETE FROM op_values WHERE change_id = ? AND idx = ?", arguments: [row["change_id"] as Data, row["idx"] as Int64])
+            // With the seed, the erased value's salt could be derived again.
+            try db.execute(sql: "UPDATE changes SET seed = NULL WHERE id = ?", arguments: [row["change_id"] as Data])
         }
         // Values waiting in `pending` for this record are erased when they are applied.
     }

@@ -148,10 +148,14 @@ import Testing
     @Test func erasedValueStillVerifies() throws {
         var a = MemoryReplica(roster: roster)
         var c = try note(&a, ref: "A-1")
+        #expect(c.seed != nil, "salts come from one seed")
+        #expect(try SignedChange(envelope: c.envelope).seed == c.seed)
         c.dropValues([1])
+        #expect(c.seed == nil, "after an erase the seed would give the erased value's salt away")
         let again = try SignedChange(envelope: c.envelope)
         try again.verify(publicKey: alice.publicKey)
         #expect(again.values.isEmpty)
+        #expect(again.seed == nil)
         #expect(again.id == c.id)
     }
 

@@ -129,7 +129,7 @@ final class TempDir {
         let store = try newStore(dir)
         let secret = "o.melnyk@umac.example"
         var id = RecordID.make()
-        try store.commitLocal(key: press) { _ in
+        let made = try store.commitLocal(key: press) { _ in
             var d = ChangeDraft(); id = RecordID.make()
             d.create(id, type: .contact, kind: nil)
             d.set("fn", to: "Олена Мельник", onNew: id, type: .contact)
@@ -153,7 +153,10 @@ final class TempDir {
         #expect(v.values["source"] == "press release")
         for c in try store.missing(for: VersionVector()) {
             try c.verify(publicKey: entries.first { $0.device == c.change.device }!.publicKey)
+            // The salt seed of the change that held the erased values is gone with them.
+            if c.id == made[0].id { #expect(c.seed == nil) } else { #expect(c.seed != nil) }
         }
+        #expect(made[0].seed != nil)
     }
 
     @Test func idPrefixesResolveOrSayWhy() throws {
