@@ -78,7 +78,7 @@ public struct Op: Hashable, Sendable {
 /// in the device's hash chain. Its canonical bytes are made once by the author (`ChangeCodec`)
 /// and then kept byte for byte.
 public struct Change: Hashable, Sendable {
-    public static let formatVersion: UInt8 = 1
+    public static let formatVersion: UInt8 = 2
 
     public var device: DeviceID
     /// 1, 2, 3… per device.
@@ -103,8 +103,9 @@ public struct Change: Hashable, Sendable {
 }
 
 /// The strict canonical binary form of a change:
-/// `version(1) ‖ device(16) ‖ varint seq ‖ prev(32) ‖ hlc(u64 BE) ‖ wall ms(u64 BE) ‖ varint op count ‖ ops`,
-/// each op `action(1) ‖ record type(1) ‖ record(16)` then, by action, field name, review state, commitment(32)
+/// `version(1) ‖ device(16) ‖ varint seq ‖ prev(32) ‖ hlc(u64 BE) ‖ wall ms(u64 BE) ‖ varint record count ‖
+/// records(16 each, in order of first use) ‖ varint op count ‖ ops`, each op `action(1) ‖ record type(1) ‖
+/// varint record index` then, by action, field name, review state, commitment(32)
 /// and refs (varint count, then change id(32) ‖ varint op index each, sorted).
 public enum ChangeCodec {
     public static let maxOps = 1000
@@ -128,15 +129,26 @@ public enum ChangeCodec {
         w.raw(c.prev.bytes)
         w.u64(c.hlc.raw)
         w.u64(c.wallMillis)
+        // Each record id once: a note's create and its ten writes name it by a one-byte index.
+        var table: [RecordID] = []
+        var index: [RecordID: Int] = [:]
+        for op in c.ops where index[op.record] == nil {
+            index[op.record] = table.count
+            table.append(op.record)
+        }
+        w.varint(UInt64(table.count))
+        for id in table { w.raw(id.bytes) }
         w.varint(UInt64(c.ops.count))
-        for (i, op) in c.ops.enumerated() { encode(op, into: &w) { w, c in slot(&w, i, c) } }
+        for (i, op) in c.ops.enumerated() { encode(op, into: &w, recordIndex: index[op.record]!) { w, c in slot(&w, i, c) } }
         return w.bytes
     }
 
-    static func encode(_ op: Op, into w: inout ByteWriter, slot: (inout ByteWriter, Commitment) -> Void = { w, c in w.raw(c.bytes) }) {
+    /// One op; with `recordIndex` its record as an index into the change's table, else in full.
+    static func encode(_ op: Op, into w: inout ByteWriter, recordIndex: Int? = nil,
+                       slot: (inout ByteWriter, Commitment) -> Void = { w, c in w.raw(c.bytes) }) {
         w.u8(op.action.rawValue)
         w.u8(op.recordType.rawValue)
-        w.raw(op.record.bytes)
+        if let recordIndex { w.varint(UInt64(recordIndex)) } else { w.raw(op.record.bytes) }
         switch op.action {
         case .create:
             w.string(op.kind)
@@ -188,11 +200,26 @@ public enum ChangeCodec {
         let prev = ChangeID(bytes: try r.raw(32))!
         let hlc = HLC(raw: try r.u64())
         let wall = try r.u64()
+        let records = try r.count(max: maxOps, what: "record count")
+        var table: [RecordID] = []
+        table.reserveCapacity(records)
+        for _ in 0..<records { table.append(RecordID(bytes: try r.raw(16))!) }
         let n = try r.count(max: maxOps, what: "op count")
         guard n > 0 else { throw CoreError(.malformed, "change has no ops") }
         var ops: [Op] = []
         ops.reserveCapacity(n)
-        for i in 0..<n { ops.append(try decodeOp(&r) { r throws(CoreError) in try slot(&r, i) }) }
+        var used = 0
+        for i in 0..<n {
+            let op = try decodeOp(&r, readRecord: { r throws(CoreError) in
+                // Canonical: records are listed in the order ops first use them, each once.
+                let k = try r.count(max: maxOps, what: "record index")
+                guard k < records, k <= used else { throw CoreError(.malformed, "op \(i) names record \(k) out of order or beyond the \(records) listed") }
+                if k == used { used += 1 }
+                return table[k]
+            }, slot: { r throws(CoreError) in try slot(&r, i) })
+            ops.append(op)
+        }
+        guard used == records else { throw CoreError(.malformed, "\(records - used) listed record(s) have no op") }
         try r.finish()
         guard seq >= 1 else { throw CoreError(.malformed, "seq 0 is not allowed") }
         guard (seq == 1) == prev.isZero else {
@@ -201,13 +228,15 @@ public enum ChangeCodec {
         return Change(device: device, seq: seq, prev: prev, hlc: hlc, wallMillis: wall, ops: ops)
     }
 
+    /// One op; its record read by `readRecord` (an index into the change's table, or in full).
     static func decodeOp(_ r: inout ByteReader,
+                         readRecord: (inout ByteReader) throws(CoreError) -> RecordID = { r throws(CoreError) in RecordID(bytes: try r.raw(16))! },
                          slot: (inout ByteReader) throws(CoreError) -> Commitment = { r throws(CoreError) in Commitment(bytes: try r.raw(32))! }) throws(CoreError) -> Op {
         let a = try r.u8()
         guard let action = OpAction(rawValue: a) else { throw CoreError(.malformed, "unknown op action \(a)") }
         let t = try r.u8()
         guard let type = RecordType(rawValue: t) else { throw CoreError(.malformed, "unknown record type \(t)") }
-        let record = RecordID(bytes: try r.raw(16))!
+        let record = try readRecord(&r)
         var op = Op(action: action, recordType: type, record: record)
         func field(_ r: inout ByteReader) throws(CoreError) -> String { try r.string(max: maxFieldName, what: "field name") }
         func commitment(_ r: inout ByteReader) throws(CoreError) -> Commitment { try slot(&r) }

@@ -33,7 +33,7 @@ import Testing
 
     @Test func unknownVersionIsRefused() {
         var b = sample().bytes
-        b[0] = 2
+        b[0] = 1
         #expect(throws: CoreError(.unknownVersion, "")) { _ = try ChangeCodec.decode(b) }
         var e = sample().envelope
         e[0] = 9
@@ -42,8 +42,8 @@ import Testing
 
     @Test func oversizeFieldsAreRefused() {
         let c = sample()
-        // Op count claims 1001 (varint 0xE9 0x07) in place of 4.
-        let opCountAt = 1 + 16 + 1 + 32 + 8 + 8
+        // Op count claims 1001 (varint 0xE9 0x07) in place of 4 (after the one-record table).
+        let opCountAt = 1 + 16 + 1 + 32 + 8 + 8 + 1 + 16
         var b = c.bytes
         #expect(b[opCountAt] == 4)
         b.replaceSubrange(opCountAt...opCountAt, with: [0xE9, 0x07])
@@ -54,6 +54,34 @@ import Testing
         #expect(throws: CoreError(.oversize, "")) { _ = try ChangeCodec.decode(ChangeCodec.encode(long)) }
         // A change larger than the limit.
         #expect(throws: CoreError(.oversize, "")) { _ = try ChangeCodec.decode([UInt8](repeating: 1, count: ChangeCodec.maxChangeBytes + 1)) }
+    }
+
+    /// Record ids are listed once, in the order ops first use them; anything else is refused.
+    @Test func recordTableIsCanonical() throws {
+        let c = sample()
+        let tableAt = 1 + 16 + 1 + 32 + 8 + 8
+        #expect(c.bytes[tableAt] == 1, "four ops on one record list it once")
+        // A second record listed but never used.
+        var unused = c.bytes
+        unused[tableAt] = 2
+        unused.insert(contentsOf: [UInt8](repeating: 7, count: 16), at: tableAt + 17)
+        #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(unused) }
+        // An op naming a record index beyond the table.
+        let firstIndexAt = tableAt + 17 + 1 + 2   // op count, then action and type of op 0
+        var beyond = c.bytes
+        #expect(beyond[firstIndexAt] == 0)
+        beyond[firstIndexAt] = 1
+        #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(beyond) }
+        // Two records used in reverse order of listing.
+        let a = RecordID.make(), b = RecordID.make()
+        let two = Change(device: key.deviceID, seq: 1, prev: .zero, hlc: .zero, wallMillis: 0,
+                         ops: [Op(action: .create, recordType: .note, record: a, kind: "survey"), Op(action: .create, recordType: .note, record: b, kind: "survey")])
+        var swapped = ChangeCodec.encode(two)
+        let i0 = tableAt + 33 + 1 + 2, i1 = i0 + 1 + "survey".utf8.count + 1 + 2
+        #expect(swapped[i0] == 0 && swapped[i1] == 1)
+        swapped[i0] = 1; swapped[i1] = 0
+        #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(swapped) }
+        #expect(try ChangeCodec.decode(ChangeCodec.encode(two)).ops.map(\.record) == [a, b])
     }
 
     @Test func truncatedAndNonMinimalEncodingsAreRefused() {
