@@ -190,22 +190,26 @@ struct LoadClient: Sendable {
         }
     }
 
-    /// Device, seq and op count from a base64 envelope, without checking the rest.
+    /// Device, seq and op count from a base64 envelope (`SignedChange.envelope`), without
+    /// checking the rest: version, signature, salt flag (and seed), then the change's header.
     static func peek(_ text: String) -> (DeviceID, UInt64, Int)? {
         guard let d = Data(base64Encoded: text) else { return nil }
         let b = [UInt8](d)
-        var i = 1   // envelope version
+        guard b.count > 66 else { return nil }
+        var i = 1 + 64
+        i += b[i] == 1 ? 17 : 1
         func varint() -> UInt64? {
             var v: UInt64 = 0, shift: UInt64 = 0
-            while i < b.count { let x = b[i]; i += 1; v |= UInt64(x & 0x7f) << shift; if x < 0x80 { return v }; shift += 7 }
+            while i < b.count, shift < 64 { let x = b[i]; i += 1; v |= UInt64(x & 0x7f) << shift; if x < 0x80 { return v }; shift += 7 }
             return nil
         }
-        guard varint() != nil, i + 1 + 16 <= b.count else { return nil }   // blob length, then signed bytes
         i += 1   // change format version
-        guard let device = DeviceID(bytes: Array(b[i..<i + 16])) else { return nil }
+        guard i + 16 <= b.count, let device = DeviceID(bytes: Array(b[i..<i + 16])) else { return nil }
         i += 16
         guard let seq = varint() else { return nil }
         i += 32 + 8 + 8   // prev, hlc, wall clock
+        guard let records = varint(), records < 100_000 else { return nil }
+        i += Int(records) * 16
         guard let ops = varint() else { return nil }
         return (device, seq, Int(ops))
     }
