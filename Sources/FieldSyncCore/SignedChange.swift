@@ -99,12 +99,27 @@ public struct SignedChange: Hashable, Sendable {
             guard value.commitment == c else {
                 throw CoreError(.commitmentMismatch, "the value of op \(index) does not match its commitment")
             }
+        }
+        try Self.checkReviewStates(change, values)
+        self.init(trusted: change, bytes: bytes, signature: signature, values: values, seed: seed)
+    }
+
+    /// For a change read from its wire form (`ChangeWire`): each commitment was computed from the
+    /// value and salt beside it (the salt derived from `seed` when there is one), so they agree by
+    /// construction; the signed bytes are the strictly decoded change encoded again.
+    init(wire change: Change, signature: [UInt8], values: [UInt16: OpValue], seed: [UInt8]?) throws(CoreError) {
+        try Self.checkReviewStates(change, values)
+        self.init(trusted: change, bytes: ChangeCodec.encode(change), signature: signature, values: values, seed: seed)
+    }
+
+    /// A review value must name the state its op signs.
+    static func checkReviewStates(_ change: Change, _ values: [UInt16: OpValue]) throws(CoreError) {
+        for (index, value) in values {
             let op = change.ops[Int(index)]
             if op.action == .review, value.value["state"]?.stringValue != op.kind {
                 throw CoreError(.commitmentMismatch, "the review value of op \(index) names another state than the signed '\(op.kind)'")
             }
         }
-        self.init(trusted: change, bytes: bytes, signature: signature, values: values, seed: seed)
     }
 
     /// For changes this build just encoded itself: no need to decode what we hold.
@@ -239,8 +254,7 @@ extension SignedChange {
         case let flag: throw CoreError(.malformed, "envelope has an unknown salt flag \(flag)")
         }
         let (change, values) = try ChangeWire.decode(Array(envelope[start...]), seed: seed)
-        // Re-encoding the strictly decoded change gives the signed bytes the signature covers.
-        try self.init(bytes: ChangeCodec.encode(change), signature: signature, values: values, seed: seed)
+        try self.init(wire: change, signature: signature, values: values, seed: seed)
     }
 }
 

@@ -197,52 +197,38 @@ public struct ReplicaStore: Sendable {
 
     // MARK: Questions
 
-    public func vector() throws -> VersionVector {
-        try read { db in
-            var v = VersionVector()
-            for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device") {
-                v.seqs[DeviceID(row["device"] as String)!] = UInt64(row["seq"] as Int64)
-            }
-            return v
+    public func vector() throws -> VersionVector { try read { db in try Self.vector(db) } }
+
+    /// Each device's highest stored seq.
+    static func vector(_ db: Database) throws -> VersionVector {
+        var v = VersionVector()
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device")) {
+            v.seqs[DeviceID(row["device"] as String)!] = UInt64(row["seq"] as Int64)
         }
+        return v
     }
 
     /// Changes a peer with `vector` lacks, oldest first per device, at most `limit`.
     public func missing(for peer: VersionVector, limit: Int = .max) throws -> [SignedChange] {
-        try read { db in try Self.lacking(db, known: peer, limit: limit).changes }
+        try read { db in try Self.lacking(db, known: peer, limit: limit, load: Self.loadChange).changes }
     }
 
     /// What a peer holding `known` lacks (each device's changes in seq order, at most `limit`),
-    /// whether more remain, and this replica's vector: one pass for `missing` and the server's exchange.
-    static func lacking(_ db: Database, known: VersionVector, limit: Int) throws -> (changes: [SignedChange], more: Bool, vector: VersionVector) {
-        let (envelopes, more, vector) = try lackingEnvelopes(db, known: known, limit: limit)
-        return (try envelopes.map { try SignedChange(envelope: $0) }, more, vector)
-    }
-
-    /// What a peer holding `known` lacks, oldest first per device, at most `limit` changes, as
-    /// envelopes built straight from the stored bytes: the server sends what it checked on
-    /// receipt without parsing it again.
-    static func lackingEnvelopes(_ db: Database, known: VersionVector, limit: Int) throws -> (envelopes: [[UInt8]], more: Bool, vector: VersionVector) {
-        var out: [[UInt8]] = []
+    /// whether more remain, and this replica's vector: one pass for `missing` and the server's
+    /// exchange, each change read by `load` (a `SignedChange`, or an envelope to send as is).
+    static func lacking<T>(_ db: Database, known: VersionVector, limit: Int,
+                           load: (Row, Database) throws -> T) throws -> (changes: [T], more: Bool, vector: VersionVector) {
+        var out: [T] = []
         var more = false
-        var vector = VersionVector()
-        let values = try db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?")
-        for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device ORDER BY device") {
-            let d = DeviceID(row["device"] as String)!
-            let top = UInt64(row["seq"] as Int64)
-            vector.seqs[d] = top
+        let vector = try vector(db)
+        for (d, top) in vector.seqs.sorted(by: { $0.key.description < $1.key.description }) {
             guard top > known[d] else { continue }
             if out.count >= limit { more = true; continue }
             let rows = try Row.fetchCursor(db, sql: "SELECT id, signed, signature, seed FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
                                            arguments: [d.description, Int64(known[d]), limit - out.count])
             var n = 0
             while let r = try rows.next() {
-                var stored: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
-                for v in try Row.fetchAll(values, arguments: [r["id"] as Data]) {
-                    stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value"))
-                }
-                let change = try ChangeCodec.decode(r.bytes("signed"))
-                out.append(SignedChange.envelope(change: change, signature: r.bytes("signature"), seed: r.optionalBytes("seed"), values: stored))
+                out.append(try load(r, db))
                 n += 1
             }
             if UInt64(n) < top - known[d] { more = true }
@@ -250,9 +236,20 @@ public struct ReplicaStore: Sendable {
         return (out, more, vector)
     }
 
+    /// A stored change as its envelope, built from the stored bytes: the server sends what it
+    /// checked on receipt without parsing the values again.
+    static func loadEnvelope(_ row: Row, _ db: Database) throws -> [UInt8] {
+        var stored: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
+        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?"), arguments: [row["id"] as Data]) {
+            stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value"))
+        }
+        return SignedChange.envelope(change: try ChangeCodec.decode(row.bytes("signed")), signature: row.bytes("signature"),
+                                     seed: row.optionalBytes("seed"), values: stored)
+    }
+
     static func loadChange(_ row: Row, _ db: Database) throws -> SignedChange {
         var values: [UInt16: OpValue] = [:]
-        for v in try Row.fetchAll(db, sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?", arguments: [row["id"] as Data]) {
+        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?"), arguments: [row["id"] as Data]) {
             values[UInt16(v["idx"] as Int64)] = OpValue(salt: v.bytes("salt"), value: try JSONValue.parseCanonical(v.bytes("value")))
         }
         return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values, seed: row.optionalBytes("seed"))

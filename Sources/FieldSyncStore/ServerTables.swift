@@ -9,7 +9,7 @@ extension ReplicaStore {
     public struct ExchangeResult: Sendable {
         public var accepted: [ChangeID] = []
         public var refused: [ChangeRefusal] = []
-        /// What the client lacks, as envelopes (see `lackingEnvelopes`).
+        /// What the client lacks, as envelopes (see `loadEnvelope`).
         public var lacking: [[UInt8]] = []
         public var vector = VersionVector()
         public var more = false
@@ -26,22 +26,22 @@ extension ReplicaStore {
             guard c.change.device == device, let entry = roster[c.change.device] else { return false }
             return (try? c.verify(publicKey: entry.publicKey)) != nil
         }.map(\.id))
-        var result = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limit: limit, now: now)
+        let stored = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limit: limit, now: now)
+        var result = stored.0
         // An erase must not survive in the WAL: fold it into the main file (zeroed by secure_delete).
         if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
-        // What the client lacks, given what it said it has and what it just sent.
-        var known = clientVector
-        for c in upload where result.accepted.contains(c.id) { known.seqs[c.change.device] = max(known[c.change.device], c.change.seq) }
-        let peerHas = known
-        let (lacking, more, vector) = try await writer.read { db in try Self.lackingEnvelopes(db, known: peerHas, limit: limit) }
+        let known = stored.known
+        let (lacking, more, vector) = try await writer.read { db in try Self.lacking(db, known: known, limit: limit, load: Self.loadEnvelope) }
         result.lacking = lacking
         result.vector = vector
         result.more = more
         return result
     }
 
+    /// Stores the upload in one write transaction. Returns the result so far and what the client
+    /// holds now: what it said it had, plus what it just sent.
     func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limit: Int,
-                     now: UInt64) async throws -> ExchangeResult {
+                     now: UInt64) async throws -> (ExchangeResult, known: VersionVector) {
         let schema = self.schema
         return try await writeAsync { db in
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now)
@@ -71,16 +71,12 @@ extension ReplicaStore {
             }
             try s.finish()
             // Backlog: what the client will still lack after this answer's `limit` changes.
-            var lacking: Int64 = 0
-            for row in try Row.fetchAll(db, sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device") {
-                guard let d = DeviceID(row["device"] as String) else { continue }
-                lacking += max(0, (row["seq"] as Int64) - Int64(known[d]))
-            }
+            let lacking = try Self.vector(db).seqs.reduce(Int64(0)) { $0 + max(0, Int64($1.value) - Int64(known[$1.key])) }
             try db.execute(sql: """
                 INSERT INTO device_activity (device, last_sync, backlog) VALUES (?, ?, ?)
                 ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
                 """, arguments: [device.description, Int64(now), max(0, lacking - Int64(limit))])
-            return result
+            return (result, known)
         }
     }
 

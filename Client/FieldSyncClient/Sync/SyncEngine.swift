@@ -156,8 +156,7 @@ public struct SyncEngine: Sendable {
                 if case .failure(let e) = r { throw SyncFailure(.failure, "change \(id.hex.prefix(12)) from the server was refused: \(e.message)") }
             }
             summary.pushed += acked.count
-            let incoming = outcome.incoming
-            summary.pulled += incoming.count
+            summary.pulled += outcome.incoming.count
             progress(summary)
             if done { return }
         }
