@@ -133,12 +133,12 @@ func b2SmallSync(rounds: Int) async throws -> Result {
     var firstPost: [Double] = [], warmPost: [Double] = []
     for _ in 0..<40 {
         let t = try SyncTransport(baseURL: server.url, caPEM: server.caPEM, key: a.key, offsetMillis: 0, serverKey: serverKey)
-        let body = Array(try JSONEncoder().encode(SyncRequest(vector: try a.store.vector(), changes: [])))
+        let request = SyncRequest(vector: try a.store.vector(), changes: [])
         var start = ContinuousClock.now
-        _ = try await t.send(method: .POST, path: "/v1/sync", body: body)
+        _ = try await t.exchange(request)
         firstPost.append((ContinuousClock.now - start).millis)
         start = ContinuousClock.now
-        _ = try await t.send(method: .POST, path: "/v1/sync", body: body)
+        _ = try await t.exchange(request)
         warmPost.append((ContinuousClock.now - start).millis)
         await t.shutdown()
     }
@@ -172,17 +172,15 @@ struct LoadClient: Sendable {
         var upload = changes
         while true {
             let batch = Array(upload.prefix(SyncProtocol.maxBatch))
-            let body = Array(try JSONEncoder().encode(SyncRequest(vector: vector, changes: batch)))
             let start = ContinuousClock.now
-            let (_, raw) = try await t.send(method: .POST, path: "/v1/sync", body: body)
-            let answer = try JSONDecoder().decode(SyncResponse.self, from: Data(raw))
+            let answer = try await t.exchange(SyncRequest(vector: vector, changes: batch))
             out.latencies.append((ContinuousClock.now - start).millis)
             out.refused += answer.refused.count
             let accepted = Set(answer.accepted)
             out.uploadedOps += batch.filter { accepted.contains($0.id.hex) }.reduce(0) { $0 + $1.change.ops.count }
             upload.removeFirst(batch.count)
-            for text in answer.changes {
-                guard let (device, seq, ops) = Self.peek(text) else { throw BenchFailure("B3: a malformed change from the server") }
+            for envelope in answer.changes {
+                guard let (device, seq, ops) = Self.peek(envelope) else { throw BenchFailure("B3: a malformed change from the server") }
                 vector.seqs[device] = max(vector[device], seq)
                 out.pulledOps += ops
             }
@@ -190,11 +188,9 @@ struct LoadClient: Sendable {
         }
     }
 
-    /// Device, seq and op count from a base64 envelope (`SignedChange.envelope`), without
-    /// checking the rest: version, signature, salt flag (and seed), then the change's header.
-    static func peek(_ text: String) -> (DeviceID, UInt64, Int)? {
-        guard let d = Data(base64Encoded: text) else { return nil }
-        let b = [UInt8](d)
+    /// Device, seq and op count from an envelope (`SignedChange.envelope`), without checking
+    /// the rest: version, signature, salt flag (and seed), then the change's header.
+    static func peek(_ b: [UInt8]) -> (DeviceID, UInt64, Int)? {
         guard b.count > 66 else { return nil }
         var i = 1 + 64
         i += b[i] == 1 ? 17 : 1

@@ -30,8 +30,9 @@ struct Authenticator: RouterMiddleware {
 
     func authenticate(_ request: Request, _ context: inout SyncContext) async throws {
         let ctype = request.headers[.contentType] ?? ""
-        guard ctype.split(separator: ";").first.map({ $0.trimmingCharacters(in: .whitespaces) }) == SyncProtocol.contentType else {
-            throw Problem(status: 415, title: "Unsupported Media Type", detail: "requests must be \(SyncProtocol.contentType), not '\(ctype)'")
+        let expected = request.uri.path == "/v1/sync" ? SyncProtocol.syncType : SyncProtocol.contentType
+        guard ctype.split(separator: ";").first.map({ $0.trimmingCharacters(in: .whitespaces) }) == expected else {
+            throw Problem(status: 415, title: "Unsupported Media Type", detail: "\(request.uri.path) requests must be \(expected), not '\(ctype)'")
         }
         let buffer: ByteBuffer
         do { buffer = try await request.body.collect(upTo: SyncProtocol.maxBodyBytes) } catch {
@@ -91,11 +92,19 @@ struct Authenticator: RouterMiddleware {
             context.device = nil
             throw Problem(status: 401, title: "Unauthorized", detail: "the request signature does not verify")
         }
-        guard try await server.store.useNonce(device: params.keyid, nonce: params.nonce, expiresAt: UInt64(expires) * 1000, now: server.clock()) else {
-            throw Problem(status: 401, title: "Unauthorized", detail: "this signature nonce was already used (replay)")
+        let nonce = SignatureNonce(device: params.keyid, nonce: params.nonce, expiresAt: UInt64(expires) * 1000)
+        if request.uri.path == "/v1/sync" {
+            // Recorded in the exchange's own transaction: one durable commit per sync, not two.
+            context.unrecordedNonce = nonce
+        } else if try await !server.store.useNonce(device: nonce.device, nonce: nonce.nonce, expiresAt: nonce.expiresAt, now: server.clock()) {
+            throw Problem(status: 401, title: "Unauthorized", detail: Self.replayed)
         }
         try await server.limiter.admit(params.keyid)
     }
+}
+
+extension Authenticator {
+    static let replayed = "this signature nonce was already used (replay)"
 }
 
 /// Requests per device per minute, per server process.

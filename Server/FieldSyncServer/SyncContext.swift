@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncStore
 import Hummingbird
 
 /// The request context: after `Authenticator` has run, the verified device and the body it signed.
@@ -10,6 +11,9 @@ public struct SyncContext: RequestContext {
     public var body: [UInt8] = []
     /// The request's signature nonce, echoed in the signed response to bind the two.
     public var nonce: String?
+    /// For `/v1/sync`: the nonce the exchange must record in its own transaction (the
+    /// authenticator records every other route's nonce itself).
+    public var unrecordedNonce: SignatureNonce?
     /// For `/v1/enroll`: the key that signed the request (its own key, proven by the signature).
     public var enrollingKey: [UInt8]?
 

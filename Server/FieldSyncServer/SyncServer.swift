@@ -73,8 +73,8 @@ public struct SyncServer: Sendable {
         guard let device = context.device else { throw Problem(status: 401, title: "Unauthorized", detail: "not authenticated") }
         let start = ContinuousClock.now
         let req: SyncRequest
-        do { req = try JSONDecoder().decode(SyncRequest.self, from: Data(context.body)) } catch {
-            throw Problem(status: 400, title: "Bad Request", detail: "malformed sync JSON")
+        do { req = try SyncRequest(body: context.body) } catch {
+            throw Problem(status: 400, title: "Bad Request", detail: error.message)
         }
         guard req.changes.count <= SyncProtocol.maxBatch else {
             throw Problem(status: 413, title: "Content Too Large", detail: "\(req.changes.count) changes in one request; at most \(SyncProtocol.maxBatch)")
@@ -83,23 +83,30 @@ public struct SyncServer: Sendable {
         do { vector = try req.decodedVector() } catch { throw Problem(status: 400, title: "Bad Request", detail: error.message) }
         var upload: [SignedChange] = []
         var undecodable: [ChangeRefusal] = []
-        for (i, text) in req.changes.enumerated() {
-            do { upload.append(try SignedChange(base64Envelope: text)) } catch {
+        for (i, envelope) in req.changes.enumerated() {
+            do { upload.append(try SignedChange(envelope: envelope)) } catch {
                 undecodable.append(ChangeRefusal(id: "#\(i)", code: error.code.description, reason: error.message))
             }
         }
-        let result = try await store.exchange(device: device.device, upload: upload, clientVector: vector, limit: SyncProtocol.maxBatch, now: clock())
+        guard let nonce = context.unrecordedNonce else { throw Problem(status: 401, title: "Unauthorized", detail: "no signature nonce") }
+        let result: ReplicaStore.ExchangeResult
+        do {
+            result = try await store.exchange(device: device.device, upload: upload, clientVector: vector, limit: SyncProtocol.maxBatch,
+                                              now: clock(), nonce: nonce)
+        } catch let e as StoreError where e.code == .replayed {
+            throw Problem(status: 401, title: "Unauthorized", detail: Authenticator.replayed)
+        }
         let refused = undecodable + result.refused
         // Accepted minus those kept but refused by policy (listed in both), without comparing every pair.
         let acceptedIDs = Set(result.accepted.map(\.hex))
         metrics.changesAccepted.increment(by: Int64(result.accepted.count - result.refused.filter { acceptedIDs.contains($0.id) }.count))
         metrics.changesRefused.increment(by: Int64(refused.count))
         let body = SyncResponse(
-            accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking.map { Data($0).base64EncodedString() },
+            accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking,
             vector: Dictionary(uniqueKeysWithValues: result.vector.seqs.map { ($0.key.description, $0.value) }),
             more: result.more, serverTime: clock(), roster: SignedRoster.sign(try await store.currentRoster(), key: key))
         metrics.syncDuration.record(ContinuousClock.now - start)
-        return try signed(status: .ok, encodable: body, nonce: context.nonce)
+        return signed(status: .ok, body: try body.body(), contentType: SyncProtocol.syncType, nonce: context.nonce)
     }
 
     // MARK: Signed answers

@@ -6,8 +6,10 @@ import FieldSyncStore
 /// Every call is async: a handler must never block a thread of the cooperative pool on storage.
 public protocol SyncStore: Sendable {
     func currentRoster() async throws -> Roster
-    /// Stores the uploaded changes durably (one transaction), then collects what the client lacks.
-    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int, now: UInt64) async throws -> ReplicaStore.ExchangeResult
+    /// Records the request's nonce and stores the uploaded changes durably (one transaction), then
+    /// collects what the client lacks. A nonce seen before throws `StoreError(.replayed)`.
+    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int, now: UInt64,
+                  nonce: SignatureNonce?) async throws -> ReplicaStore.ExchangeResult
     func enrollDevice(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry
     /// False when the nonce was seen before (a replay).
     func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) async throws -> Bool

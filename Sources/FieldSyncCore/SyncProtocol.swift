@@ -1,10 +1,14 @@
 import Foundation
 
-/// The sync protocol's messages (DESIGN.md §7), as JSON bodies. Changes travel as base64 of their
-/// envelopes (`SignedChange.envelope`): the signature and the change in wire form, from which
-/// the receiver rebuilds the signed bytes byte for byte.
+/// The sync protocol's messages (DESIGN.md §7). Enrolment and the roster are JSON. A sync body
+/// (`SyncBody`) is a small JSON header followed by the changes' envelopes as raw bytes
+/// (`SignedChange.envelope`: the signature and the change in wire form, from which the receiver
+/// rebuilds the signed bytes byte for byte). Raw rather than base64 in JSON: a first sync is
+/// mostly envelopes, and base64 added a third to every one of them, plus the parsing.
 public enum SyncProtocol {
     public static let contentType = "application/json"
+    /// `/v1/sync` requests and answers.
+    public static let syncType = "application/vnd.fieldsync.sync"
     public static let problemType = "application/problem+json"
     /// Most changes either side sends in one exchange.
     public static let maxBatch = 500
@@ -12,16 +16,64 @@ public enum SyncProtocol {
     public static let maxBodyBytes = 16 << 20
 }
 
+/// `version (1) ‖ varint length ‖ header JSON ‖ (varint length ‖ envelope)*`, read strictly.
+public enum SyncBody {
+    static let version: UInt8 = 1
+
+    public static func encode(header: some Encodable, changes: [[UInt8]]) throws -> [UInt8] {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        var w = ByteWriter()
+        w.bytes.reserveCapacity(changes.reduce(64) { $0 + $1.count + 3 })
+        w.u8(version)
+        w.blob(Array(try enc.encode(header)))
+        for c in changes { w.blob(c) }
+        return w.bytes
+    }
+
+    /// The header's JSON bytes and the envelopes, checked for framing only.
+    public static func split(_ body: [UInt8]) throws(CoreError) -> (header: [UInt8], changes: [[UInt8]]) {
+        var r = ByteReader(body)
+        let parsed = Result { () throws(CoreError) -> ([UInt8], [[UInt8]]) in
+            guard try r.u8() == version else { throw CoreError(.malformed, "version \(body.first ?? 0) is not \(version)") }
+            let head = try r.blob(max: 1 << 20, what: "header")
+            var changes: [[UInt8]] = []
+            while !r.isAtEnd { changes.append(try r.blob(max: SyncProtocol.maxBodyBytes, what: "change")) }
+            return (head, changes)
+        }
+        switch parsed {
+        case .success(let p): return p
+        case .failure(let e): throw CoreError(.malformed, "malformed sync body: \(e.message)")
+        }
+    }
+
+    public static func decode<H: Decodable>(_ body: [UInt8], header: H.Type) throws(CoreError) -> (H, [[UInt8]]) {
+        let (head, changes) = try split(body)
+        guard let h = try? JSONDecoder().decode(H.self, from: Data(head)) else { throw CoreError(.malformed, "malformed sync body: the header is not the expected JSON") }
+        return (h, changes)
+    }
+}
+
 public struct SyncRequest: Codable, Sendable {
     /// What the client holds: device id → highest contiguous seq.
     public var vector: [String: UInt64]
-    /// The client's unacknowledged changes, oldest first (at most `SyncProtocol.maxBatch`).
-    public var changes: [String]
+    /// The client's unacknowledged changes as envelopes, oldest first (at most `SyncProtocol.maxBatch`).
+    public var changes: [[UInt8]] = []
+
+    enum CodingKeys: String, CodingKey { case vector }
 
     public init(vector: VersionVector, changes: [SignedChange]) {
         self.vector = Dictionary(uniqueKeysWithValues: vector.seqs.map { ($0.key.description, $0.value) })
-        self.changes = changes.map { Data($0.envelope).base64EncodedString() }
+        self.changes = changes.map(\.envelope)
     }
+
+    public init(body: [UInt8]) throws(CoreError) {
+        let (h, changes) = try SyncBody.decode(body, header: SyncRequest.self)
+        self = h
+        self.changes = changes
+    }
+
+    public func body() throws -> [UInt8] { try SyncBody.encode(header: self, changes: changes) }
 
     public func decodedVector() throws(CoreError) -> VersionVector {
         var v = VersionVector()
@@ -45,8 +97,8 @@ public struct SyncResponse: Codable, Sendable {
     public var accepted: [String]
     /// Changes refused: not stored (tampered, revoked, forked…), or stored but applied nowhere (policy).
     public var refused: [ChangeRefusal]
-    /// Changes the client lacks, oldest first per device.
-    public var changes: [String]
+    /// Changes the client lacks, as envelopes, oldest first per device.
+    public var changes: [[UInt8]] = []
     /// The server's vector after this exchange.
     public var vector: [String: UInt64]
     /// More changes wait on the server: ask again.
@@ -55,7 +107,17 @@ public struct SyncResponse: Codable, Sendable {
     public var serverTime: UInt64
     public var roster: SignedRoster?
 
-    public init(accepted: [String], refused: [ChangeRefusal], changes: [String], vector: [String: UInt64], more: Bool,
+    enum CodingKeys: String, CodingKey { case accepted, refused, vector, more, serverTime, roster }
+
+    public init(body: [UInt8]) throws(CoreError) {
+        let (h, changes) = try SyncBody.decode(body, header: SyncResponse.self)
+        self = h
+        self.changes = changes
+    }
+
+    public func body() throws -> [UInt8] { try SyncBody.encode(header: self, changes: changes) }
+
+    public init(accepted: [String], refused: [ChangeRefusal], changes: [[UInt8]], vector: [String: UInt64], more: Bool,
                 serverTime: UInt64, roster: SignedRoster?) {
         self.accepted = accepted
         self.refused = refused
@@ -145,14 +207,5 @@ public struct SignedRoster: Codable, Sendable, Hashable {
             out.append(e)
         }
         return Roster(out)
-    }
-}
-
-extension SignedChange {
-    public var base64Envelope: String { Data(envelope).base64EncodedString() }
-
-    public init(base64Envelope: String) throws(CoreError) {
-        guard let d = Data(base64Encoded: base64Envelope) else { throw CoreError(.malformed, "a change is not base64") }
-        try self.init(envelope: Array(d))
     }
 }

@@ -3,6 +3,14 @@ import FieldSyncCore
 import Foundation
 import GRDB
 
+/// A request signature's nonce, kept until the signature expires (the replay cache).
+public struct SignatureNonce: Sendable, Hashable {
+    public var device: String
+    public var nonce: String
+    public var expiresAt: UInt64
+    public init(device: String, nonce: String, expiresAt: UInt64) { self.device = device; self.nonce = nonce; self.expiresAt = expiresAt }
+}
+
 /// The sync server's own bookkeeping on its replica: invites, the replay cache, device activity,
 /// and the exchange itself (receive, then answer from the same committed state).
 extension ReplicaStore {
@@ -19,14 +27,17 @@ extension ReplicaStore {
     /// commits before anything is answered, so an acknowledged change is on disk. Signatures are
     /// checked before the writer is taken, and what the client lacks is read from a snapshot
     /// after the commit, beside other writers: the single SQLite writer is held only to store.
+    /// The request's `nonce` is recorded in that same transaction (one durable commit per
+    /// exchange, not two); a replayed one throws `StoreError(.replayed)` and stores nothing.
     public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
-                         now: UInt64) async throws -> ExchangeResult {
+                         now: UInt64, nonce: SignatureNonce? = nil) async throws -> ExchangeResult {
         let roster = try await currentRoster()
         let verified = Set(upload.filter { c in
             guard c.change.device == device, let entry = roster[c.change.device] else { return false }
             return (try? c.verify(publicKey: entry.publicKey)) != nil
         }.map(\.id))
-        let stored = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limit: limit, now: now)
+        let stored = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limit: limit,
+                                           now: now, nonce: nonce)
         var result = stored.0
         // An erase must not survive in the WAL: fold it into the main file (zeroed by secure_delete).
         if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
@@ -41,9 +52,12 @@ extension ReplicaStore {
     /// Stores the upload in one write transaction. Returns the result so far and what the client
     /// holds now: what it said it had, plus what it just sent.
     func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limit: Int,
-                     now: UInt64) async throws -> (ExchangeResult, known: VersionVector) {
+                     now: UInt64, nonce: SignatureNonce?) async throws -> (ExchangeResult, known: VersionVector) {
         let schema = self.schema
         return try await writeAsync { db in
+            if let nonce, try !Self.useNonce(db, nonce, now: now) {
+                throw StoreError(.replayed, "this signature nonce was already used (replay)")
+            }
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now)
             var result = ExchangeResult()
             var known = clientVector
@@ -160,12 +174,14 @@ extension ReplicaStore {
 
     /// Records a signature nonce; false when it was seen before (a replay).
     public func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) async throws -> Bool {
-        try await writeAsync { db in
-            try db.execute(sql: "DELETE FROM nonces WHERE expires_at < ?", arguments: [Int64(now)])
-            try db.execute(sql: "INSERT OR IGNORE INTO nonces (device, nonce, expires_at) VALUES (?, ?, ?)",
-                           arguments: [device, nonce, Int64(expiresAt)])
-            return db.changesCount == 1
-        }
+        try await writeAsync { db in try Self.useNonce(db, SignatureNonce(device: device, nonce: nonce, expiresAt: expiresAt), now: now) }
+    }
+
+    static func useNonce(_ db: Database, _ n: SignatureNonce, now: UInt64) throws -> Bool {
+        try db.cachedStatement(sql: "DELETE FROM nonces WHERE expires_at < ?").execute(arguments: [Int64(now)])
+        try db.cachedStatement(sql: "INSERT OR IGNORE INTO nonces (device, nonce, expires_at) VALUES (?, ?, ?)")
+            .execute(arguments: [n.device, n.nonce, Int64(n.expiresAt)])
+        return db.changesCount == 1
     }
 
     public struct DeviceReport: Sendable {

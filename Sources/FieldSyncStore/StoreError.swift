@@ -13,6 +13,8 @@ public struct StoreError: Error, Hashable, CustomStringConvertible, Sendable {
         public static let ambiguous = Code("ambiguous")
         public static let readOnly = Code("read_only")
         public static let busy = Code("busy")
+        /// A request signature's nonce was seen before.
+        public static let replayed = Code("replayed")
     }
 
     public let code: Code

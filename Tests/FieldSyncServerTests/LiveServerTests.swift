@@ -63,7 +63,7 @@ struct LiveClient {
         req.body = .bytes(ByteBuffer(bytes: body))
         let res = try await http.execute(req, timeout: .seconds(10))
         let bytes = try await res.body.collect(upTo: 32 << 20)
-        return (Int(res.status.code), (try? JSONValue.parse(Array(bytes.readableBytesView))) ?? .null)
+        return (Int(res.status.code), readableBody(Array(bytes.readableBytesView), contentType: res.headers.first(name: "Content-Type")))
     }
 
     func shutdown() async { try? await http.shutdown() }

@@ -44,7 +44,7 @@ import Testing
     }
 
     @Test func alteredTargetIsRefused() async throws {
-        var s = Signer(alice); s.target = "https://localhost/v1/roster"
+        var s = Signer(alice); s.target = "https://localhost/v1/roster"; s.contentType = SyncProtocol.syncType
         #expect(try await status(s.headers(body: body)).0 == 401)
     }
 
@@ -118,6 +118,16 @@ import Testing
         #expect(code == 401 && detail.contains("replay"))
     }
 
+    /// `/v1/sync` records its nonce in the exchange's transaction, the other routes before the
+    /// handler: a replay is refused on both paths, and a replayed sync stores nothing.
+    @Test func replayedNonceIsRefusedOnTheRosterToo() async throws {
+        var s = Signer(alice); s.method = "GET"; s.target = "https://localhost/v1/roster"
+        let h = s.headers(body: [])
+        #expect(try await send(ts, uri: "/v1/roster", method: .get, headers: h, body: []).0 == 200)
+        let (code, problem, _, _) = try await send(ts, uri: "/v1/roster", method: .get, headers: h, body: [])
+        #expect(code == 401 && problem["detail"]?.stringValue?.contains("replay") == true)
+    }
+
     @Test func garbageSignatureIsRefused() async throws {
         var h = Signer(alice).headers(body: body)
         h[HTTPField.Name("Signature")!] = "sig1=:" + Data(repeating: 7, count: 64).base64EncodedString() + ":"
@@ -134,9 +144,19 @@ import Testing
         #expect(try await status(s.headers(body: body)).0 == 401)
     }
 
-    @Test func malformedJSONIsRefused() async throws {
-        let junk = Array("{\"vector\": [".utf8)
-        #expect(try await status(Signer(alice).headers(body: junk), body: junk).0 == 400)
+    @Test func malformedSyncBodyIsRefused() async throws {
+        let good = syncBody([])
+        let header = Array("{\"vector\": [".utf8)
+        let cases: [[UInt8]] = [
+            Array("{\"vector\": {}}".utf8),                      // JSON, not a sync body
+            [1, UInt8(header.count)] + header,                   // framed, but the header is not JSON
+            [2] + good.dropFirst(),                              // an unknown body version
+            good + [5, 1, 2],                                    // a change cut short
+        ]
+        for junk in cases {
+            let (code, detail) = try await status(Signer(alice).headers(body: junk), body: junk)
+            #expect(code == 400 && detail.hasPrefix("malformed sync body"), "\(junk.prefix(8)): \(code) \(detail)")
+        }
     }
 
     @Test func wrongContentTypeIsRefused() async throws {

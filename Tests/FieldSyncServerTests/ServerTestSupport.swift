@@ -41,7 +41,8 @@ struct Signer {
     var keyid: String?
     var method = "POST"
     var target = "https://localhost/v1/sync"
-    var contentType = "application/json"
+    /// Nil: what the target's route expects.
+    var contentType: String?
     var components = HTTPSignature.requestComponents
     var created = Int64(Timestamps.nowMillis / 1000)
     var expiresIn: Int64 = 60
@@ -56,6 +57,7 @@ struct Signer {
         let digest = HTTPSignature.contentDigest(body)
         let params = HTTPSignature.Parameters(components: components, created: created, expires: created + expiresIn, nonce: nonce,
                                               keyid: keyid ?? key.deviceID.description, alg: alg)
+        let contentType = self.contentType ?? (target.hasSuffix("/v1/sync") ? SyncProtocol.syncType : SyncProtocol.contentType)
         let all = [method, target, signedDigest ?? digest, signedContentType ?? contentType]
         let values = components.map { c in all[HTTPSignature.requestComponents.firstIndex(of: c)!] }
         let (input, sig) = HTTPSignature.sign(values: values, parameters: params, key: key)
@@ -69,7 +71,21 @@ struct Signer {
 }
 
 func syncBody(_ changes: [SignedChange], vector: VersionVector = VersionVector()) -> [UInt8] {
-    Array(try! JSONEncoder().encode(SyncRequest(vector: vector, changes: changes)))
+    try! SyncRequest(vector: vector, changes: changes).body()
+}
+
+/// A body as JSON for the tests to read: a sync body's header, with its envelopes added as
+/// base64 strings under "changes"; any other body parsed as JSON (null if it is not).
+func readableBody(_ bytes: [UInt8], contentType: String?) -> JSONValue {
+    guard contentType == SyncProtocol.syncType, let (header, changes) = try? SyncBody.split(bytes),
+          case .object(var o)? = try? JSONValue.parse(header) else { return (try? JSONValue.parse(bytes)) ?? .null }
+    o["changes"] = .array(changes.map { .string(Data($0).base64EncodedString()) })
+    return .object(o)
+}
+
+/// An envelope as `readableBody` shows it.
+func envelope(_ text: JSONValue) -> SignedChange? {
+    text.stringValue.flatMap { Data(base64Encoded: $0) }.flatMap { try? SignedChange(envelope: Array($0)) }
 }
 
 /// A local replica for a test device, to make real signed changes.

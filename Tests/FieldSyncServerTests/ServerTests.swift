@@ -13,7 +13,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     try await ts.app.test(.router) { client in
         try await client.execute(uri: uri, method: method, headers: headers, body: ByteBuffer(bytes: body)) { r in
             let bytes = Array(r.body.readableBytesView)
-            return (r.status.code, (try? JSONValue.parse(bytes)) ?? .null, r.headers, bytes)
+            return (r.status.code, readableBody(bytes, contentType: r.headers[.contentType]), r.headers, bytes)
         }
     }
 }
@@ -33,7 +33,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         // The answer is signed by the server key and bound to the request's nonce.
         let (params, sig) = try HTTPSignature.parse(input: headers[HTTPField.Name("Signature-Input")!]!, signature: headers[HTTPField.Name("Signature")!]!)
         #expect(params.nonce == signer.nonce)
-        #expect(HTTPSignature.verify(values: ["200", HTTPSignature.contentDigest(raw), "application/json"], parameters: params, signature: sig,
+        #expect(HTTPSignature.verify(values: ["200", HTTPSignature.contentDigest(raw), SyncProtocol.syncType], parameters: params, signature: sig,
                                      publicKey: ts.serverKey.publicKey))
         #expect(try ts.store.hasChange(c1.id), "committed before the answer")
 
@@ -43,7 +43,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(s2 == 200)
         var b = TestLaptop(key: kb, roster: roster)
         for text in a2["changes"]?.arrayValue ?? [] {
-            _ = try Replicator.receive(try SignedChange(base64Envelope: text.stringValue!), into: &b.replica, wallMillis: Timestamps.nowMillis)
+            _ = try Replicator.receive(try #require(envelope(text)), into: &b.replica, wallMillis: Timestamps.nowMillis)
         }
         #expect(b.replica.record(id) == a.replica.record(id))
         #expect(a2["more"] == .bool(false))
@@ -59,7 +59,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         var a = TestLaptop(key: ka, roster: try ts.store.roster())
         var changes: [SignedChange] = []
         for i in 0..<(SyncProtocol.maxBatch + 20) { changes.append(try a.note("N-\(i)").1) }
-        _ = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limit: 10_000, now: Timestamps.nowMillis)
+        _ = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limit: 10_000, now: Timestamps.nowMillis, nonce: nil)
         let pull = syncBody([])
         let (_, first, _, _) = try await send(ts, headers: Signer(kb).headers(body: pull), body: pull)
         #expect(first["changes"]?.arrayValue?.count == SyncProtocol.maxBatch)

@@ -120,11 +120,7 @@ public struct SyncEngine: Sendable {
         let store = replica.store
         while true {
             let outbox = try store.outbox(device: replica.device, limit: SyncProtocol.maxBatch)
-            let body = Array(try JSONEncoder().encode(SyncRequest(vector: try store.vector(), changes: outbox)))
-            let (_, raw) = try await transport.send(method: .POST, path: "/v1/sync", body: body)
-            guard let answer = try? JSONDecoder().decode(SyncResponse.self, from: Data(raw)) else {
-                throw SyncFailure(.failure, "the server's answer is malformed")
-            }
+            let answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox))
             summary.rounds += 1
             offset = Int64(answer.serverTime) - Int64(Timestamps.nowMillis)
             var outcome = ReplicaStore.ExchangeOutcome(meta: ["clock_offset": String(offset)])
@@ -139,8 +135,8 @@ public struct SyncEngine: Sendable {
             let refusedHere = answer.refused.filter { mine.contains($0.id) }
             summary.refused += refusedHere
             outcome.refusals = refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }
-            for text in answer.changes {
-                switch Result(catching: { () throws(CoreError) -> SignedChange in try SignedChange(base64Envelope: text) }) {
+            for envelope in answer.changes {
+                switch Result(catching: { () throws(CoreError) -> SignedChange in try SignedChange(envelope: envelope) }) {
                 case .success(let c): outcome.incoming.append(c)
                 case .failure(let e): throw SyncFailure(.failure, "the server sent a malformed change: \(e.message)")
                 }

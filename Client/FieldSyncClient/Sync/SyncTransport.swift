@@ -82,20 +82,20 @@ public final class SyncTransport: Sendable {
 
     /// Sends one request; returns the verified body of a 2xx answer, or throws a `SyncFailure`
     /// carrying the exit code the failure means.
-    public func send(method: HTTPMethod, path: String, body: [UInt8], sign: Bool = true,
+    public func send(method: HTTPMethod, path: String, body: [UInt8], contentType: String = SyncProtocol.contentType, sign: Bool = true,
                      answerKey: [UInt8]? = nil, timeout: TimeAmount = .seconds(60)) async throws -> (Int, [UInt8]) {
         let url = base + path
         var req = HTTPClientRequest(url: url)
         req.method = method
         let digest = HTTPSignature.contentDigest(body)
         let nonce = HTTPSignature.nonce()
-        req.headers.add(name: "Content-Type", value: SyncProtocol.contentType)
+        req.headers.add(name: "Content-Type", value: contentType)
         req.headers.add(name: "Content-Digest", value: digest)
         if sign {
             let created = (Int64(Timestamps.nowMillis) + offset) / 1000
             let params = HTTPSignature.Parameters(components: HTTPSignature.requestComponents, created: created, expires: created + 120,
                                                   nonce: nonce, keyid: key.deviceID.description)
-            let (input, sig) = HTTPSignature.sign(values: [method.rawValue, url, digest, SyncProtocol.contentType], parameters: params, key: key)
+            let (input, sig) = HTTPSignature.sign(values: [method.rawValue, url, digest, contentType], parameters: params, key: key)
             req.headers.add(name: "Signature-Input", value: input)
             req.headers.add(name: "Signature", value: sig)
         }
@@ -124,6 +124,14 @@ public final class SyncTransport: Sendable {
             }
         }
         return (status, bytes)
+    }
+
+    /// One `/v1/sync` exchange: the request's body out, the verified answer decoded.
+    public func exchange(_ request: SyncRequest) async throws -> SyncResponse {
+        let (_, raw) = try await send(method: .POST, path: "/v1/sync", body: try request.body(), contentType: SyncProtocol.syncType)
+        do { return try SyncResponse(body: raw) } catch {
+            throw SyncFailure(.failure, "the server's answer is malformed: \(error.message)")
+        }
     }
 
     func verifyAnswer(_ res: HTTPClientResponse, body: [UInt8], status: Int, nonce: String, key: [UInt8]) throws {
