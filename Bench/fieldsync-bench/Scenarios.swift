@@ -162,7 +162,12 @@ struct LoadClient: Sendable {
     let key: DeviceKey
     let changes: [SignedChange]
 
-    struct Outcome: Sendable { var latencies: [Double] = []; var uploadedOps = 0; var pulledOps = 0; var refused = 0 }
+    struct Outcome: Sendable {
+        var latencies: [Double] = []
+        /// The same, split: requests that carried changes up, and pulls only.
+        var uploadLatencies: [Double] = [], pullLatencies: [Double] = []
+        var uploadedOps = 0, pulledOps = 0, refused = 0
+    }
 
     func run(_ server: ServerProcess, serverKey: [UInt8]) async throws -> Outcome {
         let t = try SyncTransport(baseURL: server.url, caPEM: server.caPEM, key: key, offsetMillis: 0, serverKey: serverKey)
@@ -174,7 +179,9 @@ struct LoadClient: Sendable {
             let batch = Array(upload.prefix(SyncProtocol.maxBatch))
             let start = ContinuousClock.now
             let answer = try await t.exchange(SyncRequest(vector: vector, changes: batch))
-            out.latencies.append((ContinuousClock.now - start).millis)
+            let ms = (ContinuousClock.now - start).millis
+            out.latencies.append(ms)
+            if batch.isEmpty { out.pullLatencies.append(ms) } else { out.uploadLatencies.append(ms) }
             out.refused += answer.refused.count
             let accepted = Set(answer.accepted)
             out.uploadedOps += batch.filter { accepted.contains($0.id.hex) }.reduce(0) { $0 + $1.change.ops.count }
@@ -250,6 +257,12 @@ func b3DepotLoad(laptops: Int, changesEach: Int) async throws -> Result {
     r.add("uploaded_field_writes_per_s", Double(uploaded) / seconds, "/s")
     r.add("p50_request_ms", median(latencies), "ms")
     r.add("p99_request_ms", percentile(latencies, 99), "ms")
+    let up = outcomes.flatMap(\.uploadLatencies), pulls = outcomes.flatMap(\.pullLatencies)
+    r.add("upload_requests", Double(up.count), "")
+    r.add("p50_upload_request_ms", median(up), "ms")
+    r.add("p99_upload_request_ms", percentile(up, 99), "ms")
+    r.add("p50_pull_request_ms", median(pulls), "ms")
+    r.add("p99_pull_request_ms", percentile(pulls, 99), "ms")
     r.add("refusals", Double(outcomes.reduce(0) { $0 + $1.refused }), "")
     r.add("server_peak_rss_mb", server.peakRSSMB, "MB")
     r.notes.append("field writes through the server = ops accepted from uploads + ops delivered to pulls; the load clients sign every request and verify every answer's signature but only peek at pulled changes")

@@ -10,6 +10,8 @@ public struct ReplicaStore: Sendable {
     let writer: any DatabaseWriter
     public let schema: RecordSchema
     public let path: String
+    /// The server's store keeps each change's envelope to send it as is (`changes.envelope`).
+    let keepsEnvelopes: Bool
 
     /// Opens the replica at `path`. With `create`, makes a new one (refusing to reuse a file).
     public static func open(path: String, create: Bool = false, schema: RecordSchema = .standard, server: Bool = false) throws -> ReplicaStore {
@@ -56,7 +58,7 @@ public struct ReplicaStore: Sendable {
         } catch {
             throw StoreError(.notAReplica, "\(path) is not a fieldsync replica (\(Self.reason(error)))")
         }
-        return ReplicaStore(writer: pool, schema: schema, path: path)
+        return ReplicaStore(writer: pool, schema: schema, path: path, keepsEnvelopes: server)
     }
 
     static func reason(_ error: any Error) -> String {
@@ -119,7 +121,7 @@ public struct ReplicaStore: Sendable {
     public func commitLocal(key: DeviceKey, wallMillis: UInt64 = Timestamps.nowMillis,
                             _ build: (RecordReader) throws -> ChangeDraft) throws -> [SignedChange] {
         try write { db in
-            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis)
+            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis, keepsEnvelopes: keepsEnvelopes)
             let draft = try build(RecordReader(storage: s))
             guard !draft.isEmpty else { return [] }
             var out: [SignedChange] = []
@@ -177,7 +179,7 @@ public struct ReplicaStore: Sendable {
                     """, arguments: [Data(r.id.bytes), r.code, r.reason, Int64(wallMillis)])
             }
             guard !o.incoming.isEmpty else { return [ChangeID: Result<ReceiveOutcome, CoreError>]() }
-            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis)
+            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis, keepsEnvelopes: keepsEnvelopes)
             var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
             for c in o.incoming {
                 do { out[c.id] = .success(try Replicator.receive(c, into: &s, wallMillis: wallMillis)) } catch let e as CoreError {
@@ -224,7 +226,7 @@ public struct ReplicaStore: Sendable {
         for (d, top) in vector.seqs.sorted(by: { $0.key.description < $1.key.description }) {
             guard top > known[d] else { continue }
             if out.count >= limit { more = true; continue }
-            let rows = try Row.fetchCursor(db, sql: "SELECT id, signed, signature, seed FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?",
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT id, signed, signature, seed, envelope FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?"),
                                            arguments: [d.description, Int64(known[d]), limit - out.count])
             var n = 0
             while let r = try rows.next() {
@@ -236,9 +238,10 @@ public struct ReplicaStore: Sendable {
         return (out, more, vector)
     }
 
-    /// A stored change as its envelope, built from the stored bytes: the server sends what it
-    /// checked on receipt without parsing the values again.
+    /// A stored change as its envelope: the server's kept copy, or else built from the stored
+    /// bytes (the server sends what it checked on receipt without parsing the values again).
     static func loadEnvelope(_ row: Row, _ db: Database) throws -> [UInt8] {
+        if let kept = row.optionalBytes("envelope") { return kept }
         var stored: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
         for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?"), arguments: [row["id"] as Data]) {
             stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value"))
@@ -265,7 +268,7 @@ public struct ReplicaStore: Sendable {
 
 
     public func view(_ id: RecordID) throws -> RecordView? {
-        try read { db in try SQLiteStorage(db: db, schema: schema, wallMillis: 0).recordOps(id).materialize(schema: schema) }
+        try read { db in try SQLiteStorage(db: db, schema: schema, wallMillis: 0, keepsEnvelopes: keepsEnvelopes).recordOps(id).materialize(schema: schema) }
     }
 
     /// Finds a record by a unique prefix of its id.

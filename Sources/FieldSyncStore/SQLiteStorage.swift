@@ -8,13 +8,16 @@ struct SQLiteStorage: ReplicaStorage {
     let db: Database
     let schema: RecordSchema
     let wallMillis: UInt64
+    /// Store each change's envelope beside it (the server's store: see `loadEnvelope`).
+    let keepsEnvelopes: Bool
     var roster: [DeviceID: RosterEntry]
     var clock: HybridClock
 
-    init(db: Database, schema: RecordSchema, wallMillis: UInt64) throws {
+    init(db: Database, schema: RecordSchema, wallMillis: UInt64, keepsEnvelopes: Bool) throws {
         self.db = db
         self.schema = schema
         self.wallMillis = wallMillis
+        self.keepsEnvelopes = keepsEnvelopes
         roster = try Dictionary(RosterRow.all(db).map { ($0.device, $0) }, uniquingKeysWith: { a, _ in a })
         clock = HybridClock(last: HLC(raw: UInt64(try Meta.get("hlc", db).flatMap { UInt64($0) } ?? 0)))
     }
@@ -54,11 +57,12 @@ struct SQLiteStorage: ReplicaStorage {
 
     func appendToChain(_ c: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws {
         try db.cachedStatement(sql: """
-            INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, seed)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, seed, envelope)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [Data(c.id.bytes), c.change.device.description, Int64(c.change.seq), Int64(bitPattern: c.change.hlc.raw),
                              Int64(bitPattern: c.change.wallMillis), Int64(wallMillis), Data(c.bytes), Data(c.signature),
-                             refusal?.code.description, refusal?.message, clockSkewed, c.seed.map { Data($0) }])
+                             refusal?.code.description, refusal?.message, clockSkewed, c.seed.map { Data($0) },
+                             keepsEnvelopes ? Data(c.envelope) : nil])
         let insert = try db.cachedStatement(sql: "INSERT INTO op_values (change_id, idx, salt, value) VALUES (?, ?, ?, ?)")
         for (i, v) in c.values {
             try insert.execute(arguments: [Data(c.id.bytes), Int64(i), Data(v.salt), Data(v.value.canonicalBytes)])
@@ -101,8 +105,9 @@ struct SQLiteStorage: ReplicaStorage {
             let op = try ChangeCodec.decodeOp(row.bytes("op"))
             guard fields.contains(op.field) else { continue }
             try db.execute(sql: "DELETE FROM op_values WHERE change_id = ? AND idx = ?", arguments: [row["change_id"] as Data, row["idx"] as Int64])
-            // With the seed, the erased value's salt could be derived again.
-            try db.execute(sql: "UPDATE changes SET seed = NULL WHERE id = ?", arguments: [row["change_id"] as Data])
+            // With the seed, the erased value's salt could be derived again; the kept envelope
+            // holds the value itself.
+            try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE id = ?", arguments: [row["change_id"] as Data])
         }
         // Values waiting in `pending` for this record are erased when they are applied.
     }

@@ -58,7 +58,7 @@ extension ReplicaStore {
             if let nonce, try !Self.useNonce(db, nonce, now: now) {
                 throw StoreError(.replayed, "this signature nonce was already used (replay)")
             }
-            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now)
+            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now, keepsEnvelopes: true)
             var result = ExchangeResult()
             var known = clientVector
             for c in upload {

@@ -21,8 +21,8 @@ final class TempDir {
          RosterEntry(publicKey: press.publicKey, name: "press", role: .press, enrolledAtMillis: 0)]
     }
 
-    func newStore(_ dir: TempDir, _ name: String = "r.sqlite") throws -> ReplicaStore {
-        let s = try ReplicaStore.open(path: dir.path + "/" + name, create: true)
+    func newStore(_ dir: TempDir, _ name: String = "r.sqlite", server: Bool = false) throws -> ReplicaStore {
+        let s = try ReplicaStore.open(path: dir.path + "/" + name, create: true, server: server)
         try s.upsertRoster(entries)
         return s
     }
@@ -123,10 +123,11 @@ final class TempDir {
         #expect(try other.listing(type: .note).count == 1)
     }
 
-    /// After an erase, the erased e-mail is in no byte of the database or its WAL.
-    @Test func eraseLeavesNoTraceInTheFiles() throws {
+    /// After an erase, the erased e-mail is in no byte of the database or its WAL: on a laptop,
+    /// and on the server, which also keeps each change's envelope to send.
+    @Test(arguments: [false, true]) func eraseLeavesNoTraceInTheFiles(server: Bool) throws {
         let dir = TempDir()
-        let store = try newStore(dir)
+        let store = try newStore(dir, server: server)
         let secret = "o.melnyk@umac.example"
         var id = RecordID.make()
         let made = try store.commitLocal(key: press) { _ in
@@ -157,6 +158,14 @@ final class TempDir {
             if c.id == made[0].id { #expect(c.seed == nil) } else { #expect(c.seed != nil) }
         }
         #expect(made[0].seed != nil)
+        // What the server sends from now on is the envelope without the value, still verifying.
+        let sent = try store.read { db in try ReplicaStore.lacking(db, known: VersionVector(), limit: 100, load: ReplicaStore.loadEnvelope).changes }
+        #expect(sent.count == 2)
+        for e in sent {
+            #expect(Data(e).range(of: Data(secret.utf8)) == nil)
+            let c = try SignedChange(envelope: e)
+            try c.verify(publicKey: entries.first { $0.device == c.change.device }!.publicKey)
+        }
     }
 
     @Test func idPrefixesResolveOrSayWhy() throws {
