@@ -101,7 +101,7 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"], swiftSettings: strict),
-        .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore"], swiftSettings: strict),
+        .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
         .testTarget(name: "FieldSyncClientTests", dependencies: ["FieldSyncClient"], exclude: ["Fixtures"], swiftSettings: strict),
         .testTarget(
             name: "FieldSyncServerTests",

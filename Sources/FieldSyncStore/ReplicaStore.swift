@@ -36,6 +36,9 @@ public struct ReplicaStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
             // Erased values must not linger in free pages.
             try db.execute(sql: "PRAGMA secure_delete = ON")
+            // A first sync or a large import writes one long transaction: with SQLite's default
+            // 2 MB page cache it spills dirty pages mid-transaction and re-reads them.
+            try db.execute(sql: "PRAGMA cache_size = -32768")
         }
         let pool: DatabasePool
         do {
@@ -226,7 +229,7 @@ public struct ReplicaStore: Sendable {
         for (d, top) in vector.seqs.sorted(by: { $0.key.description < $1.key.description }) {
             guard top > known[d] else { continue }
             if out.count >= limit { more = true; continue }
-            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT id, signed, signature, seed, envelope FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?"),
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT n, id, signed, signature, seed, envelope FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?"),
                                            arguments: [d.description, Int64(known[d]), limit - out.count])
             var n = 0
             while let r = try rows.next() {
@@ -243,7 +246,7 @@ public struct ReplicaStore: Sendable {
     static func loadEnvelope(_ row: Row, _ db: Database) throws -> [UInt8] {
         if let kept = row.optionalBytes("envelope") { return kept }
         var stored: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
-        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?"), arguments: [row["id"] as Data]) {
+        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change = ?"), arguments: [row["n"] as Int64]) {
             stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value"))
         }
         return SignedChange.envelope(change: try ChangeCodec.decode(row.bytes("signed")), signature: row.bytes("signature"),
@@ -252,7 +255,7 @@ public struct ReplicaStore: Sendable {
 
     static func loadChange(_ row: Row, _ db: Database) throws -> SignedChange {
         var values: [UInt16: OpValue] = [:]
-        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change_id = ?"), arguments: [row["id"] as Data]) {
+        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change = ?"), arguments: [row["n"] as Int64]) {
             values[UInt16(v["idx"] as Int64)] = OpValue(salt: v.bytes("salt"), value: try JSONValue.parseCanonical(v.bytes("value")))
         }
         return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values, seed: row.optionalBytes("seed"))
@@ -261,7 +264,7 @@ public struct ReplicaStore: Sendable {
     /// This device's changes the server has not acknowledged yet, in seq order.
     public func outbox(device: DeviceID, limit: Int = .max) throws -> [SignedChange] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT id, signed, signature, seed FROM changes WHERE device = ? AND acked = 0 ORDER BY seq LIMIT ?",
+            try Row.fetchAll(db, sql: "SELECT n, id, signed, signature, seed FROM changes WHERE device = ? AND acked = 0 ORDER BY seq LIMIT ?",
                              arguments: [device.description, limit]).map { try Self.loadChange($0, db) }
         }
     }
@@ -349,9 +352,9 @@ extension ReplicaStore {
     public func logChanges(since: UInt64?, device: DeviceID?, record: RecordID?, limit: Int) throws -> [LoggedChange] {
         try read { db in
             let rows = try Row.fetchAll(db, sql: """
-                SELECT id, signed, signature, refusal, clock_skew FROM changes
+                SELECT n, id, signed, signature, seed, refusal, clock_skew FROM changes
                 WHERE (? IS NULL OR hlc >= ?) AND (? IS NULL OR device = ?)
-                  AND (? IS NULL OR id IN (SELECT change_id FROM ops WHERE record = ?))
+                  AND (? IS NULL OR n IN (SELECT change FROM ops WHERE record = ?))
                 ORDER BY hlc DESC, device DESC LIMIT ?
                 """, arguments: [since.map { Int64($0 << 16) }, since.map { Int64($0 << 16) }, device?.description, device?.description,
                                  record.map { Data($0.bytes) }, record.map { Data($0.bytes) }, limit])
@@ -379,7 +382,8 @@ extension ReplicaStore {
     /// The value an op wrote, if this replica holds it (nil when erased or unknown).
     public func value(of ref: OpRef) throws -> JSONValue? {
         try read { db in
-            try Data.fetchOne(db, sql: "SELECT value FROM op_values WHERE change_id = ? AND idx = ?", arguments: [Data(ref.change.bytes), Int64(ref.index)])
+            try Data.fetchOne(db, sql: "SELECT op_values.value FROM op_values JOIN changes ON changes.n = op_values.change WHERE changes.id = ? AND op_values.idx = ?",
+                              arguments: [Data(ref.change.bytes), Int64(ref.index)])
                 .flatMap { try? JSONValue.parseCanonical([UInt8]($0)) }
         }
     }

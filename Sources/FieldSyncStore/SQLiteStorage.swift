@@ -12,6 +12,8 @@ struct SQLiteStorage: ReplicaStorage {
     let keepsEnvelopes: Bool
     var roster: [DeviceID: RosterEntry]
     var clock: HybridClock
+    /// The local number (`changes.n`) of the change appended last: its ops are saved next.
+    var appended: (id: ChangeID, n: Int64)?
 
     init(db: Database, schema: RecordSchema, wallMillis: UInt64, keepsEnvelopes: Bool) throws {
         self.db = db
@@ -55,7 +57,7 @@ struct SQLiteStorage: ReplicaStorage {
         try db.execute(sql: "DELETE FROM pending WHERE device = ? AND seq = ?", arguments: [device.description, Int64(seq)])
     }
 
-    func appendToChain(_ c: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws {
+    mutating func appendToChain(_ c: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws {
         try db.cachedStatement(sql: """
             INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, seed, envelope)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -63,17 +65,29 @@ struct SQLiteStorage: ReplicaStorage {
                              Int64(bitPattern: c.change.wallMillis), Int64(wallMillis), Data(c.bytes), Data(c.signature),
                              refusal?.code.description, refusal?.message, clockSkewed, c.seed.map { Data($0) },
                              keepsEnvelopes ? Data(c.envelope) : nil])
-        let insert = try db.cachedStatement(sql: "INSERT INTO op_values (change_id, idx, salt, value) VALUES (?, ?, ?, ?)")
+        let n = db.lastInsertedRowID
+        appended = (c.id, n)
+        let insert = try db.cachedStatement(sql: "INSERT INTO op_values (change, idx, salt, value) VALUES (?, ?, ?, ?)")
         for (i, v) in c.values {
-            try insert.execute(arguments: [Data(c.id.bytes), Int64(i), Data(v.salt), Data(v.value.canonicalBytes)])
+            try insert.execute(arguments: [n, Int64(i), Data(v.salt), Data(v.value.canonicalBytes)])
         }
+    }
+
+    /// The local number of a stored change.
+    func number(of id: ChangeID) throws -> Int64 {
+        if let a = appended, a.id == id { return a.n }
+        guard let n = try Int64.fetchOne(db.cachedStatement(sql: "SELECT n FROM changes WHERE id = ?"), arguments: [Data(id.bytes)]) else {
+            throw StoreError(.notFound, "change \(id.hex.prefix(12)) is not stored")
+        }
+        return n
     }
 
     func recordOps(_ id: RecordID) throws -> RecordOps {
         var ops = RecordOps(id: id)
         let rows = try Row.fetchCursor(db.cachedStatement(sql: """
-            SELECT ops.change_id, ops.idx, ops.author, ops.hlc, ops.wall, ops.op, op_values.value
-            FROM ops LEFT JOIN op_values ON op_values.change_id = ops.change_id AND op_values.idx = ops.idx
+            SELECT changes.id, ops.idx, changes.device, changes.hlc, changes.wall, ops.op, op_values.value
+            FROM ops JOIN changes ON changes.n = ops.change
+            LEFT JOIN op_values ON op_values.change = ops.change AND op_values.idx = ops.idx
             WHERE ops.record = ?
             """), arguments: [Data(id.bytes)])
         var personal: Set<String>?
@@ -81,8 +95,8 @@ struct SQLiteStorage: ReplicaStorage {
             let op = try ChangeCodec.decodeOp(row.bytes("op"))
             if personal == nil { personal = schema.personalFields(of: op.recordType) }
             let value: JSONValue? = try (row.optionalBytes("value")).map { try JSONValue.parseCanonical($0) }
-            ops.insert(AppliedOp(ref: OpRef(change: ChangeID(bytes: row.bytes("change_id"))!, index: UInt16(row["idx"] as Int64)),
-                                 op: op, hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: DeviceID(row["author"] as String)!,
+            ops.insert(AppliedOp(ref: OpRef(change: ChangeID(bytes: row.bytes("id"))!, index: UInt16(row["idx"] as Int64)),
+                                 op: op, hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: DeviceID(row["device"] as String)!,
                                  wallMillis: UInt64(bitPattern: row["wall"]), value: value),
                        personalFields: personal!)
         }
@@ -90,24 +104,24 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     func saveRecord(_ ops: RecordOps, added: [AppliedOp]) throws {
-        let insert = try db.cachedStatement(sql: "INSERT INTO ops (change_id, idx, record, author, hlc, wall, op) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        let insert = try db.cachedStatement(sql: "INSERT INTO ops (change, idx, record, op) VALUES (?, ?, ?, ?)")
+        let record = Data(ops.id.bytes)
         for e in added {
-            try insert.execute(arguments: [Data(e.ref.change.bytes), Int64(e.ref.index), Data(ops.id.bytes), e.author.description,
-                                           Int64(bitPattern: e.hlc.raw), Int64(bitPattern: e.wallMillis), Data(ChangeCodec.encodeOp(e.op))])
+            try insert.execute(arguments: [try number(of: e.ref.change), Int64(e.ref.index), record, Data(ChangeCodec.encodeOp(e.op))])
         }
         guard let view = ops.materialize(schema: schema) else { return }  // its create has not arrived yet
         try RecordRow(view).save(db)
     }
 
     func eraseValues(record: RecordID, fields: Set<String>) throws {
-        let rows = try Row.fetchAll(db, sql: "SELECT change_id, idx, op FROM ops WHERE record = ?", arguments: [Data(record.bytes)])
+        let rows = try Row.fetchAll(db, sql: "SELECT change, idx, op FROM ops WHERE record = ?", arguments: [Data(record.bytes)])
         for row in rows {
             let op = try ChangeCodec.decodeOp(row.bytes("op"))
             guard fields.contains(op.field) else { continue }
-            try db.execute(sql: "DELETE FROM op_values WHERE change_id = ? AND idx = ?", arguments: [row["change_id"] as Data, row["idx"] as Int64])
+            try db.execute(sql: "DELETE FROM op_values WHERE change = ? AND idx = ?", arguments: [row["change"] as Int64, row["idx"] as Int64])
             // With the seed, the erased value's salt could be derived again; the kept envelope
             // holds the value itself.
-            try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE id = ?", arguments: [row["change_id"] as Data])
+            try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [row["change"] as Int64])
         }
         // Values waiting in `pending` for this record are erased when they are applied.
     }
