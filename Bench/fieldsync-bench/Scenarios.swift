@@ -185,7 +185,9 @@ struct LoadClient: Sendable {
             out.refused += answer.refused.count
             let accepted = Set(answer.accepted)
             out.uploadedOps += batch.filter { accepted.contains($0.id.hex) }.reduce(0) { $0 + $1.change.ops.count }
-            upload.removeFirst(batch.count)
+            // Under load the server takes part of a batch; the rest goes again, as the CLI does it.
+            let handled = accepted.union(answer.refused.map(\.id))
+            upload.removeFirst(batch.prefix { handled.contains($0.id.hex) }.count)
             for envelope in answer.changes {
                 guard let (device, seq, ops) = Self.peek(envelope) else { throw BenchFailure("B3: a malformed change from the server") }
                 vector.seqs[device] = max(vector[device], seq)

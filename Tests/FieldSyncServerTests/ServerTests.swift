@@ -70,6 +70,36 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(second["more"] == .bool(false))
     }
 
+    @Test func theWorkOfOneExchangeShrinksWithTheLoad() {
+        #expect(ExchangeLoad.limit(inFlight: 1) == SyncProtocol.maxBatch)
+        #expect(ExchangeLoad.limit(inFlight: 10) == SyncProtocol.maxBatch)
+        #expect(ExchangeLoad.limit(inFlight: 20) == 250)
+        #expect(ExchangeLoad.limit(inFlight: 50) == 100)
+        #expect(ExchangeLoad.limit(inFlight: 10_000) == 16)
+    }
+
+    /// With 49 other exchanges in flight the server stores the first 100 changes of a batch and
+    /// neither accepts nor refuses the rest, which the laptop sends again.
+    @Test func underLoadAnExchangeTakesPartOfTheBatch() async throws {
+        let ts = try TestServer()
+        let ka = try ts.enroll(.field, "a")
+        var a = TestLaptop(key: ka, roster: try ts.store.roster())
+        var changes: [SignedChange] = []
+        for i in 0..<130 { changes.append(try a.note("N-\(i)").1) }
+        for _ in 0..<49 { _ = ts.server.load.enter() }
+        let body = syncBody(changes)
+        let (status, answer, _, _) = try await send(ts, headers: Signer(ka).headers(body: body), body: body)
+        #expect(status == 200)
+        #expect(answer["accepted"]?.arrayValue?.compactMap(\.stringValue) == changes.prefix(100).map(\.id.hex))
+        #expect(answer["refused"] == .array([]))
+        #expect(try !ts.store.hasChange(changes[100].id))
+        for _ in 0..<49 { ts.server.load.leave() }
+        let rest = syncBody(Array(changes.dropFirst(100)), vector: VersionVector([ka.deviceID: 100]))
+        let (_, second, _, _) = try await send(ts, headers: Signer(ka).headers(body: rest), body: rest)
+        #expect(second["accepted"]?.arrayValue?.count == 30)
+        #expect(try ts.store.vector()[ka.deviceID] == 130)
+    }
+
     @Test func enrolmentUsesTheInviteOnce() async throws {
         let ts = try TestServer()
         let token = try ts.store.createInvite(role: .press, name: "press-1", ttlMillis: 60_000, now: Timestamps.nowMillis)
