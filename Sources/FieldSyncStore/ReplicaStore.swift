@@ -37,8 +37,9 @@ public struct ReplicaStore: Sendable {
             // Erased values must not linger in free pages.
             try db.execute(sql: "PRAGMA secure_delete = ON")
             // A first sync or a large import writes one long transaction: with SQLite's default
-            // 2 MB page cache it spills dirty pages mid-transaction and re-reads them.
-            try db.execute(sql: "PRAGMA cache_size = -32768")
+            // 2 MB page cache it spills dirty pages mid-transaction and re-reads them. The
+            // writer only: readers keep the default, so a pool of them does not multiply it.
+            if !db.configuration.readonly { try db.execute(sql: "PRAGMA cache_size = -32768") }
         }
         let pool: DatabasePool
         do {
