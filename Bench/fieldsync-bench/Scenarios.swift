@@ -175,10 +175,13 @@ struct LoadClient: Sendable {
         var out = Outcome()
         var vector = VersionVector()
         var upload = changes
+        var rosterDigest: String?
         while true {
             let batch = Array(upload.prefix(SyncProtocol.maxBatch))
             let start = ContinuousClock.now
-            let answer = try await t.exchange(SyncRequest(vector: vector, changes: batch))
+            let answer = try await t.exchange(SyncRequest(vector: vector, changes: batch, rosterDigest: rosterDigest))
+            // As the CLI: check a roster that came, and name it from now on.
+            if let r = answer.roster { _ = try r.verified(serverKey: serverKey); rosterDigest = r.digest }
             let ms = (ContinuousClock.now - start).millis
             out.latencies.append(ms)
             if batch.isEmpty { out.pullLatencies.append(ms) } else { out.uploadLatencies.append(ms) }

@@ -55,3 +55,6 @@ ALTER TABLE ops_by_n RENAME TO ops;
 CREATE INDEX changes_by_hlc ON changes (hlc);
 CREATE INDEX changes_outbox ON changes (acked, device, seq);
 CREATE INDEX ops_by_record ON ops (record);
+
+-- Every sync counts open conflicts before and after: without this, a scan of every record.
+CREATE INDEX records_conflicted ON records (id) WHERE conflicted = 1;

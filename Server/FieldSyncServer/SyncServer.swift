@@ -16,6 +16,7 @@ public struct SyncServer: Sendable {
     let limiter: RateLimiter
     let metrics: ServerMetrics
     let load = ExchangeLoad()
+    let rosters = RosterSigner()
 
     /// The CA certificate, served at `/ca.pem` so `fieldsync enroll --pin` can check it against the pin.
     public let caPEM: String
@@ -109,10 +110,12 @@ public struct SyncServer: Sendable {
         let acceptedIDs = Set(result.accepted.map(\.hex))
         metrics.changesAccepted.increment(by: Int64(result.accepted.count - result.refused.filter { acceptedIDs.contains($0.id) }.count))
         metrics.changesRefused.increment(by: Int64(refused.count))
-        let body = SyncResponse(
+        var body = SyncResponse(
             accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking,
             vector: Dictionary(uniqueKeysWithValues: result.vector.seqs.map { ($0.key.description, $0.value) }),
-            more: result.more, serverTime: clock(), roster: SignedRoster.sign(try await store.currentRoster(), key: key))
+            more: result.more, serverTime: clock(), roster: nil)
+        let roster = await rosters.signed(try await store.currentRoster(), key: key)
+        if roster.digest != req.rosterDigest { body.roster = roster.signed }
         metrics.syncDuration.record(ContinuousClock.now - start)
         return signed(status: .ok, body: try body.body(), contentType: SyncProtocol.syncType, nonce: context.nonce)
     }
@@ -182,5 +185,19 @@ final class ExchangeLoad: Sendable {
     /// turns cut the tail latency but cost a fixed ~5 ms of machine time each.
     static func limit(inFlight: Int) -> Int {
         max(16, SyncProtocol.maxBatch * 10 / max(10, inFlight))
+    }
+}
+
+/// The roster as last signed: signing it again for every answer cost an Ed25519 signature and
+/// its JSON per exchange, though it changes only on enrolment and revocation. Keyed by the
+/// roster read from the store, so a change made by another process is signed afresh.
+actor RosterSigner {
+    var last: (roster: Roster, signed: SignedRoster, digest: String)?
+
+    func signed(_ roster: Roster, key: DeviceKey) -> (signed: SignedRoster, digest: String) {
+        if let last, last.roster == roster { return (last.signed, last.digest) }
+        let s = SignedRoster.sign(roster, key: key)
+        last = (roster, s, s.digest)
+        return (s, s.digest)
     }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// The sync protocol's messages (DESIGN.md §7). Enrolment and the roster are JSON. A sync body
@@ -59,12 +60,16 @@ public struct SyncRequest: Codable, Sendable {
     public var vector: [String: UInt64]
     /// The client's unacknowledged changes as envelopes, oldest first (at most `SyncProtocol.maxBatch`).
     public var changes: [[UInt8]] = []
+    /// `SignedRoster.digest` of the roster the client holds: the answer carries the roster only
+    /// when the server's differs (it changes on enrolment and revocation, not per exchange).
+    public var rosterDigest: String?
 
-    enum CodingKeys: String, CodingKey { case vector }
+    enum CodingKeys: String, CodingKey { case vector, rosterDigest }
 
-    public init(vector: VersionVector, changes: [SignedChange]) {
+    public init(vector: VersionVector, changes: [SignedChange], rosterDigest: String? = nil) {
         self.vector = Dictionary(uniqueKeysWithValues: vector.seqs.map { ($0.key.description, $0.value) })
         self.changes = changes.map(\.envelope)
+        self.rosterDigest = rosterDigest
     }
 
     public init(body: [UInt8]) throws(CoreError) {
@@ -105,6 +110,7 @@ public struct SyncResponse: Codable, Sendable {
     public var more: Bool
     /// The server's clock (Unix ms), from which the client learns its offset.
     public var serverTime: UInt64
+    /// The signed roster, when it differs from the one the request named.
     public var roster: SignedRoster?
 
     enum CodingKeys: String, CodingKey { case accepted, refused, vector, more, serverTime, roster }
@@ -176,6 +182,9 @@ public struct SignedRoster: Codable, Sendable, Hashable {
     public var signature: String // base64 Ed25519 over the `entries` bytes, roster domain
 
     public init(entries: String, signature: String) { self.entries = entries; self.signature = signature }
+
+    /// SHA-256 of the signed entries, hex: how a client names the roster it holds.
+    public var digest: String { Array(SHA256.hash(data: Array(entries.utf8))).hex }
 
     public static func sign(_ roster: Roster, key: DeviceKey) -> SignedRoster {
         let json = JSONValue.array(roster.sorted.map { e in

@@ -70,6 +70,28 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(second["more"] == .bool(false))
     }
 
+    /// The roster travels only when it differs from the one the laptop names, and it is signed.
+    @Test func theRosterTravelsWhenItChanged() async throws {
+        let ts = try TestServer()
+        let ka = try ts.enroll(.field, "a")
+        func exchange(digest: String?) async throws -> SignedRoster? {
+            var request = SyncRequest(vector: VersionVector(), changes: [])
+            request.rosterDigest = digest
+            let body = try request.body()
+            let (status, _, _, raw) = try await send(ts, headers: Signer(ka).headers(body: body), body: body)
+            #expect(status == 200)
+            return try SyncResponse(body: raw).roster
+        }
+        let first = try #require(try await exchange(digest: nil))
+        #expect(try first.verified(serverKey: ts.serverKey.publicKey)[ka.deviceID]?.name == "a")
+        #expect(try await exchange(digest: first.digest) == nil)
+        #expect(try await exchange(digest: "stale") == first)
+        _ = try ts.enroll(.press, "b")
+        let second = try #require(try await exchange(digest: first.digest))
+        #expect(second.digest != first.digest)
+        #expect(try second.verified(serverKey: ts.serverKey.publicKey).sorted.count == 2)
+    }
+
     @Test func theWorkOfOneExchangeShrinksWithTheLoad() {
         #expect(ExchangeLoad.limit(inFlight: 1) == SyncProtocol.maxBatch)
         #expect(ExchangeLoad.limit(inFlight: 10) == SyncProtocol.maxBatch)

@@ -49,6 +49,7 @@ public struct SyncEngine: Sendable {
             throw SyncFailure(.failure, "the invite is for a \(mine.role.rawValue) device but this replica already holds changes made as \(me.role.rawValue); enrol a fresh replica")
         }
         try replica.store.upsertRoster(roster.sorted)
+        try replica.store.setMeta("roster_digest", enrolled.roster.digest)
         try replica.store.setMeta("server_url", url.hasSuffix("/") ? String(url.dropLast()) : url)
         try replica.store.setMeta("server_key", serverKey.hex)
         try replica.store.setMeta("ca_pem", caPEM)
@@ -120,13 +121,15 @@ public struct SyncEngine: Sendable {
         let store = replica.store
         while true {
             let outbox = try store.outbox(device: replica.device, limit: SyncProtocol.maxBatch)
-            let answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox))
+            let answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox,
+                                                                  rosterDigest: try store.meta("roster_digest")))
             summary.rounds += 1
             offset = Int64(answer.serverTime) - Int64(Timestamps.nowMillis)
             var outcome = ReplicaStore.ExchangeOutcome(meta: ["clock_offset": String(offset)])
             // The roster first: it says whose changes to trust (and who was revoked).
             if let r = answer.roster, let serverKey = try store.meta("server_key").flatMap({ [UInt8](hex: $0) }) {
                 outcome.roster = try r.verified(serverKey: serverKey).sorted
+                outcome.meta["roster_digest"] = r.digest
             }
             let accepted = Set(answer.accepted)
             let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
