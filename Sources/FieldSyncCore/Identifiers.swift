@@ -84,31 +84,42 @@ public struct DeviceID: Hashable, Comparable, Sendable, CustomStringConvertible 
 
     static let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
 
+    /// 26 base32 digits (RFC 4648 alphabet, lower case, no padding): 128 bits and two zero bits.
+    /// Without intermediate arrays: the server names devices in every query and vector.
     public var description: String {
-        var out: [UInt8] = []
-        var buffer: UInt32 = 0
-        var bits = 0
-        for b in bytes {
-            buffer = buffer << 8 | UInt32(b); bits += 8
-            while bits >= 5 { bits -= 5; out.append(Self.alphabet[Int((buffer >> UInt32(bits)) & 31)]) }
+        let v = UInt128(hi) << 64 | UInt128(lo)
+        return String(unsafeUninitializedCapacity: 26) { out in
+            for i in 0..<25 { out[i] = Self.alphabet[Int(truncatingIfNeeded: (v >> UInt128(123 - 5 * i)) & 31)] }
+            out[25] = Self.alphabet[Int(truncatingIfNeeded: (v & 7) << 2)]
+            return 26
         }
-        if bits > 0 { out.append(Self.alphabet[Int((buffer << UInt32(5 - bits)) & 31)]) }
-        return String(decoding: out, as: UTF8.self)
     }
 
+    /// Parses the description (either case); nil for anything else, including non-zero pad bits.
     public init?(_ text: String) {
-        let chars = Array(text.lowercased().utf8)
-        guard chars.count == 26 else { return nil }
-        var out: [UInt8] = []
-        var buffer: UInt32 = 0
-        var bits = 0
-        for c in chars {
-            guard let v = Self.alphabet.firstIndex(of: c) else { return nil }
-            buffer = buffer << 5 | UInt32(v); bits += 5
-            if bits >= 8 { bits -= 8; out.append(UInt8(truncatingIfNeeded: buffer >> UInt32(bits))) }
+        var v: UInt128 = 0
+        var count = 0
+        for c in text.utf8 {
+            let d: UInt8
+            switch c {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"): d = c - UInt8(ascii: "a")
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"): d = c - UInt8(ascii: "A")
+            case UInt8(ascii: "2")...UInt8(ascii: "7"): d = c - UInt8(ascii: "2") + 26
+            default: return nil
+            }
+            count += 1
+            if count < 26 {
+                v = v << 5 | UInt128(d)
+            } else if count == 26 {
+                guard d & 3 == 0 else { return nil }
+                v = v << 3 | UInt128(d >> 2)
+            } else {
+                return nil
+            }
         }
-        guard out.count == 16, buffer & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
-        self.init(bytes: out)
+        guard count == 26 else { return nil }
+        hi = UInt64(truncatingIfNeeded: v >> 64)
+        lo = UInt64(truncatingIfNeeded: v)
     }
 
     public static func < (a: DeviceID, b: DeviceID) -> Bool { (a.hi, a.lo) < (b.hi, b.lo) }

@@ -205,11 +205,16 @@ public struct ReplicaStore: Sendable {
 
     public func vector() throws -> VersionVector { try read { db in try Self.vector(db) } }
 
-    /// Each device's highest stored seq.
+    /// Each device's highest stored seq. One index probe per device on the roster (every stored
+    /// change's author is on it): a GROUP BY over `changes` read the whole index, on every
+    /// exchange, and was 40 % of the server's time under load.
     static func vector(_ db: Database) throws -> VersionVector {
         var v = VersionVector()
-        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT device, MAX(seq) AS seq FROM changes GROUP BY device")) {
-            v.seqs[DeviceID(row["device"] as String)!] = UInt64(row["seq"] as Int64)
+        for row in try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT device, (SELECT MAX(seq) FROM changes WHERE changes.device = roster.device) AS seq FROM roster
+            """)) {
+            guard let seq = row["seq"] as Int64? else { continue }
+            v.seqs[DeviceID(row["device"] as String)!] = UInt64(seq)
         }
         return v
     }
@@ -227,7 +232,7 @@ public struct ReplicaStore: Sendable {
         var out: [T] = []
         var more = false
         let vector = try vector(db)
-        for (d, top) in vector.seqs.sorted(by: { $0.key.description < $1.key.description }) {
+        for (d, top) in vector.seqs.sorted(by: { $0.key < $1.key }) {
             guard top > known[d] else { continue }
             if out.count >= limit { more = true; continue }
             let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT n, id, signed, signature, seed, envelope FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?"),

@@ -155,10 +155,38 @@ import Testing
         #expect(d.description.count == 26)
         #expect(DeviceID(d.description) == d)
         #expect(DeviceID("not-an-id") == nil)
+        #expect(DeviceID(d.description.uppercased()) == d)
+        #expect(DeviceID(d.description + "a") == nil)
+        #expect(DeviceID(String(d.description.dropLast()) + "b") == nil, "non-zero pad bits")
         let r = RecordID.make(unixMillis: baseMillis)
         #expect(RecordID(r.description) == r)
         #expect(r.description.dropFirst(14).first == "7", "UUID version 7")
         #expect(RecordID.make(unixMillis: baseMillis) < RecordID.make(unixMillis: baseMillis + 1))
+    }
+}
+
+/// Device ids against a plain RFC 4648 base32 encoder, on seeded random ids.
+@Suite struct DeviceIDTests {
+    static func reference(_ bytes: [UInt8]) -> String {
+        let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567")
+        var out = "", buffer: UInt32 = 0, bits = 0
+        for b in bytes {
+            buffer = buffer << 8 | UInt32(b); bits += 8
+            while bits >= 5 { bits -= 5; out.append(alphabet[Int((buffer >> UInt32(bits)) & 31)]) }
+        }
+        if bits > 0 { out.append(alphabet[Int((buffer << UInt32(5 - bits)) & 31)]) }
+        return out
+    }
+
+    @Test func base32MatchesTheReference() {
+        let seed: UInt64 = 0xD1CE_1D5
+        var g = SeededRNG(seed: seed)
+        for _ in 0..<2_000 {
+            let bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+            let d = DeviceID(bytes: bytes)!
+            #expect(d.description == Self.reference(bytes), "seed \(seed)")
+            #expect(DeviceID(d.description) == d, "seed \(seed)")
+        }
     }
 }
 
