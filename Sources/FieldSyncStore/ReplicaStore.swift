@@ -160,6 +160,8 @@ public struct ReplicaStore: Sendable {
         public var acknowledged: [ChangeID] = []
         public var refusals: [(id: ChangeID, code: String, reason: String)] = []
         public var incoming: [SignedChange] = []
+        /// Incoming changes whose signatures the caller has checked against the roster's keys.
+        public var verified: Set<ChangeID> = []
         public var meta: [String: String] = [:]
         public init(roster: [RosterEntry] = [], acknowledged: [ChangeID] = [], refusals: [(id: ChangeID, code: String, reason: String)] = [],
                     incoming: [SignedChange] = [], meta: [String: String] = [:]) {
@@ -186,7 +188,9 @@ public struct ReplicaStore: Sendable {
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis, keepsEnvelopes: keepsEnvelopes)
             var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
             for c in o.incoming {
-                do { out[c.id] = .success(try Replicator.receive(c, into: &s, wallMillis: wallMillis)) } catch let e as CoreError {
+                do {
+                    out[c.id] = .success(try Replicator.receive(c, into: &s, wallMillis: wallMillis, verified: o.verified.contains(c.id)))
+                } catch let e as CoreError {
                     out[c.id] = .failure(e)
                 }
             }

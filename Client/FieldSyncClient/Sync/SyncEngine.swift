@@ -138,11 +138,10 @@ public struct SyncEngine: Sendable {
             let refusedHere = answer.refused.filter { mine.contains($0.id) }
             summary.refused += refusedHere
             outcome.refusals = refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }
-            for envelope in answer.changes {
-                switch Result(catching: { () throws(CoreError) -> SignedChange in try SignedChange(envelope: envelope) }) {
-                case .success(let c): outcome.incoming.append(c)
-                case .failure(let e): throw SyncFailure(.failure, "the server sent a malformed change: \(e.message)")
-                }
+            if !answer.changes.isEmpty {
+                var keys: [DeviceID: [UInt8]] = [:]
+                for e in try store.roster().sorted + outcome.roster { keys[e.device] = e.publicKey }
+                (outcome.incoming, outcome.verified) = try await Self.open(answer.changes, keys: keys)
             }
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
@@ -159,5 +158,40 @@ public struct SyncEngine: Sendable {
             progress(summary)
             if done { return }
         }
+    }
+
+    /// Decodes an answer's envelopes and checks their signatures on every core at once: on a
+    /// first sync that is a fifth of the laptop's work, and applying them (the store's one
+    /// writer) cannot start before. A change whose signature fails here is checked again, and
+    /// refused, when it is applied.
+    static func open(_ envelopes: [[UInt8]], keys: [DeviceID: [UInt8]]) async throws -> (changes: [SignedChange], verified: Set<ChangeID>) {
+        let parts = max(1, min(ProcessInfo.processInfo.activeProcessorCount, envelopes.count / 32))
+        let size = (envelopes.count + parts - 1) / parts
+        typealias Part = (index: Int, changes: [SignedChange], verified: [ChangeID], error: String?)
+        let opened = await withTaskGroup(of: Part.self) { group in
+            for p in 0..<parts {
+                let slice = envelopes[min(envelopes.count, p * size)..<min(envelopes.count, (p + 1) * size)]
+                group.addTask {
+                    var changes: [SignedChange] = [], verified: [ChangeID] = []
+                    for envelope in slice {
+                        switch Result(catching: { () throws(CoreError) -> SignedChange in try SignedChange(envelope: envelope) }) {
+                        case .success(let c):
+                            changes.append(c)
+                            if let key = keys[c.change.device], (try? c.verify(publicKey: key)) != nil { verified.append(c.id) }
+                        case .failure(let e):
+                            return (p, changes, verified, e.message)
+                        }
+                    }
+                    return (p, changes, verified, nil)
+                }
+            }
+            var all: [Part] = []
+            for await part in group { all.append(part) }
+            return all.sorted { $0.index < $1.index }
+        }
+        if let bad = opened.first(where: { $0.error != nil }), let message = bad.error {
+            throw SyncFailure(.failure, "the server sent a malformed change: \(message)")
+        }
+        return (opened.flatMap(\.changes), Set(opened.flatMap(\.verified)))
     }
 }
