@@ -9,7 +9,7 @@ let strict: [SwiftSetting] = [
 
 let package = Package(
     name: "fieldsync",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],  // UInt128 and Synchronization.Atomic; the product targets Linux
     products: [
         .library(name: "FieldSyncCore", targets: ["FieldSyncCore"]),
         .library(name: "FieldSyncStore", targets: ["FieldSyncStore"]),

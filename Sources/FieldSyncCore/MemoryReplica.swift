@@ -43,6 +43,8 @@ public struct MemoryReplica: ReplicaStorage, Sendable {
     public mutating func recordOps(_ id: RecordID) -> RecordOps { records.removeValue(forKey: id) ?? RecordOps(id: id) }
     public mutating func saveRecord(_ ops: RecordOps, added: [AppliedOp]) { records[ops.id] = ops }
 
+    public func isErased(_ id: RecordID) -> Bool { records[id]?.isErased ?? false }
+
     public mutating func eraseValues(record: RecordID, fields: Set<String>) {
         for (device, position, op) in opsByRecord[record] ?? [] where fields.contains(chains[device]![position].change.ops[op].field) {
             chains[device]![position].dropValues([UInt16(op)])

@@ -17,6 +17,8 @@ public protocol ReplicaStorage {
     mutating func saveRecord(_ ops: RecordOps, added: [AppliedOp]) throws
     /// Drops stored values of ops on these fields of a record (erasure).
     mutating func eraseValues(record: RecordID, fields: Set<String>) throws
+    /// Whether the record has been erased (without taking it out for a change).
+    func isErased(_ id: RecordID) throws -> Bool
     var clock: HybridClock { get set }
 }
 
@@ -95,7 +97,14 @@ public enum Replicator {
         let role = try s.rosterEntry(c.device)?.role ?? .field
         let refusal = Policy.judge(c, role: role, schema: s.schema)
         try s.appendToChain(change, refusal: refusal, clockSkewed: skewed)
-        guard refusal == nil else { return }
+        guard refusal == nil else {
+            // Kept, applied nowhere; but no personal value of an erased record is kept either.
+            var seen: Set<RecordID> = []
+            for op in c.ops where seen.insert(op.record).inserted {
+                if try s.isErased(op.record) { try s.eraseValues(record: op.record, fields: s.schema.personalFields(of: op.recordType)) }
+            }
+            return
+        }
 
         // Group by record, in op order, so each record is loaded and saved once.
         var order: [RecordID] = []

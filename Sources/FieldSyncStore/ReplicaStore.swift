@@ -160,8 +160,10 @@ public struct ReplicaStore: Sendable {
         public var acknowledged: [ChangeID] = []
         public var refusals: [(id: ChangeID, code: String, reason: String)] = []
         public var incoming: [SignedChange] = []
-        /// Incoming changes whose signatures the caller has checked against the roster's keys.
-        public var verified: Set<ChangeID> = []
+        /// Beside `incoming`, one flag each: the caller has checked that change's signature
+        /// against the roster's keys. Per position, not per id: an id covers the signed bytes but
+        /// not the signature, and an answer may repeat a change.
+        public var verified: [Bool] = []
         public var meta: [String: String] = [:]
         public init(roster: [RosterEntry] = [], acknowledged: [ChangeID] = [], refusals: [(id: ChangeID, code: String, reason: String)] = [],
                     incoming: [SignedChange] = [], meta: [String: String] = [:]) {
@@ -187,9 +189,10 @@ public struct ReplicaStore: Sendable {
             guard !o.incoming.isEmpty else { return [ChangeID: Result<ReceiveOutcome, CoreError>]() }
             var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis, keepsEnvelopes: keepsEnvelopes)
             var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
-            for c in o.incoming {
+            for (i, c) in o.incoming.enumerated() {
                 do {
-                    out[c.id] = .success(try Replicator.receive(c, into: &s, wallMillis: wallMillis, verified: o.verified.contains(c.id)))
+                    let verified = o.verified.indices.contains(i) && o.verified[i]
+                    out[c.id] = .success(try Replicator.receive(c, into: &s, wallMillis: wallMillis, verified: verified))
                 } catch let e as CoreError {
                     out[c.id] = .failure(e)
                 }

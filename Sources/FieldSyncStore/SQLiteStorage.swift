@@ -113,6 +113,10 @@ struct SQLiteStorage: ReplicaStorage {
         try RecordRow(view).save(db)
     }
 
+    func isErased(_ id: RecordID) throws -> Bool {
+        try Bool.fetchOne(db.cachedStatement(sql: "SELECT erased FROM records WHERE id = ?"), arguments: [id.description]) ?? false
+    }
+
     func eraseValues(record: RecordID, fields: Set<String>) throws {
         let rows = try Row.fetchAll(db, sql: "SELECT change, idx, op FROM ops WHERE record = ?", arguments: [Data(record.bytes)])
         for row in rows {
@@ -122,6 +126,15 @@ struct SQLiteStorage: ReplicaStorage {
             // With the seed, the erased value's salt could be derived again; the kept envelope
             // holds the value itself.
             try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [row["change"] as Int64])
+        }
+        // A change refused by policy is kept but applied nowhere, so it has no `ops` rows: its
+        // ops on this record are found in its signed bytes. Its values go the same way.
+        for row in try Row.fetchAll(db, sql: "SELECT n, signed FROM changes WHERE refusal_code IS NOT NULL") {
+            let change = try ChangeCodec.decode(row.bytes("signed"))
+            for (i, op) in change.ops.enumerated() where op.record == record && fields.contains(op.field) {
+                try db.execute(sql: "DELETE FROM op_values WHERE change = ? AND idx = ?", arguments: [row["n"] as Int64, i])
+                try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [row["n"] as Int64])
+            }
         }
         // Values waiting in `pending` for this record are erased when they are applied.
     }

@@ -24,7 +24,14 @@ import Testing
         // b's key is not given for verification: its changes are opened but not marked verified.
         let (opened, verified) = try await SyncEngine.open(changes.map(\.envelope), keys: [a.deviceID: a.publicKey])
         #expect(opened.map(\.id) == changes.map(\.id))
-        #expect(verified == Set(changes.enumerated().filter { $0.offset % 2 == 0 }.map(\.element.id)))
+        #expect(verified == changes.indices.map { $0 % 2 == 0 })
+
+        // A copy with a broken signature before the genuine one: only the genuine one counts.
+        var forged = changes[0].envelope
+        forged[5] ^= 1   // inside the signature
+        let (twice, flags) = try await SyncEngine.open([forged, changes[0].envelope], keys: [a.deviceID: a.publicKey])
+        #expect(twice.map(\.id) == [changes[0].id, changes[0].id])
+        #expect(flags == [false, true])
 
         var broken = changes.map(\.envelope)
         broken[120] = Array(broken[120].prefix(40))

@@ -168,6 +168,57 @@ final class TempDir {
         }
     }
 
+    /// A change refused by policy is kept (its author's chain stays whole) but applied nowhere.
+    /// When the record it wrote to is erased, its values go too, on laptops and on the server.
+    @Test(arguments: [false, true]) func eraseReachesValuesInRefusedChanges(server: Bool) throws {
+        let dir = TempDir()
+        let store = try newStore(dir, server: server)
+        let secret = "leaked.by.a.field.laptop@example.org"
+        var id = RecordID.make()
+        try store.commitLocal(key: press) { _ in
+            var d = ChangeDraft(); id = RecordID.make()
+            d.create(id, type: .contact, kind: nil)
+            d.set("fn", to: "Olena Melnyk", onNew: id, type: .contact)
+            return d
+        }
+        // A field device may not write press contacts: its change arrives, is kept, applies nowhere.
+        var d = ChangeDraft()
+        d.add("email", .string(secret), record: id, type: .contact)
+        let change = Change(device: field.deviceID, seq: 1, prev: .zero, hlc: HLC(millis: Timestamps.nowMillis, counter: 0),
+                            wallMillis: Timestamps.nowMillis, ops: d.ops)
+        let refused = SignedChange.author(change, values: d.values, key: field)
+        _ = try store.receive([refused])
+        #expect(try store.logChanges(since: nil, device: field.deviceID, record: nil, limit: 5).first?.refusal != nil)
+        #expect(try store.value(of: OpRef(change: refused.id, index: 0)) == .string(secret))
+
+        try store.commitLocal(key: coord) { _ in var d = ChangeDraft(); d.erase(id); return d }
+        try store.checkpoint()
+        #expect(try store.value(of: OpRef(change: refused.id, index: 0)) == nil)
+        for suffix in ["", "-wal", "-shm"] {
+            let bytes = FileManager.default.contents(atPath: dir.path + "/r.sqlite" + suffix) ?? Data()
+            #expect(bytes.range(of: Data(secret.utf8)) == nil, "r.sqlite\(suffix)")
+        }
+        // The refused change still travels, without the value, and still verifies.
+        let kept = try #require(try store.missing(for: VersionVector()).first { $0.id == refused.id })
+        #expect(kept.values.isEmpty && kept.seed == nil)
+        try kept.verify(publicKey: field.publicKey)
+
+        // One refused after the erase keeps nothing either.
+        let later = "second.leak@example.org"
+        var d2 = ChangeDraft()
+        d2.add("email", .string(later), record: id, type: .contact)
+        let change2 = Change(device: field.deviceID, seq: 2, prev: refused.id, hlc: HLC(millis: Timestamps.nowMillis, counter: 1),
+                             wallMillis: Timestamps.nowMillis, ops: d2.ops)
+        let refused2 = SignedChange.author(change2, values: d2.values, key: field)
+        #expect(try store.receive([refused2])[refused2.id].map { if case .success = $0 { true } else { false } } == true)
+        try store.checkpoint()
+        #expect(try store.value(of: OpRef(change: refused2.id, index: 0)) == nil)
+        for suffix in ["", "-wal", "-shm"] {
+            let bytes = FileManager.default.contents(atPath: dir.path + "/r.sqlite" + suffix) ?? Data()
+            #expect(bytes.range(of: Data(later.utf8)) == nil, "r.sqlite\(suffix)")
+        }
+    }
+
     @Test func idPrefixesResolveOrSayWhy() throws {
         let dir = TempDir()
         let store = try newStore(dir)

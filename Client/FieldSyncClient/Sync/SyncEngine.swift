@@ -164,20 +164,20 @@ public struct SyncEngine: Sendable {
     /// first sync that is a fifth of the laptop's work, and applying them (the store's one
     /// writer) cannot start before. A change whose signature fails here is checked again, and
     /// refused, when it is applied.
-    static func open(_ envelopes: [[UInt8]], keys: [DeviceID: [UInt8]]) async throws -> (changes: [SignedChange], verified: Set<ChangeID>) {
+    static func open(_ envelopes: [[UInt8]], keys: [DeviceID: [UInt8]]) async throws -> (changes: [SignedChange], verified: [Bool]) {
         let parts = max(1, min(ProcessInfo.processInfo.activeProcessorCount, envelopes.count / 32))
         let size = (envelopes.count + parts - 1) / parts
-        typealias Part = (index: Int, changes: [SignedChange], verified: [ChangeID], error: String?)
+        typealias Part = (index: Int, changes: [SignedChange], verified: [Bool], error: String?)
         let opened = await withTaskGroup(of: Part.self) { group in
             for p in 0..<parts {
                 let slice = envelopes[min(envelopes.count, p * size)..<min(envelopes.count, (p + 1) * size)]
                 group.addTask {
-                    var changes: [SignedChange] = [], verified: [ChangeID] = []
+                    var changes: [SignedChange] = [], verified: [Bool] = []
                     for envelope in slice {
                         switch Result(catching: { () throws(CoreError) -> SignedChange in try SignedChange(envelope: envelope) }) {
                         case .success(let c):
                             changes.append(c)
-                            if let key = keys[c.change.device], (try? c.verify(publicKey: key)) != nil { verified.append(c.id) }
+                            verified.append(keys[c.change.device].map { key in (try? c.verify(publicKey: key)) != nil } ?? false)
                         case .failure(let e):
                             return (p, changes, verified, e.message)
                         }
@@ -192,6 +192,6 @@ public struct SyncEngine: Sendable {
         if let bad = opened.first(where: { $0.error != nil }), let message = bad.error {
             throw SyncFailure(.failure, "the server sent a malformed change: \(message)")
         }
-        return (opened.flatMap(\.changes), Set(opened.flatMap(\.verified)))
+        return (opened.flatMap(\.changes), opened.flatMap(\.verified))
     }
 }
