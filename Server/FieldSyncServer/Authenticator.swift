@@ -30,7 +30,8 @@ struct Authenticator: RouterMiddleware {
 
     func authenticate(_ request: Request, _ context: inout SyncContext) async throws {
         let ctype = request.headers[.contentType] ?? ""
-        let expected = request.uri.path == "/v1/sync" ? SyncProtocol.syncType : SyncProtocol.contentType
+        let isSync = request.uri.path == "/v1/sync"
+        let expected = isSync ? SyncProtocol.syncType : SyncProtocol.contentType
         guard ctype.split(separator: ";").first.map({ $0.trimmingCharacters(in: .whitespaces) }) == expected else {
             throw Problem(status: 415, title: "Unsupported Media Type", detail: "\(request.uri.path) requests must be \(expected), not '\(ctype)'")
         }
@@ -93,10 +94,10 @@ struct Authenticator: RouterMiddleware {
             throw Problem(status: 401, title: "Unauthorized", detail: "the request signature does not verify")
         }
         let nonce = SignatureNonce(device: params.keyid, nonce: params.nonce, expiresAt: UInt64(expires) * 1000)
-        if request.uri.path == "/v1/sync" {
+        if isSync {
             // Recorded in the exchange's own transaction: one durable commit per sync, not two.
             context.unrecordedNonce = nonce
-        } else if try await !server.store.useNonce(device: nonce.device, nonce: nonce.nonce, expiresAt: nonce.expiresAt, now: server.clock()) {
+        } else if try await !server.store.useNonce(nonce, now: server.clock()) {
             throw Problem(status: 401, title: "Unauthorized", detail: Self.replayed)
         }
         try await server.limiter.admit(params.keyid)

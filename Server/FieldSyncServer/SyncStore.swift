@@ -12,7 +12,7 @@ public protocol SyncStore: Sendable {
                   nonce: SignatureNonce?) async throws -> ReplicaStore.ExchangeResult
     func enrollDevice(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry
     /// False when the nonce was seen before (a replay).
-    func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) async throws -> Bool
+    func useNonce(_ nonce: SignatureNonce, now: UInt64) async throws -> Bool
     func countDevicesSeen(since: UInt64) async throws -> Int
 }
 

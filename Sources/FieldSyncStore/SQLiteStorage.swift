@@ -122,21 +122,24 @@ struct SQLiteStorage: ReplicaStorage {
         for row in rows {
             let op = try ChangeCodec.decodeOp(row.bytes("op"))
             guard fields.contains(op.field) else { continue }
-            try db.execute(sql: "DELETE FROM op_values WHERE change = ? AND idx = ?", arguments: [row["change"] as Int64, row["idx"] as Int64])
-            // With the seed, the erased value's salt could be derived again; the kept envelope
-            // holds the value itself.
-            try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [row["change"] as Int64])
+            try dropValue(change: row["change"], index: row["idx"])
         }
         // A change refused by policy is kept but applied nowhere, so it has no `ops` rows: its
         // ops on this record are found in its signed bytes. Its values go the same way.
         for row in try Row.fetchAll(db, sql: "SELECT n, signed FROM changes WHERE refusal_code IS NOT NULL") {
             let change = try ChangeCodec.decode(row.bytes("signed"))
             for (i, op) in change.ops.enumerated() where op.record == record && fields.contains(op.field) {
-                try db.execute(sql: "DELETE FROM op_values WHERE change = ? AND idx = ?", arguments: [row["n"] as Int64, i])
-                try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [row["n"] as Int64])
+                try dropValue(change: row["n"], index: Int64(i))
             }
         }
         // Values waiting in `pending` for this record are erased when they are applied.
+    }
+
+    /// Deletes one op's value, with the change's salt seed (from which the erased value's salt
+    /// could be derived again) and the server's kept envelope (which holds the value itself).
+    func dropValue(change n: Int64, index: Int64) throws {
+        try db.execute(sql: "DELETE FROM op_values WHERE change = ? AND idx = ?", arguments: [n, index])
+        try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [n])
     }
 }
 

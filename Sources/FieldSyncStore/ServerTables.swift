@@ -173,8 +173,8 @@ extension ReplicaStore {
     // MARK: Replay cache
 
     /// Records a signature nonce; false when it was seen before (a replay).
-    public func useNonce(device: String, nonce: String, expiresAt: UInt64, now: UInt64) async throws -> Bool {
-        try await writeAsync { db in try Self.useNonce(db, SignatureNonce(device: device, nonce: nonce, expiresAt: expiresAt), now: now) }
+    public func useNonce(_ nonce: SignatureNonce, now: UInt64) async throws -> Bool {
+        try await writeAsync { db in try Self.useNonce(db, nonce, now: now) }
     }
 
     static func useNonce(_ db: Database, _ n: SignatureNonce, now: UInt64) throws -> Bool {
