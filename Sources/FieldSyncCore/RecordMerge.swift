@@ -48,6 +48,34 @@ public struct AppliedOp: Hashable, Sendable {
     }
 }
 
+/// How an op ends the ops it names: a write (set, review, resolve) supersedes them, a remove
+/// removes tags. A delete's refs end nothing: they say what its author saw.
+public enum Ending: UInt8, Sendable {
+    case supersedes = 0, removes = 1
+}
+
+extension Op {
+    /// How this op ends the ops it names, if it does.
+    public var ending: Ending? {
+        switch action {
+        case .set, .review, .resolve: .supersedes
+        case .remove: .removes
+        case .create, .add, .delete, .erase: nil
+        }
+    }
+
+    /// What can end this op: writes and tombstones are superseded, tags removed. Creates,
+    /// removes, erasures and a record-level resolve count for good.
+    public var endedBy: Ending? {
+        switch action {
+        case .set, .review, .delete: .supersedes
+        case .resolve: field.isEmpty ? nil : .supersedes
+        case .add: .removes
+        case .create, .remove, .erase: nil
+        }
+    }
+}
+
 /// Every op applied to one record. Insertion is commutative and idempotent.
 public struct RecordOps: Sendable {
     public let id: RecordID
@@ -99,6 +127,40 @@ public struct RecordOps: Sendable {
             if var w = writes[f] { for k in w.keys { w[k]!.value = nil }; writes[f] = w }
             if var a = adds[f] { for k in a.keys { a[k]!.value = nil }; adds[f] = a }
         }
+    }
+
+    // MARK: Ended ops
+    // An op superseded or removed never shows again, whatever arrives later: `materialize`
+    // reads only survivors, live tags and live tombstones. So a store may load just the ops that
+    // still count (a note edited every day would otherwise load its whole history on each
+    // edit) provided it also tells `RecordOps` what ended ops it did not load, below.
+
+    /// Whether the op can still show in `materialize`.
+    public func stillCounts(_ e: AppliedOp) -> Bool {
+        switch e.op.endedBy {
+        case nil: true
+        case .supersedes: !superseded.contains(e.ref)
+        case .removes: !removed.contains(e.ref)
+        }
+    }
+
+    /// Records that an op not loaded here ended `ref`.
+    public mutating func ended(_ ref: OpRef, by how: Ending) {
+        switch how {
+        case .supersedes: superseded.insert(ref)
+        case .removes: removed.insert(ref)
+        }
+    }
+
+    /// Raises `lastChanged` to the time of ops not loaded here.
+    public mutating func changed(at hlc: HLC) { if hlc > lastChanged { lastChanged = hlc } }
+
+    /// A loaded op by its ref.
+    public func applied(_ ref: OpRef) -> AppliedOp? {
+        if let e = creates[ref] ?? tombstones[ref] ?? erasures[ref] { return e }
+        for w in writes.values { if let e = w[ref] { return e } }
+        for a in adds.values { if let e = a[ref] { return e } }
+        return nil
     }
 
     /// The create that counts: the earliest, so two creates of one id agree everywhere.

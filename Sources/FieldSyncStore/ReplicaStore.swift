@@ -12,6 +12,7 @@ public struct ReplicaStore: Sendable {
     public let path: String
     /// The server's store keeps each change's envelope to send it as is (`changes.envelope`).
     let keepsEnvelopes: Bool
+    let rosters = RosterCache()
 
     /// Opens the replica at `path`. With `create`, makes a new one (refusing to reuse a file).
     public static func open(path: String, create: Bool = false, schema: RecordSchema = .standard, server: Bool = false) throws -> ReplicaStore {
@@ -76,10 +77,18 @@ public struct ReplicaStore: Sendable {
         let folders = server ? ["sqlite/", "sqlite-server/"] : ["sqlite/"]
         for name in EmbeddedSchema.files.keys.filter({ n in folders.contains { n.hasPrefix($0) } }).sorted() {
             let sql = EmbeddedSchema.files[name]!
-            m.registerMigration(name) { db in try db.execute(sql: sql) }
+            m.registerMigration(name) { db in
+                try db.execute(sql: sql)
+                try codeSteps[name]?(db)
+            }
         }
         return m
     }
+
+    /// Work a migration needs beyond its SQL (it must decode ops), run right after that file.
+    static let codeSteps: [String: @Sendable (Database) throws -> Void] = [
+        "sqlite/0006_ended_ops.sql": SQLiteStorage.markEndedOps,
+    ]
 
     /// Runs `body` in one write transaction, turning SQLite's failures into one clear line.
     func write<T>(_ body: (Database) throws -> T) throws -> T {
@@ -111,7 +120,12 @@ public struct ReplicaStore: Sendable {
     public func meta(_ key: String) throws -> String? { try read { try Meta.get(key, $0) } }
     public func setMeta(_ key: String, _ value: String) throws { try write { try Meta.set(key, value, $0) } }
 
-    public func roster() throws -> Roster { Roster(try read { try RosterRow.all($0) }) }
+    public func roster() throws -> Roster { try read { try rosters.roster($0) } }
+
+    /// `ReplicaStorage` inside one of this store's transactions.
+    func storage(_ db: Database, wallMillis: UInt64) throws -> SQLiteStorage {
+        try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis, keepsEnvelopes: keepsEnvelopes, roster: rosters.roster(db))
+    }
 
     public func upsertRoster(_ entries: [RosterEntry]) throws {
         try write { db in for e in entries { try RosterRow.upsert(e, db) } }
@@ -125,7 +139,7 @@ public struct ReplicaStore: Sendable {
     public func commitLocal(key: DeviceKey, wallMillis: UInt64 = Timestamps.nowMillis,
                             _ build: (RecordReader) throws -> ChangeDraft) throws -> [SignedChange] {
         try write { db in
-            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis, keepsEnvelopes: keepsEnvelopes)
+            var s = try storage(db, wallMillis: wallMillis)
             let draft = try build(RecordReader(storage: s))
             guard !draft.isEmpty else { return [] }
             var out: [SignedChange] = []
@@ -187,7 +201,7 @@ public struct ReplicaStore: Sendable {
                     """, arguments: [Data(r.id.bytes), r.code, r.reason, Int64(wallMillis)])
             }
             guard !o.incoming.isEmpty else { return [ChangeID: Result<ReceiveOutcome, CoreError>]() }
-            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: wallMillis, keepsEnvelopes: keepsEnvelopes)
+            var s = try storage(db, wallMillis: wallMillis)
             var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
             for (i, c) in o.incoming.enumerated() {
                 do {
@@ -284,7 +298,7 @@ public struct ReplicaStore: Sendable {
 
 
     public func view(_ id: RecordID) throws -> RecordView? {
-        try read { db in try SQLiteStorage(db: db, schema: schema, wallMillis: 0, keepsEnvelopes: keepsEnvelopes).recordOps(id).materialize(schema: schema) }
+        try read { db in try storage(db, wallMillis: 0).load(id).ops.materialize(schema: schema) }
     }
 
     /// Finds a record by a unique prefix of its id.
@@ -345,8 +359,8 @@ public struct ReplicaStore: Sendable {
 public struct RecordReader {
     let storage: SQLiteStorage
     public var schema: RecordSchema { storage.schema }
-    public func ops(_ id: RecordID) throws -> RecordOps { try storage.recordOps(id) }
-    public func view(_ id: RecordID) throws -> RecordView? { try storage.recordOps(id).materialize(schema: storage.schema) }
+    public func ops(_ id: RecordID) throws -> RecordOps { try storage.load(id).ops }
+    public func view(_ id: RecordID) throws -> RecordView? { try storage.load(id).ops.materialize(schema: storage.schema) }
 }
 
 public struct ReplicaStatus: Sendable, Codable {

@@ -1,6 +1,7 @@
 import FieldSyncCore
 import Foundation
 import GRDB
+import Synchronization
 
 /// `ReplicaStorage` over one open SQLite transaction: how `Replicator` (the same code the
 /// in-memory reference runs) reads and writes a replica on disk.
@@ -14,13 +15,16 @@ struct SQLiteStorage: ReplicaStorage {
     var clock: HybridClock
     /// The local number (`changes.n`) of the change appended last: its ops are saved next.
     var appended: (id: ChangeID, n: Int64)?
+    /// The record last loaded, when it had no ops stored: nothing can have ended its ops yet,
+    /// so saving it skips looking them up in `ended` (a first sync's every record).
+    var loadedEmpty: RecordID?
 
-    init(db: Database, schema: RecordSchema, wallMillis: UInt64, keepsEnvelopes: Bool) throws {
+    init(db: Database, schema: RecordSchema, wallMillis: UInt64, keepsEnvelopes: Bool, roster: Roster) throws {
         self.db = db
         self.schema = schema
         self.wallMillis = wallMillis
         self.keepsEnvelopes = keepsEnvelopes
-        roster = try Dictionary(RosterRow.all(db).map { ($0.device, $0) }, uniquingKeysWith: { a, _ in a })
+        self.roster = roster.entries
         clock = HybridClock(last: HLC(raw: UInt64(try Meta.get("hlc", db).flatMap { UInt64($0) } ?? 0)))
     }
 
@@ -82,35 +86,101 @@ struct SQLiteStorage: ReplicaStorage {
         return n
     }
 
-    func recordOps(_ id: RecordID) throws -> RecordOps {
+    /// The ops of a record that can still show. A record already shown has its last-changed
+    /// time stored with it, so the ops that no longer count (`ops.live = 0`) need not be read;
+    /// one not shown yet (its create has not arrived) is read whole, which is rare and small.
+    mutating func recordOps(_ id: RecordID) throws -> RecordOps {
+        let (ops, empty) = try load(id)
+        // Every chain of ended ops ends in one that still counts: none loaded means none stored.
+        loadedEmpty = empty ? id : nil
+        return ops
+    }
+
+    /// A record's ops for reading (drafting, showing), and whether it had none stored.
+    func load(_ id: RecordID) throws -> (ops: RecordOps, empty: Bool) {
         var ops = RecordOps(id: id)
+        let lastChanged = try Int64.fetchOne(db.cachedStatement(sql: "SELECT last_changed FROM records WHERE id = ?"),
+                                             arguments: [id.description])
+        var personal: Set<String>?
+        let stored = try appliedOps(id, onlyCounting: lastChanged != nil)
+        for e in stored {
+            if personal == nil { personal = schema.personalFields(of: e.op.recordType) }
+            ops.insert(e, personalFields: personal!)
+        }
+        if let lastChanged { ops.changed(at: HLC(raw: UInt64(bitPattern: lastChanged))) }
+        return (ops, stored.isEmpty)
+    }
+
+    func appliedOps(_ id: RecordID, onlyCounting: Bool) throws -> [AppliedOp] {
         let rows = try Row.fetchCursor(db.cachedStatement(sql: """
             SELECT changes.id, ops.idx, changes.device, changes.hlc, changes.wall, ops.op, op_values.value
             FROM ops JOIN changes ON changes.n = ops.change
             LEFT JOIN op_values ON op_values.change = ops.change AND op_values.idx = ops.idx
-            WHERE ops.record = ?
-            """), arguments: [Data(id.bytes)])
-        var personal: Set<String>?
+            WHERE ops.record = ? AND ops.live >= ?
+            """), arguments: [Data(id.bytes), onlyCounting ? 1 : 0])
+        var out: [AppliedOp] = []
+        // Most ops of a record come from a few devices: parse each device id once.
+        var devices: [String: DeviceID] = [:]
         while let row = try rows.next() {
-            let op = try ChangeCodec.decodeOp(row.bytes("op"))
-            if personal == nil { personal = schema.personalFields(of: op.recordType) }
-            let value: JSONValue? = try (row.optionalBytes("value")).map { try JSONValue.parseCanonical($0) }
-            ops.insert(AppliedOp(ref: OpRef(change: ChangeID(bytes: row.bytes("id"))!, index: UInt16(row["idx"] as Int64)),
-                                 op: op, hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: DeviceID(row["device"] as String)!,
-                                 wallMillis: UInt64(bitPattern: row["wall"]), value: value),
-                       personalFields: personal!)
+            let text: String = row["device"]
+            guard let author = devices[text] ?? DeviceID(text) else { throw StoreError(.notAReplica, "a stored change names a malformed device \(text)") }
+            devices[text] = author
+            out.append(AppliedOp(ref: OpRef(change: ChangeID(bytes: row.bytes("id"))!, index: UInt16(row["idx"] as Int64)),
+                                 op: try ChangeCodec.decodeOp(row.bytes("op")), hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: author,
+                                 wallMillis: UInt64(bitPattern: row["wall"]),
+                                 value: try (row.optionalBytes("value")).map { try JSONValue.parseCanonical($0) }))
         }
-        return ops
+        return out
     }
 
     func saveRecord(_ ops: RecordOps, added: [AppliedOp]) throws {
-        let insert = try db.cachedStatement(sql: "INSERT INTO ops (change, idx, record, op) VALUES (?, ?, ?, ?)")
+        var ops = ops
         let record = Data(ops.id.bytes)
-        for e in added {
-            try insert.execute(arguments: [try number(of: e.ref.change), Int64(e.ref.index), record, Data(ChangeCodec.encodeOp(e.op))])
+        // Ended before it arrived, by an op that may itself no longer count (and so not be loaded).
+        let wasEnded = try db.cachedStatement(sql: "SELECT 1 FROM ended WHERE record = ? AND change = ? AND idx = ? AND how = ?")
+        for e in added where loadedEmpty != ops.id {
+            guard let how = e.op.endedBy,
+                  try Bool.fetchOne(wasEnded, arguments: [record, Data(e.ref.change.bytes), Int64(e.ref.index), Int64(how.rawValue)]) != nil
+            else { continue }
+            ops.ended(e.ref, by: how)
         }
+        let insert = try db.cachedStatement(sql: "INSERT INTO ops (change, idx, record, op, live) VALUES (?, ?, ?, ?, ?)")
+        for e in added {
+            try insert.execute(arguments: [try number(of: e.ref.change), Int64(e.ref.index), record, Data(ChangeCodec.encodeOp(e.op)),
+                                           ops.stillCounts(e)])
+        }
+        try noteEndings(of: added, in: ops)
         guard let view = ops.materialize(schema: schema) else { return }  // its create has not arrived yet
         try RecordRow(view).save(db)
+    }
+
+    /// Lists what `ops` ended, and marks the stored ops among them that no longer count.
+    func noteEndings(of ops: [AppliedOp], in record: RecordOps) throws {
+        let key = Data(record.id.bytes)
+        let note = try db.cachedStatement(sql: "INSERT OR IGNORE INTO ended (record, change, idx, how) VALUES (?, ?, ?, ?)")
+        let mark = try db.cachedStatement(sql: "UPDATE ops SET live = 0 WHERE change = ? AND idx = ? AND live = 1")
+        for e in ops {
+            guard let how = e.op.ending else { continue }
+            for ref in e.op.refs {
+                try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue)])
+                if let victim = record.applied(ref), !record.stillCounts(victim) {
+                    try mark.execute(arguments: [try number(of: ref.change), Int64(ref.index)])
+                }
+            }
+        }
+    }
+
+    /// Migration 0006 on a replica that already holds ops: what each op ended, and which ops no
+    /// longer count, worked out record by record from the whole history.
+    static func markEndedOps(_ db: Database) throws {
+        let storage = try SQLiteStorage(db: db, schema: .standard, wallMillis: 0, keepsEnvelopes: false, roster: Roster())
+        for key in try Data.fetchAll(db, sql: "SELECT DISTINCT record FROM ops") {
+            guard let id = RecordID(bytes: [UInt8](key)) else { throw StoreError(.notAReplica, "a stored op names a malformed record") }
+            let all = try storage.appliedOps(id, onlyCounting: false)
+            var ops = RecordOps(id: id)
+            for e in all { ops.insert(e, personalFields: []) }
+            try storage.noteEndings(of: all, in: ops)
+        }
     }
 
     func isErased(_ id: RecordID) throws -> Bool {
@@ -151,6 +221,21 @@ enum Meta {
     static func set(_ key: String, _ value: String, _ db: Database) throws {
         try db.cachedStatement(sql: "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .execute(arguments: [key, value])
+    }
+}
+
+/// The roster as last read, keyed by the stamp in `meta.roster_version` that every roster change
+/// renews (migration 0007): checking the stamp reads one row, reading the roster reads every row
+/// and hashes every key. A sync exchange on the server needs the roster four times.
+final class RosterCache: Sendable {
+    private let last = Mutex<(stamp: String, roster: Roster)?>(nil)
+
+    func roster(_ db: Database) throws -> Roster {
+        guard let stamp = try Meta.get("roster_version", db) else { return Roster(try RosterRow.all(db)) }
+        if let hit = last.withLock({ $0 }), hit.stamp == stamp { return hit.roster }
+        let roster = Roster(try RosterRow.all(db))
+        last.withLock { $0 = (stamp, roster) }
+        return roster
     }
 }
 

@@ -53,12 +53,11 @@ extension ReplicaStore {
     /// holds now: what it said it had, plus what it just sent.
     func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limit: Int,
                      now: UInt64, nonce: SignatureNonce?) async throws -> (ExchangeResult, known: VersionVector) {
-        let schema = self.schema
         return try await writeAsync { db in
             if let nonce, try !Self.useNonce(db, nonce, now: now) {
                 throw StoreError(.replayed, "this signature nonce was already used (replay)")
             }
-            var s = try SQLiteStorage(db: db, schema: schema, wallMillis: now, keepsEnvelopes: true)
+            var s = try storage(db, wallMillis: now)
             var result = ExchangeResult()
             var known = clientVector
             for c in upload {
@@ -152,7 +151,7 @@ extension ReplicaStore {
     /// The roster, read without blocking a thread of the cooperative pool (the server's handlers:
     /// a synchronous read there can starve the pool while async readers wait for it).
     public func currentRoster() async throws -> Roster {
-        Roster(try await writer.read { db in try RosterRow.all(db) })
+        try await writer.read { [rosters] db in try rosters.roster(db) }
     }
 
     public func countDevicesSeen(since: UInt64) async throws -> Int {

@@ -233,4 +233,36 @@ final class TempDir {
         #expect(throws: StoreError(.notFound, "")) { _ = try store.resolveID("ffff") }
         #expect(throws: StoreError(.notFound, "")) { _ = try store.resolveID(ids[0].description, type: .contact) }
     }
+
+    /// The roster is cached per store handle, keyed by a stamp every roster change renews: a
+    /// revocation made through another handle (`fieldsync-server revoke` beside the running
+    /// server) counts at once, and a roster change rolled back leaves nothing behind.
+    @Test func theCachedRosterFollowsChangesFromElsewhereAndRollbacks() throws {
+        let dir = TempDir()
+        let server = try newStore(dir, server: true)
+        #expect(try server.roster()[field.deviceID]?.revokedAfterSeq == nil)  // now cached
+        let admin = try ReplicaStore.open(path: dir.path + "/r.sqlite", server: true)
+        _ = try admin.revoke(field.deviceID)
+        #expect(try server.roster()[field.deviceID]?.revokedAfterSeq == 0)
+        // A change by the revoked device is refused through the cached roster too.
+        var m = MemoryReplica(roster: Roster(entries))
+        var d = ChangeDraft(); d.create(RecordID.make(), type: .note, kind: "survey")
+        let late = try m.commit(d, key: field, wallMillis: 1_000)
+        guard case .failure(let refusal)? = try server.receive([late])[late.id] else {
+            Issue.record("a change from a revoked device was taken")
+            return
+        }
+        #expect(refusal.code == .revoked)
+
+        let stranger = DeviceKey()
+        struct Abandon: Error {}
+        #expect(throws: Abandon.self) {
+            try server.write { db in
+                try RosterRow.upsert(RosterEntry(publicKey: stranger.publicKey, name: "x", role: .coordinator, enrolledAtMillis: 0), db)
+                #expect(try server.storage(db, wallMillis: 0).rosterEntry(stranger.deviceID) != nil)
+                throw Abandon()
+            }
+        }
+        #expect(try server.roster()[stranger.deviceID] == nil)
+    }
 }
