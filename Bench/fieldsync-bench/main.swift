@@ -36,6 +36,8 @@ func table(_ results: [Result]) -> String {
         ("B3 field writes/s", figure(results, "B3 depot load", "field_writes_per_s"), "≥ 20000",
          "\(f(figure(results, "B3 depot load", "field_writes_per_s") / sqlite)) of raw SQLite"),
         ("B3 p99 request ms", figure(results, "B3 depot load", "p99_request_ms"), "≤ 250", ""),
+        ("B3 p99 after each first ms", figure(results, "B3 depot load", "p99_request_after_first_ms"), "", ""),
+        ("B3 p50 first request ms", figure(results, "B3 depot load", "p50_first_request_ms"), "", ""),
         ("B3 refusals", figure(results, "B3 depot load", "refusals"), "0", ""),
         ("B3 server peak RSS MB", figure(results, "B3 depot load", "server_peak_rss_mb"), "≤ 300", ""),
         ("B4 durable notes/s (note add)", figure(results, "B4 local work", "durable_notes_per_s"), "≥ 2000",

@@ -86,13 +86,17 @@ public struct SyncServer: Sendable {
         do { vector = try req.decodedVector() } catch { throw Problem(status: 400, title: "Bad Request", detail: error.message) }
         // Bounded work per exchange under load: every laptop gets its turn at the single writer
         // instead of queueing behind whole batches. Changes beyond the limit are neither accepted
-        // nor refused; they stay in the client's outbox for its next exchange.
-        let inFlight = load.enter()
+        // nor refused; they stay in the client's outbox for its next exchange. The limits are
+        // asked again as the work starts (decoding, the writer, the answer): in a burst, the
+        // first laptops arrive while the server still looks idle.
+        load.enter()
         defer { load.leave() }
-        let (takes, sends) = (ExchangeLoad.uploadLimit(inFlight: inFlight), ExchangeLoad.limit(inFlight: inFlight))
+        let load = self.load
+        let limits = ExchangeLimits(takes: { ExchangeLoad.uploadLimit(inFlight: load.current) },
+                                    sends: { ExchangeLoad.limit(inFlight: load.current) })
         var upload: [SignedChange] = []
         var undecodable: [ChangeRefusal] = []
-        for (i, envelope) in req.changes.prefix(takes).enumerated() {
+        for (i, envelope) in req.changes.prefix(limits.takes()).enumerated() {
             do { upload.append(try SignedChange(envelope: envelope)) } catch {
                 undecodable.append(ChangeRefusal(id: "#\(i)", code: error.code.description, reason: error.message))
             }
@@ -100,7 +104,7 @@ public struct SyncServer: Sendable {
         guard let nonce = context.unrecordedNonce else { throw Problem(status: 401, title: "Unauthorized", detail: "no signature nonce") }
         let result: ReplicaStore.ExchangeResult
         do {
-            result = try await store.exchange(device: device.device, upload: upload, clientVector: vector, limit: sends,
+            result = try await store.exchange(device: device.device, upload: upload, clientVector: vector, limits: limits,
                                               now: clock(), nonce: nonce)
         } catch let e as StoreError where e.code == .replayed {
             throw Problem(status: 401, title: "Unauthorized", detail: Authenticator.replayed)
@@ -176,9 +180,10 @@ public struct SyncServer: Sendable {
 final class ExchangeLoad: Sendable {
     let inFlight = Atomic<Int>(0)
 
-    /// Counts this exchange in; returns how many are in flight with it.
-    func enter() -> Int { inFlight.wrappingAdd(1, ordering: .relaxed).newValue }
+    func enter() { inFlight.wrappingAdd(1, ordering: .relaxed) }
     func leave() { inFlight.wrappingSubtract(1, ordering: .relaxed) }
+    /// How many exchanges are in flight now, this one included.
+    var current: Int { inFlight.load(ordering: .relaxed) }
 
     /// The whole batch (500 changes) for up to ten exchanges at once, then shrinking with the
     /// load: 250 at twenty, 100 at fifty, never under 16. Measured in BENCHMARKS.md (B3): smaller
@@ -187,10 +192,12 @@ final class ExchangeLoad: Sendable {
         max(16, SyncProtocol.maxBatch * 10 / max(10, inFlight))
     }
 
-    /// Changes taken up shrink sooner: they all go through the one SQLite writer, while pulls
-    /// are read beside it. The whole batch for up to two at once, 100 at ten, 20 at fifty.
+    /// Changes taken up shrink sooner and faster, with the square of the load: they all go
+    /// through the one SQLite writer, one exchange after another, while pulls are read beside
+    /// it. The whole batch for up to five at once, 100 at ten, 25 at twenty, 4 at fifty (the
+    /// writer's turns then last a few milliseconds; measured in BENCHMARKS.md, B3).
     static func uploadLimit(inFlight: Int) -> Int {
-        max(16, SyncProtocol.maxBatch * 2 / max(2, inFlight))
+        max(4, SyncProtocol.maxBatch * 2 / max(2, inFlight * inFlight / 10))
     }
 }
 

@@ -8,7 +8,7 @@ public protocol SyncStore: Sendable {
     func currentRoster() async throws -> Roster
     /// Records the request's nonce and stores the uploaded changes durably (one transaction), then
     /// collects what the client lacks. A nonce seen before throws `StoreError(.replayed)`.
-    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int, now: UInt64,
+    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits, now: UInt64,
                   nonce: SignatureNonce?) async throws -> ReplicaStore.ExchangeResult
     func enrollDevice(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry
     /// False when the nonce was seen before (a replay).

@@ -218,3 +218,20 @@ public struct SignedRoster: Codable, Sendable, Hashable {
         return Roster(out)
     }
 }
+
+/// How many of its own changes a laptop sends in one exchange. A crowded server takes only part
+/// of a batch (the rest stays in the outbox), so sending whole batches again would only load a
+/// link that is often poor. The window opens at 128 (more than a day's work), doubles after every
+/// full take up to the batch limit, and after a partial take is twice what was taken.
+public struct UploadWindow: Sendable, Equatable {
+    public static let minimum = 16
+    public static let initial = 128
+    public private(set) var size = initial
+
+    public init() {}
+
+    /// After an answer: `handled` of the `sent` changes were accepted or refused.
+    public mutating func update(sent: Int, handled: Int) {
+        size = handled < sent ? max(Self.minimum, 2 * handled) : min(SyncProtocol.maxBatch, 2 * size)
+    }
+}

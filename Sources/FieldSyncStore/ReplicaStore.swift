@@ -34,7 +34,6 @@ public struct ReplicaStore: Sendable {
         config.foreignKeysEnabled = true
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
             // Erased values must not linger in free pages.
             try db.execute(sql: "PRAGMA secure_delete = ON")
             // A first sync or a large import writes one long transaction: with SQLite's default
@@ -45,6 +44,9 @@ public struct ReplicaStore: Sendable {
         let pool: DatabasePool
         do {
             pool = try DatabasePool(path: path, configuration: config)
+            // GRDB's pool sets synchronous=NORMAL on its writer once WAL is on, after
+            // `prepareDatabase` ran: set FULL again, or a commit would not wait for the disk.
+            try pool.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA synchronous = FULL") }
         } catch {
             throw StoreError(.notAReplica, "\(path) is not a fieldsync replica (\(Self.reason(error)))")
         }
@@ -91,9 +93,14 @@ public struct ReplicaStore: Sendable {
     ]
 
     /// Runs `body` in one write transaction, turning SQLite's failures into one clear line.
-    func write<T>(_ body: (Database) throws -> T) throws -> T {
+    /// With `durable: false` the commit does not wait for the disk (synchronous=NORMAL for that
+    /// one transaction): only for writes that are safe to lose in a power cut, because the next
+    /// sync repeats them (an acknowledgement, a replay nonce, device activity). WAL keeps the
+    /// order, so it can never outlive a later durable commit's loss, nor corrupt anything.
+    func write<T>(durable: Bool = true, _ body: (Database) throws -> T) throws -> T {
         do {
-            return try writer.write(body)
+            if durable { return try writer.write(body) }
+            return try writer.writeWithoutTransaction { db in try Self.lightly(db, body) }
         } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
             throw StoreError(.readOnly, "the replica \(path) is read-only")
         } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
@@ -103,11 +110,24 @@ public struct ReplicaStore: Sendable {
 
     func read<T>(_ body: (Database) throws -> T) throws -> T { try writer.read(body) }
 
+    /// One transaction committed with synchronous=NORMAL; FULL again afterwards, whatever happens.
+    static func lightly<T>(_ db: Database, _ body: (Database) throws -> T) throws -> T {
+        try db.execute(sql: "PRAGMA synchronous = NORMAL")
+        let outcome = Result { () throws -> T in
+            var value: T?
+            try db.inTransaction { value = try body(db); return .commit }
+            return value!
+        }
+        try db.execute(sql: "PRAGMA synchronous = FULL")
+        return try outcome.get()
+    }
+
     /// As `write`, but suspends instead of blocking a thread while another writer holds the
     /// lock: the server's handlers must not stall the cooperative pool on SQLite.
-    func writeAsync<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+    func writeAsync<T: Sendable>(durable: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            return try await writer.write(body)
+            if durable { return try await writer.write(body) }
+            return try await writer.writeWithoutTransaction { db in try Self.lightly(db, body) }
         } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
             throw StoreError(.readOnly, "the replica \(path) is read-only")
         } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
@@ -189,7 +209,8 @@ public struct ReplicaStore: Sendable {
     /// changes to trust), the acknowledgements and refusals of our changes, then the changes
     /// pulled, each through `Replicator`. Returns each pulled change's outcome.
     public func absorb(_ o: ExchangeOutcome, wallMillis: UInt64 = Timestamps.nowMillis) throws -> [ChangeID: Result<ReceiveOutcome, CoreError>] {
-        let results = try write { db in
+        // An answer with no change and no roster leaves only what the next sync would repeat.
+        let results = try write(durable: !o.incoming.isEmpty || !o.roster.isEmpty) { db in
             for (k, v) in o.meta { try Meta.set(k, v, db) }
             for e in o.roster { try RosterRow.upsert(e, db) }
             let ack = try db.cachedStatement(sql: "UPDATE changes SET acked = 1 WHERE id = ?")
@@ -226,16 +247,15 @@ public struct ReplicaStore: Sendable {
 
     public func vector() throws -> VersionVector { try read { db in try Self.vector(db) } }
 
-    /// Each device's highest stored seq. One index probe per device on the roster (every stored
-    /// change's author is on it): a GROUP BY over `changes` read the whole index, on every
-    /// exchange, and was 40 % of the server's time under load.
+    /// Each device's highest stored seq, from `heads` (kept by a trigger, migration 0008): a
+    /// GROUP BY over `changes` read the whole index on every exchange and was 40 % of the
+    /// server's time under load, and one index probe per roster device still a tenth.
     static func vector(_ db: Database) throws -> VersionVector {
         var v = VersionVector()
-        for row in try Row.fetchAll(db.cachedStatement(sql: """
-            SELECT device, (SELECT MAX(seq) FROM changes WHERE changes.device = roster.device) AS seq FROM roster
-            """)) {
-            guard let seq = row["seq"] as Int64? else { continue }
-            v.seqs[DeviceID(row["device"] as String)!] = UInt64(seq)
+        let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT device, seq FROM heads"))
+        while let row = try rows.next() {
+            guard let device = DeviceID(row[0] as String) else { throw StoreError(.notAReplica, "a stored change names a malformed device") }
+            v.seqs[device] = UInt64(row[1] as Int64)
         }
         return v
     }

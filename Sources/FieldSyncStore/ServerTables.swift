@@ -11,6 +11,21 @@ public struct SignatureNonce: Sendable, Hashable {
     public init(device: String, nonce: String, expiresAt: UInt64) { self.device = device; self.nonce = nonce; self.expiresAt = expiresAt }
 }
 
+/// How many changes one exchange takes up and sends down, asked when that work starts rather
+/// than when the request arrived: laptops arrive in bursts, and the first of a burst would
+/// otherwise take a whole batch through the writer while the rest queue behind it.
+public struct ExchangeLimits: Sendable {
+    public var takes: @Sendable () -> Int
+    public var sends: @Sendable () -> Int
+
+    public init(takes: @escaping @Sendable () -> Int, sends: @escaping @Sendable () -> Int) {
+        self.takes = takes
+        self.sends = sends
+    }
+
+    public static func fixed(_ n: Int) -> ExchangeLimits { ExchangeLimits(takes: { n }, sends: { n }) }
+}
+
 /// The sync server's own bookkeeping on its replica: invites, the replay cache, device activity,
 /// and the exchange itself (receive, then answer from the same committed state).
 extension ReplicaStore {
@@ -29,19 +44,27 @@ extension ReplicaStore {
     /// after the commit, beside other writers: the single SQLite writer is held only to store.
     /// The request's `nonce` is recorded in that same transaction (one durable commit per
     /// exchange, not two); a replayed one throws `StoreError(.replayed)` and stores nothing.
-    public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limit: Int,
+    public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits,
                          now: UInt64, nonce: SignatureNonce? = nil) async throws -> ExchangeResult {
         let roster = try await currentRoster()
-        let verified = Set(upload.filter { c in
-            guard c.change.device == device, let entry = roster[c.change.device] else { return false }
-            return (try? c.verify(publicKey: entry.publicKey)) != nil
-        }.map(\.id))
-        let stored = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limit: limit,
+        // Signatures are checked only as far as the limit reaches, asked again before each one.
+        var verified: Set<ChangeID> = []
+        var considered = 0
+        for c in upload {
+            guard considered < limits.takes() else { break }
+            considered += 1
+            if c.change.device == device, let entry = roster[c.change.device], (try? c.verify(publicKey: entry.publicKey)) != nil {
+                verified.insert(c.id)
+            }
+        }
+        let upload = Array(upload.prefix(considered))
+        let stored = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limits: limits,
                                            now: now, nonce: nonce)
         var result = stored.0
         // An erase must not survive in the WAL: fold it into the main file (zeroed by secure_delete).
         if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
         let known = stored.known
+        let limit = limits.sends()
         let (lacking, more, vector) = try await writer.read { db in try Self.lacking(db, known: known, limit: limit, load: Self.loadEnvelope) }
         result.lacking = lacking
         result.vector = vector
@@ -49,18 +72,25 @@ extension ReplicaStore {
         return result
     }
 
-    /// Stores the upload in one write transaction. Returns the result so far and what the client
-    /// holds now: what it said it had, plus what it just sent.
-    func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limit: Int,
+    /// Stores the upload in one write transaction: as many changes as `limits.takes` allows while
+    /// the writer is ours; the rest are neither accepted nor refused. Returns the result so far
+    /// and what the client holds now: what it said it had, plus what it just sent.
+    func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limits: ExchangeLimits,
                      now: UInt64, nonce: SignatureNonce?) async throws -> (ExchangeResult, known: VersionVector) {
-        return try await writeAsync { db in
+        // A pull stores no change: its nonce and the device's activity are safe to lose in a
+        // power cut (replaying a pull needs its plaintext, which only the device and TLS see,
+        // and would only repeat an answer).
+        return try await writeAsync(durable: !upload.isEmpty) { db in
             if let nonce, try !Self.useNonce(db, nonce, now: now) {
                 throw StoreError(.replayed, "this signature nonce was already used (replay)")
             }
             var s = try storage(db, wallMillis: now)
             var result = ExchangeResult()
             var known = clientVector
-            for c in upload {
+            // Asked again before each change: a writer taken while the server looked idle
+            // lets go early once a crowd has come in behind it.
+            for (taken, c) in upload.enumerated() {
+                guard taken < limits.takes() else { break }
                 let id = c.id.hex
                 guard c.change.device == device else {
                     result.refused.append(ChangeRefusal(id: id, code: "wrong_uploader", reason: "change \(id.prefix(12)) was signed by \(c.change.device), not by the uploading device"))
@@ -83,7 +113,8 @@ extension ReplicaStore {
                 }
             }
             try s.finish()
-            // Backlog: what the client will still lack after this answer's `limit` changes.
+            // Backlog: what the client will still lack after this answer's changes.
+            let limit = limits.sends()
             let lacking = try Self.vector(db).seqs.reduce(Int64(0)) { $0 + max(0, Int64($1.value) - Int64(known[$1.key])) }
             try db.execute(sql: """
                 INSERT INTO device_activity (device, last_sync, backlog) VALUES (?, ?, ?)

@@ -208,3 +208,24 @@ import Testing
         #expect(parts[0].values[0] == nil, "the create carries no value")
     }
 }
+
+@Suite struct UploadWindowTests {
+    @Test func opensOnFullTakesAndShrinksToWhatACrowdedServerTakes() {
+        var w = UploadWindow()
+        #expect(w.size == 128)
+        w.update(sent: 128, handled: 128)
+        #expect(w.size == 256)
+        w.update(sent: 256, handled: 256)
+        w.update(sent: 500, handled: 500)
+        #expect(w.size == SyncProtocol.maxBatch)
+        w.update(sent: 500, handled: 20)
+        #expect(w.size == 40)
+        w.update(sent: 40, handled: 4)
+        #expect(w.size == UploadWindow.minimum)
+        w.update(sent: 16, handled: 0)
+        #expect(w.size == UploadWindow.minimum)
+        // An outbox smaller than the window, all taken: the window still opens.
+        w.update(sent: 3, handled: 3)
+        #expect(w.size == 32)
+    }
+}

@@ -4,6 +4,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
+import Synchronization
 import Testing
 @testable import FieldSyncServer
 
@@ -59,7 +60,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         var a = TestLaptop(key: ka, roster: try ts.store.roster())
         var changes: [SignedChange] = []
         for i in 0..<(SyncProtocol.maxBatch + 20) { changes.append(try a.note("N-\(i)").1) }
-        _ = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limit: 10_000, now: Timestamps.nowMillis, nonce: nil)
+        _ = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: .fixed(10_000), now: Timestamps.nowMillis, nonce: nil)
         let pull = syncBody([])
         let (_, first, _, _) = try await send(ts, headers: Signer(kb).headers(body: pull), body: pull)
         #expect(first["changes"]?.arrayValue?.count == SyncProtocol.maxBatch)
@@ -68,6 +69,26 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         let (_, second, _, _) = try await send(ts, headers: Signer(kb).headers(body: next), body: next)
         #expect(second["changes"]?.arrayValue?.count == 20)
         #expect(second["more"] == .bool(false))
+    }
+
+    /// The limits are asked when the work starts, not when the request came: a laptop first in a
+    /// burst finds the server idle on arrival, and crowded once it holds the writer.
+    @Test func theLimitsAreAskedWhenTheWorkStarts() async throws {
+        let ts = try TestServer()
+        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
+        var a = TestLaptop(key: ka, roster: try ts.store.roster()), b = TestLaptop(key: kb, roster: try ts.store.roster())
+        for i in 0..<12 { _ = try await ts.store.exchange(device: kb.deviceID, upload: [try b.note("B-\(i)").1], clientVector: VersionVector(),
+                                                          limits: .fixed(100), now: Timestamps.nowMillis, nonce: nil) }
+        let changes = try (0..<30).map { try a.note("A-\($0)").1 }
+        let asked = Mutex(0)
+        // Generous when asked first (as on arrival), tight from then on.
+        let limits = ExchangeLimits(takes: { asked.withLock { $0 += 1; return $0 == 1 ? 500 : 5 } }, sends: { 4 })
+        #expect(limits.takes() == 500)
+        let result = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: limits,
+                                                 now: Timestamps.nowMillis, nonce: nil)
+        #expect(result.accepted == changes.prefix(5).map(\.id))
+        #expect(try !ts.store.hasChange(changes[5].id))
+        #expect(result.lacking.count == 4 && result.more)
     }
 
     /// The roster travels only when it differs from the one the laptop names, and it is signed.
@@ -98,13 +119,14 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(ExchangeLoad.limit(inFlight: 20) == 250)
         #expect(ExchangeLoad.limit(inFlight: 50) == 100)
         #expect(ExchangeLoad.limit(inFlight: 10_000) == 16)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 2) == SyncProtocol.maxBatch)
+        #expect(ExchangeLoad.uploadLimit(inFlight: 5) == SyncProtocol.maxBatch)
         #expect(ExchangeLoad.uploadLimit(inFlight: 10) == 100)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 50) == 20)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 10_000) == 16)
+        #expect(ExchangeLoad.uploadLimit(inFlight: 20) == 25)
+        #expect(ExchangeLoad.uploadLimit(inFlight: 50) == 4)
+        #expect(ExchangeLoad.uploadLimit(inFlight: 10_000) == 4)
     }
 
-    /// With 49 other exchanges in flight the server stores the first 20 changes of a batch and
+    /// With 49 other exchanges in flight the server stores the first 4 changes of a batch and
     /// neither accepts nor refuses the rest, which the laptop sends again.
     @Test func underLoadAnExchangeTakesPartOfTheBatch() async throws {
         let ts = try TestServer()
@@ -112,17 +134,17 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         var a = TestLaptop(key: ka, roster: try ts.store.roster())
         var changes: [SignedChange] = []
         for i in 0..<130 { changes.append(try a.note("N-\(i)").1) }
-        for _ in 0..<49 { _ = ts.server.load.enter() }
+        for _ in 0..<49 { ts.server.load.enter() }
         let body = syncBody(changes)
         let (status, answer, _, _) = try await send(ts, headers: Signer(ka).headers(body: body), body: body)
         #expect(status == 200)
-        #expect(answer["accepted"]?.arrayValue?.compactMap(\.stringValue) == changes.prefix(20).map(\.id.hex))
+        #expect(answer["accepted"]?.arrayValue?.compactMap(\.stringValue) == changes.prefix(4).map(\.id.hex))
         #expect(answer["refused"] == .array([]))
-        #expect(try !ts.store.hasChange(changes[20].id))
+        #expect(try !ts.store.hasChange(changes[4].id))
         for _ in 0..<49 { ts.server.load.leave() }
-        let rest = syncBody(Array(changes.dropFirst(20)), vector: VersionVector([ka.deviceID: 20]))
+        let rest = syncBody(Array(changes.dropFirst(4)), vector: VersionVector([ka.deviceID: 4]))
         let (_, second, _, _) = try await send(ts, headers: Signer(ka).headers(body: rest), body: rest)
-        #expect(second["accepted"]?.arrayValue?.count == 110)
+        #expect(second["accepted"]?.arrayValue?.count == 126)
         #expect(try ts.store.vector()[ka.deviceID] == 130)
     }
 

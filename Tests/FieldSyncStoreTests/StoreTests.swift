@@ -265,4 +265,23 @@ final class TempDir {
         }
         #expect(try server.roster()[stranger.deviceID] == nil)
     }
+
+    /// A transaction that may skip waiting for the disk leaves the connection durable again,
+    /// whether it commits or fails.
+    @Test func aLightCommitLeavesTheWriterDurable() throws {
+        let dir = TempDir()
+        let store = try newStore(dir)
+        func mode() throws -> Int { try store.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous")! } }
+        #expect(try mode() == 2)
+        let seen = try store.write(durable: false) { db in try Int.fetchOne(db, sql: "PRAGMA synchronous")! }
+        #expect(seen == 1)
+        #expect(try mode() == 2)
+        struct Abandon: Error {}
+        #expect(throws: Abandon.self) { try store.write(durable: false) { db in try Meta.set("x", "1", db); throw Abandon() } }
+        #expect(try mode() == 2)
+        #expect(try store.meta("x") == nil)
+        // An answer that only acknowledges is such a transaction; one that brings changes is not.
+        _ = try store.absorb(ReplicaStore.ExchangeOutcome(meta: ["last_sync": "now"]))
+        #expect(try mode() == 2 && store.meta("last_sync") == "now")
+    }
 }

@@ -119,8 +119,9 @@ public struct SyncEngine: Sendable {
     func exchangeUntilDone(_ transport: SyncTransport, _ summary: inout Summary, _ offset: inout Int64,
                            progress: @Sendable (Summary) -> Void) async throws {
         let store = replica.store
+        var window = UploadWindow()
         while true {
-            let outbox = try store.outbox(device: replica.device, limit: SyncProtocol.maxBatch)
+            let outbox = try store.outbox(device: replica.device, limit: window.size)
             let answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox,
                                                                   rosterDigest: try store.meta("roster_digest")))
             summary.rounds += 1
@@ -145,7 +146,8 @@ public struct SyncEngine: Sendable {
             }
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
-            let sentEverything = acked.count == outbox.count && outbox.count < SyncProtocol.maxBatch
+            let sentEverything = acked.count == outbox.count && outbox.count < window.size
+            window.update(sent: outbox.count, handled: acked.count + refusedHere.count)
             let done = !answer.more && (sentEverything || acked.isEmpty)
             if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
             // One transaction (one fsync) for everything this answer changes here.
