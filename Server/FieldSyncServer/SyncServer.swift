@@ -89,9 +89,9 @@ public struct SyncServer: Sendable {
         // nor refused; they stay in the client's outbox for its next exchange. The limits are
         // asked again as the work starts (decoding, the writer, the answer): in a burst, the
         // first laptops arrive while the server still looks idle.
+        let load = self.load
         load.enter()
         defer { load.leave() }
-        let load = self.load
         let limits = ExchangeLimits(takes: { ExchangeLoad.uploadLimit(inFlight: load.current) },
                                     sends: { ExchangeLoad.limit(inFlight: load.current) })
         var upload: [SignedChange] = []

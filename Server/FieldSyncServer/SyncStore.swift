@@ -6,8 +6,10 @@ import FieldSyncStore
 /// Every call is async: a handler must never block a thread of the cooperative pool on storage.
 public protocol SyncStore: Sendable {
     func currentRoster() async throws -> Roster
-    /// Records the request's nonce and stores the uploaded changes durably (one transaction), then
-    /// collects what the client lacks. A nonce seen before throws `StoreError(.replayed)`.
+    /// Records the request's nonce and stores the uploaded changes durably (one transaction; a
+    /// pull, which stores no change, need not wait for the disk), then collects what the client
+    /// lacks, as many as `limits` allows when each part of the work starts. A nonce seen before
+    /// throws `StoreError(.replayed)`.
     func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits, now: UInt64,
                   nonce: SignatureNonce?) async throws -> ReplicaStore.ExchangeResult
     func enrollDevice(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry

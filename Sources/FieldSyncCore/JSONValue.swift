@@ -16,14 +16,20 @@ public enum JSONValue: Sendable, Hashable {
         switch self {
         case .double(let d) where d.rounded() == d && abs(d) < 9_007_199_254_740_992:
             return .int(Int64(d))
-        case .string(let s): return .string(s.precomposedStringWithCanonicalMapping)
+        case .string(let s): return .string(Self.nfc(s))
         case .array(let a): return .array(a.map { $0.normalized() })
         case .object(let o):
             var out: [String: JSONValue] = [:]
-            for (k, v) in o { out[k.precomposedStringWithCanonicalMapping] = v.normalized() }
+            for (k, v) in o { out[Self.nfc(k)] = v.normalized() }
             return .object(out)
         default: return self
         }
+    }
+
+    /// Unicode NFC. ASCII text is its own NFC (no ASCII character decomposes or combines), and
+    /// most field text is ASCII: Foundation's mapping was a twentieth of adding a note.
+    static func nfc(_ s: String) -> String {
+        s.utf8.allSatisfy { $0 < 0x80 } ? s : s.precomposedStringWithCanonicalMapping
     }
 
     public var stringValue: String? { if case .string(let s) = self { return s } else { return nil } }

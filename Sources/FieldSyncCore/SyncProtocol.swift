@@ -224,7 +224,8 @@ public struct SignedRoster: Codable, Sendable, Hashable {
 /// link that is often poor. The window opens at 128 (more than a day's work), doubles after every
 /// full take up to the batch limit, and after a partial take is twice what was taken.
 public struct UploadWindow: Sendable, Equatable {
-    public static let minimum = 16
+    /// The fewest a crowded server takes (`ExchangeLoad.uploadLimit`).
+    public static let minimum = 4
     public static let initial = 128
     public private(set) var size = initial
 

@@ -2,7 +2,8 @@ import FieldSyncCore
 import Foundation
 import GRDB
 
-/// A replica on disk: one SQLite file (WAL, synchronous=FULL, foreign keys, secure_delete),
+/// A replica on disk: one SQLite file (WAL, synchronous=FULL but for commits the next sync
+/// would repeat, see `write(durable:)`; foreign keys, secure_delete),
 /// migrated from `Schema/sqlite/` when opened. Every write is one transaction that goes
 /// through `Replicator`, so a crash leaves a whole change or none of it.
 public struct ReplicaStore: Sendable {
@@ -99,8 +100,7 @@ public struct ReplicaStore: Sendable {
     /// order, so it can never outlive a later durable commit's loss, nor corrupt anything.
     func write<T>(durable: Bool = true, _ body: (Database) throws -> T) throws -> T {
         do {
-            if durable { return try writer.write(body) }
-            return try writer.writeWithoutTransaction { db in try Self.lightly(db, body) }
+            return try writer.writeWithoutTransaction { db in try Self.transaction(db, durable: durable, body) }
         } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
             throw StoreError(.readOnly, "the replica \(path) is read-only")
         } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
@@ -110,24 +110,23 @@ public struct ReplicaStore: Sendable {
 
     func read<T>(_ body: (Database) throws -> T) throws -> T { try writer.read(body) }
 
-    /// One transaction committed with synchronous=NORMAL; FULL again afterwards, whatever happens.
-    static func lightly<T>(_ db: Database, _ body: (Database) throws -> T) throws -> T {
-        try db.execute(sql: "PRAGMA synchronous = NORMAL")
-        let outcome = Result { () throws -> T in
-            var value: T?
-            try db.inTransaction { value = try body(db); return .commit }
-            return value!
-        }
-        try db.execute(sql: "PRAGMA synchronous = FULL")
-        return try outcome.get()
+    /// One transaction, its commit's synchronous mode set just before it: each transaction sets
+    /// its own, so none depends on an earlier one having restored FULL (a cancelled task makes
+    /// GRDB refuse every later statement of its access, the restoring one included). FULL is
+    /// put back afterwards when possible, for writes made outside these helpers (opening).
+    static func transaction<T>(_ db: Database, durable: Bool, _ body: (Database) throws -> T) throws -> T {
+        try db.execute(sql: durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
+        defer { if !durable { try? db.execute(sql: "PRAGMA synchronous = FULL") } }
+        var value: T?
+        try db.inTransaction { value = try body(db); return .commit }
+        return value!
     }
 
     /// As `write`, but suspends instead of blocking a thread while another writer holds the
     /// lock: the server's handlers must not stall the cooperative pool on SQLite.
     func writeAsync<T: Sendable>(durable: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
-            if durable { return try await writer.write(body) }
-            return try await writer.writeWithoutTransaction { db in try Self.lightly(db, body) }
+            return try await writer.writeWithoutTransaction { db in try Self.transaction(db, durable: durable, body) }
         } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
             throw StoreError(.readOnly, "the replica \(path) is read-only")
         } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {

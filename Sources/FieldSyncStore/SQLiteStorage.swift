@@ -91,7 +91,8 @@ struct SQLiteStorage: ReplicaStorage {
     /// one not shown yet (its create has not arrived) is read whole, which is rare and small.
     mutating func recordOps(_ id: RecordID) throws -> RecordOps {
         let (ops, empty) = try load(id)
-        // Every chain of ended ops ends in one that still counts: none loaded means none stored.
+        // None loaded means none stored: a shown record always loads its create (never ended),
+        // and one not shown yet is loaded whole.
         loadedEmpty = empty ? id : nil
         return ops
     }
@@ -171,15 +172,33 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     /// Migration 0006 on a replica that already holds ops: what each op ended, and which ops no
-    /// longer count, worked out record by record from the whole history.
+    /// longer count, worked out record by record from the whole history. Its SQL is its own
+    /// (the 0006 layout), not the store's, which later migrations may change.
     static func markEndedOps(_ db: Database) throws {
-        let storage = try SQLiteStorage(db: db, schema: .standard, wallMillis: 0, keepsEnvelopes: false, roster: Roster())
-        for key in try Data.fetchAll(db, sql: "SELECT DISTINCT record FROM ops") {
+        var byRecord: [Data: [(n: Int64, op: AppliedOp)]] = [:]
+        let rows = try Row.fetchCursor(db, sql: """
+            SELECT ops.change, changes.id, ops.idx, ops.record, ops.op, changes.hlc
+            FROM ops JOIN changes ON changes.n = ops.change
+            """)
+        let nobody = DeviceID(bytes: [UInt8](repeating: 0, count: 16))!
+        while let row = try rows.next() {
+            guard let change = ChangeID(bytes: row.bytes("id")) else { throw StoreError(.notAReplica, "a stored change has a malformed id") }
+            // Only refs, actions and fields matter to what ends what.
+            let op = AppliedOp(ref: OpRef(change: change, index: UInt16(row["idx"] as Int64)), op: try ChangeCodec.decodeOp(row.bytes("op")),
+                               hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: nobody, wallMillis: 0, value: nil)
+            byRecord[row["record"], default: []].append((row["change"], op))
+        }
+        let note = try db.makeStatement(sql: "INSERT OR IGNORE INTO ended (record, change, idx, how) VALUES (?, ?, ?, ?)")
+        let mark = try db.makeStatement(sql: "UPDATE ops SET live = 0 WHERE change = ? AND idx = ?")
+        for (key, stored) in byRecord {
             guard let id = RecordID(bytes: [UInt8](key)) else { throw StoreError(.notAReplica, "a stored op names a malformed record") }
-            let all = try storage.appliedOps(id, onlyCounting: false)
             var ops = RecordOps(id: id)
-            for e in all { ops.insert(e, personalFields: []) }
-            try storage.noteEndings(of: all, in: ops)
+            for s in stored { ops.insert(s.op, personalFields: []) }
+            for s in stored {
+                if !ops.stillCounts(s.op) { try mark.execute(arguments: [s.n, Int64(s.op.ref.index)]) }
+                guard let how = s.op.op.ending else { continue }
+                for ref in s.op.op.refs { try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue)]) }
+            }
         }
     }
 

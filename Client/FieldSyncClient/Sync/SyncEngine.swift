@@ -147,7 +147,8 @@ public struct SyncEngine: Sendable {
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
             let sentEverything = acked.count == outbox.count && outbox.count < window.size
-            window.update(sent: outbox.count, handled: acked.count + refusedHere.count)
+            // Kept-but-refused changes are listed both accepted and refused: count each once.
+            window.update(sent: outbox.count, handled: Set(acked.map(\.hex)).union(refusedHere.map(\.id)).count)
             let done = !answer.more && (sentEverything || acked.isEmpty)
             if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
             // One transaction (one fsync) for everything this answer changes here.
