@@ -144,6 +144,17 @@ public struct RecordOps: Sendable {
         }
     }
 
+    /// Whether a store that keeps what ops ended (and loads only what this says) must load
+    /// the op to materialise the record: an op that still counts, except a remove or a
+    /// record-level resolve, whose whole effect is what they ended.
+    public func mustLoad(_ e: AppliedOp) -> Bool {
+        switch e.op.action {
+        case .remove: false
+        case .resolve where e.op.field.isEmpty: false
+        default: stillCounts(e)
+        }
+    }
+
     /// Records that an op not loaded here ended `ref`.
     public mutating func ended(_ ref: OpRef, by how: Ending) {
         switch how {

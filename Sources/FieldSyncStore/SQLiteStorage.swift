@@ -148,7 +148,7 @@ struct SQLiteStorage: ReplicaStorage {
         let insert = try db.cachedStatement(sql: "INSERT INTO ops (change, idx, record, op, live) VALUES (?, ?, ?, ?, ?)")
         for e in added {
             try insert.execute(arguments: [try number(of: e.ref.change), Int64(e.ref.index), record, Data(ChangeCodec.encodeOp(e.op)),
-                                           ops.stillCounts(e)])
+                                           ops.mustLoad(e)])
         }
         try noteEndings(of: added, in: ops)
         guard let view = ops.materialize(schema: schema) else { return }  // its create has not arrived yet
@@ -195,7 +195,7 @@ struct SQLiteStorage: ReplicaStorage {
             var ops = RecordOps(id: id)
             for s in stored { ops.insert(s.op, personalFields: []) }
             for s in stored {
-                if !ops.stillCounts(s.op) { try mark.execute(arguments: [s.n, Int64(s.op.ref.index)]) }
+                if !ops.mustLoad(s.op) { try mark.execute(arguments: [s.n, Int64(s.op.ref.index)]) }
                 guard let how = s.op.op.ending else { continue }
                 for ref in s.op.op.refs { try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue)]) }
             }
