@@ -78,7 +78,9 @@ struct Authenticator: RouterMiddleware {
             publicKey = Array(pk)
             context.enrollingKey = publicKey
         } else {
-            guard let device = DeviceID(params.keyid), let entry = try await server.store.currentRoster()[device] else {
+            let roster = try await server.store.currentRoster()
+            context.roster = roster
+            guard let device = DeviceID(params.keyid), let entry = roster[device] else {
                 throw Problem(status: 401, title: "Unauthorized", detail: "keyid '\(params.keyid)' is not an enrolled device")
             }
             guard entry.revokedAfterSeq == nil else {

@@ -7,6 +7,10 @@ public struct SyncContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The device whose signature verified (nil on open routes, and for `/v1/enroll`).
     public var device: RosterEntry?
+    /// The roster that device was found in: the exchange checks upload signatures against it and
+    /// answers with it, instead of reading it twice more (revocation itself is judged again
+    /// inside the exchange's write transaction, on the roster as it is then).
+    public var roster: Roster?
     /// The request body, read once (the digest and signature cover it).
     public var body: [UInt8] = []
     /// The request's signature nonce, echoed in the signed response to bind the two.

@@ -102,9 +102,11 @@ public struct SyncServer: Sendable {
             }
         }
         guard let nonce = context.unrecordedNonce else { throw Problem(status: 401, title: "Unauthorized", detail: "no signature nonce") }
+        let roster: Roster
+        if let known = context.roster { roster = known } else { roster = try await store.currentRoster() }
         let result: ReplicaStore.ExchangeResult
         do {
-            result = try await store.exchange(device: device.device, upload: upload, clientVector: vector, limits: limits,
+            result = try await store.exchange(device: device.device, roster: roster, upload: upload, clientVector: vector, limits: limits,
                                               now: clock(), nonce: nonce)
         } catch let e as StoreError where e.code == .replayed {
             throw Problem(status: 401, title: "Unauthorized", detail: Authenticator.replayed)
@@ -118,8 +120,8 @@ public struct SyncServer: Sendable {
             accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking,
             vector: Dictionary(uniqueKeysWithValues: result.vector.seqs.map { ($0.key.description, $0.value) }),
             more: result.more, serverTime: clock(), roster: nil)
-        let roster = await rosters.signed(try await store.currentRoster(), key: key)
-        if roster.digest != req.rosterDigest { body.roster = roster.signed }
+        let signedRoster = await rosters.signed(roster, key: key)
+        if signedRoster.digest != req.rosterDigest { body.roster = signedRoster.signed }
         metrics.syncDuration.record(ContinuousClock.now - start)
         return signed(status: .ok, body: try body.body(), contentType: SyncProtocol.syncType, nonce: context.nonce)
     }

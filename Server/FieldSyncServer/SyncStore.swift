@@ -10,7 +10,7 @@ public protocol SyncStore: Sendable {
     /// pull, which stores no change, need not wait for the disk), then collects what the client
     /// lacks, as many as `limits` allows when each part of the work starts. A nonce seen before
     /// throws `StoreError(.replayed)`.
-    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits, now: UInt64,
+    func exchange(device: DeviceID, roster: Roster?, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits, now: UInt64,
                   nonce: SignatureNonce?) async throws -> ReplicaStore.ExchangeResult
     func enrollDevice(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry
     /// False when the nonce was seen before (a replay).

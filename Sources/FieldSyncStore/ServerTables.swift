@@ -44,9 +44,12 @@ extension ReplicaStore {
     /// after the commit, beside other writers: the single SQLite writer is held only to store.
     /// The request's `nonce` is recorded in that same transaction (one durable commit per
     /// exchange, not two); a replayed one throws `StoreError(.replayed)` and stores nothing.
-    public func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits,
+    /// `roster` is the one the request was authenticated with (nil: read it): the signatures of
+    /// the upload are checked against it; revocation is judged again inside the transaction.
+    public func exchange(device: DeviceID, roster known: Roster? = nil, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits,
                          now: UInt64, nonce: SignatureNonce? = nil) async throws -> ExchangeResult {
-        let roster = try await currentRoster()
+        let roster: Roster
+        if let known { roster = known } else { roster = try await currentRoster() }
         // Signatures are checked only as far as the limit reaches, asked again before each one.
         var verified: Set<ChangeID> = []
         var considered = 0
