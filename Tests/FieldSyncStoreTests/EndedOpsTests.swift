@@ -200,23 +200,12 @@ struct History {
         try now.upsertRoster(roster)
         _ = try now.receive(early, wallMillis: 1_800_000_000_000)
         let oldPath = dir.path + "/old.sqlite"
-        do {
-            let old = try DatabaseQueue(path: oldPath)
-            try ReplicaStore.migrator(server: false).migrate(old, upTo: "sqlite/0005_integer_change_keys.sql")
-            try now.read { src in
-                try old.write { db in
-                    for table in ["meta", "roster", "records", "changes", "op_values", "pending", "refusals"] {
-                        for row in try Row.fetchAll(src, sql: "SELECT * FROM \(table)") {
-                            let cols = row.columnNames.joined(separator: ", "), marks = row.columnNames.map { _ in "?" }.joined(separator: ", ")
-                            try db.execute(sql: "INSERT INTO \(table) (\(cols)) VALUES (\(marks))", arguments: StatementArguments(Array(row.databaseValues)))
-                        }
-                    }
-                    // Before 0006 every op counted as live.
-                    for row in try Row.fetchAll(src, sql: "SELECT change, idx, record, op FROM ops") {
-                        try db.execute(sql: "INSERT INTO ops (change, idx, record, op) VALUES (?, ?, ?, ?)", arguments: StatementArguments(Array(row.databaseValues)))
-                    }
-                }
+        try oldLayoutReplica(at: oldPath, upTo: "sqlite/0005_integer_change_keys.sql", from: now) { src, db in
+            for table in ["meta", "roster", "records", "changes", "op_values", "pending", "refusals"] {
+                try copyRows(src, "SELECT * FROM \(table)", into: table, of: db)
             }
+            // Before 0006 every op counted as live.
+            try copyRows(src, "SELECT change, idx, record, op FROM ops", into: "ops", of: db)
         }
         let migrated = try ReplicaStore.open(path: oldPath)
         _ = try migrated.receive(late, wallMillis: 1_800_000_000_000)

@@ -29,29 +29,18 @@ import Testing
 
         // The same rows in the layout of migrations 0001–0004.
         let oldPath = dir.path + "/old.sqlite"
-        do {
-            let old = try DatabaseQueue(path: oldPath)
-            try ReplicaStore.migrator(server: false).migrate(old, upTo: "sqlite/0004_server_envelopes.sql")
-            try now.read { src in
-                try old.write { db in
-                    func copy(_ select: String, into table: String) throws {
-                        for row in try Row.fetchAll(src, sql: select) {
-                            let cols = row.columnNames.joined(separator: ", "), marks = row.columnNames.map { _ in "?" }.joined(separator: ", ")
-                            try db.execute(sql: "INSERT INTO \(table) (\(cols)) VALUES (\(marks))", arguments: StatementArguments(Array(row.databaseValues)))
-                        }
-                    }
-                    for table in ["meta", "roster", "records"] { try copy("SELECT * FROM \(table)", into: table) }
-                    try copy("""
-                        SELECT id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, acked, seed
-                        FROM changes ORDER BY n DESC
-                        """, into: "changes")
-                    try copy("SELECT c.id AS change_id, v.idx, v.salt, v.value FROM op_values v JOIN changes c ON c.n = v.change", into: "op_values")
-                    try copy("""
-                        SELECT c.id AS change_id, o.idx, o.record, c.device AS author, c.hlc, c.wall, o.op
-                        FROM ops o JOIN changes c ON c.n = o.change
-                        """, into: "ops")
-                }
-            }
+        try oldLayoutReplica(at: oldPath, upTo: "sqlite/0004_server_envelopes.sql", from: now) { src, db in
+            func copy(_ select: String, into table: String) throws { try copyRows(src, select, into: table, of: db) }
+            for table in ["meta", "roster", "records"] { try copy("SELECT * FROM \(table)", into: table) }
+            try copy("""
+                SELECT id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, acked, seed
+                FROM changes ORDER BY n DESC
+                """, into: "changes")
+            try copy("SELECT c.id AS change_id, v.idx, v.salt, v.value FROM op_values v JOIN changes c ON c.n = v.change", into: "op_values")
+            try copy("""
+                SELECT c.id AS change_id, o.idx, o.record, c.device AS author, c.hlc, c.wall, o.op
+                FROM ops o JOIN changes c ON c.n = o.change
+                """, into: "ops")
         }
 
         let migrated = try ReplicaStore.open(path: oldPath)
@@ -65,5 +54,22 @@ import Testing
         // And it goes on working: a new change lands after the migrated ones.
         try migrated.commitLocal(key: coord) { r in var d = ChangeDraft(); d.set("status", to: "confirmed", on: try r.ops(ids[1]), type: .note); return d }
         #expect(try migrated.view(ids[1])?.values["status"] == "confirmed")
+    }
+}
+
+/// A replica file at `path` in the layout of the migrations up to `upTo`, its rows filled by
+/// `fill` from those of `source` (read as `src`, written as `db`).
+func oldLayoutReplica(at path: String, upTo: String, from source: ReplicaStore, _ fill: (_ src: Database, _ db: Database) throws -> Void) throws {
+    let old = try DatabaseQueue(path: path)
+    try ReplicaStore.migrator(server: false).migrate(old, upTo: upTo)
+    try source.read { src in try old.write { db in try fill(src, db) } }
+}
+
+/// Copies the rows `select` reads from `src` into `table` of `db`, column by column (building a
+/// replica in an older layout for a migration test).
+func copyRows(_ src: Database, _ select: String, into table: String, of db: Database) throws {
+    for row in try Row.fetchAll(src, sql: select) {
+        let cols = row.columnNames.joined(separator: ", "), marks = row.columnNames.map { _ in "?" }.joined(separator: ", ")
+        try db.execute(sql: "INSERT INTO \(table) (\(cols)) VALUES (\(marks))", arguments: StatementArguments(Array(row.databaseValues)))
     }
 }
