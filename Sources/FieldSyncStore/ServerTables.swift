@@ -207,7 +207,8 @@ extension ReplicaStore {
 
     /// Records a signature nonce; false when it was seen before (a replay).
     public func useNonce(_ nonce: SignatureNonce, now: UInt64) async throws -> Bool {
-        try await writeAsync { db in try Self.useNonce(db, nonce, now: now) }
+        // Safe to lose in a power cut, as a pull's (see `storeUpload`): no need to wait for the disk.
+        try await writeAsync(durable: false) { db in try Self.useNonce(db, nonce, now: now) }
     }
 
     static func useNonce(_ db: Database, _ n: SignatureNonce, now: UInt64) throws -> Bool {
