@@ -144,12 +144,9 @@ public struct ChangeID: Hashable, Comparable, Sendable, CustomStringConvertible 
             return (word(0), word(1), word(2), word(3))
         }) {
             self.init(w0: w.0, w1: w.1, w2: w.2, w3: w.3)
-            return
+        } else {
+            self.init(bytes: Array(bytes))  // an array is contiguous
         }
-        let a = Array(bytes)
-        var w: [UInt64] = [0, 0, 0, 0]
-        for i in 0..<32 { w[i / 8] = w[i / 8] << 8 | UInt64(a[i]) }
-        self.init(w0: w[0], w1: w[1], w2: w[2], w3: w[3])
     }
 
     public init?(hex: String) {

@@ -113,7 +113,8 @@ public struct ReplicaStore: Sendable {
     /// One transaction, its commit's synchronous mode set just before it: each transaction sets
     /// its own, so none depends on an earlier one having restored FULL (a cancelled task makes
     /// GRDB refuse every later statement of its access, the restoring one included). FULL is
-    /// put back afterwards when possible, for writes made outside these helpers (opening).
+    /// put back after a light one when possible, so that a write bypassing these helpers (none
+    /// does today) would not commit lightly by accident.
     static func transaction<T>(_ db: Database, durable: Bool, _ body: (Database) throws -> T) throws -> T {
         try db.execute(sql: durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL")
         defer { if !durable { try? db.execute(sql: "PRAGMA synchronous = FULL") } }
