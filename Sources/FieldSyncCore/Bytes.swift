@@ -1,42 +1,43 @@
 /// Big-endian, length-prefixed binary writing and strict reading: the building blocks of
 /// the canonical change encoding. Every length is a minimal LEB128 varint, so one structure
 /// has exactly one encoding.
-struct ByteWriter {
-    var bytes: [UInt8] = []
+package struct ByteWriter {
+    package var bytes: [UInt8] = []
+    package init() {}
 
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u64(_ v: UInt64) { for s in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: v >> UInt64(s))) } }
-    mutating func varint(_ v: UInt64) {
+    package mutating func u8(_ v: UInt8) { bytes.append(v) }
+    package mutating func u64(_ v: UInt64) { for s in stride(from: 56, through: 0, by: -8) { bytes.append(UInt8(truncatingIfNeeded: v >> UInt64(s))) } }
+    package mutating func varint(_ v: UInt64) {
         var v = v
         while v >= 0x80 { bytes.append(UInt8(v & 0x7F) | 0x80); v >>= 7 }
         bytes.append(UInt8(v))
     }
-    mutating func raw(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
-    mutating func string(_ s: String) { varint(UInt64(s.utf8.count)); bytes.append(contentsOf: s.utf8) }
-    mutating func blob(_ b: [UInt8]) { varint(UInt64(b.count)); bytes.append(contentsOf: b) }
+    package mutating func raw(_ b: some Sequence<UInt8>) { bytes.append(contentsOf: b) }
+    package mutating func string(_ s: String) { varint(UInt64(s.utf8.count)); bytes.append(contentsOf: s.utf8) }
+    package mutating func blob(_ b: [UInt8]) { varint(UInt64(b.count)); bytes.append(contentsOf: b) }
 }
 
-struct ByteReader {
-    let bytes: [UInt8]
-    var offset = 0
+package struct ByteReader {
+    package let bytes: [UInt8]
+    package var offset = 0
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    package init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    var isAtEnd: Bool { offset == bytes.count }
+    package var isAtEnd: Bool { offset == bytes.count }
 
-    mutating func u8() throws(CoreError) -> UInt8 {
+    package mutating func u8() throws(CoreError) -> UInt8 {
         guard offset < bytes.count else { throw CoreError(.malformed, "change ends early at byte \(offset)") }
         defer { offset += 1 }
         return bytes[offset]
     }
 
-    mutating func u64() throws(CoreError) -> UInt64 {
+    package mutating func u64() throws(CoreError) -> UInt64 {
         var v: UInt64 = 0
         for _ in 0..<8 { v = v << 8 | UInt64(try u8()) }
         return v
     }
 
-    mutating func varint() throws(CoreError) -> UInt64 {
+    package mutating func varint() throws(CoreError) -> UInt64 {
         var v: UInt64 = 0
         var shift: UInt64 = 0
         while true {
@@ -51,30 +52,30 @@ struct ByteReader {
         }
     }
 
-    mutating func count(max: Int, what: String) throws(CoreError) -> Int {
+    package mutating func count(max: Int, what: String) throws(CoreError) -> Int {
         let n = try varint()
         guard n <= UInt64(max) else { throw CoreError(.oversize, "\(what) is \(n), more than the limit \(max)") }
         return Int(n)
     }
 
-    mutating func raw(_ n: Int) throws(CoreError) -> [UInt8] {
+    package mutating func raw(_ n: Int) throws(CoreError) -> [UInt8] {
         guard n <= bytes.count - offset else { throw CoreError(.malformed, "change ends early at byte \(offset)") }
         defer { offset += n }
         return Array(bytes[offset..<offset + n])
     }
 
-    mutating func string(max: Int, what: String) throws(CoreError) -> String {
+    package mutating func string(max: Int, what: String) throws(CoreError) -> String {
         let n = try count(max: max, what: "\(what) length")
         let b = try raw(n)
         guard let s = String(validating: b, as: UTF8.self) else { throw CoreError(.malformed, "\(what) is not UTF-8") }
         return s
     }
 
-    mutating func blob(max: Int, what: String) throws(CoreError) -> [UInt8] {
+    package mutating func blob(max: Int, what: String) throws(CoreError) -> [UInt8] {
         try raw(try count(max: max, what: "\(what) length"))
     }
 
-    func finish() throws(CoreError) {
+    package func finish() throws(CoreError) {
         guard isAtEnd else { throw CoreError(.trailingBytes, "\(bytes.count - offset) bytes follow the end of the structure") }
     }
 }

@@ -144,7 +144,7 @@ public enum ChangeCodec {
     }
 
     /// One op; with `recordIndex` its record as an index into the change's table, else in full.
-    static func encode(_ op: Op, into w: inout ByteWriter, recordIndex: Int? = nil,
+    package static func encode(_ op: Op, into w: inout ByteWriter, recordIndex: Int? = nil,
                        slot: (inout ByteWriter, Commitment) -> Void = { w, c in w.raw(c.bytes) }) {
         w.u8(op.action.rawValue)
         w.u8(op.recordType.rawValue)
@@ -229,7 +229,7 @@ public enum ChangeCodec {
     }
 
     /// One op; its record read by `readRecord` (an index into the change's table, or in full).
-    static func decodeOp(_ r: inout ByteReader,
+    package static func decodeOp(_ r: inout ByteReader,
                          readRecord: (inout ByteReader) throws(CoreError) -> RecordID = { r throws(CoreError) in RecordID(bytes: try r.raw(16))! },
                          slot: (inout ByteReader) throws(CoreError) -> Commitment = { r throws(CoreError) in Commitment(bytes: try r.raw(32))! }) throws(CoreError) -> Op {
         let a = try r.u8()

@@ -60,16 +60,16 @@ extension JSONValue {
 
     func appendCanonical(to out: inout [UInt8]) {
         switch self {
-        case .null: out += Array("null".utf8)
-        case .bool(let b): out += Array((b ? "true" : "false").utf8)
-        case .int(let i): out += Array(String(i).utf8)
+        case .null: out.append(contentsOf: "null".utf8)
+        case .bool(let b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case .int(let i): Self.appendInt(i, to: &out)
         case .double(let d):
             if d.isFinite, d.rounded() == d, abs(d) < 9_007_199_254_740_992 {
-                out += Array(String(Int64(d)).utf8)
+                Self.appendInt(Int64(d), to: &out)
             } else if d.isFinite {
-                out += Array("\(d)".utf8)
+                out.append(contentsOf: "\(d)".utf8)
             } else {
-                out += Array("null".utf8)  // JSON has no NaN/Inf; validation refuses them earlier
+                out.append(contentsOf: "null".utf8)  // JSON has no NaN/Inf; validation refuses them earlier
             }
         case .string(let s): Self.appendString(s, to: &out)
         case .array(let a):
@@ -82,7 +82,7 @@ extension JSONValue {
         case .object(let o):
             out.append(UInt8(ascii: "{"))
             // Keys ordered by their UTF-8 bytes: the same on every platform.
-            for (i, k) in o.keys.sorted(by: { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }).enumerated() {
+            for (i, k) in o.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
                 if i > 0 { out.append(UInt8(ascii: ",")) }
                 Self.appendString(k, to: &out)
                 out.append(UInt8(ascii: ":"))
@@ -92,18 +92,36 @@ extension JSONValue {
         }
     }
 
+    /// Decimal digits, without the String a conversion would allocate (listing JSON is written
+    /// for every record a sync touches).
+    static func appendInt(_ i: Int64, to out: inout [UInt8]) {
+        if i < 0 { out.append(UInt8(ascii: "-")) }
+        var m = i.magnitude
+        let start = out.count
+        repeat {
+            out.append(UInt8(ascii: "0") + UInt8(m % 10))
+            m /= 10
+        } while m > 0
+        out[start...].reverse()
+    }
+
     static func appendString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most text needs no escape: copy it whole.
+        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out.append(contentsOf: s.utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
+        let hex = Array("0123456789abcdef".utf8)
         for b in s.utf8 {
             switch b {
-            case UInt8(ascii: "\""): out += [0x5C, 0x22]
-            case UInt8(ascii: "\\"): out += [0x5C, 0x5C]
-            case 0x0A: out += [0x5C, UInt8(ascii: "n")]
-            case 0x0D: out += [0x5C, UInt8(ascii: "r")]
-            case 0x09: out += [0x5C, UInt8(ascii: "t")]
-            case 0x00..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0xF)]]
+            case UInt8(ascii: "\""): out.append(0x5C); out.append(0x22)
+            case UInt8(ascii: "\\"): out.append(0x5C); out.append(0x5C)
+            case 0x0A: out.append(0x5C); out.append(UInt8(ascii: "n"))
+            case 0x0D: out.append(0x5C); out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(0x5C); out.append(UInt8(ascii: "t"))
+            case 0x00..<0x20: out.append(contentsOf: [0x5C, UInt8(ascii: "u"), 0x30, 0x30, hex[Int(b >> 4)], hex[Int(b & 0xF)]])
             default: out.append(b)
             }
         }

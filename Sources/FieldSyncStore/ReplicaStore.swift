@@ -91,6 +91,7 @@ public struct ReplicaStore: Sendable {
     /// Work a migration needs beyond its SQL (it must decode ops), run right after that file.
     static let codeSteps: [String: @Sendable (Database) throws -> Void] = [
         "sqlite/0006_ended_ops.sql": SQLiteStorage.markEndedOps,
+        "sqlite/0009_edits.sql": SQLiteStorage.moveOpsIntoEdits,
     ]
 
     /// Runs `body` in one write transaction, turning SQLite's failures into one clear line.
@@ -292,18 +293,14 @@ public struct ReplicaStore: Sendable {
     /// bytes (the server sends what it checked on receipt without parsing the values again).
     static func loadEnvelope(_ row: Row, _ db: Database) throws -> [UInt8] {
         if let kept = row.optionalBytes("envelope") { return kept }
-        var stored: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
-        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change = ?"), arguments: [row["n"] as Int64]) {
-            stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value"))
-        }
         return SignedChange.envelope(change: try ChangeCodec.decode(row.bytes("signed")), signature: row.bytes("signature"),
-                                     seed: row.optionalBytes("seed"), values: stored)
+                                     seed: row.optionalBytes("seed"), values: try SQLiteStorage.values(ofChange: row["n"], db))
     }
 
     static func loadChange(_ row: Row, _ db: Database) throws -> SignedChange {
         var values: [UInt16: OpValue] = [:]
-        for v in try Row.fetchAll(db.cachedStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change = ?"), arguments: [row["n"] as Int64]) {
-            values[UInt16(v["idx"] as Int64)] = OpValue(salt: v.bytes("salt"), value: try JSONValue.parseCanonical(v.bytes("value")))
+        for (i, v) in try SQLiteStorage.values(ofChange: row["n"], db) {
+            values[i] = OpValue(salt: v.salt, value: try JSONValue.parseCanonical(v.canonical))
         }
         return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values, seed: row.optionalBytes("seed"))
     }
@@ -401,7 +398,7 @@ extension ReplicaStore {
             let rows = try Row.fetchAll(db, sql: """
                 SELECT n, id, signed, signature, seed, refusal, clock_skew FROM changes
                 WHERE (? IS NULL OR hlc >= ?) AND (? IS NULL OR device = ?)
-                  AND (? IS NULL OR n IN (SELECT change FROM ops WHERE record = ?))
+                  AND (? IS NULL OR n IN (SELECT change FROM edits WHERE record = ?))
                 ORDER BY hlc DESC, device DESC LIMIT ?
                 """, arguments: [since.map { Int64($0 << 16) }, since.map { Int64($0 << 16) }, device?.description, device?.description,
                                  record.map { Data($0.bytes) }, record.map { Data($0.bytes) }, limit])
@@ -429,9 +426,8 @@ extension ReplicaStore {
     /// The value an op wrote, if this replica holds it (nil when erased or unknown).
     public func value(of ref: OpRef) throws -> JSONValue? {
         try read { db in
-            try Data.fetchOne(db, sql: "SELECT op_values.value FROM op_values JOIN changes ON changes.n = op_values.change WHERE changes.id = ? AND op_values.idx = ?",
-                              arguments: [Data(ref.change.bytes), Int64(ref.index)])
-                .flatMap { try? JSONValue.parseCanonical([UInt8]($0)) }
+            guard let n = try Int64.fetchOne(db, sql: "SELECT n FROM changes WHERE id = ?", arguments: [Data(ref.change.bytes)]) else { return nil }
+            return try SQLiteStorage.values(ofChange: n, db)[ref.index].flatMap { try? JSONValue.parseCanonical($0.canonical) }
         }
     }
 }

@@ -14,7 +14,7 @@ struct SQLiteStorage: ReplicaStorage {
     var roster: [DeviceID: RosterEntry]
     var clock: HybridClock
     /// The local number (`changes.n`) of the change appended last: its ops are saved next.
-    var appended: (id: ChangeID, n: Int64)?
+    var appended: (id: ChangeID, n: Int64, values: [UInt16: OpValue])?
     /// The record last loaded, when it had no ops stored: nothing can have ended its ops yet,
     /// so saving it skips looking them up in `ended` (a first sync's every record).
     var loadedEmpty: RecordID?
@@ -70,11 +70,27 @@ struct SQLiteStorage: ReplicaStorage {
                              refusal?.code.description, refusal?.message, clockSkewed, c.seed.map { Data($0) },
                              keepsEnvelopes ? Data(c.envelope) : nil])
         let n = db.lastInsertedRowID
-        appended = (c.id, n)
-        let insert = try db.cachedStatement(sql: "INSERT INTO op_values (change, idx, salt, value) VALUES (?, ?, ?, ?)")
-        for (i, v) in c.values {
-            try insert.execute(arguments: [n, Int64(i), Data(v.salt), Data(v.value.canonicalBytes)])
+        appended = (c.id, n, c.values)
+        guard refusal != nil else { return }  // its edits are saved record by record (`saveRecord`)
+        // Refused: applied nowhere, never loaded (live -1), but kept by record so that an erasure
+        // of the record reaches its values too.
+        var order: [RecordID] = []
+        var byRecord: [RecordID: EditBody] = [:]
+        for (i, op) in c.change.ops.enumerated() {
+            if byRecord[op.record] == nil { order.append(op.record) }
+            byRecord[op.record, default: EditBody()].entries.append(entry(UInt16(i), op))
         }
+        for record in order { try insertEdit(n, record, byRecord[record]!, live: -1, ended: "") }
+    }
+
+    /// An op of the change appended last, with its value as received.
+    func entry(_ index: UInt16, _ op: Op) -> EditBody.Entry {
+        EditBody.Entry(index: index, op: op, value: appended!.values[index].map { ($0.salt, $0.value.canonicalBytes) })
+    }
+
+    func insertEdit(_ n: Int64, _ record: RecordID, _ body: EditBody, live: Int, ended: String) throws {
+        try db.cachedStatement(sql: "INSERT INTO edits (change, record, body, live, ended) VALUES (?, ?, ?, ?, ?)")
+            .execute(arguments: [n, Data(record.bytes), Data(body.bytes), live, ended])
     }
 
     /// The local number of a stored change.
@@ -87,8 +103,8 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     /// The ops of a record that can still show. A record already shown has its last-changed
-    /// time stored with it, so the ops that no longer count (`ops.live = 0`) need not be read;
-    /// one not shown yet (its create has not arrived) is read whole, which is rare and small.
+    /// time stored with it, so the ops that no longer count need not be read; one not shown yet
+    /// (its create has not arrived) is read whole, which is rare and small.
     mutating func recordOps(_ id: RecordID) throws -> RecordOps {
         let (ops, empty) = try load(id)
         // None loaded means none stored: a shown record always loads its create (never ended),
@@ -112,12 +128,12 @@ struct SQLiteStorage: ReplicaStorage {
         return (ops, stored.isEmpty)
     }
 
+    /// A record's applied ops: with `onlyCounting`, those that can still show; else every one.
     func appliedOps(_ id: RecordID, onlyCounting: Bool) throws -> [AppliedOp] {
         let rows = try Row.fetchCursor(db.cachedStatement(sql: """
-            SELECT changes.id, ops.idx, changes.device, changes.hlc, changes.wall, ops.op, op_values.value
-            FROM ops JOIN changes ON changes.n = ops.change
-            LEFT JOIN op_values ON op_values.change = ops.change AND op_values.idx = ops.idx
-            WHERE ops.record = ? AND ops.live >= ?
+            SELECT changes.id, changes.device, changes.hlc, changes.wall, edits.body, edits.ended
+            FROM edits JOIN changes ON changes.n = edits.change
+            WHERE edits.record = ? AND edits.live >= ?
             """), arguments: [Data(id.bytes), onlyCounting ? 1 : 0])
         var out: [AppliedOp] = []
         // Most ops of a record come from a few devices: parse each device id once.
@@ -126,16 +142,25 @@ struct SQLiteStorage: ReplicaStorage {
             let text: String = row["device"]
             guard let author = devices[text] ?? DeviceID(text) else { throw StoreError(.notAReplica, "a stored change names a malformed device \(text)") }
             devices[text] = author
-            out.append(AppliedOp(ref: OpRef(change: ChangeID(bytes: row.bytes("id"))!, index: UInt16(row["idx"] as Int64)),
-                                 op: try ChangeCodec.decodeOp(row.bytes("op")), hlc: HLC(raw: UInt64(bitPattern: row["hlc"])), author: author,
-                                 wallMillis: UInt64(bitPattern: row["wall"]),
-                                 value: try (row.optionalBytes("value")).map { try JSONValue.parseCanonical($0) }))
+            let ended: String = row["ended"]
+            let skip = onlyCounting && !ended.isEmpty ? Set(ended.split(separator: " ").compactMap { UInt16($0) }) : []
+            let change = ChangeID(bytes: row.bytes("id"))!
+            let hlc = HLC(raw: UInt64(bitPattern: row["hlc"])), wall = UInt64(bitPattern: row["wall"])
+            for e in try EditBody.decode(row.bytes("body"), record: id).entries where !skip.contains(e.index) {
+                out.append(AppliedOp(ref: OpRef(change: change, index: e.index), op: e.op, hlc: hlc, author: author, wallMillis: wall,
+                                     value: try e.value.map { try JSONValue.parseCanonical($0.canonical) }))
+            }
         }
         return out
     }
 
+    /// Stores the ops `added` to a record (all from the change appended last) as one edit, with
+    /// the values as received: an erasure that applies drops them right after (`eraseValues`).
     func saveRecord(_ ops: RecordOps, added: [AppliedOp]) throws {
         var ops = ops
+        guard let change = appended, added.allSatisfy({ $0.ref.change == change.id }) else {
+            throw StoreError(.notAReplica, "ops saved for record \(ops.id) are not all from the change stored last")
+        }
         let record = Data(ops.id.bytes)
         // Ended before it arrived, by an op that may itself no longer count (and so not be loaded).
         let wasEnded = try db.cachedStatement(sql: "SELECT 1 FROM ended WHERE record = ? AND change = ? AND idx = ? AND how = ?")
@@ -145,11 +170,14 @@ struct SQLiteStorage: ReplicaStorage {
             else { continue }
             ops.ended(e.ref, by: how)
         }
-        let insert = try db.cachedStatement(sql: "INSERT INTO ops (change, idx, record, op, live) VALUES (?, ?, ?, ?, ?)")
+        var body = EditBody()
+        var live = 0
+        var ended = ""
         for e in added {
-            try insert.execute(arguments: [try number(of: e.ref.change), Int64(e.ref.index), record, Data(ChangeCodec.encodeOp(e.op)),
-                                           ops.mustLoad(e)])
+            body.entries.append(entry(e.ref.index, e.op))
+            if ops.mustLoad(e) { live += 1 } else { ended += " \(e.ref.index)" }
         }
+        try insertEdit(change.n, ops.id, body, live: live, ended: ended)
         try noteEndings(of: added, in: ops)
         guard let view = ops.materialize(schema: schema) else { return }  // its create has not arrived yet
         try RecordRow(view).save(db)
@@ -159,21 +187,27 @@ struct SQLiteStorage: ReplicaStorage {
     func noteEndings(of ops: [AppliedOp], in record: RecordOps) throws {
         let key = Data(record.id.bytes)
         let note = try db.cachedStatement(sql: "INSERT OR IGNORE INTO ended (record, change, idx, how) VALUES (?, ?, ?, ?)")
-        let mark = try db.cachedStatement(sql: "UPDATE ops SET live = 0 WHERE change = ? AND idx = ? AND live = 1")
+        // The `instr` guard: an op already listed is not counted twice (a record not shown yet
+        // loads its ended ops too, and an edit is stored with its own ended ops listed).
+        let mark = try db.cachedStatement(sql: """
+            UPDATE edits SET live = live - 1, ended = ended || ?
+            WHERE change = ? AND record = ? AND live > 0 AND instr(ended || ' ', ?) = 0
+            """)
+        var marked: Set<OpRef> = []
         for e in ops {
             guard let how = e.op.ending else { continue }
             for ref in e.op.refs {
                 try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue)])
-                if let victim = record.applied(ref), !record.stillCounts(victim) {
-                    try mark.execute(arguments: [try number(of: ref.change), Int64(ref.index)])
-                }
+                guard let victim = record.applied(ref), !record.stillCounts(victim),
+                      marked.insert(ref).inserted else { continue }
+                try mark.execute(arguments: [" \(ref.index)", try number(of: ref.change), key, " \(ref.index) "])
             }
         }
     }
 
     /// Migration 0006 on a replica that already holds ops: what each op ended, and which ops no
     /// longer count, worked out record by record from the whole history. Its SQL is its own
-    /// (the 0006 layout), not the store's, which later migrations may change.
+    /// (the 0006 layout), not the store's, which later migrations change.
     static func markEndedOps(_ db: Database) throws {
         var byRecord: [Data: [(n: Int64, op: AppliedOp)]] = [:]
         let rows = try Row.fetchCursor(db, sql: """
@@ -202,33 +236,72 @@ struct SQLiteStorage: ReplicaStorage {
         }
     }
 
+    /// Migration 0009: each change's ops and values (0008 layout: `ops`, `op_values`) become one
+    /// `edits` row per record. The ops of a change are read from its signed bytes, so a change
+    /// refused by policy (values, no `ops` rows) is moved too. Its SQL is its own, frozen.
+    static func moveOpsIntoEdits(_ db: Database) throws {
+        let numbers = try Int64.fetchAll(db, sql: "SELECT n FROM changes ORDER BY n")
+        let changeRow = try db.makeStatement(sql: "SELECT signed, refusal_code IS NOT NULL AS refused FROM changes WHERE n = ?")
+        let values = try db.makeStatement(sql: "SELECT idx, salt, value FROM op_values WHERE change = ?")
+        let live = try db.makeStatement(sql: "SELECT idx, live FROM ops WHERE change = ?")
+        let insert = try db.makeStatement(sql: "INSERT INTO edits (change, record, body, live, ended) VALUES (?, ?, ?, ?, ?)")
+        for n in numbers {
+            guard let row = try Row.fetchOne(changeRow, arguments: [n]) else { continue }
+            let change = try ChangeCodec.decode(row.bytes("signed"))
+            let refused: Bool = row["refused"]
+            var stored: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
+            for v in try Row.fetchAll(values, arguments: [n]) { stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value")) }
+            var counts: [UInt16: Bool] = [:]
+            for o in try Row.fetchAll(live, arguments: [n]) { counts[UInt16(o["idx"] as Int64)] = (o["live"] as Int64) == 1 }
+            var order: [RecordID] = []
+            var byRecord: [RecordID: (body: EditBody, live: Int, ended: String)] = [:]
+            for (i, op) in change.ops.enumerated() {
+                let index = UInt16(i)
+                if byRecord[op.record] == nil { order.append(op.record); byRecord[op.record] = (EditBody(), 0, "") }
+                byRecord[op.record]!.body.entries.append(EditBody.Entry(index: index, op: op, value: stored[index]))
+                guard !refused else { continue }
+                guard let counts = counts[index] else { throw StoreError(.notAReplica, "applied change \(n) has no stored op \(i)") }
+                if counts { byRecord[op.record]!.live += 1 } else { byRecord[op.record]!.ended += " \(i)" }
+            }
+            for record in order {
+                let e = byRecord[record]!
+                try insert.execute(arguments: [n, Data(record.bytes), Data(e.body.bytes), refused ? -1 : e.live, e.ended])
+            }
+        }
+    }
+
     func isErased(_ id: RecordID) throws -> Bool {
         try Bool.fetchOne(db.cachedStatement(sql: "SELECT erased FROM records WHERE id = ?"), arguments: [id.description]) ?? false
     }
 
+    /// Drops the values of a record's ops on these fields, in every change that wrote to it
+    /// (refused ones included), with each such change's salt seed (from which an erased value's
+    /// salt could be derived again) and the server's kept envelope (which holds the value).
     func eraseValues(record: RecordID, fields: Set<String>) throws {
-        let rows = try Row.fetchAll(db, sql: "SELECT change, idx, op FROM ops WHERE record = ?", arguments: [Data(record.bytes)])
-        for row in rows {
-            let op = try ChangeCodec.decodeOp(row.bytes("op"))
-            guard fields.contains(op.field) else { continue }
-            try dropValue(change: row["change"], index: row["idx"])
-        }
-        // A change refused by policy is kept but applied nowhere, so it has no `ops` rows: its
-        // ops on this record are found in its signed bytes. Its values go the same way.
-        for row in try Row.fetchAll(db, sql: "SELECT n, signed FROM changes WHERE refusal_code IS NOT NULL") {
-            let change = try ChangeCodec.decode(row.bytes("signed"))
-            for (i, op) in change.ops.enumerated() where op.record == record && fields.contains(op.field) {
-                try dropValue(change: row["n"], index: Int64(i))
+        let key = Data(record.bytes)
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT change, body FROM edits WHERE record = ?"), arguments: [key]) {
+            var body = try EditBody.decode(row.bytes("body"), record: record)
+            var dropped = false
+            for i in body.entries.indices where body.entries[i].value != nil && fields.contains(body.entries[i].op.field) {
+                body.entries[i].value = nil
+                dropped = true
             }
+            guard dropped else { continue }
+            let n: Int64 = row["change"]
+            try db.execute(sql: "UPDATE edits SET body = ? WHERE change = ? AND record = ?", arguments: [Data(body.bytes), n, key])
+            try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [n])
         }
         // Values waiting in `pending` for this record are erased when they are applied.
     }
 
-    /// Deletes one op's value, with the change's salt seed (from which the erased value's salt
-    /// could be derived again) and the server's kept envelope (which holds the value itself).
-    func dropValue(change n: Int64, index: Int64) throws {
-        try db.execute(sql: "DELETE FROM op_values WHERE change = ? AND idx = ?", arguments: [n, index])
-        try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [n])
+    /// The stored values of one change (`changes.n`), by op index, from all its edits.
+    static func values(ofChange n: Int64, _ db: Database) throws -> [UInt16: (salt: [UInt8], canonical: [UInt8])] {
+        var out: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT record, body FROM edits WHERE change = ?"), arguments: [n]) {
+            guard let record = RecordID(bytes: row.bytes("record")) else { throw StoreError(.notAReplica, "a stored edit names a malformed record") }
+            for e in try EditBody.decode(row.bytes("body"), record: record).entries { if let v = e.value { out[e.index] = v } }
+        }
+        return out
     }
 }
 

@@ -43,6 +43,38 @@ import Testing
         #expect(failures.isEmpty, "\(failures.prefix(3))")
     }
 
+    /// A record whose create has not arrived loads its ended ops too. A second op ending one of
+    /// them must not count it ended twice: its edit also holds a tag that still counts.
+    @Test func anOpEndedTwiceBeforeTheCreateArrivesIsCountedOnce() throws {
+        let b = DeviceKey(), a = DeviceKey(), d = DeviceKey()
+        let roster = Roster([b, a, d].enumerated().map { RosterEntry(publicKey: $1.publicKey, name: "c\($0)", role: .coordinator, enrolledAtMillis: 0) })
+        var rb = MemoryReplica(roster: roster), ra = MemoryReplica(roster: roster), rd = MemoryReplica(roster: roster)
+        let id = RecordID.make()
+        var draft = ChangeDraft()
+        draft.create(id, type: .note, kind: "survey")
+        let c0 = try rb.commit(draft, key: b, wallMillis: 1_000)
+        _ = try Replicator.receive(c0, into: &ra, wallMillis: 1_000)
+        _ = try Replicator.receive(c0, into: &rd, wallMillis: 1_000)
+        draft = ChangeDraft()
+        draft.set("narrative", to: "first", on: ra.records[id]!, type: .note)
+        draft.add("tags", "AP", record: id, type: .note)
+        let c1 = try ra.commit(draft, key: a, wallMillis: 2_000)
+        _ = try Replicator.receive(c1, into: &rd, wallMillis: 2_000)
+        draft = ChangeDraft(); draft.set("narrative", to: "second", on: ra.records[id]!, type: .note)
+        let c2 = try ra.commit(draft, key: a, wallMillis: 3_000)
+        draft = ChangeDraft(); draft.set("narrative", to: "third", on: rd.records[id]!, type: .note)
+        let c3 = try rd.commit(draft, key: d, wallMillis: 3_000)
+        var reference = MemoryReplica(roster: roster)
+        for c in [c0, c1, c2, c3] { _ = try Replicator.receive(c, into: &reference, wallMillis: 4_000) }
+
+        let dir = TempDir()
+        let store = try ReplicaStore.open(path: dir.path + "/r.sqlite", create: true)
+        try store.upsertRoster(roster.sorted)
+        for c in [c1, c2, c3, c0] { _ = try store.receive([c], wallMillis: 4_000) }
+        #expect(try store.view(id)?.fields["tags"]?.elements.map(\.value) == ["AP"])
+        #expect(try store.view(id) == reference.allRecords.first { $0.id == id })
+    }
+
     /// The point of it: a note edited 60 times loads a handful of ops, not 60.
     @Test func aLongEditedNoteLoadsOnlyWhatCounts() throws {
         let dir = TempDir()
@@ -201,11 +233,16 @@ struct History {
         _ = try now.receive(early, wallMillis: 1_800_000_000_000)
         let oldPath = dir.path + "/old.sqlite"
         try oldLayoutReplica(at: oldPath, upTo: "sqlite/0005_integer_change_keys.sql", from: now) { src, db in
-            for table in ["meta", "roster", "records", "changes", "op_values", "pending", "refusals"] {
+            for table in ["meta", "roster", "records", "changes", "pending", "refusals"] {
                 try copyRows(src, "SELECT * FROM \(table)", into: table, of: db)
             }
             // Before 0006 every op counted as live.
-            try copyRows(src, "SELECT change, idx, record, op FROM ops", into: "ops", of: db)
+            for o in try legacyOps(src) {
+                if let v = o.value {
+                    try db.execute(sql: "INSERT INTO op_values (change, idx, salt, value) VALUES (?, ?, ?, ?)", arguments: [o.change, o.idx, v.salt, v.value])
+                }
+                if o.applied { try db.execute(sql: "INSERT INTO ops (change, idx, record, op) VALUES (?, ?, ?, ?)", arguments: [o.change, o.idx, o.record, o.op]) }
+            }
         }
         let migrated = try ReplicaStore.open(path: oldPath)
         _ = try migrated.receive(late, wallMillis: 1_800_000_000_000)

@@ -26,6 +26,14 @@ import Testing
             }
         }
         try now.commitLocal(key: coord) { r in var d = ChangeDraft(); d.set("status", to: "suspected", on: try r.ops(ids[0]), type: .note); return d }
+        // A change refused by policy (a field laptop may not review) is kept with its values.
+        var review = ChangeDraft()
+        review.review("approved", comment: "looks fine to me", on: try now.read { db in try now.storage(db, wallMillis: 0).load(ids[2]).ops })
+        let head = try #require(try now.read { db in try now.storage(db, wallMillis: 0).head(of: field.deviceID) })
+        let refused = SignedChange.author(Change(device: field.deviceID, seq: head.seq + 1, prev: head.id, hlc: HLC(millis: Timestamps.nowMillis, counter: 9),
+                                                 wallMillis: Timestamps.nowMillis, ops: review.ops), values: review.values, key: field)
+        _ = try now.receive([refused])
+        #expect(try now.logChanges(since: nil, device: field.deviceID, record: nil, limit: 1).first?.refusal != nil)
 
         // The same rows in the layout of migrations 0001–0004.
         let oldPath = dir.path + "/old.sqlite"
@@ -36,17 +44,26 @@ import Testing
                 SELECT id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, acked, seed
                 FROM changes ORDER BY n DESC
                 """, into: "changes")
-            try copy("SELECT c.id AS change_id, v.idx, v.salt, v.value FROM op_values v JOIN changes c ON c.n = v.change", into: "op_values")
-            try copy("""
-                SELECT c.id AS change_id, o.idx, o.record, c.device AS author, c.hlc, c.wall, o.op
-                FROM ops o JOIN changes c ON c.n = o.change
-                """, into: "ops")
+            for o in try legacyOps(src) {
+                let c = try #require(try Row.fetchOne(src, sql: "SELECT id, device, hlc, wall FROM changes WHERE n = ?", arguments: [o.change]))
+                let id: Data = c["id"], device: String = c["device"], hlc: Int64 = c["hlc"], wall: Int64 = c["wall"]
+                if let v = o.value {
+                    try db.execute(sql: "INSERT INTO op_values (change_id, idx, salt, value) VALUES (?, ?, ?, ?)", arguments: [id, o.idx, v.salt, v.value])
+                }
+                if o.applied {
+                    try db.execute(sql: "INSERT INTO ops (change_id, idx, record, author, hlc, wall, op) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   arguments: [id, o.idx, o.record, device, hlc, wall, o.op])
+                }
+            }
         }
 
         let migrated = try ReplicaStore.open(path: oldPath)
         #expect(try migrated.missing(for: VersionVector()).map(\.envelope).sorted { $0.lexicographicallyPrecedes($1) }
                 == now.missing(for: VersionVector()).map(\.envelope).sorted { $0.lexicographicallyPrecedes($1) })
-        #expect(try migrated.missing(for: VersionVector()).count == 4)
+        #expect(try migrated.missing(for: VersionVector()).count == 5)
+        #expect(try migrated.value(of: OpRef(change: refused.id, index: 0)) == now.value(of: OpRef(change: refused.id, index: 0)))
+        #expect(try migrated.value(of: OpRef(change: refused.id, index: 0)) != nil)
+        #expect(try migrated.logChanges(since: nil, device: field.deviceID, record: nil, limit: 1).first?.refusal != nil)
         for id in ids { #expect(try migrated.view(id) == now.view(id)) }
         #expect(try migrated.view(ids[0])?.values["status"] == "suspected")
         #expect(try migrated.logChanges(since: nil, device: nil, record: ids[0], limit: 10).count == 2)
@@ -71,5 +88,23 @@ func copyRows(_ src: Database, _ select: String, into table: String, of db: Data
     for row in try Row.fetchAll(src, sql: select) {
         let cols = row.columnNames.joined(separator: ", "), marks = row.columnNames.map { _ in "?" }.joined(separator: ", ")
         try db.execute(sql: "INSERT INTO \(table) (\(cols)) VALUES (\(marks))", arguments: StatementArguments(Array(row.databaseValues)))
+    }
+}
+
+/// One op of a replica in this build's layout, as the rows the layouts before migration 0009 kept
+/// for it: an `ops` row if its change was applied, an `op_values` row if it has a value.
+struct LegacyOp {
+    let change: Int64, idx: Int64, record: Data, op: Data
+    let value: (salt: Data, value: Data)?
+    let applied: Bool
+}
+
+func legacyOps(_ src: Database) throws -> [LegacyOp] {
+    try Row.fetchAll(src, sql: "SELECT change, record, body, live FROM edits ORDER BY change").flatMap { row in
+        let record = try #require(RecordID(bytes: row.bytes("record")))
+        return try EditBody.decode(row.bytes("body"), record: record).entries.map { e in
+            LegacyOp(change: row["change"], idx: Int64(e.index), record: row["record"], op: Data(ChangeCodec.encodeOp(e.op)),
+                     value: e.value.map { (Data($0.salt), Data($0.canonical)) }, applied: (row["live"] as Int64) >= 0)
+        }
     }
 }
