@@ -13,7 +13,8 @@ public protocol ReplicaStorage {
     /// Stores an applied change (refused by policy or not) in the device's chain.
     mutating func appendToChain(_ change: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws
     mutating func recordOps(_ id: RecordID) throws -> RecordOps
-    /// Saves a record after `added` were inserted into it.
+    /// Saves a record after `added` were inserted into it. An op's value is nil where the merge
+    /// dropped it (a personal field of an erased record): it must not be kept.
     mutating func saveRecord(_ ops: RecordOps, added: [AppliedOp]) throws
     /// Drops stored values of ops on these fields of a record (erasure).
     mutating func eraseValues(record: RecordID, fields: Set<String>) throws

@@ -392,7 +392,7 @@ public struct LoggedChange: Sendable {
 }
 
 extension ReplicaStore {
-    /// Applied changes, newest (by HLC) first.
+    /// Stored changes (refused ones too, with their refusal), newest (by HLC) first.
     public func logChanges(since: UInt64?, device: DeviceID?, record: RecordID?, limit: Int) throws -> [LoggedChange] {
         try read { db in
             let rows = try Row.fetchAll(db, sql: """

@@ -155,7 +155,8 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     /// Stores the ops `added` to a record (all from the change appended last) as one edit, with
-    /// the values as received: an erasure that applies drops them right after (`eraseValues`).
+    /// their values as received but for those the merge cleared (personal fields of an erased
+    /// record): those are never written, and the change's seed and kept envelope go with them.
     func saveRecord(_ ops: RecordOps, added: [AppliedOp]) throws {
         var ops = ops
         guard let change = appended, added.allSatisfy({ $0.ref.change == change.id }) else {
@@ -173,11 +174,15 @@ struct SQLiteStorage: ReplicaStorage {
         var body = EditBody()
         var live = 0
         var ended = ""
+        var dropped = false
         for e in added {
-            body.entries.append(entry(e.ref.index, e.op))
+            var stored = entry(e.ref.index, e.op)
+            if e.value == nil && stored.value != nil { stored.value = nil; dropped = true }
+            body.entries.append(stored)
             if ops.mustLoad(e) { live += 1 } else { ended += " \(e.ref.index)" }
         }
         try insertEdit(change.n, ops.id, body, live: live, ended: ended)
+        if dropped { try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [change.n]) }
         try noteEndings(of: added, in: ops)
         guard let view = ops.materialize(schema: schema) else { return }  // its create has not arrived yet
         try RecordRow(view).save(db)
@@ -271,7 +276,11 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     func isErased(_ id: RecordID) throws -> Bool {
-        try Bool.fetchOne(db.cachedStatement(sql: "SELECT erased FROM records WHERE id = ?"), arguments: [id.description]) ?? false
+        if let erased = try Bool.fetchOne(db.cachedStatement(sql: "SELECT erased FROM records WHERE id = ?"), arguments: [id.description]) {
+            return erased
+        }
+        // Not shown yet (its create has not arrived): an erase may have, all the same.
+        return try load(id).ops.isErased
     }
 
     /// Drops the values of a record's ops on these fields, in every change that wrote to it

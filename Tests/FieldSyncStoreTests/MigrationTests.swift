@@ -9,9 +9,10 @@ import Testing
 @Suite struct MigrationTests {
     @Test func integerChangeKeysKeepEveryChangeOpAndValue() throws {
         let dir = TempDir()
-        let field = DeviceKey(), coord = DeviceKey()
+        let field = DeviceKey(), coord = DeviceKey(), press = DeviceKey()
         let roster = [RosterEntry(publicKey: field.publicKey, name: "field", role: .field, enrolledAtMillis: 0),
-                      RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0)]
+                      RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0),
+                      RosterEntry(publicKey: press.publicKey, name: "press", role: .press, enrolledAtMillis: 0)]
         // The reference: the changes in a replica made by this build.
         let now = try ReplicaStore.open(path: dir.path + "/now.sqlite", create: true)
         try now.upsertRoster(roster)
@@ -33,6 +34,17 @@ import Testing
         let refused = SignedChange.author(Change(device: field.deviceID, seq: head.seq + 1, prev: head.id, hlc: HLC(millis: Timestamps.nowMillis, counter: 9),
                                                  wallMillis: Timestamps.nowMillis, ops: review.ops), values: review.values, key: field)
         _ = try now.receive([refused])
+        // An erased contact: its values and its change's seed must stay gone.
+        let contact = RecordID.make()
+        try now.commitLocal(key: press) { _ in
+            var d = ChangeDraft()
+            d.create(contact, type: .contact, kind: nil)
+            d.set("fn", to: "Olena Melnyk", onNew: contact, type: .contact)
+            d.add("email", "o.melnyk@example.org", record: contact, type: .contact)
+            d.set("source", to: "press release", onNew: contact, type: .contact)
+            return d
+        }
+        try now.commitLocal(key: coord) { _ in var d = ChangeDraft(); d.erase(contact); return d }
         #expect(try now.logChanges(since: nil, device: field.deviceID, record: nil, limit: 1).first?.refusal != nil)
 
         // The same rows in the layout of migrations 0001–0004.
@@ -60,7 +72,10 @@ import Testing
         let migrated = try ReplicaStore.open(path: oldPath)
         #expect(try migrated.missing(for: VersionVector()).map(\.envelope).sorted { $0.lexicographicallyPrecedes($1) }
                 == now.missing(for: VersionVector()).map(\.envelope).sorted { $0.lexicographicallyPrecedes($1) })
-        #expect(try migrated.missing(for: VersionVector()).count == 5)
+        // Envelopes equal: the same values, salts and seeds (the erased contact's included).
+        #expect(try migrated.missing(for: VersionVector()).count == 7)
+        #expect(try migrated.view(contact) == now.view(contact))
+        #expect(try migrated.view(contact)?.erasedBy != nil && migrated.view(contact)?.values["source"] == "press release")
         #expect(try migrated.value(of: OpRef(change: refused.id, index: 0)) == now.value(of: OpRef(change: refused.id, index: 0)))
         #expect(try migrated.value(of: OpRef(change: refused.id, index: 0)) != nil)
         #expect(try migrated.logChanges(since: nil, device: field.deviceID, record: nil, limit: 1).first?.refusal != nil)

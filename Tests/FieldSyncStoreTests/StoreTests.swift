@@ -168,6 +168,49 @@ final class TempDir {
         }
     }
 
+    /// An erase that arrives before the record's create keeps every later personal value out all
+    /// the same: one in a change refused by policy, one in an applied change, on a laptop and on
+    /// the server. The store shows what the in-memory reference shows.
+    @Test(arguments: [false, true]) func anEraseBeforeTheCreateStillKeepsValuesOut(server: Bool) throws {
+        let roster = Roster(entries)
+        var pressSide = MemoryReplica(roster: roster), coordSide = MemoryReplica(roster: roster)
+        let id = RecordID.make()
+        var d = ChangeDraft()
+        d.create(id, type: .contact, kind: nil)
+        d.set("source", to: "press release", onNew: id, type: .contact)
+        let made = try pressSide.commit(d, key: press, wallMillis: 1_000)
+        _ = try Replicator.receive(made, into: &coordSide, wallMillis: 1_000)
+        d = ChangeDraft(); d.erase(id)
+        let erase = try coordSide.commit(d, key: coord, wallMillis: 2_000)
+        d = ChangeDraft(); d.add("email", "late.press@example.org", record: id, type: .contact)
+        let late = try pressSide.commit(d, key: press, wallMillis: 3_000)
+        d = ChangeDraft(); d.add("email", "leak.from.field@example.org", record: id, type: .contact)
+        let refused = SignedChange.author(Change(device: field.deviceID, seq: 1, prev: .zero, hlc: HLC(millis: 3_000, counter: 0),
+                                                 wallMillis: 3_000, ops: d.ops), values: d.values, key: field)
+        var reference = MemoryReplica(roster: roster)
+        for c in [made, erase, late, refused] { _ = try Replicator.receive(c, into: &reference, wallMillis: 4_000) }
+
+        let dir = TempDir()
+        let store = try newStore(dir, server: server)
+        func keeps(_ secret: String) -> Bool {
+            ["", "-wal", "-shm"].contains { suffix in
+                (FileManager.default.contents(atPath: dir.path + "/r.sqlite" + suffix) ?? Data()).range(of: Data(secret.utf8)) != nil
+            }
+        }
+        // The erase first, then the refused change, then the create (no personal value in it).
+        for c in [erase, refused, made] { _ = try store.receive([c], wallMillis: 4_000) }
+        try store.checkpoint()
+        #expect(try store.value(of: OpRef(change: refused.id, index: 0)) == nil)
+        #expect(!keeps("leak.from.field@example.org"))
+        // Then the press officer's edit, made before they heard of the erase.
+        _ = try store.receive([late], wallMillis: 4_000)
+        try store.checkpoint()
+        #expect(try store.value(of: OpRef(change: late.id, index: 0)) == nil)
+        #expect(!keeps("late.press@example.org"))
+        #expect(try store.view(id) == reference.allRecords.first { $0.id == id })
+        #expect(try store.view(id)?.erasedBy != nil && store.view(id)?.values["source"] == "press release")
+    }
+
     /// A change refused by policy is kept (its author's chain stays whole) but applied nowhere.
     /// When the record it wrote to is erased, its values go too, on laptops and on the server.
     @Test(arguments: [false, true]) func eraseReachesValuesInRefusedChanges(server: Bool) throws {
