@@ -30,6 +30,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
     ],
     targets: [
         // Turns Schema/records.json and Schema/sqlite/*.sql into Swift string constants at
@@ -64,7 +66,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "fieldsync",
-            dependencies: ["FieldSyncClient", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: [
+                "FieldSyncClient", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Client/fieldsync",
             swiftSettings: strict
         ),

@@ -128,6 +128,27 @@ func b2SmallSync(rounds: Int) async throws -> Result {
             throw BenchFailure("B2: round \(round)'s edit did not reach laptop B")
         }
     }
+    // The same rounds with each laptop resident (`fieldsync sync --watch`): its connection is
+    // kept between syncs, so a round has no handshake.
+    let residentA = SyncSession(engine: SyncEngine(replica: a), keepAlive: .seconds(300))
+    let residentB = SyncSession(engine: SyncEngine(replica: b), keepAlive: .seconds(300))
+    _ = try await residentA.sync(deadline: deadline())
+    _ = try await residentB.sync(deadline: deadline())
+    var resident: [Double] = []
+    for round in 0..<rounds {
+        var edits = RecordEdits()
+        edits.sets = [("narrative", "resident round \(round)")]
+        try a.edit(target, type: .note, edits: edits)
+        let start = ContinuousClock.now
+        _ = try await residentA.sync(deadline: deadline())
+        _ = try await residentB.sync(deadline: deadline())
+        resident.append((ContinuousClock.now - start).millis)
+        guard try b.store.view(target)?.fields["narrative"]?.value == .string("resident round \(round)") else {
+            throw BenchFailure("B2: resident round \(round)'s edit did not reach laptop B")
+        }
+    }
+    await residentA.close()
+    await residentB.close()
     // Where a small sync's time goes: a new TLS connection, then an exchange with nothing to carry.
     let serverKey = [UInt8](hex: try a.store.meta("server_key") ?? "") ?? []
     var firstPost: [Double] = [], warmPost: [Double] = []
@@ -147,9 +168,11 @@ func b2SmallSync(rounds: Int) async throws -> Result {
     r.add("p50_ms", median(times), "ms")
     r.add("p99_ms", percentile(times, 99), "ms")
     r.add("max_ms", times.max() ?? .nan, "ms")
+    r.add("resident_p50_ms", median(resident), "ms")
+    r.add("resident_p99_ms", percentile(resident, 99), "ms")
     r.add("empty_exchange_new_connection_ms", median(firstPost), "ms")
     r.add("empty_exchange_warm_connection_ms", median(warmPost), "ms")
-    r.notes.append("one edit: A syncs, then B syncs, in this process through the CLI's sync engine; each sync opens its own TLS connection, as `fieldsync sync` does")
+    r.notes.append("one edit: A syncs, then B syncs, in this process through the CLI's sync engine; each sync opens its own TLS connection, as `fieldsync sync` does; resident_*: the same rounds with each laptop's connection kept between syncs, as `fieldsync sync --watch` keeps it (SyncSession)")
     return r
 }
 

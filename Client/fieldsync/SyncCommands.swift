@@ -2,6 +2,8 @@ import ArgumentParser
 import FieldSyncClient
 import FieldSyncCore
 import Foundation
+import Logging
+import ServiceLifecycle
 
 struct Enroll: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Register this device with a sync server, trusting only its CA or pin.")
@@ -27,14 +29,22 @@ struct Sync: AsyncParsableCommand {
         abstract: "Send this replica's changes and fetch what it lacks, until both sides are done.",
         discussion: "Exit codes: 0 all exchanged; 1 other failure; 2 usage; 3 server unreachable or timed out (retry later); 4 authentication refused; 5 some local changes refused by policy (kept locally); 6 another sync of this replica is running.")
     @Flag(help: "Print nothing but errors.") var quiet = false
-    @Option(help: "Give up retrying after this many seconds.") var timeout: Int = 120
+    @Option(help: "Give up retrying after this many seconds (with --watch it never gives up).") var timeout: Int = 120
+    @Flag(help: "Stay running over one kept connection: sync within a second of each change made here, and every --every seconds for what others sent. A bad link is retried until it comes back. Stops on SIGTERM or SIGINT.")
+    var watch = false
+    @Option(help: "With --watch: seconds between syncs while nothing changes here.") var every: Int = 60
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
         guard timeout > 0 else { throw ClientError.usage("--timeout must be positive") }
+        guard every > 0 else { throw ClientError.usage("--every must be positive") }
         let replica = try openReplica()
         let lock = try SyncLock(path: replica.home.path + "/sync.lock")
         defer { lock.release() }
+        if watch {
+            try await SyncWatch(replica: replica, every: .seconds(every), quiet: quiet, json: output.json).runUntilSignalled()
+            return
+        }
         let start = ContinuousClock.now
         let terminal = isatty(STDERR_FILENO) == 1 && !quiet && !output.json
         let summary = try await SyncEngine(replica: replica).sync(deadline: start + .seconds(timeout)) { s in
@@ -56,6 +66,85 @@ struct Sync: AsyncParsableCommand {
         if !summary.refused.isEmpty {
             throw ExitCode(5)
         }
+    }
+}
+
+/// `fieldsync sync --watch`: a resident sync of one replica, as a service that stops gracefully
+/// on SIGTERM or SIGINT. It syncs as soon as this replica has a change it has not sent (checked
+/// four times a second: one read of the `heads` table), and every `every` otherwise, over one
+/// kept connection (`SyncSession`). A bad link is retried until it comes back; it says so once
+/// per outage. It prints a line (or a JSON object) per sync that moved something. It exits on
+/// what retrying cannot mend: authentication refused (4), any other failure (1).
+struct SyncWatch: Service {
+    let replica: Replica
+    let every: Duration
+    let quiet: Bool
+    let json: Bool
+
+    func runUntilSignalled() async throws {
+        var logger = Logger(label: "fieldsync.sync")
+        logger.logLevel = .critical
+        let group = ServiceGroup(configuration: .init(
+            services: [.init(service: self, successTerminationBehavior: .gracefullyShutdownGroup)],
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    func run() async throws {
+        let session = SyncSession(engine: SyncEngine(replica: replica), keepAlive: .seconds(300))
+        do {
+            try await cancelWhenGracefulShutdown { try await loop(session) }
+        } catch is CancellationError {
+            // Stopped by a signal, mid-sync or between syncs: nothing acknowledged is lost.
+        } catch {
+            await session.close()
+            throw error
+        }
+        await session.close()
+    }
+
+    func loop(_ session: SyncSession) async throws {
+        var sentUpTo: UInt64?     // this device's seq when the last good sync started
+        var nextPull = ContinuousClock.now
+        var failures = 0           // in a row: the link is down, or the server
+        var retryAt = ContinuousClock.now
+        while true {
+            try Task.checkCancellation()
+            let head = try replica.store.vector()[replica.device]
+            let now = ContinuousClock.now
+            if (head != sentUpTo || now >= nextPull) && now >= retryAt {
+                do {
+                    // No retrying inside: this loop retries, and says so once per outage.
+                    let summary = try await session.sync(deadline: now)
+                    sentUpTo = head
+                    nextPull = ContinuousClock.now + every
+                    if failures > 0 && !quiet { FileHandle.standardError.write(Data("sync: \(summary.server) answers again\n".utf8)) }
+                    failures = 0
+                    report(summary, since: now)
+                } catch let f as SyncFailure where f.exit == .unreachable {
+                    if failures == 0 { FileHandle.standardError.write(Data("sync: \(f.message); retrying until it answers\n".utf8)) }
+                    failures += 1
+                    retryAt = ContinuousClock.now + .milliseconds(min(8_000, 250 << min(failures, 5)))
+                }
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+    }
+
+    func report(_ s: SyncEngine.Summary, since start: ContinuousClock.Instant) {
+        guard !quiet, s.pushed + s.pulled > 0 || !s.refused.isEmpty else { return }
+        let elapsed = (ContinuousClock.now - start).components
+        let ms = elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
+        if json {
+            var o = s.json.objectValue!
+            o["duration_ms"] = .int(ms)
+            o["at"] = .string(Timestamps.iso(Timestamps.nowMillis))
+            printJSON(.object(o))
+        } else {
+            print("\(Timestamps.iso(Timestamps.nowMillis)) sent \(s.pushed), received \(s.pulled), \(s.conflictsAfter) conflicts open (\(max(0, s.conflictsAfter - s.conflictsBefore)) new), \(ms) ms")
+            for r in s.refused { print("refused \(r.id.prefix(12)): \(r.reason)") }
+        }
+        fflush(nil)  // a pipe or a log file sees each line as it comes
     }
 }
 

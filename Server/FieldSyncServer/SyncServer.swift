@@ -169,7 +169,9 @@ public struct SyncServer: Sendable {
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
                                                            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)))
         tls.minimumTLSVersion = .tlsv12
-        return Application(router: router(), server: try .tls(.http1(), tlsConfiguration: tls),
+        // Laptops running `fieldsync sync --watch` keep their connection between syncs (and close
+        // it after five idle minutes); one gone silent without closing is let go after ten.
+        return Application(router: router(), server: try .tls(.http1(configuration: .init(idleTimeout: .minutes(10))), tlsConfiguration: tls),
                            configuration: .init(address: .hostname(host, port: port), serverName: "fieldsync"),
                            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
                            logger: logger)

@@ -139,6 +139,66 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         server.kill(SIGTERM)
     }
 
+    /// `fieldsync sync --watch` as a process: each note added here reaches the server within a
+    /// second or so, what another laptop sent arrives within --every, a server that goes away and
+    /// comes back is caught up with, a second sync of the replica is refused (6), and SIGTERM
+    /// stops it with exit 0.
+    @Test func aResidentSyncFollowsBothWaysAndStopsOnSignal() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "resident")
+        let b = try laptop(server, role: "field", name: "other")
+        defer { for l in [a, b] { l.cleanUp() } }
+        let watch = Process()
+        watch.executableURL = URL(fileURLWithPath: CLI.binary)
+        watch.arguments = ["sync", "--watch", "--every", "1", "--json"]
+        var env = ProcessInfo.processInfo.environment
+        env["FIELDSYNC_HOME"] = a.home
+        watch.environment = env
+        let out = Pipe(), err = Pipe()
+        watch.standardOutput = out
+        watch.standardError = err
+        try watch.run()
+        defer { if watch.isRunning { watch.terminate() } }
+
+        /// Waits up to `seconds` for `done`, checking twice a second.
+        func eventually(_ seconds: Double, _ done: () throws -> Bool) throws -> Bool {
+            let end = Date().addingTimeInterval(seconds)
+            while Date() < end {
+                if try done() { return true }
+                Thread.sleep(forTimeInterval: 0.5)
+            }
+            return try done()
+        }
+        func holds(_ l: CLI, _ ref: String, syncFirst: Bool) throws -> Bool {
+            if syncFirst { _ = try l.ok("sync", "--quiet") }
+            return try l.ok("note", "list", "--json").contains(ref)
+        }
+
+        _ = try a.ok("note", "add", "--kind", "observation", "--set", "ref=RESIDENT-1")
+        #expect(try eventually(15) { try holds(b, "RESIDENT-1", syncFirst: true) }, "a note made beside the watch reached the server")
+        #expect(try a.run("sync").status == 6, "a second sync of the same replica waits its turn")
+        _ = try b.ok("note", "add", "--kind", "observation", "--set", "ref=FROM-B")
+        _ = try b.ok("sync", "--quiet")
+        #expect(try eventually(15) { try holds(a, "FROM-B", syncFirst: false) }, "what another laptop sent arrived without a command")
+
+        // The server goes away: a note made meanwhile goes up once it is back (a pause this short
+        // the kept request rides out, waiting to connect; a longer one is retried with backoff).
+        server.kill(SIGKILL)
+        _ = try a.ok("note", "add", "--kind", "observation", "--set", "ref=RESIDENT-2")
+        Thread.sleep(forTimeInterval: 1.5)
+        try server.start()
+        #expect(try eventually(25) { try holds(b, "RESIDENT-2", syncFirst: true) }, "the watch caught up after the outage")
+
+        watch.terminate()   // SIGTERM
+        watch.waitUntilExit()
+        #expect(watch.terminationStatus == 0)
+        let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        #expect(lines.count >= 3, "one JSON object per sync that moved something")
+        #expect(lines.allSatisfy { (try? JSONValue.parse(String($0)))?["pushed"] != nil })
+        server.kill(SIGTERM)
+    }
+
     /// The server dies (SIGKILL) in the middle of a large sync; after a restart the next sync
     /// completes, and another laptop receives every note exactly once.
     @Test func serverKilledMidSyncLosesAndDuplicatesNothing() throws {

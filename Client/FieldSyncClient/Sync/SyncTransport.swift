@@ -28,12 +28,14 @@ public final class SyncTransport: Sendable {
     let offset: Int64
     let serverKey: [UInt8]?
 
-    public init(baseURL: String, caPEM: String, key: DeviceKey, offsetMillis: Int64, serverKey: [UInt8]?) throws {
+    /// - Parameter idleTimeout: how long a connection is kept for the next request (AsyncHTTPClient's default, 60 s, when nil).
+    public init(baseURL: String, caPEM: String, key: DeviceKey, offsetMillis: Int64, serverKey: [UInt8]?, idleTimeout: Duration? = nil) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv12
         var config = HTTPClient.Configuration(tlsConfiguration: tls)
         config.timeout = .init(connect: .seconds(10), read: .seconds(60))
+        if let idleTimeout { config.connectionPool = .init(idleTimeout: .nanoseconds(Int64(idleTimeout.components.seconds) * 1_000_000_000)) }
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.key = key
