@@ -32,17 +32,18 @@ struct Sync: AsyncParsableCommand {
     @Option(help: "Give up retrying after this many seconds (with --watch it never gives up).") var timeout: Int = 120
     @Flag(help: "Stay running over one kept connection: sync within a second of each change made here, and every --every seconds for what others sent. A bad link is retried until it comes back. Stops on SIGTERM or SIGINT.")
     var watch = false
-    @Option(help: "With --watch: seconds between syncs while nothing changes here.") var every: Int = 60
+    @Option(help: "With --watch: seconds between syncs while nothing changes here (default 60).") var every: Int?
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
         guard timeout > 0 else { throw ClientError.usage("--timeout must be positive") }
-        guard every > 0 else { throw ClientError.usage("--every must be positive") }
+        guard watch || every == nil else { throw ClientError.usage("--every goes with --watch") }
+        guard (every ?? 60) > 0 else { throw ClientError.usage("--every must be positive") }
         let replica = try openReplica()
         let lock = try SyncLock(path: replica.home.path + "/sync.lock")
         defer { lock.release() }
         if watch {
-            try await SyncWatch(replica: replica, every: .seconds(every), quiet: quiet, json: output.json).runUntilSignalled()
+            try await SyncWatch(replica: replica, every: .seconds(every ?? 60), quiet: quiet, json: output.json).runUntilSignalled()
             return
         }
         let start = ContinuousClock.now
@@ -73,7 +74,8 @@ struct Sync: AsyncParsableCommand {
 /// on SIGTERM or SIGINT. It syncs as soon as this replica has a change it has not sent (checked
 /// four times a second: one read of the `heads` table), and every `every` otherwise, over one
 /// kept connection (`SyncSession`). A bad link is retried until it comes back; it says so once
-/// per outage. It prints a line (or a JSON object) per sync that moved something. It exits on
+/// per outage, even with --quiet. It prints a line (or a JSON object) per sync that moved
+/// something, each refusal once. It exits on
 /// what retrying cannot mend: authentication refused (4), any other failure (1).
 struct SyncWatch: Service {
     let replica: Replica
@@ -108,6 +110,7 @@ struct SyncWatch: Service {
         var nextPull = ContinuousClock.now
         var failures = 0           // in a row: the link is down, or the server
         var retryAt = ContinuousClock.now
+        var refusalsShown: Set<String> = []
         while true {
             try Task.checkCancellation()
             let head = try replica.store.vector()[replica.device]
@@ -118,9 +121,9 @@ struct SyncWatch: Service {
                     let summary = try await session.sync(deadline: now)
                     sentUpTo = head
                     nextPull = ContinuousClock.now + every
-                    if failures > 0 && !quiet { FileHandle.standardError.write(Data("sync: \(summary.server) answers again\n".utf8)) }
+                    if failures > 0 { FileHandle.standardError.write(Data("sync: \(summary.server) answers again\n".utf8)) }
                     failures = 0
-                    report(summary, since: now)
+                    report(summary, since: now, refusalsShown: &refusalsShown)
                 } catch let f as SyncFailure where f.exit == .unreachable {
                     if failures == 0 { FileHandle.standardError.write(Data("sync: \(f.message); retrying until it answers\n".utf8)) }
                     failures += 1
@@ -131,8 +134,16 @@ struct SyncWatch: Service {
         }
     }
 
-    func report(_ s: SyncEngine.Summary, since start: ContinuousClock.Instant) {
-        guard !quiet, s.pushed + s.pulled > 0 || !s.refused.isEmpty else { return }
+    func report(_ s: SyncEngine.Summary, since start: ContinuousClock.Instant, refusalsShown: inout Set<String>) {
+        // A change refused outright stays in the outbox and is sent again each time: say so once.
+        var s = s
+        s.refused = s.refused.filter { refusalsShown.insert($0.id).inserted }
+        if quiet {
+            // Nothing but errors; with no exit code to carry them, refusals are errors here.
+            for r in s.refused { FileHandle.standardError.write(Data("refused \(r.id.prefix(12)): \(r.reason)\n".utf8)) }
+            return
+        }
+        guard s.pushed + s.pulled > 0 || !s.refused.isEmpty else { return }
         let elapsed = (ContinuousClock.now - start).components
         let ms = elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
         if json {

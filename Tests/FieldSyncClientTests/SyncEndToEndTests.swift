@@ -139,28 +139,31 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         server.kill(SIGTERM)
     }
 
-    /// `fieldsync sync --watch` as a process: each note added here reaches the server within a
-    /// second or so, what another laptop sent arrives within --every, a server that goes away and
-    /// comes back is caught up with, a second sync of the replica is refused (6), and SIGTERM
-    /// stops it with exit 0.
+    /// `fieldsync sync --watch` as a process. A note added here reaches the server within seconds
+    /// though the periodic sync is an hour away; a second sync of the replica is refused (6);
+    /// each sync that moved something prints a JSON line as it happens; SIGTERM stops it with
+    /// exit 0 and frees the replica. With a short period, what another laptop sent arrives
+    /// without a command, a note made while the server is away goes up once it is back, and a
+    /// revocation stops the watch with exit 4.
     @Test func aResidentSyncFollowsBothWaysAndStopsOnSignal() throws {
         let server = try LiveServer()
         try server.start()
         let a = try laptop(server, role: "field", name: "resident")
         let b = try laptop(server, role: "field", name: "other")
         defer { for l in [a, b] { l.cleanUp() } }
-        let watch = Process()
-        watch.executableURL = URL(fileURLWithPath: CLI.binary)
-        watch.arguments = ["sync", "--watch", "--every", "1", "--json"]
-        var env = ProcessInfo.processInfo.environment
-        env["FIELDSYNC_HOME"] = a.home
-        watch.environment = env
-        let out = Pipe(), err = Pipe()
-        watch.standardOutput = out
-        watch.standardError = err
-        try watch.run()
-        defer { if watch.isRunning { watch.terminate() } }
-
+        func startWatch(every: Int) throws -> (Process, out: Pipe, err: Pipe) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CLI.binary)
+            p.arguments = ["sync", "--watch", "--every", String(every), "--json"]
+            var env = ProcessInfo.processInfo.environment
+            env["FIELDSYNC_HOME"] = a.home
+            p.environment = env
+            let out = Pipe(), err = Pipe()
+            p.standardOutput = out
+            p.standardError = err
+            try p.run()
+            return (p, out, err)
+        }
         /// Waits up to `seconds` for `done`, checking twice a second.
         func eventually(_ seconds: Double, _ done: () throws -> Bool) throws -> Bool {
             let end = Date().addingTimeInterval(seconds)
@@ -174,28 +177,45 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
             if syncFirst { _ = try l.ok("sync", "--quiet") }
             return try l.ok("note", "list", "--json").contains(ref)
         }
+        func text(_ pipe: Pipe) -> String { String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self) }
 
+        // Triggered by the change itself: the periodic sync is an hour away.
+        var (watch, out, err) = try startWatch(every: 3600)
+        defer { if watch.isRunning { watch.terminate() } }
+        Thread.sleep(forTimeInterval: 1)   // its first sync (nothing to move) is done
         _ = try a.ok("note", "add", "--kind", "observation", "--set", "ref=RESIDENT-1")
-        #expect(try eventually(15) { try holds(b, "RESIDENT-1", syncFirst: true) }, "a note made beside the watch reached the server")
+        #expect(try eventually(10) { try holds(b, "RESIDENT-1", syncFirst: true) }, "the note did not reach the server")
+        // Its line comes while it runs, not at exit (standard output is a pipe).
+        var line = Data()
+        let reader = out.fileHandleForReading
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = reader.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        #expect((try? JSONValue.parse(String(decoding: line, as: UTF8.self)))?["pushed"] == .int(1))
         #expect(try a.run("sync").status == 6, "a second sync of the same replica waits its turn")
+        watch.terminate()   // SIGTERM
+        watch.waitUntilExit()
+        #expect(watch.terminationStatus == 0, "\(text(err))")
+        #expect(try a.run("sync", "--quiet").status == 0, "the replica is free again")
+
+        // A short period: what others send arrives; an outage is ridden out; revocation ends it.
+        (watch, out, err) = try startWatch(every: 1)
         _ = try b.ok("note", "add", "--kind", "observation", "--set", "ref=FROM-B")
         _ = try b.ok("sync", "--quiet")
-        #expect(try eventually(15) { try holds(a, "FROM-B", syncFirst: false) }, "what another laptop sent arrived without a command")
-
-        // The server goes away: a note made meanwhile goes up once it is back (a pause this short
-        // the kept request rides out, waiting to connect; a longer one is retried with backoff).
+        #expect(try eventually(10) { try holds(a, "FROM-B", syncFirst: false) }, "what another laptop sent did not arrive")
         server.kill(SIGKILL)
         _ = try a.ok("note", "add", "--kind", "observation", "--set", "ref=RESIDENT-2")
         Thread.sleep(forTimeInterval: 1.5)
         try server.start()
-        #expect(try eventually(25) { try holds(b, "RESIDENT-2", syncFirst: true) }, "the watch caught up after the outage")
-
-        watch.terminate()   // SIGTERM
+        #expect(try eventually(25) { try holds(b, "RESIDENT-2", syncFirst: true) }, "the watch did not catch up after the outage")
+        _ = try LiveServer.admin(["devices", "revoke", "resident", "--data", server.dir])
+        #expect(try eventually(10) { !watch.isRunning }, "a revoked laptop's watch keeps running")
         watch.waitUntilExit()
-        #expect(watch.terminationStatus == 0)
-        let lines = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
-        #expect(lines.count >= 3, "one JSON object per sync that moved something")
-        #expect(lines.allSatisfy { (try? JSONValue.parse(String($0)))?["pushed"] != nil })
+        #expect(watch.terminationStatus == 4, "\(text(err))")
+        let lines = text(out).split(separator: "\n")
+        #expect(!lines.isEmpty && lines.allSatisfy { (try? JSONValue.parse(String($0)))?["pushed"] != nil })
         server.kill(SIGTERM)
     }
 

@@ -95,12 +95,25 @@ public struct SyncEngine: Sendable {
                            progress: @Sendable (Summary) -> Void) async throws {
         let store = replica.store
         var window = UploadWindow()
+        // The next answer, asked for while this one is stored (see "Pull ahead" below).
+        var ahead: Task<(answer: SyncResponse, opened: Opened), any Error>?
+        defer { ahead?.cancel() }
         while true {
-            let outbox = try store.outbox(device: replica.device, limit: window.size)
-            let answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox,
+            let outbox: [SignedChange]
+            let answer: SyncResponse
+            var early: Opened?
+            if let next = ahead {
+                ahead = nil
+                outbox = []
+                (answer, early) = try await next.value
+            } else {
+                outbox = try store.outbox(device: replica.device, limit: window.size)
+                answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox,
                                                                   rosterDigest: try store.meta("roster_digest")))
+            }
             summary.rounds += 1
             offset = Int64(answer.serverTime) - Int64(Timestamps.nowMillis)
+            transport.learn(offsetMillis: offset)
             var outcome = ReplicaStore.ExchangeOutcome(meta: ["clock_offset": String(offset)])
             // The roster first: it says whose changes to trust (and who was revoked).
             if let r = answer.roster, let serverKey = try store.meta("server_key").flatMap({ [UInt8](hex: $0) }) {
@@ -115,9 +128,10 @@ public struct SyncEngine: Sendable {
             summary.refused += refusedHere
             outcome.refusals = refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }
             if !answer.changes.isEmpty {
-                var keys: [DeviceID: [UInt8]] = [:]
-                for e in try store.roster().sorted + outcome.roster { keys[e.device] = e.publicKey }
-                (outcome.incoming, outcome.verified) = try await Self.open(answer.changes, keys: keys)
+                // Opened ahead with the keys known then; one signed by a key the roster in this
+                // answer brings is not marked verified, and is checked when it is applied.
+                if early == nil { early = try await Self.open(answer.changes, keys: keys(adding: outcome.roster)) }
+                (outcome.incoming, outcome.verified) = early!
             }
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
@@ -126,6 +140,21 @@ public struct SyncEngine: Sendable {
             window.update(sent: outbox.count, handled: Set(acked.map(\.hex)).union(refusedHere.map(\.id)).count)
             let done = !answer.more && (sentEverything || acked.isEmpty)
             if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
+            // Pull ahead: when only pulling is left (all sent, no roster news), ask for the next
+            // answer while this one is stored, so the server's work, the transfer and the
+            // signature checks overlap the one writer's (a first sync). The request counts this
+            // answer's changes as held; if storing them fails, the sync ends and the next one
+            // starts again from what is on disk.
+            if !done && answer.more && sentEverything && answer.roster == nil && refusedHere.isEmpty && !outcome.incoming.isEmpty {
+                var vector = try store.vector()
+                for c in outcome.incoming { vector.seqs[c.change.device] = max(vector[c.change.device], c.change.seq) }
+                let request = SyncRequest(vector: vector, changes: [], rosterDigest: try store.meta("roster_digest"))
+                let keys = try keys(adding: [])
+                ahead = Task {
+                    let next = try await transport.exchange(request)
+                    return (next, try await Self.open(next.changes, keys: keys))
+                }
+            }
             // One transaction (one fsync) for everything this answer changes here.
             let results = try store.absorb(outcome)
             for (id, r) in results {
@@ -138,11 +167,21 @@ public struct SyncEngine: Sendable {
         }
     }
 
+    /// An answer's changes, decoded, each with whether its signature was checked.
+    typealias Opened = (changes: [SignedChange], verified: [Bool])
+
+    /// Each roster device's public key: the stored roster's, and those of `news`.
+    func keys(adding news: [RosterEntry]) throws -> [DeviceID: [UInt8]] {
+        var keys: [DeviceID: [UInt8]] = [:]
+        for e in try replica.store.roster().sorted + news { keys[e.device] = e.publicKey }
+        return keys
+    }
+
     /// Decodes an answer's envelopes and checks their signatures on every core at once: on a
     /// first sync that is a fifth of the laptop's work, and applying them (the store's one
     /// writer) cannot start before. A change whose signature fails here is checked again, and
     /// refused, when it is applied.
-    static func open(_ envelopes: [[UInt8]], keys: [DeviceID: [UInt8]]) async throws -> (changes: [SignedChange], verified: [Bool]) {
+    static func open(_ envelopes: [[UInt8]], keys: [DeviceID: [UInt8]]) async throws -> Opened {
         let parts = max(1, min(ProcessInfo.processInfo.activeProcessorCount, envelopes.count / 32))
         let size = (envelopes.count + parts - 1) / parts
         typealias Part = (index: Int, changes: [SignedChange], verified: [Bool], error: String?)
@@ -184,6 +223,8 @@ public actor SyncSession {
     /// connections after ten minutes).
     let keepAlive: Duration?
     var transport: SyncTransport?
+    /// One sync at a time: a second, interleaved at an await, would share the transport.
+    var syncing = false
 
     public init(engine: SyncEngine, keepAlive: Duration? = nil) {
         self.engine = engine
@@ -193,6 +234,9 @@ public actor SyncSession {
     /// One sync: exchanges until both sides are done. A bad link is retried (with a growing
     /// pause) until `deadline`; nothing acknowledged is lost by an interruption.
     public func sync(deadline: ContinuousClock.Instant, progress: @Sendable (SyncEngine.Summary) -> Void = { _ in }) async throws -> SyncEngine.Summary {
+        guard !syncing else { throw SyncFailure(.busy, "this session is already syncing") }
+        syncing = true
+        defer { syncing = false }
         let replica = engine.replica
         guard let url = try replica.store.meta("server_url"), let caPEM = try replica.store.meta("ca_pem"),
               let keyHex = try replica.store.meta("server_key"), let serverKey = [UInt8](hex: keyHex) else {
@@ -234,7 +278,7 @@ public actor SyncSession {
         return summary
     }
 
-    /// Closes the kept connection.
+    /// Closes the kept connection (after the sync in progress, if any, has returned).
     public func close() async {
         await transport?.shutdown()
         transport = nil

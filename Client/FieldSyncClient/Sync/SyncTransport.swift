@@ -5,6 +5,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOSSL
+import Synchronization
 
 /// How a sync ended, as scripts see it (DESIGN.md §9).
 public enum SyncExit: Int32, Sendable {
@@ -24,8 +25,9 @@ public final class SyncTransport: Sendable {
     let http: HTTPClient
     let base: String
     let key: DeviceKey
-    /// Milliseconds to add to the local clock to get the server's (learned from its answers).
-    let offset: Int64
+    /// Milliseconds to add to the local clock to get the server's, learned from its answers: a
+    /// transport kept for hours (`sync --watch`) follows the laptop's clock as it drifts.
+    let offset: Atomic<Int64>
     let serverKey: [UInt8]?
 
     /// - Parameter idleTimeout: how long a connection is kept for the next request (AsyncHTTPClient's default, 60 s, when nil).
@@ -39,11 +41,14 @@ public final class SyncTransport: Sendable {
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.key = key
-        offset = offsetMillis
+        offset = Atomic(offsetMillis)
         self.serverKey = serverKey
     }
 
     public func shutdown() async { try? await http.shutdown() }
+
+    /// The server's clock as its latest answer showed it, for signing the next requests.
+    func learn(offsetMillis: Int64) { offset.store(offsetMillis, ordering: .relaxed) }
 
     /// Fetches the server's CA over an unverified connection and keeps it only if it matches the
     /// pin: everything after uses full verification against that CA alone.
@@ -94,7 +99,7 @@ public final class SyncTransport: Sendable {
         req.headers.add(name: "Content-Type", value: contentType)
         req.headers.add(name: "Content-Digest", value: digest)
         if sign {
-            let created = (Int64(Timestamps.nowMillis) + offset) / 1000
+            let created = (Int64(Timestamps.nowMillis) + offset.load(ordering: .relaxed)) / 1000
             let params = HTTPSignature.Parameters(components: HTTPSignature.requestComponents, created: created, expires: created + 120,
                                                   nonce: nonce, keyid: key.deviceID.description)
             let (input, sig) = HTTPSignature.sign(values: [method.rawValue, url, digest, contentType], parameters: params, key: key)
@@ -111,6 +116,8 @@ public final class SyncTransport: Sendable {
             // The server's certificate does not chain to the pinned CA: not a bad link, so no retry.
             throw SyncFailure(.authentication, "the server's TLS certificate does not verify against the pinned CA: \(e)")
         } catch {
+            // Stopped (SIGTERM to `sync --watch`), not a bad link.
+            if Task.isCancelled { throw CancellationError() }
             throw SyncFailure(.unreachable, "cannot reach \(base): \(Self.describe(error))")
         }
         let status = Int(res.status.code)
