@@ -40,8 +40,15 @@ public func verifySignature(_ signature: [UInt8], of message: [UInt8], domain: S
 public struct OpValue: Hashable, Sendable {
     public let salt: [UInt8]
     public let value: JSONValue
+    /// `value.canonicalBytes`, kept: the commitment, the store and the envelope each need them,
+    /// and a received value arrives as them.
+    public let canonical: [UInt8]
 
-    public init(salt: [UInt8], value: JSONValue) { self.salt = salt; self.value = value }
+    public init(salt: [UInt8], value: JSONValue) { self.init(salt: salt, value: value, canonical: value.canonicalBytes) }
+
+    /// With `canonical` already known to be `value`'s canonical bytes (it was parsed from them by
+    /// `JSONValue.parseCanonical`, which accepts nothing else).
+    package init(salt: [UInt8], value: JSONValue, canonical: [UInt8]) { self.salt = salt; self.value = value; self.canonical = canonical }
 
     public static func fresh(_ value: JSONValue) -> OpValue {
         var g = SystemRandomNumberGenerator()
@@ -63,7 +70,7 @@ public struct OpValue: Hashable, Sendable {
     public var commitment: Commitment {
         var h = SHA256()
         h.update(data: salt)
-        h.update(data: value.canonicalBytes)
+        h.update(data: canonical)
         return Commitment(bytes: Array(h.finalize()))!
     }
 }
@@ -140,7 +147,7 @@ public struct SignedChange: Hashable, Sendable {
         var salted: [UInt16: OpValue] = [:]
         var change = change
         for (i, v) in values {
-            let value = OpValue(salt: OpValue.salt(seed: seed, index: i), value: v.value)
+            let value = OpValue(salt: OpValue.salt(seed: seed, index: i), value: v.value, canonical: v.canonical)
             salted[i] = value
             change.ops[Int(i)].commitment = value.commitment
         }
@@ -205,7 +212,7 @@ enum ChangeWire {
                 case .success(let v): value = v
                 case .failure: throw CoreError(.malformed, "value of op \(index) is not in canonical form")
                 }
-                let v = OpValue(salt: salt, value: value)
+                let v = OpValue(salt: salt, value: value, canonical: canonical)
                 values[UInt16(index)] = v
                 return v.commitment
             case 1:
@@ -225,7 +232,7 @@ extension SignedChange {
     /// `version(1) ‖ signature(64) ‖ 0, or 1 ‖ salt seed(16) ‖ the change in wire form`
     /// (`ChangeWire`): how a change is sent and how a store holds one waiting for its predecessor.
     public var envelope: [UInt8] {
-        Self.envelope(change: change, signature: signature, seed: seed, values: values.mapValues { ($0.salt, $0.value.canonicalBytes) })
+        Self.envelope(change: change, signature: signature, seed: seed, values: values.mapValues { ($0.salt, $0.canonical) })
     }
 
     /// Also how a store sends what it holds without parsing the values again.

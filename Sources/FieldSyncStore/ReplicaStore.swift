@@ -300,7 +300,7 @@ public struct ReplicaStore: Sendable {
     static func loadChange(_ row: Row, _ db: Database) throws -> SignedChange {
         var values: [UInt16: OpValue] = [:]
         for (i, v) in try SQLiteStorage.values(ofChange: row["n"], db) {
-            values[i] = OpValue(salt: v.salt, value: try JSONValue.parseCanonical(v.canonical))
+            values[i] = OpValue(salt: v.salt, value: try JSONValue.parseCanonical(v.canonical), canonical: v.canonical)
         }
         return try SignedChange(bytes: row.bytes("signed"), signature: row.bytes("signature"), values: values, seed: row.optionalBytes("seed"))
     }

@@ -85,7 +85,7 @@ struct SQLiteStorage: ReplicaStorage {
 
     /// An op of the change appended last, with its value as received.
     func entry(_ index: UInt16, _ op: Op) -> EditBody.Entry {
-        EditBody.Entry(index: index, op: op, value: appended!.values[index].map { ($0.salt, $0.value.canonicalBytes) })
+        EditBody.Entry(index: index, op: op, value: appended!.values[index].map { ($0.salt, $0.canonical) })
     }
 
     func insertEdit(_ n: Int64, _ record: RecordID, _ body: EditBody, live: Int, ended: String) throws {
