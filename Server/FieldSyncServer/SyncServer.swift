@@ -92,8 +92,8 @@ public struct SyncServer: Sendable {
         let load = self.load
         load.enter()
         defer { load.leave() }
-        let limits = ExchangeLimits(takes: { ExchangeLoad.uploadLimit(inFlight: load.current) },
-                                    sends: { ExchangeLoad.limit(inFlight: load.current) })
+        let limits = ExchangeLimits(takes: { ExchangeLoad.uploadLimit(inFlight: load.crowd) },
+                                    sends: { ExchangeLoad.limit(inFlight: load.crowd) })
         var upload: [SignedChange] = []
         var undecodable: [ChangeRefusal] = []
         for (i, envelope) in req.changes.prefix(limits.takes()).enumerated() {
@@ -183,17 +183,43 @@ public struct SyncServer: Sendable {
 /// depot's worth of laptops syncing at once share the writer and the cores in small turns.
 final class ExchangeLoad: Sendable {
     let inFlight = Atomic<Int>(0)
+    /// Exchanges begun in the last `window`, as counted when the latest one began. A crowd that
+    /// arrives at once (a depot's laptops after a link comes back) finishes its TLS handshakes
+    /// one by one; counting only the exchanges in flight, the first few found the server idle
+    /// and took whole batches, checking a signature each, while the rest queued behind them
+    /// (B3: Ed25519 was a third of the server in the first half-second, a ninth afterwards).
+    let arrivals = Mutex<(times: [ContinuousClock.Instant], count: Int, at: ContinuousClock.Instant)>(([], 0, .now))
+    static let window = Duration.milliseconds(250)
 
-    func enter() { inFlight.wrappingAdd(1, ordering: .relaxed) }
+    func enter() {
+        inFlight.wrappingAdd(1, ordering: .relaxed)
+        let now = ContinuousClock.now
+        arrivals.withLock { a in
+            a.times.removeAll { now - $0 > Self.window }
+            a.times.append(now)
+            (a.count, a.at) = (a.times.count, now)
+        }
+    }
+
     func leave() { inFlight.wrappingSubtract(1, ordering: .relaxed) }
+
     /// How many exchanges are in flight now, this one included.
     var current: Int { inFlight.load(ordering: .relaxed) }
 
+    /// How many exchanges share the server: those in flight, or those that began within the
+    /// window, whichever is more. Both limits are judged by it.
+    var crowd: Int {
+        let recent = arrivals.withLock { a in ContinuousClock.now - a.at <= Self.window ? a.count : 0 }
+        return max(current, recent)
+    }
+
     /// The whole batch (500 changes) for up to ten exchanges at once, then shrinking with the
-    /// load: 250 at twenty, 100 at fifty, never under 16. Measured in BENCHMARKS.md (B3): smaller
-    /// turns cut the tail latency but cost a fixed ~5 ms of machine time each.
+    /// load: 250 at twenty, 100 at fifty, never under 50. Measured in BENCHMARKS.md (B3): smaller
+    /// turns cut the tail latency but cost a fixed few ms of machine time each (with a floor of
+    /// 16, fifty laptops' arrivals took pulls down to 28 changes and halved the throughput; with
+    /// 100 the p99 was 390–470 ms; with 50 it is about 200 ms at 280k field writes/s).
     static func limit(inFlight: Int) -> Int {
-        max(16, SyncProtocol.maxBatch * 10 / max(10, inFlight))
+        max(50, SyncProtocol.maxBatch * 10 / max(10, inFlight))
     }
 
     /// Changes taken up shrink sooner and faster, with the square of the load: they all go

@@ -118,12 +118,27 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(ExchangeLoad.limit(inFlight: 10) == SyncProtocol.maxBatch)
         #expect(ExchangeLoad.limit(inFlight: 20) == 250)
         #expect(ExchangeLoad.limit(inFlight: 50) == 100)
-        #expect(ExchangeLoad.limit(inFlight: 10_000) == 16)
+        #expect(ExchangeLoad.limit(inFlight: 10_000) == 50)
         #expect(ExchangeLoad.uploadLimit(inFlight: 5) == SyncProtocol.maxBatch)
         #expect(ExchangeLoad.uploadLimit(inFlight: 10) == 100)
         #expect(ExchangeLoad.uploadLimit(inFlight: 20) == 25)
         #expect(ExchangeLoad.uploadLimit(inFlight: 50) == 4)
         #expect(ExchangeLoad.uploadLimit(inFlight: 10_000) == 4)
+    }
+
+    /// A crowd that came in at once counts as one while its exchanges are still arriving, though
+    /// each has already finished: the load is the larger of those in flight and those begun in
+    /// the last quarter-second.
+    @Test func aCrowdArrivingCountsBeforeItIsInFlight() async throws {
+        let load = ExchangeLoad()
+        for _ in 0..<30 { load.enter(); load.leave() }
+        load.enter()
+        #expect(load.current == 1)
+        #expect(load.crowd >= 31)
+        #expect(ExchangeLoad.uploadLimit(inFlight: load.crowd) < ExchangeLoad.uploadLimit(inFlight: load.current))
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(load.crowd == 1, "the window has passed")
+        load.leave()
     }
 
     /// With 49 other exchanges in flight the server stores the first 4 changes of a batch and
