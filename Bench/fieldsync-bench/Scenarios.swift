@@ -115,38 +115,33 @@ func b2SmallSync(rounds: Int) async throws -> Result {
     _ = try await SyncEngine(replica: b).sync(deadline: deadline())
     let target = ids[0]
 
-    var times: [Double] = []
-    for round in 0..<rounds {
-        var edits = RecordEdits()
-        edits.sets = [("narrative", "round \(round): re-checked")]
-        try a.edit(target, type: .note, edits: edits)
-        let start = ContinuousClock.now
-        _ = try await SyncEngine(replica: a).sync(deadline: deadline())
-        _ = try await SyncEngine(replica: b).sync(deadline: deadline())
-        times.append((ContinuousClock.now - start).millis)
-        guard try b.store.view(target)?.fields["narrative"]?.value == .string("round \(round): re-checked") else {
-            throw BenchFailure("B2: round \(round)'s edit did not reach laptop B")
+    /// `rounds` edits of the target on A, each timed from A's sync to B's, checked on B.
+    func measure(_ label: String, _ syncA: () async throws -> Void, _ syncB: () async throws -> Void) async throws -> [Double] {
+        var times: [Double] = []
+        for round in 0..<rounds {
+            var edits = RecordEdits()
+            edits.sets = [("narrative", "\(label) round \(round)")]
+            try a.edit(target, type: .note, edits: edits)
+            let start = ContinuousClock.now
+            try await syncA()
+            try await syncB()
+            times.append((ContinuousClock.now - start).millis)
+            guard try b.store.view(target)?.fields["narrative"]?.value == .string("\(label) round \(round)") else {
+                throw BenchFailure("B2: \(label) round \(round)'s edit did not reach laptop B")
+            }
         }
+        return times
     }
+    let times = try await measure("one-shot", { _ = try await SyncEngine(replica: a).sync(deadline: deadline()) },
+                                  { _ = try await SyncEngine(replica: b).sync(deadline: deadline()) })
     // The same rounds with each laptop resident (`fieldsync sync --watch`): its connection is
     // kept between syncs, so a round has no handshake.
     let residentA = SyncSession(engine: SyncEngine(replica: a), keepAlive: .seconds(300))
     let residentB = SyncSession(engine: SyncEngine(replica: b), keepAlive: .seconds(300))
     _ = try await residentA.sync(deadline: deadline())
     _ = try await residentB.sync(deadline: deadline())
-    var resident: [Double] = []
-    for round in 0..<rounds {
-        var edits = RecordEdits()
-        edits.sets = [("narrative", "resident round \(round)")]
-        try a.edit(target, type: .note, edits: edits)
-        let start = ContinuousClock.now
-        _ = try await residentA.sync(deadline: deadline())
-        _ = try await residentB.sync(deadline: deadline())
-        resident.append((ContinuousClock.now - start).millis)
-        guard try b.store.view(target)?.fields["narrative"]?.value == .string("resident round \(round)") else {
-            throw BenchFailure("B2: resident round \(round)'s edit did not reach laptop B")
-        }
-    }
+    let resident = try await measure("resident", { _ = try await residentA.sync(deadline: deadline()) },
+                                     { _ = try await residentB.sync(deadline: deadline()) })
     await residentA.close()
     await residentB.close()
     // Where a small sync's time goes: a new TLS connection, then an exchange with nothing to carry.
