@@ -136,8 +136,8 @@ func b2SmallSync(rounds: Int) async throws -> Result {
                                   { _ = try await SyncEngine(replica: b).sync(deadline: deadline()) })
     // The same rounds with each laptop resident (`fieldsync sync --watch`): its connection is
     // kept between syncs, so a round has no handshake.
-    let residentA = SyncSession(engine: SyncEngine(replica: a), keepAlive: .seconds(300))
-    let residentB = SyncSession(engine: SyncEngine(replica: b), keepAlive: .seconds(300))
+    let residentA = SyncSession(engine: SyncEngine(replica: a), idleTimeout: .seconds(300))
+    let residentB = SyncSession(engine: SyncEngine(replica: b), idleTimeout: .seconds(300))
     _ = try await residentA.sync(deadline: deadline())
     _ = try await residentB.sync(deadline: deadline())
     let resident = try await measure("resident", { _ = try await residentA.sync(deadline: deadline()) },

@@ -93,7 +93,7 @@ struct SyncWatch: Service {
     }
 
     func run() async throws {
-        let session = SyncSession(engine: SyncEngine(replica: replica), keepAlive: .seconds(300))
+        let session = SyncSession(engine: SyncEngine(replica: replica), idleTimeout: .seconds(300))
         do {
             try await cancelWhenGracefulShutdown { try await loop(session) }
         } catch is CancellationError {

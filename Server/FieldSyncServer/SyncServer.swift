@@ -92,8 +92,8 @@ public struct SyncServer: Sendable {
         let load = self.load
         load.enter()
         defer { load.leave() }
-        let limits = ExchangeLimits(takes: { ExchangeLoad.uploadLimit(inFlight: load.crowd) },
-                                    sends: { ExchangeLoad.limit(inFlight: load.crowd) })
+        let limits = ExchangeLimits(takes: { ExchangeLoad.uploadLimit(crowd: load.crowd) },
+                                    sends: { ExchangeLoad.sendLimit(crowd: load.crowd) })
         var upload: [SignedChange] = []
         var undecodable: [ChangeRefusal] = []
         for (i, envelope) in req.changes.prefix(limits.takes()).enumerated() {
@@ -178,26 +178,26 @@ public struct SyncServer: Sendable {
     }
 }
 
-/// How many exchanges this process is serving now, and from that how many changes one exchange
-/// takes up and sends down: the whole batch when it is alone, less as laptops crowd in, so a
-/// depot's worth of laptops syncing at once share the writer and the cores in small turns.
+/// How crowded this process is (exchanges in flight, and exchanges just begun), and from that
+/// how many changes one exchange takes up and sends down: the whole batch when it is alone, less
+/// as laptops crowd in, so a depot's worth of laptops syncing at once share the writer and the
+/// cores in small turns.
 final class ExchangeLoad: Sendable {
     let inFlight = Atomic<Int>(0)
-    /// Exchanges begun in the last `window`, as counted when the latest one began. A crowd that
+    /// When the exchanges of the last `window` began, oldest first. A crowd that
     /// arrives at once (a depot's laptops after a link comes back) finishes its TLS handshakes
     /// one by one; counting only the exchanges in flight, the first few found the server idle
     /// and took whole batches, checking a signature each, while the rest queued behind them
     /// (B3: Ed25519 was a third of the server in the first half-second, a ninth afterwards).
-    let arrivals = Mutex<(times: [ContinuousClock.Instant], count: Int, at: ContinuousClock.Instant)>(([], 0, .now))
+    let arrivals = Mutex<[ContinuousClock.Instant]>([])
     static let window = Duration.milliseconds(250)
 
     func enter() {
         inFlight.wrappingAdd(1, ordering: .relaxed)
         let now = ContinuousClock.now
-        arrivals.withLock { a in
-            a.times.removeAll { now - $0 > Self.window }
-            a.times.append(now)
-            (a.count, a.at) = (a.times.count, now)
+        arrivals.withLock { times in
+            if let stale = times.firstIndex(where: { now - $0 <= Self.window }) { times.removeFirst(stale) } else { times.removeAll() }
+            times.append(now)
         }
     }
 
@@ -209,7 +209,17 @@ final class ExchangeLoad: Sendable {
     /// How many exchanges share the server: those in flight, or those that began within the
     /// window, whichever is more. Both limits are judged by it.
     var crowd: Int {
-        let recent = arrivals.withLock { a in ContinuousClock.now - a.at <= Self.window ? a.count : 0 }
+        let now = ContinuousClock.now
+        // Arrival times ascend: find the first inside the window by bisection (this is asked
+        // before every signature check and every change applied).
+        let recent = arrivals.withLock { times in
+            var (lo, hi) = (0, times.count)
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                if now - times[mid] > Self.window { lo = mid + 1 } else { hi = mid }
+            }
+            return times.count - lo
+        }
         return max(current, recent)
     }
 
@@ -217,17 +227,17 @@ final class ExchangeLoad: Sendable {
     /// load: 250 at twenty, 100 at fifty, never under 50. Measured in BENCHMARKS.md (B3): smaller
     /// turns cut the tail latency but cost a fixed few ms of machine time each (with a floor of
     /// 16, fifty laptops' arrivals took pulls down to 28 changes and halved the throughput; with
-    /// 100 the p99 was 390–470 ms; with 50 it is about 200 ms at 280k field writes/s).
-    static func limit(inFlight: Int) -> Int {
-        max(50, SyncProtocol.maxBatch * 10 / max(10, inFlight))
+    /// 100 the p99 was 390–470 ms; with 50 about 200 ms at 280k field writes/s: `--only-b3` runs).
+    static func sendLimit(crowd: Int) -> Int {
+        max(50, SyncProtocol.maxBatch * 10 / max(10, crowd))
     }
 
     /// Changes taken up shrink sooner and faster, with the square of the load: they all go
     /// through the one SQLite writer, one exchange after another, while pulls are read beside
     /// it. The whole batch for up to five at once, 100 at ten, 25 at twenty, 4 at fifty (the
     /// writer's turns then last a few milliseconds; measured in BENCHMARKS.md, B3).
-    static func uploadLimit(inFlight: Int) -> Int {
-        max(4, SyncProtocol.maxBatch * 2 / max(2, inFlight * inFlight / 10))
+    static func uploadLimit(crowd: Int) -> Int {
+        max(4, SyncProtocol.maxBatch * 2 / max(2, crowd * crowd / 10))
     }
 }
 

@@ -13,7 +13,8 @@ struct SQLiteStorage: ReplicaStorage {
     let keepsEnvelopes: Bool
     var roster: [DeviceID: RosterEntry]
     var clock: HybridClock
-    /// The local number (`changes.n`) of the change appended last: its ops are saved next.
+    /// The change appended last, its local number (`changes.n`) and its values: its ops are
+    /// saved next, record by record (`saveRecord`).
     var appended: (id: ChangeID, n: Int64, values: [UInt16: OpValue])?
     /// The record last loaded, when it had no ops stored: nothing can have ended its ops yet,
     /// so saving it skips looking them up in `ended` (a first sync's every record).

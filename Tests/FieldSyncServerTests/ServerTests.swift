@@ -114,16 +114,16 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     }
 
     @Test func theWorkOfOneExchangeShrinksWithTheLoad() {
-        #expect(ExchangeLoad.limit(inFlight: 1) == SyncProtocol.maxBatch)
-        #expect(ExchangeLoad.limit(inFlight: 10) == SyncProtocol.maxBatch)
-        #expect(ExchangeLoad.limit(inFlight: 20) == 250)
-        #expect(ExchangeLoad.limit(inFlight: 50) == 100)
-        #expect(ExchangeLoad.limit(inFlight: 10_000) == 50)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 5) == SyncProtocol.maxBatch)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 10) == 100)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 20) == 25)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 50) == 4)
-        #expect(ExchangeLoad.uploadLimit(inFlight: 10_000) == 4)
+        #expect(ExchangeLoad.sendLimit(crowd: 1) == SyncProtocol.maxBatch)
+        #expect(ExchangeLoad.sendLimit(crowd: 10) == SyncProtocol.maxBatch)
+        #expect(ExchangeLoad.sendLimit(crowd: 20) == 250)
+        #expect(ExchangeLoad.sendLimit(crowd: 50) == 100)
+        #expect(ExchangeLoad.sendLimit(crowd: 10_000) == 50)
+        #expect(ExchangeLoad.uploadLimit(crowd: 5) == SyncProtocol.maxBatch)
+        #expect(ExchangeLoad.uploadLimit(crowd: 10) == 100)
+        #expect(ExchangeLoad.uploadLimit(crowd: 20) == 25)
+        #expect(ExchangeLoad.uploadLimit(crowd: 50) == 4)
+        #expect(ExchangeLoad.uploadLimit(crowd: 10_000) == 4)
     }
 
     /// A crowd that came in at once counts as one while its exchanges are still arriving, though
@@ -135,7 +135,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         load.enter()
         #expect(load.current == 1)
         #expect(load.crowd >= 31)
-        #expect(ExchangeLoad.uploadLimit(inFlight: load.crowd) < ExchangeLoad.uploadLimit(inFlight: load.current))
+        #expect(ExchangeLoad.uploadLimit(crowd: load.crowd) < ExchangeLoad.uploadLimit(crowd: load.current))
         try await Task.sleep(for: .milliseconds(400))
         #expect(load.crowd == 1, "the window has passed")
         load.leave()

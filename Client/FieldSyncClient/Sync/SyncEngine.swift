@@ -97,15 +97,19 @@ public struct SyncEngine: Sendable {
         var window = UploadWindow()
         // The next answer, asked for while this one is stored (see "Pull ahead" below).
         var ahead: Task<(answer: SyncResponse, opened: Opened), any Error>?
+        /// What the request asked ahead said this replica holds.
+        var claimed = VersionVector()
         defer { ahead?.cancel() }
         while true {
+            try Task.checkCancellation()
             let outbox: [SignedChange]
             let answer: SyncResponse
             var early: Opened?
             if let next = ahead {
                 ahead = nil
                 outbox = []
-                (answer, early) = try await next.value
+                // Waiting on a task's value does not pass a cancellation on (SIGTERM to `sync --watch`).
+                (answer, early) = try await withTaskCancellationHandler { try await next.value } onCancel: { next.cancel() }
             } else {
                 outbox = try store.outbox(device: replica.device, limit: window.size)
                 answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox,
@@ -148,6 +152,7 @@ public struct SyncEngine: Sendable {
             if !done && answer.more && sentEverything && answer.roster == nil && refusedHere.isEmpty && !outcome.incoming.isEmpty {
                 var vector = try store.vector()
                 for c in outcome.incoming { vector.seqs[c.change.device] = max(vector[c.change.device], c.change.seq) }
+                claimed = vector
                 let request = SyncRequest(vector: vector, changes: [], rosterDigest: try store.meta("roster_digest"))
                 let keys = try keys(adding: [])
                 ahead = Task {
@@ -159,6 +164,12 @@ public struct SyncEngine: Sendable {
             let results = try store.absorb(outcome)
             for (id, r) in results {
                 if case .failure(let e) = r { throw SyncFailure(.failure, "change \(id.hex.prefix(12)) from the server was refused: \(e.message)") }
+            }
+            // Asked ahead as if all of them were now held: if one was not (it waits for an
+            // earlier one), ask again from what is on disk rather than skip it.
+            if ahead != nil, try !store.vector().includes(claimed) {
+                ahead?.cancel()
+                ahead = nil
             }
             summary.pushed += acked.count
             summary.pulled += outcome.incoming.count
@@ -219,16 +230,16 @@ public struct SyncEngine: Sendable {
 /// the next attempt opens a new one.
 public actor SyncSession {
     public let engine: SyncEngine
-    /// How long the kept connection may stay idle before it is closed (the server closes idle
-    /// connections after ten minutes).
-    let keepAlive: Duration?
+    /// How long the kept connection may stay idle before the client closes it (the server closes
+    /// idle connections after ten minutes).
+    let idleTimeout: Duration?
     var transport: SyncTransport?
     /// One sync at a time: a second, interleaved at an await, would share the transport.
     var syncing = false
 
-    public init(engine: SyncEngine, keepAlive: Duration? = nil) {
+    public init(engine: SyncEngine, idleTimeout: Duration? = nil) {
         self.engine = engine
-        self.keepAlive = keepAlive
+        self.idleTimeout = idleTimeout
     }
 
     /// One sync: exchanges until both sides are done. A bad link is retried (with a growing
@@ -250,7 +261,7 @@ public actor SyncSession {
         var relearned = false
         while true {
             let transport = try self.transport ?? SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: offset,
-                                                                 serverKey: serverKey, idleTimeout: keepAlive)
+                                                                 serverKey: serverKey, idleTimeout: idleTimeout)
             self.transport = transport
             var failure: (any Error)?
             do { try await engine.exchangeUntilDone(transport, &summary, &offset, progress: progress) } catch { failure = error }

@@ -37,7 +37,7 @@ public final class SyncTransport: Sendable {
         tls.minimumTLSVersion = .tlsv12
         var config = HTTPClient.Configuration(tlsConfiguration: tls)
         config.timeout = .init(connect: .seconds(10), read: .seconds(60))
-        if let idleTimeout { config.connectionPool = .init(idleTimeout: .nanoseconds(Int64(idleTimeout.components.seconds) * 1_000_000_000)) }
+        if let idleTimeout { config.connectionPool = .init(idleTimeout: TimeAmount(idleTimeout)) }
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.key = key
