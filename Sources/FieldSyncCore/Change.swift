@@ -100,6 +100,17 @@ public struct Change: Hashable, Sendable {
     }
 
     public var stamp: Stamp { Stamp(hlc: hlc, device: device) }
+
+    /// The indexes of its ops grouped by the record they touch, records in order of first use:
+    /// how a change is applied (and stored) record by record.
+    public var opsByRecord: [(record: RecordID, ops: [Int])] {
+        var groups: [(record: RecordID, ops: [Int])] = []
+        var group: [RecordID: Int] = [:]
+        for (i, op) in ops.enumerated() {
+            if let g = group[op.record] { groups[g].ops.append(i) } else { group[op.record] = groups.count; groups.append((op.record, [i])) }
+        }
+        return groups
+    }
 }
 
 /// The strict canonical binary form of a change:

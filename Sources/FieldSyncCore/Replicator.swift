@@ -98,28 +98,23 @@ public enum Replicator {
         let role = try s.rosterEntry(c.device)?.role ?? .field
         let refusal = Policy.judge(c, role: role, schema: s.schema)
         try s.appendToChain(change, refusal: refusal, clockSkewed: skewed)
+        // By record, in op order, so each record is loaded and saved once.
+        let groups = c.opsByRecord
         guard refusal == nil else {
             // Kept, applied nowhere; but no personal value of an erased record is kept either.
-            var seen: Set<RecordID> = []
-            for op in c.ops where seen.insert(op.record).inserted {
-                if try s.isErased(op.record) { try s.eraseValues(record: op.record, fields: s.schema.personalFields(of: op.recordType)) }
+            for (id, indexes) in groups where try s.isErased(id) {
+                try s.eraseValues(record: id, fields: s.schema.personalFields(of: c.ops[indexes[0]].recordType))
             }
             return
         }
 
-        // Group by record, in op order, so each record is loaded and saved once.
-        var order: [RecordID] = []
-        var byRecord: [RecordID: [AppliedOp]] = [:]
-        for (i, op) in c.ops.enumerated() {
-            let e = AppliedOp(ref: OpRef(change: change.id, index: UInt16(i)), op: op, hlc: c.hlc, author: c.device,
-                              wallMillis: c.wallMillis, value: change.values[UInt16(i)]?.value)
-            if byRecord[op.record] == nil { order.append(op.record) }
-            byRecord[op.record, default: []].append(e)
-        }
-        for id in order {
+        for (id, indexes) in groups {
             var ops = try s.recordOps(id)
             let wasErased = ops.isErased
-            let added = byRecord[id]!
+            let added = indexes.map { i in
+                AppliedOp(ref: OpRef(change: change.id, index: UInt16(i)), op: c.ops[i], hlc: c.hlc, author: c.device,
+                          wallMillis: c.wallMillis, value: change.values[UInt16(i)]?.value)
+            }
             let type = added[0].op.recordType
             let personal = s.schema.personalFields(of: type)
             for e in added { ops.insert(e, personalFields: personal) }

@@ -102,11 +102,17 @@ public struct ReplicaStore: Sendable {
     func write<T>(durable: Bool = true, _ body: (Database) throws -> T) throws -> T {
         do {
             return try writer.writeWithoutTransaction { db in try Self.transaction(db, durable: durable, body) }
-        } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
-            throw StoreError(.readOnly, "the replica \(path) is read-only")
-        } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
-            throw StoreError(.busy, "the replica \(path) is busy: another fieldsync is writing to it")
+        } catch {
+            throw translated(error, busy: "another fieldsync is writing to it")
         }
+    }
+
+    /// SQLite's read-only and busy failures as one clear line each; anything else as it is.
+    func translated(_ error: any Error, busy: String) -> any Error {
+        guard let e = error as? DatabaseError else { return error }
+        if e.resultCode == .SQLITE_READONLY { return StoreError(.readOnly, "the replica \(path) is read-only") }
+        if e.resultCode == .SQLITE_BUSY { return StoreError(.busy, "the replica \(path) is busy: \(busy)") }
+        return error
     }
 
     func read<T>(_ body: (Database) throws -> T) throws -> T { try writer.read(body) }
@@ -129,10 +135,8 @@ public struct ReplicaStore: Sendable {
     func writeAsync<T: Sendable>(durable: Bool = true, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         do {
             return try await writer.writeWithoutTransaction { db in try Self.transaction(db, durable: durable, body) }
-        } catch let e as DatabaseError where e.resultCode == .SQLITE_READONLY {
-            throw StoreError(.readOnly, "the replica \(path) is read-only")
-        } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY {
-            throw StoreError(.busy, "the replica \(path) is busy: another process is writing to it")
+        } catch {
+            throw translated(error, busy: "another process is writing to it")
         }
     }
 

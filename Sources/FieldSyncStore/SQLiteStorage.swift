@@ -75,13 +75,9 @@ struct SQLiteStorage: ReplicaStorage {
         guard refusal != nil else { return }  // its edits are saved record by record (`saveRecord`)
         // Refused: applied nowhere, never loaded (live -1), but kept by record so that an erasure
         // of the record reaches its values too.
-        var order: [RecordID] = []
-        var byRecord: [RecordID: EditBody] = [:]
-        for (i, op) in c.change.ops.enumerated() {
-            if byRecord[op.record] == nil { order.append(op.record) }
-            byRecord[op.record, default: EditBody()].entries.append(entry(UInt16(i), op))
+        for (record, indexes) in c.change.opsByRecord {
+            try insertEdit(n, record, EditBody(entries: indexes.map { entry(UInt16($0), c.change.ops[$0]) }), live: -1, ended: "")
         }
-        for record in order { try insertEdit(n, record, byRecord[record]!, live: -1, ended: "") }
     }
 
     /// An op of the change appended last, with its value as received.
@@ -183,7 +179,7 @@ struct SQLiteStorage: ReplicaStorage {
             if ops.mustLoad(e) { live += 1 } else { ended += " \(e.ref.index)" }
         }
         try insertEdit(change.n, ops.id, body, live: live, ended: ended)
-        if dropped { try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [change.n]) }
+        if dropped { try forgetSeedAndEnvelope(ofChange: change.n) }
         try noteEndings(of: added, in: ops)
         guard let view = ops.materialize(schema: schema) else { return }  // its create has not arrived yet
         try RecordRow(view).save(db)
@@ -259,19 +255,18 @@ struct SQLiteStorage: ReplicaStorage {
             for v in try Row.fetchAll(values, arguments: [n]) { stored[UInt16(v["idx"] as Int64)] = (v.bytes("salt"), v.bytes("value")) }
             var counts: [UInt16: Bool] = [:]
             for o in try Row.fetchAll(live, arguments: [n]) { counts[UInt16(o["idx"] as Int64)] = (o["live"] as Int64) == 1 }
-            var order: [RecordID] = []
-            var byRecord: [RecordID: (body: EditBody, live: Int, ended: String)] = [:]
-            for (i, op) in change.ops.enumerated() {
-                let index = UInt16(i)
-                if byRecord[op.record] == nil { order.append(op.record); byRecord[op.record] = (EditBody(), 0, "") }
-                byRecord[op.record]!.body.entries.append(EditBody.Entry(index: index, op: op, value: stored[index]))
-                guard !refused else { continue }
-                guard let counts = counts[index] else { throw StoreError(.notAReplica, "applied change \(n) has no stored op \(i)") }
-                if counts { byRecord[op.record]!.live += 1 } else { byRecord[op.record]!.ended += " \(i)" }
-            }
-            for record in order {
-                let e = byRecord[record]!
-                try insert.execute(arguments: [n, Data(record.bytes), Data(e.body.bytes), refused ? -1 : e.live, e.ended])
+            for (record, indexes) in change.opsByRecord {
+                var body = EditBody()
+                var live = refused ? -1 : 0
+                var ended = ""
+                for i in indexes {
+                    let index = UInt16(i)
+                    body.entries.append(EditBody.Entry(index: index, op: change.ops[i], value: stored[index]))
+                    guard !refused else { continue }
+                    guard let counts = counts[index] else { throw StoreError(.notAReplica, "applied change \(n) has no stored op \(i)") }
+                    if counts { live += 1 } else { ended += " \(i)" }
+                }
+                try insert.execute(arguments: [n, Data(record.bytes), Data(body.bytes), live, ended])
             }
         }
     }
@@ -285,8 +280,7 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     /// Drops the values of a record's ops on these fields, in every change that wrote to it
-    /// (refused ones included), with each such change's salt seed (from which an erased value's
-    /// salt could be derived again) and the server's kept envelope (which holds the value).
+    /// (refused ones included), with each such change's seed and kept envelope.
     func eraseValues(record: RecordID, fields: Set<String>) throws {
         let key = Data(record.bytes)
         for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT change, body FROM edits WHERE record = ?"), arguments: [key]) {
@@ -299,9 +293,15 @@ struct SQLiteStorage: ReplicaStorage {
             guard dropped else { continue }
             let n: Int64 = row["change"]
             try db.execute(sql: "UPDATE edits SET body = ? WHERE change = ? AND record = ?", arguments: [Data(body.bytes), n, key])
-            try db.execute(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?", arguments: [n])
+            try forgetSeedAndEnvelope(ofChange: n)
         }
         // Values waiting in `pending` for this record are erased when they are applied.
+    }
+
+    /// A value of change `n` is no longer kept: nor are its salt seed (from which the value's salt
+    /// could be derived again) and the server's kept envelope (which holds the value itself).
+    func forgetSeedAndEnvelope(ofChange n: Int64) throws {
+        try db.cachedStatement(sql: "UPDATE changes SET seed = NULL, envelope = NULL WHERE n = ?").execute(arguments: [n])
     }
 
     /// The stored values of one change (`changes.n`), by op index, from all its edits.
