@@ -53,16 +53,13 @@ struct Sync: AsyncParsableCommand {
             FileHandle.standardError.write(Data("\rsync: round \(s.rounds), \(s.pushed) sent, \(s.pulled) received   ".utf8))
         }
         if terminal { FileHandle.standardError.write(Data("\n".utf8)) }
-        let ms = (ContinuousClock.now - start).components
-        let duration = ms.seconds * 1000 + ms.attoseconds / 1_000_000_000_000_000
+        let duration = (ContinuousClock.now - start).wholeMillis
         if output.json {
-            var o = summary.json.objectValue!
-            o["duration_ms"] = .int(duration)
+            var o = summary.jsonObject(durationMillis: duration)
             o["exit"] = .int(summary.refused.isEmpty ? 0 : 5)
             printJSON(.object(o))
         } else if !quiet {
-            print("sent \(summary.pushed), received \(summary.pulled), \(summary.conflictsAfter) conflicts open (\(max(0, summary.conflictsAfter - summary.conflictsBefore)) new), \(duration) ms")
-            for r in summary.refused { print("refused \(r.id.prefix(12)): \(r.reason)") }
+            for line in summary.lines(durationMillis: duration) { print(line) }
         }
         if !summary.refused.isEmpty {
             throw ExitCode(5)
@@ -144,19 +141,37 @@ struct SyncWatch: Service {
             return
         }
         guard s.pushed + s.pulled > 0 || !s.refused.isEmpty else { return }
-        let elapsed = (ContinuousClock.now - start).components
-        let ms = elapsed.seconds * 1000 + elapsed.attoseconds / 1_000_000_000_000_000
+        let ms = (ContinuousClock.now - start).wholeMillis
+        let at = Timestamps.iso(Timestamps.nowMillis)
         if json {
-            var o = s.json.objectValue!
-            o["duration_ms"] = .int(ms)
-            o["at"] = .string(Timestamps.iso(Timestamps.nowMillis))
+            var o = s.jsonObject(durationMillis: ms)
+            o["at"] = .string(at)
             printJSON(.object(o))
         } else {
-            print("\(Timestamps.iso(Timestamps.nowMillis)) sent \(s.pushed), received \(s.pulled), \(s.conflictsAfter) conflicts open (\(max(0, s.conflictsAfter - s.conflictsBefore)) new), \(ms) ms")
-            for r in s.refused { print("refused \(r.id.prefix(12)): \(r.reason)") }
+            // The time goes before the summary line, not before the refusals under it.
+            for (i, line) in s.lines(durationMillis: ms).enumerated() { print(i == 0 ? "\(at) \(line)" : line) }
         }
         fflush(nil)  // a pipe or a log file sees each line as it comes
     }
+}
+
+extension SyncEngine.Summary {
+    /// What a person reads after a sync: one line, then one per change refused.
+    func lines(durationMillis ms: Int64) -> [String] {
+        ["sent \(pushed), received \(pulled), \(conflictsAfter) conflicts open (\(max(0, conflictsAfter - conflictsBefore)) new), \(ms) ms"]
+            + refused.map { "refused \($0.id.prefix(12)): \($0.reason)" }
+    }
+
+    /// The summary object scripts read, with how long the sync took.
+    func jsonObject(durationMillis ms: Int64) -> [String: JSONValue] {
+        var o = json.objectValue!
+        o["duration_ms"] = .int(ms)
+        return o
+    }
+}
+
+extension Duration {
+    var wholeMillis: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }
 
 /// One sync per replica at a time: an advisory lock on a file in the replica folder, released
