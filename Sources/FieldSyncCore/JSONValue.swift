@@ -107,9 +107,15 @@ extension JSONValue {
 
     static func appendString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        // Most text needs no escape: copy it whole.
-        if !s.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            out.append(contentsOf: s.utf8)
+        // Most text needs no escape: copy it whole, from its UTF-8 storage when it has one.
+        func plain(_ b: UInt8) -> Bool { b >= 0x20 && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") }
+        let copied = s.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
+            guard bytes.allSatisfy(plain) else { return false }
+            out.append(contentsOf: bytes)
+            return true
+        } ?? false
+        if copied || s.utf8.allSatisfy(plain) {
+            if !copied { out.append(contentsOf: s.utf8) }
             out.append(UInt8(ascii: "\""))
             return
         }

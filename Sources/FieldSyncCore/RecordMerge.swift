@@ -180,6 +180,9 @@ public struct RecordOps: Sendable {
     /// Register survivors of a field, winner first.
     public func survivors(_ field: String, type: RecordType) -> [AppliedOp] {
         guard let w = writes[field] else { return [] }
+        if w.count == 1, let only = w.values.first {  // most fields: no sort, no filter
+            return !superseded.contains(only.ref) && only.op.recordType == type ? [only] : []
+        }
         return w.values.filter { !superseded.contains($0.ref) && $0.op.recordType == type }
             .sorted { AppliedOp.precedes($1, $0) }
     }
@@ -200,17 +203,19 @@ public struct RecordOps: Sendable {
         guard let h = header else { return nil }
         let type = h.op.recordType
         var fields: [String: FieldView] = [:]
+        // What a delete must have seen to be clean: collected only when a tombstone counts.
+        let tombs = liveTombstones
         var content: [OpRef] = []
         for (name, _) in writes {
             let s = survivors(name, type: type)
             guard !s.isEmpty else { continue }
-            content += s.map(\.ref)
+            if !tombs.isEmpty { content += s.map(\.ref) }
             fields[name] = FieldView(merge: .register, value: s[0].value, survivors: s.map(Survivor.init), elements: [])
         }
         for (name, _) in adds {
             let live = liveTags(name, type: type)
             guard !live.isEmpty else { continue }
-            content += live.map(\.ref)
+            if !tombs.isEmpty { content += live.map(\.ref) }
             // One element per distinct value; erased values stay as one erased element per tag.
             var byValue: [[UInt8]: SetElement] = [:]
             var erased: [SetElement] = []
@@ -224,7 +229,6 @@ public struct RecordOps: Sendable {
             let elements = byValue.sorted { $0.key.lexicographicallyPrecedes($1.key) }.map(\.value) + erased
             fields[name] = FieldView(merge: .set, value: nil, survivors: [], elements: elements)
         }
-        let tombs = liveTombstones
         var deleteConflict: DeleteConflict?
         var deleted = false
         if !tombs.isEmpty {

@@ -38,6 +38,10 @@ public struct RecordSchema: Sendable {
     public let version: Int
     public let types: [RecordType: TypeSpec]
     let personal: [RecordType: Set<String>]
+    /// Each type's fields, common and of every kind, for lookups that accept any kind: one
+    /// dictionary read for every op a replica applies (`Policy`). Kinds are merged in name order,
+    /// so a name two kinds shared would resolve alike on every replica.
+    let anyKind: [RecordType: [String: FieldSpec]]
 
     struct File: Codable {
         var schemaVersion: Int
@@ -65,6 +69,11 @@ public struct RecordSchema: Sendable {
             personal[t] = out
         }
         self.personal = personal
+        self.anyKind = types.mapValues { spec in
+            var all = spec.fields
+            for kind in spec.kindFields.keys.sorted() { all.merge(spec.kindFields[kind]!) { common, _ in common } }
+            return all
+        }
     }
 
     /// The schema this build was made with.
@@ -79,11 +88,9 @@ public struct RecordSchema: Sendable {
     /// The field spec for a field of a record of this type and kind (kind-specific fields only
     /// exist for their kind; `kind == nil` accepts any kind's fields).
     public func field(_ name: String, type: RecordType, kind: String?) -> FieldSpec? {
+        guard let kind else { return anyKind[type]![name] }
         let spec = types[type]!
-        if let f = spec.fields[name] { return f }
-        if let kind { return spec.kindFields[kind]?[name] }
-        for fields in spec.kindFields.values { if let f = fields[name] { return f } }
-        return nil
+        return spec.fields[name] ?? spec.kindFields[kind]?[name]
     }
 
     /// Every field a record of this type and kind may have, common ones first, each list sorted.

@@ -228,6 +228,7 @@ public struct ReplicaStore: Sendable {
             }
             guard !o.incoming.isEmpty else { return [ChangeID: Result<ReceiveOutcome, CoreError>]() }
             var s = try storage(db, wallMillis: wallMillis)
+            try s.expect(o.incoming)
             var out: [ChangeID: Result<ReceiveOutcome, CoreError>] = [:]
             for (i, c) in o.incoming.enumerated() {
                 do {

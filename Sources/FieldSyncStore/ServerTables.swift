@@ -88,6 +88,7 @@ extension ReplicaStore {
                 throw StoreError(.replayed, "this signature nonce was already used (replay)")
             }
             var s = try storage(db, wallMillis: now)
+            try s.expect(upload)
             var result = ExchangeResult()
             var known = clientVector
             // Asked again before each change: a writer taken while the server looked idle

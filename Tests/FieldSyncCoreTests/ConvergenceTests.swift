@@ -140,6 +140,9 @@ struct Scenario {
                 }
             }
             let want = reference.allRecords
+            for v in want where v.listingBytes != Self.listingTree(v).canonicalBytes {
+                return "record \(v.id): the listing written directly differs from its JSON tree"
+            }
             for d in devices {
                 let r = d.replica
                 let got = r.allRecords
@@ -154,6 +157,23 @@ struct Scenario {
         } catch {
             return "error \(error)"
         }
+    }
+
+    /// The listing form built as a `JSONValue` tree, as it was before `listingBytes` wrote it
+    /// directly: the reference that the direct writer must match byte for byte.
+    static func listingTree(_ v: RecordView) -> JSONValue {
+        var o: [String: JSONValue] = [
+            "id": .string(v.id.description), "type": .string(v.type.description), "fields": .object(v.values),
+            "created_by": .string(v.createdBy.description), "created_at": .string(Timestamps.iso(v.createdAt.millis)),
+            "updated_at": .string(Timestamps.iso(v.lastChanged.millis)),
+        ]
+        if let kind = v.kind { o["kind"] = .string(kind) }
+        var conflicts = v.conflictedFields.map { JSONValue.string($0) }
+        if v.deleteConflict != nil { conflicts.insert("(deleted)", at: 0) }
+        if !conflicts.isEmpty { o["conflicts"] = .array(conflicts) }
+        if v.deleted { o["deleted"] = .bool(true) }
+        if let e = v.erasedBy { o["erased"] = .object(["by": .string(e.author.description), "at": .string(Timestamps.iso(e.hlc.millis))]) }
+        return .object(o)
     }
 
     func wall(_ now: UInt64, _ d: Device) -> UInt64 { UInt64(Int64(now) + d.clockOffset) }

@@ -262,6 +262,55 @@ final class TempDir {
         }
     }
 
+    /// A store learns in one lookup which records of a batch have nothing stored (`expect`), and
+    /// then skips loading them. A batch in which records are created, edited again, written by a
+    /// refused change first, and erased before a value arrives must store what the same changes
+    /// store one at a time, and show what the in-memory reference shows.
+    @Test(arguments: [false, true]) func aBatchOfNewRecordsStoresWhatOneAtATimeStores(server: Bool) throws {
+        let dir = TempDir()
+        var ref = MemoryReplica(roster: Roster(entries))
+        let note = RecordID.make(), early = RecordID.make(), contact = RecordID.make()
+        var changes: [SignedChange] = []
+        var d = ChangeDraft()
+        d.create(note, type: .note, kind: "clearance_day")
+        d.set("team", to: "MT-3", onNew: note, type: .note)
+        changes.append(try ref.commit(d, key: field, wallMillis: 1_000))
+        d = ChangeDraft()
+        d.set("team", to: "MT-4", on: ref.records[note]!, type: .note)
+        d.add("tags", "x", record: note, type: .note)
+        changes.append(try ref.commit(d, key: field, wallMillis: 2_000))
+        // A press device writing a note nobody has created yet: kept, applied nowhere.
+        d = ChangeDraft()
+        d.add("tags", "press", record: early, type: .note)
+        let refused = SignedChange.author(Change(device: press.deviceID, seq: 1, prev: .zero, hlc: HLC(millis: 2_500, counter: 0),
+                                                 wallMillis: 2_500, ops: d.ops), values: d.values, key: press)
+        _ = try Replicator.receive(refused, into: &ref, wallMillis: 2_500)
+        changes.append(refused)
+        d = ChangeDraft()
+        d.create(early, type: .note, kind: "survey")
+        d.set("team", to: "MT-9", onNew: early, type: .note)
+        d.create(contact, type: .contact, kind: nil)
+        d.set("fn", to: "Olena Melnyk", onNew: contact, type: .contact)
+        changes.append(try ref.commit(d, key: coord, wallMillis: 3_000))
+        d = ChangeDraft()
+        d.erase(contact)
+        changes.append(try ref.commit(d, key: coord, wallMillis: 4_000))
+
+        let batch = try newStore(dir, "batch.sqlite", server: server)
+        let single = try newStore(dir, "single.sqlite", server: server)
+        #expect(try batch.receive(changes, wallMillis: 5_000).values.allSatisfy { (try? $0.get()) != nil })
+        for c in changes { _ = try single.receive([c], wallMillis: 5_000) }
+        for id in [note, early, contact] {
+            let view = try batch.view(id)
+            #expect(view != nil && view == ref.record(id))
+            #expect(view == (try single.view(id)))
+        }
+        #expect(try batch.listing(type: .note) == single.listing(type: .note))
+        #expect(try batch.listing(type: .contact) == single.listing(type: .contact))
+        #expect(try batch.value(of: OpRef(change: refused.id, index: 0)) == .string("press"))
+        #expect(try batch.value(of: OpRef(change: changes[3].id, index: 3)) == nil)  // erased in the same batch
+    }
+
     @Test func idPrefixesResolveOrSayWhy() throws {
         let dir = TempDir()
         let store = try newStore(dir)
