@@ -29,7 +29,7 @@ extension RecordView {
             out.append(UInt8(ascii: "\""))
         }
         out.append(UInt8(ascii: "{"))
-        var conflicts = conflictedFields
+        var conflicts = hasConflict ? conflictedFields : []
         if deleteConflict != nil { conflicts.insert("(deleted)", at: 0) }
         if !conflicts.isEmpty {
             key("conflicts", first: true)

@@ -307,7 +307,7 @@ public struct RecordView: Hashable, Sendable {
     public let deleteConflict: DeleteConflict?
     public let erasedBy: Survivor?
 
-    public var conflictedFields: [String] { fields.filter { $0.value.inConflict }.keys.sorted() }
+    public var conflictedFields: [String] { fields.compactMap { $0.value.inConflict ? $0.key : nil }.sorted() }
     public var hasConflict: Bool { deleteConflict != nil || fields.values.contains { $0.inConflict } }
 
     /// The plain JSON shape of the record's current values (the winner of each register,
