@@ -107,6 +107,8 @@ public struct Change: Hashable, Sendable {
         var groups: [(record: RecordID, ops: [Int])] = []
         var group: [RecordID: Int] = [:]
         for (i, op) in ops.enumerated() {
+            // Most changes write a record's ops together: no lookup while the record stays the same.
+            if let last = groups.indices.last, groups[last].record == op.record { groups[last].ops.append(i); continue }
             if let g = group[op.record] { groups[g].ops.append(i) } else { group[op.record] = groups.count; groups.append((op.record, [i])) }
         }
         return groups

@@ -60,7 +60,23 @@ public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible 
         return UUID(uuid: (b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]))
     }
 
-    public var description: String { uuid.uuidString.lowercased() }
+    /// Lower-case hex in UUID form (8-4-4-4-12), written directly: every listing row and record
+    /// row names its record, and Foundation's form plus lowercasing made three Strings.
+    public var description: String {
+        String(unsafeUninitializedCapacity: 36) { out in
+            let hex = Self.hexDigits
+            var at = 0
+            for nibble in 0..<32 {
+                if nibble == 8 || nibble == 12 || nibble == 16 || nibble == 20 { out[at] = UInt8(ascii: "-"); at += 1 }
+                let word = nibble < 16 ? hi : lo
+                out[at] = hex[Int(truncatingIfNeeded: (word >> UInt64(60 - 4 * (nibble % 16))) & 0xF)]
+                at += 1
+            }
+            return 36
+        }
+    }
+
+    static let hexDigits = Array("0123456789abcdef".utf8)
     public static func < (a: RecordID, b: RecordID) -> Bool { (a.hi, a.lo) < (b.hi, b.lo) }
 }
 

@@ -58,11 +58,10 @@ extension RecordView {
         }
         key("fields")
         out.append(UInt8(ascii: "{"))
-        for (i, name) in fields.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+        for (i, (name, f)) in fields.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }).enumerated() {
             if i > 0 { out.append(UInt8(ascii: ",")) }
             string(name)
             out.append(UInt8(ascii: ":"))
-            let f = fields[name]!
             switch f.merge {
             case .register: (f.value ?? .null).appendCanonical(to: &out)
             case .set:

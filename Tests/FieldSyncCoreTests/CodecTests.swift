@@ -163,6 +163,17 @@ import Testing
         #expect(r.description.dropFirst(14).first == "7", "UUID version 7")
         #expect(RecordID.make(unixMillis: baseMillis) < RecordID.make(unixMillis: baseMillis + 1))
     }
+
+    /// A record id's text, written directly, against Foundation's UUID form on seeded random ids.
+    @Test func recordIDTextIsFoundationsUUIDInLowerCase() {
+        let seed: UInt64 = 0x5EED_1D
+        var g = SeededRNG(seed: seed)
+        for _ in 0..<2_000 {
+            let bytes = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+            let id = RecordID(bytes: bytes)!
+            #expect(id.description == id.uuid.uuidString.lowercased(), "seed \(String(seed, radix: 16)): \(bytes)")
+        }
+    }
 }
 
 /// Device ids against a plain RFC 4648 base32 encoder, on seeded random ids.
