@@ -80,10 +80,13 @@ package struct ByteReader {
     }
 }
 
+/// The digits of lower-case hexadecimal, as bytes.
+let hexDigits = Array("0123456789abcdef".utf8)
+
 extension Array where Element == UInt8 {
     /// Lower-case hexadecimal.
     public var hex: String {
-        let digits = Array("0123456789abcdef".utf8)
+        let digits = hexDigits
         var out = [UInt8](); out.reserveCapacity(count * 2)
         for b in self { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0xF)]) }
         return String(decoding: out, as: UTF8.self)

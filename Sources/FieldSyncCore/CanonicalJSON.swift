@@ -7,7 +7,13 @@ extension JSONValue {
     /// Parses canonical bytes; anything not byte-for-byte canonical (whitespace, other escapes,
     /// unsorted keys, a non-NFC string, `1.0` for `1`) is refused.
     public static func parseCanonical(_ bytes: [UInt8]) throws(CoreError) -> JSONValue {
-        var p = CanonicalParser(bytes: bytes)
+        try parseCanonical(bytes, maxDepth: CanonicalParser.maxDepth)
+    }
+
+    /// `maxDepth`: how deeply arrays and objects may nest (a value nested as deeply as a value
+    /// may be, inside a listing, sits a few levels deeper).
+    static func parseCanonical(_ bytes: [UInt8], maxDepth: Int) throws(CoreError) -> JSONValue {
+        var p = CanonicalParser(bytes: bytes, maxDepth: maxDepth)
         guard let v = p.value(depth: 0), p.i == bytes.count, v.canonicalBytes == bytes, v.isNFC else {
             throw CoreError(.malformed, "value is not canonical JSON")
         }
@@ -25,12 +31,17 @@ extension JSONValue {
     }
 }
 
-private struct CanonicalParser {
+struct CanonicalParser {
+    /// How deeply a value's arrays and objects may nest.
+    static let maxDepth = 64
     let bytes: [UInt8]
+    let maxDepth: Int
     var i = 0
 
+    init(bytes: [UInt8], maxDepth: Int) { self.bytes = bytes; self.maxDepth = maxDepth }
+
     mutating func value(depth: Int) -> JSONValue? {
-        guard depth < 64, i < bytes.count else { return nil }
+        guard depth < maxDepth, i < bytes.count else { return nil }
         switch bytes[i] {
         case UInt8(ascii: "n"): return literal("null", .null)
         case UInt8(ascii: "t"): return literal("true", .bool(true))

@@ -64,7 +64,7 @@ public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible 
     /// row names its record, and Foundation's form plus lowercasing made three Strings.
     public var description: String {
         String(unsafeUninitializedCapacity: 36) { out in
-            let hex = Self.hexDigits
+            let hex = hexDigits
             var at = 0
             for nibble in 0..<32 {
                 if nibble == 8 || nibble == 12 || nibble == 16 || nibble == 20 { out[at] = UInt8(ascii: "-"); at += 1 }
@@ -75,8 +75,6 @@ public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible 
             return 36
         }
     }
-
-    static let hexDigits = Array("0123456789abcdef".utf8)
     public static func < (a: RecordID, b: RecordID) -> Bool { (a.hi, a.lo) < (b.hi, b.lo) }
 }
 

@@ -5,8 +5,10 @@ import Foundation
 extension RecordView {
     /// The listing form, parsed (`fieldsync note show --json` adds to it).
     public var listingJSON: JSONValue {
-        // Written canonical by `listingBytes`, the one definition of the form.
-        try! JSONValue.parseCanonical(listingBytes)
+        // Written canonical by `listingBytes`, the one definition of the form. A set's element
+        // sits three levels into the listing, so a value nested as deeply as a value may be
+        // still parses.
+        try! JSONValue.parseCanonical(listingBytes, maxDepth: CanonicalParser.maxDepth + 3)
     }
 
     /// The listing form in canonical bytes, written directly: every record a sync touches gets

@@ -39,8 +39,9 @@ public struct RecordSchema: Sendable {
     public let types: [RecordType: TypeSpec]
     let personal: [RecordType: Set<String>]
     /// Each type's fields, common and of every kind, for lookups that accept any kind: one
-    /// dictionary read for every op a replica applies (`Policy`). Kinds are merged in name order,
-    /// so a name two kinds shared would resolve alike on every replica.
+    /// dictionary read for every op a replica applies (`Policy`). A common field comes first,
+    /// then kinds in name order, so a name shared by two kinds (none is, today) would resolve
+    /// alike on every replica.
     let anyKind: [RecordType: [String: FieldSpec]]
 
     struct File: Codable {
@@ -71,7 +72,7 @@ public struct RecordSchema: Sendable {
         self.personal = personal
         self.anyKind = types.mapValues { spec in
             var all = spec.fields
-            for kind in spec.kindFields.keys.sorted() { all.merge(spec.kindFields[kind]!) { common, _ in common } }
+            for kind in spec.kindFields.keys.sorted() { all.merge(spec.kindFields[kind]!) { earlier, _ in earlier } }
             return all
         }
     }

@@ -19,10 +19,11 @@ struct SQLiteStorage: ReplicaStorage {
     /// The record last loaded, when it had no ops stored: nothing can have ended its ops yet,
     /// so saving it skips looking them up in `ended` (a first sync's every record).
     var loadedEmpty: RecordID?
-    /// Records known to have nothing stored (no edit, so no record row either), learnt in bulk
-    /// by `expect` before a batch of changes is applied: loading one then needs no lookup. A
-    /// first sync brings thousands of new records, and two empty lookups each were an eighth of
-    /// the one writer's work.
+    /// Records known to have nothing stored (no edit, so no record row and no `ended` row either:
+    /// both are written only after an edit of the record), learnt in bulk by `expect` before a
+    /// batch of changes is applied: loading one then needs no lookup. A first sync brings
+    /// thousands of new records, and two empty lookups each were an eighth of the one writer's
+    /// work. A record leaves the set with its first edit (`insertEdit`).
     var unstored: Set<RecordID> = []
 
     init(db: Database, schema: RecordSchema, wallMillis: UInt64, keepsEnvelopes: Bool, roster: Roster) throws {
@@ -102,13 +103,14 @@ struct SQLiteStorage: ReplicaStorage {
         var ids: [RecordID] = []
         var seen: Set<RecordID> = []
         for c in changes { for op in c.change.ops where seen.insert(op.record).inserted { ids.append(op.record) } }
+        // Always 250 parameters (the last batch padded with its last id): one cached statement.
         let batch = 250
+        let lookup = try db.cachedStatement(sql: "SELECT DISTINCT record FROM edits WHERE record IN (\(repeatElement("?", count: batch).joined(separator: ",")))")
         for start in stride(from: 0, to: ids.count, by: batch) {
             let part = ids[start..<min(ids.count, start + batch)]
-            let list = repeatElement("?", count: part.count).joined(separator: ",")
-            let stored = try Set(Data.fetchAll(db.cachedStatement(sql: "SELECT DISTINCT record FROM edits WHERE record IN (\(list))"),
-                                               arguments: StatementArguments(part.map { Data($0.bytes) })))
-            for id in part where !stored.contains(Data(id.bytes)) { unstored.insert(id) }
+            let keys = part.map { Data($0.bytes) }
+            let stored = try Set(Data.fetchAll(lookup, arguments: StatementArguments(keys + repeatElement(keys.last!, count: batch - keys.count))))
+            for (id, key) in zip(part, keys) where !stored.contains(key) { unstored.insert(id) }
         }
     }
 
@@ -295,7 +297,6 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     func isErased(_ id: RecordID) throws -> Bool {
-        if unstored.contains(id) { return false }
         if let erased = try Bool.fetchOne(db.cachedStatement(sql: "SELECT erased FROM records WHERE id = ?"), arguments: [id.description]) {
             return erased
         }

@@ -264,9 +264,9 @@ final class TempDir {
 
     /// A store learns in one lookup which records of a batch have nothing stored (`expect`), and
     /// then skips loading them. A batch in which records are created, edited again, written by a
-    /// refused change first, and erased before a value arrives must store what the same changes
-    /// store one at a time, and show what the in-memory reference shows.
-    @Test(arguments: [false, true]) func aBatchOfNewRecordsStoresWhatOneAtATimeStores(server: Bool) throws {
+    /// refused change before their create, and erased in the batch that created them must store
+    /// what the same changes store one at a time, and show what the in-memory reference shows.
+    @Test(arguments: [false, true]) func aBatchOfNewRecordsStoresWhatOneAtATimeStores(server: Bool) async throws {
         let dir = TempDir()
         var ref = MemoryReplica(roster: Roster(entries))
         let note = RecordID.make(), early = RecordID.make(), contact = RecordID.make()
@@ -298,7 +298,16 @@ final class TempDir {
 
         let batch = try newStore(dir, "batch.sqlite", server: server)
         let single = try newStore(dir, "single.sqlite", server: server)
-        #expect(try batch.receive(changes, wallMillis: 5_000).values.allSatisfy { (try? $0.get()) != nil })
+        if server {
+            // As uploads: each device's changes in one exchange (`storeUpload` asks `expect` too).
+            for device in [field.deviceID, press.deviceID, coord.deviceID] {
+                let result = try await batch.exchange(device: device, upload: changes.filter { $0.change.device == device },
+                                                      clientVector: VersionVector(), limits: .fixed(500), now: 5_000)
+                #expect(result.accepted.count == changes.filter { $0.change.device == device }.count)
+            }
+        } else {
+            #expect(try batch.receive(changes, wallMillis: 5_000).values.allSatisfy { (try? $0.get()) != nil })
+        }
         for c in changes { _ = try single.receive([c], wallMillis: 5_000) }
         for id in [note, early, contact] {
             let view = try batch.view(id)
@@ -309,6 +318,22 @@ final class TempDir {
         #expect(try batch.listing(type: .contact) == single.listing(type: .contact))
         #expect(try batch.value(of: OpRef(change: refused.id, index: 0)) == .string("press"))
         #expect(try batch.value(of: OpRef(change: changes[3].id, index: 3)) == nil)  // erased in the same batch
+    }
+
+    /// The listing form parses back however deeply a value nests: a set element sits three
+    /// levels into the listing, below the depth a value itself may have.
+    @Test func aDeeplyNestedValueStillLists() throws {
+        var replica = MemoryReplica(roster: Roster(entries))
+        var deep = JSONValue.string("bottom")
+        for _ in 0..<63 { deep = .array([deep]) }
+        _ = try JSONValue.parseCanonical(deep.canonicalBytes)  // as deep as a value may be
+        let id = RecordID.make()
+        var d = ChangeDraft()
+        d.create(id, type: .note, kind: "observation")
+        d.add("tags", deep, record: id, type: .note)
+        _ = try replica.commit(d, key: field, wallMillis: 1_000)
+        let view = try #require(replica.record(id))
+        #expect(view.listingJSON["fields"]?["tags"] == .array([deep]))
     }
 
     @Test func idPrefixesResolveOrSayWhy() throws {
