@@ -23,7 +23,8 @@ extension JSONValue {
     /// Every string and key is in NFC (compared as bytes: `==` on String is canonical equivalence).
     var isNFC: Bool {
         switch self {
-        case .string(let s): return Array(JSONValue.nfc(s).utf8) == Array(s.utf8)
+        // ASCII is its own NFC: most values are, and need no copies to say so.
+        case .string(let s): return s.utf8.allSatisfy { $0 < 0x80 } || Array(JSONValue.nfc(s).utf8) == Array(s.utf8)
         case .array(let a): return a.allSatisfy(\.isNFC)
         case .object(let o): return o.allSatisfy { JSONValue.string($0.key).isNFC && $0.value.isNFC }
         default: return true
