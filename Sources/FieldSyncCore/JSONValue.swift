@@ -109,13 +109,13 @@ extension JSONValue {
         out.append(UInt8(ascii: "\""))
         // Most text needs no escape: copy it whole, from its UTF-8 storage when it has one.
         func plain(_ b: UInt8) -> Bool { b >= 0x20 && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") }
+        // Anything else (text to escape, or not stored as UTF-8) goes byte by byte below.
         let copied = s.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
             guard bytes.allSatisfy(plain) else { return false }
             out.append(contentsOf: bytes)
             return true
         } ?? false
-        if copied || s.utf8.allSatisfy(plain) {
-            if !copied { out.append(contentsOf: s.utf8) }
+        if copied {
             out.append(UInt8(ascii: "\""))
             return
         }
