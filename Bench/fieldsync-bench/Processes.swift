@@ -96,7 +96,7 @@ enum Child {
         return buffer.withUnsafeBufferPointer { b -> Int? in
             var i = 0
             while i + key.count <= count {
-                if b[i] == key[0] && (i == 0 || b[i - 1] == UInt8(ascii: "\n")) && Array(b[i..<i + key.count]) == key {
+                if (i == 0 || b[i - 1] == UInt8(ascii: "\n")) && b[i..<count].starts(with: key) {
                     var j = i + key.count, kb = 0, digits = 0
                     while j < count, b[j] == UInt8(ascii: " ") || b[j] == UInt8(ascii: "\t") { j += 1 }
                     while j < count, b[j] >= UInt8(ascii: "0"), b[j] <= UInt8(ascii: "9") { kb = kb * 10 + Int(b[j] - UInt8(ascii: "0")); j += 1; digits += 1 }
