@@ -32,11 +32,22 @@ struct SQLiteStorage: ReplicaStorage {
         self.wallMillis = wallMillis
         self.keepsEnvelopes = keepsEnvelopes
         self.roster = roster.entries
-        clock = HybridClock(last: HLC(raw: UInt64(try Meta.get("hlc", db).flatMap { UInt64($0) } ?? 0)))
+        clock = HybridClock(last: try Self.lastHLC(db))
     }
 
-    /// Saves the clock; called once at the end of the transaction.
-    func finish() throws { try Meta.set("hlc", String(clock.last.raw), db) }
+    /// The clock's last reading, kept by the changes themselves: the clock ticks only for a change
+    /// it stores and observes every change it stores, in the same transaction, so its reading is
+    /// the highest stored HLC (two index probes, as `hlc` holds the bits as a signed integer and
+    /// the highest may read as the lowest). Not kept in `meta`: rewriting that row was one more
+    /// B-tree in every durable commit. A replica made before still has it there, as a floor.
+    static func lastHLC(_ db: Database) throws -> HLC {
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+            SELECT (SELECT MAX(hlc) FROM changes), (SELECT MIN(hlc) FROM changes), (SELECT value FROM meta WHERE key = 'hlc')
+            """)) else { return .zero }
+        let stored = [row[0] as Int64?, row[1] as Int64?].compactMap { $0.map { UInt64(bitPattern: $0) } }.max() ?? 0
+        let kept = (row[2] as String?).flatMap { UInt64($0) } ?? 0
+        return HLC(raw: max(stored, kept))
+    }
 
     func rosterEntry(_ device: DeviceID) -> RosterEntry? { roster[device] }
 

@@ -116,7 +116,6 @@ extension ReplicaStore {
                     result.refused.append(ChangeRefusal(id: id, code: e.code.description, reason: e.message))
                 }
             }
-            try s.finish()
             // Backlog: what the client will still lack after this answer's changes.
             let limit = limits.sends()
             let lacking = try Self.vector(db).seqs.reduce(Int64(0)) { $0 + max(0, Int64($1.value) - Int64(known[$1.key])) }

@@ -401,4 +401,40 @@ final class TempDir {
         _ = try store.absorb(ReplicaStore.ExchangeOutcome(meta: ["last_sync": "now"]))
         #expect(try mode() == 2 && store.meta("last_sync") == "now")
     }
+
+    /// The clock is read back from the stored changes: a replica reopened still stamps its next
+    /// change above every change it holds, a far-future one included (its HLC's top bit set, so
+    /// SQLite holds it as a negative integer), and above a reading an older version kept in `meta`.
+    @Test func theClockResumesAboveEveryStoredChange() throws {
+        let dir = TempDir()
+        var store = try newStore(dir)
+        func note() throws -> HLC {
+            let made = try store.commitLocal(key: field) { _ in
+                var d = ChangeDraft(); let id = RecordID.make()
+                d.create(id, type: .note, kind: "observation")
+                d.set("narrative", to: "edge cleared", onNew: id, type: .note)
+                return d
+            }
+            return try #require(made.first).change.hlc
+        }
+        let first = try note()
+        store = try ReplicaStore.open(path: store.path)
+        #expect(try note() > first)
+        // A coordinator's laptop with its clock set absurdly far ahead.
+        let future = HLC(millis: 1 << 47 | 5, counter: 3)
+        #expect(Int64(bitPattern: future.raw) < 0)
+        var d = ChangeDraft(); let id = RecordID.make()
+        d.create(id, type: .note, kind: "observation")
+        let skewed = SignedChange.author(Change(device: coord.deviceID, seq: 1, prev: .zero, hlc: future, wallMillis: Timestamps.nowMillis, ops: d.ops),
+                                         values: d.values, key: coord)
+        _ = try store.receive([skewed])
+        store = try ReplicaStore.open(path: store.path)
+        let after = try note()
+        #expect(after > future)
+        // The reading an older version wrote to `meta` is a floor.
+        let kept = HLC(raw: after.raw + 1_000)
+        try store.setMeta("hlc", String(kept.raw))
+        store = try ReplicaStore.open(path: store.path)
+        #expect(try note() > kept)
+    }
 }
