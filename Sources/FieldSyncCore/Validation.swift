@@ -20,6 +20,13 @@ extension RecordSchema {
         return CoreError(.invalidValue, "field '\(field)': value \(shown) breaks rule: \(rule)")
     }
 
+    /// Whether `s` is empty or only whitespace (`CharacterSet.whitespaces`: spaces and tabs), as
+    /// trimming it would say, without trimming's copy: most text answers at its first character,
+    /// and trimming every field was a fortieth of a `note add`.
+    static func isBlank(_ s: String) -> Bool {
+        s.unicodeScalars.allSatisfy { (0x21...0x7E).contains($0.value) ? false : CharacterSet.whitespaces.contains($0) }
+    }
+
     static func check(_ v: JSONValue, spec: FieldSpec, field: String) throws(CoreError) -> JSONValue {
         func string(_ rule: String = "must be text") throws(CoreError) -> String {
             guard let s = v.stringValue else { throw refuse(field, v, rule) }
@@ -30,7 +37,7 @@ extension RecordSchema {
         case "string", "text":
             let s = try string()
             if spec.type == "string", s.contains(where: { $0.isNewline }) { throw refuse(field, v, "one line only") }
-            if s.trimmingCharacters(in: .whitespaces).isEmpty { throw refuse(field, v, "must not be empty") }
+            if isBlank(s) { throw refuse(field, v, "must not be empty") }
         case "enum":
             let s = try string()
             guard spec.values?.contains(s) == true else { throw refuse(field, v, "one of \(spec.values!.joined(separator: ", "))") }

@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import FieldSyncCore
 
@@ -53,5 +54,15 @@ import Testing
         #expect(Phone.e164("90000000", defaultCountryCode: "47") == "+4790000000")
         #expect(Phone.e164("tel:+380440000001", defaultCountryCode: nil) == "+380440000001")
         #expect(Phone.e164("call me", defaultCountryCode: "47") == nil)
+    }
+
+    /// The blank-text rule says what trimming would, non-ASCII spaces included.
+    @Test func blankTextIsWhatTrimmingLeavesEmpty() throws {
+        let samples = ["", " ", "\t", " \t ", "\u{00A0}", "\u{3000}\u{2003}", "x", " x ", "\u{3000}é", "é", "\n", " \n", "\u{200B}", "🙂", "\t\u{00A0}a"]
+        for s in samples {
+            #expect(RecordSchema.isBlank(s) == s.trimmingCharacters(in: .whitespaces).isEmpty, "\(s.unicodeScalars.map { String($0.value, radix: 16) })")
+        }
+        let narrative = try #require(schema.field("narrative", type: .note, kind: "observation"))
+        #expect(throws: CoreError.self) { try RecordSchema.check(.string("\u{3000} \t"), spec: narrative, field: "narrative") }
     }
 }
