@@ -163,8 +163,16 @@ extension JSONValue: Codable {
         }
     }
 
-    /// Parses JSON text; numbers that are whole become `.int`.
+    /// Parses JSON text; numbers that are whole become `.int`. Plain text is read directly
+    /// (`PlainJSONParser`); the rest by Foundation.
     public static func parse(_ bytes: some Collection<UInt8>) throws(CoreError) -> JSONValue {
+        let bytes = Array(bytes)
+        if let v = PlainJSONParser.parse(bytes) { return v }
+        return try parseWithFoundation(bytes)
+    }
+
+    /// JSONDecoder's reading, normalised: the reference `PlainJSONParser` must agree with.
+    static func parseWithFoundation(_ bytes: [UInt8]) throws(CoreError) -> JSONValue {
         do {
             return try JSONDecoder().decode(JSONValue.self, from: Data(bytes)).normalized()
         } catch {
