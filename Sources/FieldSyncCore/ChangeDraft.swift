@@ -15,13 +15,11 @@ public struct ChangeDraft: Sendable {
 
     public var isEmpty: Bool { ops.isEmpty }
 
+    /// A value waits unsalted and its op uncommitted: signing salts every value of a change from
+    /// one fresh seed and only then commits to it (`SignedChange.author`). A salt drawn here was
+    /// thrown away, and drawing it a tenth of a `note add`.
     mutating func append(_ op: Op, value: JSONValue? = nil) {
-        var op = op
-        if let value {
-            let v = OpValue.fresh(value)
-            op.commitment = v.commitment
-            valuesByIndex[ops.count] = v
-        }
+        if let value { valuesByIndex[ops.count] = OpValue(salt: [], value: value) }
         ops.append(op)
     }
 

@@ -143,6 +143,14 @@ public struct SignedChange: Hashable, Sendable {
     /// salt derived from a fresh seed, and its op the commitment to that salt and value.
     public static func author(_ change: Change, values: [UInt16: OpValue], key: DeviceKey) -> SignedChange {
         precondition(change.device == key.deviceID, "a change is signed by its own device")
+        let (change, salted, seed) = salting(change, values: values)
+        let bytes = ChangeCodec.encode(change)
+        let signature = key.sign(bytes, domain: .change)
+        return SignedChange(trusted: change, bytes: bytes, signature: signature, values: salted, seed: seed)
+    }
+
+    /// The change with each value salted from one fresh seed and each op committed to its value.
+    static func salting(_ change: Change, values: [UInt16: OpValue]) -> (Change, [UInt16: OpValue], seed: [UInt8]) {
         let seed = OpValue.fresh(.null).salt
         var salted: [UInt16: OpValue] = [:]
         var change = change
@@ -151,9 +159,7 @@ public struct SignedChange: Hashable, Sendable {
             salted[i] = value
             change.ops[Int(i)].commitment = value.commitment
         }
-        let bytes = ChangeCodec.encode(change)
-        let signature = key.sign(bytes, domain: .change)
-        return SignedChange(trusted: change, bytes: bytes, signature: signature, values: salted, seed: seed)
+        return (change, salted, seed)
     }
 
     /// Checks that `publicKey` is the key of the device in the header and that it signed these bytes.
@@ -269,6 +275,7 @@ extension SignedChange {
     /// For tests of the merge alone: the real canonical bytes with a zero signature. Only
     /// `Replicator.receive(verified: true)` takes such a change; `verify` refuses it.
     package static func unsignedForTesting(_ change: Change, values: [UInt16: OpValue]) -> SignedChange {
-        SignedChange(trusted: change, bytes: ChangeCodec.encode(change), signature: [UInt8](repeating: 0, count: 64), values: values, seed: nil)
+        let (change, salted, seed) = salting(change, values: values)
+        return SignedChange(trusted: change, bytes: ChangeCodec.encode(change), signature: [UInt8](repeating: 0, count: 64), values: salted, seed: seed)
     }
 }

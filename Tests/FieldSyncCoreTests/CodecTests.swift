@@ -215,8 +215,14 @@ import Testing
         let last = parts.last!
         #expect(last.ops.count == 1)
         #expect(last.values[0]?.value == "t69999")
-        #expect(last.values[0]?.commitment == last.ops[0].commitment)
         #expect(parts[0].values[0] == nil, "the create carries no value")
+        // Signed, each part's ops commit to its own values.
+        let key = DeviceKey()
+        let signed = SignedChange.author(Change(device: key.deviceID, seq: 1, prev: .zero, hlc: HLC(raw: 1 << 16), wallMillis: 1, ops: last.ops),
+                                         values: last.values, key: key)
+        #expect(signed.values[0]?.value == "t69999")
+        #expect(signed.values[0]?.commitment == signed.change.ops[0].commitment)
+        #expect(throws: Never.self) { try SignedChange(bytes: signed.bytes, signature: signed.signature, values: signed.values, seed: signed.seed) }
     }
 }
 
