@@ -220,6 +220,7 @@ public struct ReplicaStore: Sendable {
             for e in o.roster { try RosterRow.upsert(e, db) }
             let ack = try db.cachedStatement(sql: "UPDATE changes SET acked = 1 WHERE id = ?")
             for id in o.acknowledged { try ack.execute(arguments: [Data(id.bytes)]) }
+            try Outbox.advance(after: o.acknowledged, db)
             for r in o.refusals {
                 try db.execute(sql: """
                     INSERT INTO refusals (change_id, code, reason, at) VALUES (?, ?, ?, ?)
@@ -312,8 +313,8 @@ public struct ReplicaStore: Sendable {
     /// This device's changes the server has not acknowledged yet, in seq order.
     public func outbox(device: DeviceID, limit: Int = .max) throws -> [SignedChange] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT n, id, signed, signature, seed FROM changes WHERE device = ? AND acked = 0 ORDER BY seq LIMIT ?",
-                             arguments: [device.description, limit]).map { try Self.loadChange($0, db) }
+            try Row.fetchAll(db, sql: "SELECT n, id, signed, signature, seed FROM changes WHERE device = ? AND seq >= ? AND acked = 0 ORDER BY seq LIMIT ?",
+                             arguments: [device.description, try Outbox.mark(device, db), limit]).map { try Self.loadChange($0, db) }
         }
     }
 
@@ -362,7 +363,8 @@ public struct ReplicaStore: Sendable {
                 contacts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE type = 'contact' AND deleted = 0") ?? 0,
                 conflicts: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE conflicted = 1") ?? 0,
                 changes: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes") ?? 0,
-                waiting: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ? AND acked = 0", arguments: [device.description]) ?? 0,
+                waiting: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ? AND seq >= ? AND acked = 0",
+                                          arguments: [device.description, try Outbox.mark(device, db)]) ?? 0,
                 refused: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ? AND refusal_code IS NOT NULL", arguments: [device.description]) ?? 0,
                 pending: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending") ?? 0
             )
@@ -450,5 +452,30 @@ extension ReplicaStore {
                   AND (? IS NULL OR review = ?) AND (NOT ? OR conflicted = 1)
                 """, arguments: [kind, kind, team, team, review, review, conflictedOnly]).compactMap(RecordID.init))
         }
+    }
+}
+
+/// Where a device's unacknowledged changes start (migration 0012): every change of the device
+/// below the mark is acknowledged. Acknowledgements only ever arrive, so a mark that is low is
+/// still right, only slower; it moves up after each answer that acknowledges something, past
+/// the changes acknowledged in a row (a change refused outright stays unacknowledged and holds
+/// it, as it stays in the outbox).
+enum Outbox {
+    static func key(_ device: String) -> String { "outbox_from.\(device)" }
+
+    static func mark(_ device: DeviceID, _ db: Database) throws -> Int64 {
+        try Meta.get(key(device.description), db).flatMap { Int64($0) } ?? 0
+    }
+
+    static func advance(after acknowledged: [ChangeID], _ db: Database) throws {
+        guard let first = acknowledged.first,
+              let device = try String.fetchOne(db.cachedStatement(sql: "SELECT device FROM changes WHERE id = ?"), arguments: [Data(first.bytes)]),
+              let id = DeviceID(device) else { return }
+        let from = try mark(id, db)
+        let next = try Int64.fetchOne(db.cachedStatement(sql: """
+            SELECT COALESCE((SELECT MIN(seq) FROM changes WHERE device = ?1 AND seq >= ?2 AND acked = 0),
+                            (SELECT seq + 1 FROM heads WHERE device = ?1), ?2)
+            """), arguments: [device, from]) ?? from
+        if next > from { try Meta.set(key(device), String(next), db) }
     }
 }

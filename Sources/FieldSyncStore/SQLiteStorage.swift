@@ -104,9 +104,13 @@ struct SQLiteStorage: ReplicaStorage {
 
     mutating func insertEdit(_ n: Int64, _ record: RecordID, _ body: EditBody, live: Int, ended: String) throws {
         unstored.remove(record)
-        try db.cachedStatement(sql: "INSERT INTO edits (change, record, body, live, ended) VALUES (?, ?, ?, ?, ?)")
-            .execute(arguments: [n, Data(record.bytes), Data(body.bytes), live, ended])
+        try db.cachedStatement(sql: "INSERT INTO edits (id, change, record, body, live, ended) VALUES (?, ?, ?, ?, ?, ?)")
+            .execute(arguments: [Self.editKey(change: n, firstOp: body.entries[0].index), n, Data(record.bytes), Data(body.bytes), live, ended])
     }
+
+    /// An edit's key (0011): its change's number, then the first op index of its record in that
+    /// change, so that the edits of one change are one range of keys.
+    static func editKey(change n: Int64, firstOp: UInt16) -> Int64 { n << 16 | Int64(firstOp) }
 
     /// Learns which records the ops of `changes` touch that have nothing stored yet (`unstored`).
     /// Asked in batches (an IN list probes the index inside SQLite, one statement per batch).
@@ -343,7 +347,8 @@ struct SQLiteStorage: ReplicaStorage {
     /// The stored values of one change (`changes.n`), by op index, from all its edits.
     static func values(ofChange n: Int64, _ db: Database) throws -> [UInt16: (salt: [UInt8], canonical: [UInt8])] {
         var out: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
-        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT record, body FROM edits WHERE change = ?"), arguments: [n]) {
+        let range = try db.cachedStatement(sql: "SELECT record, body FROM edits WHERE id BETWEEN ? AND ?")
+        for row in try Row.fetchAll(range, arguments: [SQLiteStorage.editKey(change: n, firstOp: 0), SQLiteStorage.editKey(change: n, firstOp: UInt16.max)]) {
             guard let record = RecordID(bytes: row.bytes("record")) else { throw StoreError(.notAReplica, "a stored edit names a malformed record") }
             for e in try EditBody.decode(row.bytes("body"), record: record).entries { if let v = e.value { out[e.index] = v } }
         }
