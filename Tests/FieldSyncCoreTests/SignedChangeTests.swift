@@ -22,6 +22,15 @@ import Testing
         do { _ = try Replicator.receive(c, into: &r, wallMillis: baseMillis); return nil } catch let e as CoreError { return e.code } catch { return nil }
     }
 
+    /// Salts and commitments are part of the wire format: pinned to values computed apart
+    /// (Python's hashlib: SHA-256 of the label, the seed and the big-endian index, first 16
+    /// bytes; then SHA-256 of the salt and the canonical value).
+    @Test func saltAndCommitmentAreTheDocumentedHashes() {
+        let salt = OpValue.salt(seed: Array(0..<16), index: 0x0102)
+        #expect(salt.hex == "dbc9e0555df5c63f7ef92308315c202d")
+        #expect(OpValue(salt: salt, value: "edge cleared").commitment.bytes.hex == "6576c29055dc8f9005fa62723919b6b867665c51b8b6cf3f0e943f8257e96049")
+    }
+
     @Test func authenticChangesAreAccepted() throws {
         var a = MemoryReplica(roster: roster)
         let c1 = try note(&a, ref: "A-1")
