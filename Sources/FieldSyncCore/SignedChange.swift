@@ -3,17 +3,25 @@ import Crypto
 /// An Ed25519 key pair of a device (or of the server).
 public struct DeviceKey: Sendable {
     public let privateKey: Curve25519.Signing.PrivateKey
+    /// Kept: deriving them (a public key, then its SHA-256) was a hundredth of every `note add`.
+    public let publicKey: [UInt8]
+    public let deviceID: DeviceID
 
-    public init() { privateKey = Curve25519.Signing.PrivateKey() }
+    public init() { self.init(Curve25519.Signing.PrivateKey()) }
     public init(rawRepresentation: [UInt8]) throws(CoreError) {
-        do { privateKey = try Curve25519.Signing.PrivateKey(rawRepresentation: rawRepresentation) } catch {
+        let key: Curve25519.Signing.PrivateKey
+        do { key = try Curve25519.Signing.PrivateKey(rawRepresentation: rawRepresentation) } catch {
             throw CoreError(.malformed, "not an Ed25519 private key")
         }
+        self.init(key)
+    }
+    init(_ privateKey: Curve25519.Signing.PrivateKey) {
+        self.privateKey = privateKey
+        publicKey = Array(privateKey.publicKey.rawRepresentation)
+        deviceID = DeviceID(publicKey: publicKey)
     }
 
     public var rawRepresentation: [UInt8] { Array(privateKey.rawRepresentation) }
-    public var publicKey: [UInt8] { Array(privateKey.publicKey.rawRepresentation) }
-    public var deviceID: DeviceID { DeviceID(publicKey: publicKey) }
 
     /// Signs `domain ‖ message`: the domain keeps a change signature from ever being valid as
     /// an HTTP signature or a roster signature, and the other way round.
