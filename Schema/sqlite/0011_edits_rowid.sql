@@ -1,9 +1,10 @@
 -- `edits` becomes a rowid table. As a WITHOUT ROWID table each of its rows (a change's ops on one
 -- record, 800 bytes for a ten-field note) was also copied whole into the tree's interior pages,
 -- four to a page: appending one row rewrote about three pages (BENCHMARKS.md, B4). Its key is
--- now one integer, `change << 16 | the first op index of the record in that change` (at most
--- 65,535 ops a change), so the rows of a change are one range of keys and interior pages hold
--- only integers. The rows a replica already holds are numbered by their order within the change.
+-- now one integer, `change << 16 | the first op index of the record in that change` (a change
+-- holds at most `ChangeCodec.maxOps`, 1,000, ops), so the rows of a change are one range of keys
+-- and interior pages hold only integers. The rows a replica already holds are numbered instead by
+-- their record's place among the change's records: unique within the change all the same.
 
 CREATE TABLE edits_by_key (
     id     INTEGER PRIMARY KEY,

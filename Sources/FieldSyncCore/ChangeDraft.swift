@@ -5,7 +5,8 @@ public struct ChangeDraft: Sendable {
     /// Keyed by op position; a draft may hold more ops than one change (`chunks` splits it).
     private var valuesByIndex: [Int: OpValue] = [:]
 
-    /// The values of a draft that fits in one change, keyed as the change's ops are.
+    /// The values of a draft that fits in one change, keyed as the change's ops are. They are
+    /// not salted yet (an empty salt), so their `commitment` means nothing until signing.
     public var values: [UInt16: OpValue] {
         precondition(ops.count <= ChangeCodec.maxOps, "split the draft with chunks() first")
         return Dictionary(uniqueKeysWithValues: valuesByIndex.map { (UInt16($0.key), $0.value) })

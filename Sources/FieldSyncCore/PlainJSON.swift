@@ -8,8 +8,9 @@
 struct PlainJSONParser {
     /// Deeper nesting is left to JSONDecoder (and then to the schema's own limit).
     static let maxDepth = 32
-    /// Digits a number may have here: up to 15 significant decimal digits, a Double holds the
-    /// decimal text exactly enough that every correct parser rounds it to the same value.
+    /// Digits a number may have here. A decimal of at most 15 digits survives a round trip
+    /// through a Double, so any parser that rounds to nearest reads it as the same Double;
+    /// longer ones are left to JSONDecoder rather than rely on two parsers rounding alike.
     static let maxDigits = 15
 
     let bytes: [UInt8]

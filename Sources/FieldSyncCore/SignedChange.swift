@@ -283,7 +283,8 @@ extension SignedChange {
 }
 
 extension SignedChange {
-    /// For tests of the merge alone: the real canonical bytes with a zero signature. Only
+    /// For tests of the merge alone: the values salted from a fresh seed and committed, as
+    /// `author` does, then the real canonical bytes with a zero signature. Only
     /// `Replicator.receive(verified: true)` takes such a change; `verify` refuses it.
     package static func unsignedForTesting(_ change: Change, values: [UInt16: OpValue]) -> SignedChange {
         let (change, salted, seed) = salting(change, values: values)

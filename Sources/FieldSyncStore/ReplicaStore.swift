@@ -404,7 +404,7 @@ extension ReplicaStore {
             let rows = try Row.fetchAll(db, sql: """
                 SELECT n, id, signed, signature, seed, refusal, clock_skew FROM changes
                 WHERE (? IS NULL OR hlc >= ?) AND (? IS NULL OR device = ?)
-                  AND (? IS NULL OR n IN (SELECT change FROM edits WHERE record = ?))
+                  AND (? IS NULL OR n IN (SELECT id >> 16 FROM edits WHERE record = ?))
                 ORDER BY hlc DESC, device DESC LIMIT ?
                 """, arguments: [since.map { Int64($0 << 16) }, since.map { Int64($0 << 16) }, device?.description, device?.description,
                                  record.map { Data($0.bytes) }, record.map { Data($0.bytes) }, limit])
@@ -458,8 +458,8 @@ extension ReplicaStore {
 /// Where a device's unacknowledged changes start (migration 0012): every change of the device
 /// below the mark is acknowledged. Acknowledgements only ever arrive, so a mark that is low is
 /// still right, only slower; it moves up after each answer that acknowledges something, past
-/// the changes acknowledged in a row (a change refused outright stays unacknowledged and holds
-/// it, as it stays in the outbox).
+/// the changes acknowledged in a row. A change refused outright stays unacknowledged and holds
+/// it (as it stays in the outbox): the search then reads every change of the device after it.
 enum Outbox {
     static func key(_ device: String) -> String { "outbox_from.\(device)" }
 

@@ -109,7 +109,8 @@ struct SQLiteStorage: ReplicaStorage {
     }
 
     /// An edit's key (0011): its change's number, then the first op index of its record in that
-    /// change, so that the edits of one change are one range of keys.
+    /// change (for rows 0011 moved, the record's place among the change's records), so that the
+    /// edits of one change are one range of keys.
     static func editKey(change n: Int64, firstOp: UInt16) -> Int64 { n << 16 | Int64(firstOp) }
 
     /// Learns which records the ops of `changes` touch that have nothing stored yet (`unstored`).
@@ -233,7 +234,7 @@ struct SQLiteStorage: ReplicaStorage {
         // loads its ended ops too, and an edit is stored with its own ended ops listed).
         let mark = try db.cachedStatement(sql: """
             UPDATE edits SET live = live - 1, ended = ended || ?
-            WHERE change = ? AND record = ? AND live > 0 AND instr(ended || ' ', ?) = 0
+            WHERE id BETWEEN ? AND ? AND record = ? AND live > 0 AND instr(ended || ' ', ?) = 0
             """)
         var marked: Set<OpRef> = []
         for e in ops {
@@ -242,7 +243,8 @@ struct SQLiteStorage: ReplicaStorage {
                 try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue)])
                 guard let victim = record.applied(ref), !record.stillCounts(victim),
                       marked.insert(ref).inserted else { continue }
-                try mark.execute(arguments: [" \(ref.index)", try number(of: ref.change), key, " \(ref.index) "])
+                let n = try number(of: ref.change)
+                try mark.execute(arguments: [" \(ref.index)", Self.editKey(change: n, firstOp: 0), Self.editKey(change: n, firstOp: UInt16.max), key, " \(ref.index) "])
             }
         }
     }
@@ -323,7 +325,7 @@ struct SQLiteStorage: ReplicaStorage {
     /// (refused ones included), with each such change's seed and kept envelope.
     func eraseValues(record: RecordID, fields: Set<String>) throws {
         let key = Data(record.bytes)
-        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT change, body FROM edits WHERE record = ?"), arguments: [key]) {
+        for row in try Row.fetchAll(db.cachedStatement(sql: "SELECT id, change, body FROM edits WHERE record = ?"), arguments: [key]) {
             var body = try EditBody.decode(row.bytes("body"), record: record)
             var dropped = false
             for i in body.entries.indices where body.entries[i].value != nil && fields.contains(body.entries[i].op.field) {
@@ -332,7 +334,7 @@ struct SQLiteStorage: ReplicaStorage {
             }
             guard dropped else { continue }
             let n: Int64 = row["change"]
-            try db.execute(sql: "UPDATE edits SET body = ? WHERE change = ? AND record = ?", arguments: [Data(body.bytes), n, key])
+            try db.execute(sql: "UPDATE edits SET body = ? WHERE id = ?", arguments: [Data(body.bytes), row["id"] as Int64])
             try forgetSeedAndEnvelope(ofChange: n)
         }
         // Values waiting in `pending` for this record are erased when they are applied.

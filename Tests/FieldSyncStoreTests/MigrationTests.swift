@@ -89,6 +89,39 @@ import Testing
     }
 }
 
+/// A laptop replica from before migration 0012 (its outbox found by an index) opens with its
+/// outbox mark at its first unacknowledged change, and the same outbox.
+@Suite struct OutboxMarkMigrationTests {
+    @Test func theMarkStartsAtTheFirstUnacknowledgedChange() throws {
+        let dir = TempDir()
+        let field = DeviceKey(), coord = DeviceKey()
+        let now = try ReplicaStore.open(path: dir.path + "/now.sqlite", create: true)
+        try now.upsertRoster([RosterEntry(publicKey: field.publicKey, name: "field", role: .field, enrolledAtMillis: 0),
+                              RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0)])
+        try now.setMeta("device", field.deviceID.description)
+        for key in [field, field, coord, field, field] {
+            try now.commitLocal(key: key) { _ in
+                var d = ChangeDraft(); let id = RecordID.make()
+                d.create(id, type: .note, kind: "survey")
+                d.set("ref", to: "UA-1", onNew: id, type: .note)
+                return d
+            }
+        }
+        let oldPath = dir.path + "/old.sqlite"
+        try oldLayoutReplica(at: oldPath, upTo: "sqlite/0011_edits_rowid.sql", from: now) { src, db in
+            try copyRows(src, "SELECT * FROM meta WHERE key NOT IN ('roster_version') AND key NOT LIKE 'outbox_from.%'", into: "meta", of: db)
+            for table in ["roster", "changes", "edits", "records"] { try copyRows(src, "SELECT * FROM \(table)", into: table, of: db) }
+            // The server took this laptop's first two changes, and another device's.
+            try db.execute(sql: "UPDATE changes SET acked = 1 WHERE seq <= 2 OR device = ?", arguments: [coord.deviceID.description])
+        }
+        let migrated = try ReplicaStore.open(path: oldPath)
+        #expect(try migrated.meta("outbox_from.\(field.deviceID)") == "3")
+        #expect(try migrated.meta("outbox_from.\(coord.deviceID)") == nil, "only this laptop's own device has a mark")
+        #expect(try migrated.outbox(device: field.deviceID).map(\.change.seq) == [3, 4])
+        #expect(try migrated.status(device: field.deviceID).waiting == 2)
+    }
+}
+
 /// A replica file at `path` in the layout of the migrations up to `upTo`, its rows filled by
 /// `fill` from those of `source` (read as `src`, written as `db`).
 func oldLayoutReplica(at path: String, upTo: String, from source: ReplicaStore, _ fill: (_ src: Database, _ db: Database) throws -> Void) throws {
