@@ -113,6 +113,11 @@ struct SQLiteStorage: ReplicaStorage {
     /// edits of one change are one range of keys.
     static func editKey(change n: Int64, firstOp: UInt16) -> Int64 { n << 16 | Int64(firstOp) }
 
+    /// The first and last key an edit of change `n` can have, for `id BETWEEN ? AND ?`.
+    static func editKeys(ofChange n: Int64) -> (first: Int64, last: Int64) {
+        (editKey(change: n, firstOp: 0), editKey(change: n, firstOp: .max))
+    }
+
     /// Learns which records the ops of `changes` touch that have nothing stored yet (`unstored`).
     /// Asked in batches (an IN list probes the index inside SQLite, one statement per batch).
     mutating func expect(_ changes: [SignedChange]) throws {
@@ -243,8 +248,8 @@ struct SQLiteStorage: ReplicaStorage {
                 try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue)])
                 guard let victim = record.applied(ref), !record.stillCounts(victim),
                       marked.insert(ref).inserted else { continue }
-                let n = try number(of: ref.change)
-                try mark.execute(arguments: [" \(ref.index)", Self.editKey(change: n, firstOp: 0), Self.editKey(change: n, firstOp: UInt16.max), key, " \(ref.index) "])
+                let keys = Self.editKeys(ofChange: try number(of: ref.change))
+                try mark.execute(arguments: [" \(ref.index)", keys.first, keys.last, key, " \(ref.index) "])
             }
         }
     }
@@ -349,8 +354,9 @@ struct SQLiteStorage: ReplicaStorage {
     /// The stored values of one change (`changes.n`), by op index, from all its edits.
     static func values(ofChange n: Int64, _ db: Database) throws -> [UInt16: (salt: [UInt8], canonical: [UInt8])] {
         var out: [UInt16: (salt: [UInt8], canonical: [UInt8])] = [:]
+        let keys = SQLiteStorage.editKeys(ofChange: n)
         let range = try db.cachedStatement(sql: "SELECT record, body FROM edits WHERE id BETWEEN ? AND ?")
-        for row in try Row.fetchAll(range, arguments: [SQLiteStorage.editKey(change: n, firstOp: 0), SQLiteStorage.editKey(change: n, firstOp: UInt16.max)]) {
+        for row in try Row.fetchAll(range, arguments: [keys.first, keys.last]) {
             guard let record = RecordID(bytes: row.bytes("record")) else { throw StoreError(.notAReplica, "a stored edit names a malformed record") }
             for e in try EditBody.decode(row.bytes("body"), record: record).entries { if let v = e.value { out[e.index] = v } }
         }
