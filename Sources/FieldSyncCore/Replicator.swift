@@ -3,11 +3,12 @@
 public protocol ReplicaStorage {
     var schema: RecordSchema { get }
     func rosterEntry(_ device: DeviceID) throws -> RosterEntry?
-    /// The highest applied seq of a device and that change's id.
-    func head(of device: DeviceID) throws -> (seq: UInt64, id: ChangeID)?
+    /// The highest applied seq of a device and that change's id. Mutating: a store may keep it.
+    mutating func head(of device: DeviceID) throws -> (seq: UInt64, id: ChangeID)?
     /// The applied change with this id, if any: its device and seq.
     func position(of id: ChangeID) throws -> (device: DeviceID, seq: UInt64)?
-    func pending(device: DeviceID, seq: UInt64) throws -> SignedChange?
+    /// A change held back for a gap before it. Mutating: a store may learn that none is held.
+    mutating func pending(device: DeviceID, seq: UInt64) throws -> SignedChange?
     mutating func addPending(_ change: SignedChange) throws
     mutating func removePending(device: DeviceID, seq: UInt64) throws
     /// Stores an applied change (refused by policy or not) in the device's chain.
@@ -60,8 +61,10 @@ public enum Replicator {
             throw CoreError(.forkedChain, "device \(c.device) already sent a different change at seq \(c.seq)")
         }
         // A prev that names a known change of this device at the wrong position is a forged seq,
-        // whether or not the gap before it has arrived yet.
-        if !c.prev.isZero, let pos = try s.position(of: c.prev), pos.device == c.device, pos.seq != c.seq - 1 {
+        // whether or not the gap before it has arrived yet. (The next change linked to the head,
+        // every local one among them, names the head at seq - 1: no need to look it up.)
+        let linksToHead = c.seq == applied + 1 && c.prev == (head?.id ?? .zero)
+        if !c.prev.isZero, !linksToHead, let pos = try s.position(of: c.prev), pos.device == c.device, pos.seq != c.seq - 1 {
             throw CoreError(.forgedSeq, "change seq \(c.seq) of \(c.device) follows seq \(pos.seq)")
         }
         if c.seq > applied + 1 {

@@ -23,8 +23,21 @@ extension RecordSchema {
     /// Whether `s` is empty or only whitespace (`CharacterSet.whitespaces`: spaces and tabs), as
     /// trimming it would say, without trimming's copy: most text answers at its first character,
     /// and trimming every field was a fortieth of a `note add`.
-    static func isBlank(_ s: String) -> Bool {
-        s.unicodeScalars.allSatisfy { (0x21...0x7E).contains($0.value) ? false : CharacterSet.whitespaces.contains($0) }
+    static func isBlank(_ s: String) -> Bool { s.unicodeScalars.allSatisfy(isBlank) }
+
+    static func isBlank(_ c: Unicode.Scalar) -> Bool {
+        c == " " || c == "\t" || (c.value > 0x7E && CharacterSet.whitespaces.contains(c))
+    }
+
+    /// `s` without leading and trailing `CharacterSet.whitespaces`, as `trimmingCharacters(in:)`
+    /// gives it but without the trip through NSString (a number field's trim was a sixtieth of a
+    /// `note add`).
+    static func trimmingBlanks(_ s: String) -> Substring.UnicodeScalarView {
+        let scalars = s.unicodeScalars
+        guard let first = scalars.firstIndex(where: { !isBlank($0) }), let last = scalars.lastIndex(where: { !isBlank($0) }) else {
+            return Substring.UnicodeScalarView()
+        }
+        return Substring(s).unicodeScalars[first...last]
     }
 
     static func check(_ v: JSONValue, spec: FieldSpec, field: String) throws(CoreError) -> JSONValue {
@@ -221,10 +234,10 @@ extension RecordSchema {
         let value: JSONValue
         switch spec.type {
         case "integer":
-            guard let i = Int64(text.trimmingCharacters(in: .whitespaces)) else { throw Self.refuse(field, .string(text), "must be a whole number") }
+            guard let i = Int64(Substring(Self.trimmingBlanks(text))) else { throw Self.refuse(field, .string(text), "must be a whole number") }
             value = .int(i)
         case "number":
-            guard let d = Double(text.trimmingCharacters(in: .whitespaces)), d.isFinite else { throw Self.refuse(field, .string(text), "must be a number") }
+            guard let d = Double(Substring(Self.trimmingBlanks(text))), d.isFinite else { throw Self.refuse(field, .string(text), "must be a number") }
             value = .double(d)
         case "bool":
             switch text.lowercased() {

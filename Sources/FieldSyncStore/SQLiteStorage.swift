@@ -25,6 +25,15 @@ struct SQLiteStorage: ReplicaStorage {
     /// thousands of new records, and two empty lookups each were an eighth of the one writer's
     /// work. A record leaves the set with its first edit (`insertEdit`).
     var unstored: Set<RecordID> = []
+    /// Heads learnt in this transaction (looked up, or moved by `appendToChain`, the only writer
+    /// of `changes` while it lasts): a local change asked for its device's head twice, and a
+    /// pulled batch once per change.
+    var heads: [DeviceID: (seq: UInt64, id: ChangeID)] = [:]
+    /// Whether `pending` is known to be empty, as it nearly always is: then no change needs a
+    /// lookup there (each change asked twice).
+    var pendingEmpty: Bool?
+    /// The policy refusal of the change appended last, if it was refused.
+    var refusedLast: (id: ChangeID, message: String)?
 
     init(db: Database, schema: RecordSchema, wallMillis: UInt64, keepsEnvelopes: Bool, roster: Roster) throws {
         self.db = db
@@ -51,12 +60,15 @@ struct SQLiteStorage: ReplicaStorage {
 
     func rosterEntry(_ device: DeviceID) -> RosterEntry? { roster[device] }
 
-    func head(of device: DeviceID) throws -> (seq: UInt64, id: ChangeID)? {
+    mutating func head(of device: DeviceID) throws -> (seq: UInt64, id: ChangeID)? {
+        if let known = heads[device] { return known }
         // Cached statements throughout: compiling SQL (and GRDB's authorizer) per call was a
         // tenth of a local write.
         guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT seq, id FROM changes WHERE device = ? ORDER BY seq DESC LIMIT 1"),
                                          arguments: [device.description]) else { return nil }
-        return (UInt64(row["seq"] as Int64), ChangeID(bytes: row.bytes("id"))!)
+        let head = (seq: UInt64(row["seq"] as Int64), id: ChangeID(bytes: row.bytes("id"))!)
+        heads[device] = head
+        return head
     }
 
     func position(of id: ChangeID) throws -> (device: DeviceID, seq: UInt64)? {
@@ -64,13 +76,16 @@ struct SQLiteStorage: ReplicaStorage {
         return (DeviceID(row["device"] as String)!, UInt64(row["seq"] as Int64))
     }
 
-    func pending(device: DeviceID, seq: UInt64) throws -> SignedChange? {
+    mutating func pending(device: DeviceID, seq: UInt64) throws -> SignedChange? {
+        if pendingEmpty == nil { pendingEmpty = try !Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM pending)"))! }
+        if pendingEmpty == true { return nil }
         guard let env = try Data.fetchOne(db.cachedStatement(sql: "SELECT envelope FROM pending WHERE device = ? AND seq = ?"),
                                           arguments: [device.description, Int64(seq)]) else { return nil }
         return try SignedChange(envelope: [UInt8](env))
     }
 
-    func addPending(_ c: SignedChange) throws {
+    mutating func addPending(_ c: SignedChange) throws {
+        pendingEmpty = false
         try db.execute(sql: "INSERT INTO pending (device, seq, id, envelope) VALUES (?, ?, ?, ?)",
                        arguments: [c.change.device.description, Int64(c.change.seq), Data(c.id.bytes), Data(c.envelope)])
     }
@@ -89,6 +104,9 @@ struct SQLiteStorage: ReplicaStorage {
                              keepsEnvelopes ? Data(c.envelope) : nil])
         let n = db.lastInsertedRowID
         appended = (c.id, n, c.values)
+        // A chain grows only at its head (`Replicator` checked the link).
+        heads[c.change.device] = (c.change.seq, c.id)
+        refusedLast = refusal.map { (c.id, $0.message) }
         guard refusal != nil else { return }  // its edits are saved record by record (`saveRecord`)
         // Refused: applied nowhere, never loaded (live -1), but kept by record so that an erasure
         // of the record reaches its values too.

@@ -30,7 +30,7 @@ import Testing
         // A change refused by policy (a field laptop may not review) is kept with its values.
         var review = ChangeDraft()
         review.review("approved", comment: "looks fine to me", on: try now.read { db in try now.storage(db, wallMillis: 0).load(ids[2]).ops })
-        let head = try #require(try now.read { db in try now.storage(db, wallMillis: 0).head(of: field.deviceID) })
+        let head = try #require(try now.read { db in var s = try now.storage(db, wallMillis: 0); return try s.head(of: field.deviceID) })
         let refused = SignedChange.author(Change(device: field.deviceID, seq: head.seq + 1, prev: head.id, hlc: HLC(millis: Timestamps.nowMillis, counter: 9),
                                                  wallMillis: Timestamps.nowMillis, ops: review.ops), values: review.values, key: field)
         _ = try now.receive([refused])
@@ -119,6 +119,45 @@ import Testing
         #expect(try migrated.meta("outbox_from.\(coord.deviceID)") == nil, "only this laptop's own device has a mark")
         #expect(try migrated.outbox(device: field.deviceID).map(\.change.seq) == [3, 4])
         #expect(try migrated.status(device: field.deviceID).waiting == 2)
+    }
+}
+
+/// A laptop replica from before migration 0013 (its own head kept in `heads` as well) opens with
+/// the same version vector, its own head now read from `changes`, and both keep moving.
+@Suite struct OwnHeadMigrationTests {
+    @Test func theOwnHeadLeavesHeadsAndTheVectorStaysTheSame() throws {
+        let dir = TempDir()
+        let field = DeviceKey(), coord = DeviceKey()
+        let now = try ReplicaStore.open(path: dir.path + "/now.sqlite", create: true)
+        try now.upsertRoster([RosterEntry(publicKey: field.publicKey, name: "field", role: .field, enrolledAtMillis: 0),
+                              RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0)])
+        try now.setMeta("device", field.deviceID.description)
+        func note(_ store: ReplicaStore, _ key: DeviceKey) throws {
+            try store.commitLocal(key: key) { _ in
+                var d = ChangeDraft(); let id = RecordID.make()
+                d.create(id, type: .note, kind: "survey")
+                d.set("ref", to: "UA-1", onNew: id, type: .note)
+                return d
+            }
+        }
+        for key in [field, coord, field, field] { try note(now, key) }
+        let heads = "SELECT device FROM heads ORDER BY device"
+        #expect(try now.read { try String.fetchAll($0, sql: heads) } == [coord.deviceID.description], "no own row is kept")
+        #expect(try now.vector().seqs == [field.deviceID: 3, coord.deviceID: 1])
+
+        let oldPath = dir.path + "/old.sqlite"
+        try oldLayoutReplica(at: oldPath, upTo: "sqlite/0012_outbox_mark.sql", from: now) { src, db in
+            try copyRows(src, "SELECT * FROM meta WHERE key NOT IN ('roster_version')", into: "meta", of: db)
+            for table in ["roster", "changes", "edits", "records"] { try copyRows(src, "SELECT * FROM \(table)", into: table, of: db) }
+            #expect(try String.fetchAll(db, sql: heads).count == 2, "before 0013 the trigger kept the own head too")
+        }
+        let migrated = try ReplicaStore.open(path: oldPath)
+        #expect(try migrated.read { try String.fetchAll($0, sql: heads) } == [coord.deviceID.description])
+        #expect(try migrated.vector() == now.vector())
+        try note(migrated, field)
+        try note(migrated, coord)
+        #expect(try migrated.vector().seqs == [field.deviceID: 4, coord.deviceID: 2])
+        #expect(try migrated.listing(type: .note).count == 6)
     }
 }
 
