@@ -321,7 +321,7 @@ public struct ReplicaStore: Sendable {
     /// This device's changes the server has not acknowledged yet, in seq order.
     public func outbox(device: DeviceID, limit: Int = .max) throws -> [SignedChange] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT n, id, signed, signature, seed FROM changes WHERE device = ? AND seq >= ? AND acked = 0 ORDER BY seq LIMIT ?",
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT n, id, signed, signature, seed FROM changes WHERE device = ? AND seq >= ? AND acked = 0 ORDER BY seq LIMIT ?"),
                              arguments: [device.description, try Outbox.mark(device, db), limit]).map { try Self.loadChange($0, db) }
         }
     }

@@ -320,6 +320,35 @@ final class TempDir {
         #expect(try batch.value(of: OpRef(change: changes[3].id, index: 3)) == nil)  // erased in the same batch
     }
 
+    /// `expect` asks in batches of 1, 16 or 250 ids, the last padded: whatever the count, the
+    /// records it calls unstored are exactly those with nothing stored.
+    @Test func expectFindsExactlyTheUnstoredRecordsInEveryBatchSize() throws {
+        let dir = TempDir()
+        let store = try newStore(dir)
+        let stored = (0..<40).map { _ in RecordID.make() }
+        try store.commitLocal(key: field) { _ in
+            var d = ChangeDraft()
+            for id in stored { d.create(id, type: .note, kind: "survey") }
+            return d
+        }
+        for count in [1, 2, 16, 17, 250, 251, 300] {
+            let fresh = (0..<count).map { _ in RecordID.make() }
+            // Stored and new ids interleaved, so stored ones fall in every batch, padding included.
+            var ids: [RecordID] = []
+            for (i, id) in fresh.enumerated() { ids.append(id); if i % 7 == 0 { ids.append(stored[i % stored.count]) } }
+            var d = ChangeDraft()
+            for id in ids { d.create(id, type: .note, kind: "survey") }
+            let change = SignedChange.author(Change(device: coord.deviceID, seq: 1, prev: .zero, hlc: HLC(millis: 1, counter: 0),
+                                                    wallMillis: 1, ops: d.ops), values: d.values, key: coord)
+            let unstored = try store.read { db in
+                var s = try store.storage(db, wallMillis: 0)
+                try s.expect([change])
+                return s.unstored
+            }
+            #expect(unstored == Set(fresh), "\(ids.count) ids")
+        }
+    }
+
     /// The listing form parses back however deeply a value nests: a set element sits three
     /// levels into the listing, below the depth a value itself may have.
     @Test func aDeeplyNestedValueStillLists() throws {
