@@ -15,6 +15,23 @@ public enum SyncProtocol {
     public static let maxBatch = 500
     /// Largest request body the server reads.
     public static let maxBodyBytes = 16 << 20
+    /// Envelope bytes an answer carries at most (beside `maxBatch`), and those a client sends in
+    /// one request: a field link may move 8 kB a second, and an exchange must end inside the
+    /// client's deadline, an upload inside its signature's two minutes. Counted by changes only,
+    /// 500 changes of a large import (1,000 ops, 35 kB each) were 17 MB in one exchange. One
+    /// change always goes, whatever its size.
+    public static let maxAnswerBytes = 1 << 20
+    public static let maxUploadBytes = 512 << 10
+
+    /// How many of the first `sizes` fit in `budget` bytes: always at least one.
+    public static func fitting(_ sizes: [Int], budget: Int) -> Int {
+        var total = 0
+        for (i, size) in sizes.enumerated() {
+            total += size
+            if total > budget { return max(1, i) }
+        }
+        return sizes.count
+    }
 }
 
 /// `version (1) ‖ varint length ‖ header JSON ‖ (varint length ‖ envelope)*`, read strictly.

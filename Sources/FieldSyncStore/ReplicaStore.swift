@@ -279,22 +279,28 @@ public struct ReplicaStore: Sendable {
         try read { db in try Self.lacking(db, known: peer, limit: limit, load: Self.loadChange).changes }
     }
 
-    /// What a peer holding `known` lacks (each device's changes in seq order, at most `limit`),
-    /// whether more remain, and this replica's vector: one pass for `missing` and the server's
-    /// exchange, each change read by `load` (a `SignedChange`, or an envelope to send as is).
-    static func lacking<T>(_ db: Database, known: VersionVector, limit: Int,
+    /// What a peer holding `known` lacks (each device's changes in seq order, at most `limit`,
+    /// and no more than `maxBytes` as `size` counts them, but always one), whether more remain,
+    /// and this replica's vector: one pass for `missing` and the server's exchange, each change
+    /// read by `load` (a `SignedChange`, or an envelope to send as is).
+    static func lacking<T>(_ db: Database, known: VersionVector, limit: Int, maxBytes: Int = .max, size: (T) -> Int = { _ in 0 },
                            load: (Row, Database) throws -> T) throws -> (changes: [T], more: Bool, vector: VersionVector) {
         var out: [T] = []
+        var bytes = 0
         var more = false
         let vector = try vector(db)
         for (d, top) in vector.seqs.sorted(by: { $0.key < $1.key }) {
             guard top > known[d] else { continue }
-            if out.count >= limit { more = true; continue }
+            if out.count >= limit || bytes >= maxBytes { more = true; continue }
             let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT n, id, signed, signature, seed, envelope FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?"),
                                            arguments: [d.description, Int64(known[d]), limit - out.count])
             var n = 0
             while let r = try rows.next() {
-                out.append(try load(r, db))
+                let change = try load(r, db)
+                // Over the budget: left for the next exchange, unless it is the answer's first.
+                if !out.isEmpty && bytes + size(change) > maxBytes { bytes = maxBytes; break }
+                bytes += size(change)
+                out.append(change)
                 n += 1
             }
             if UInt64(n) < top - known[d] { more = true }

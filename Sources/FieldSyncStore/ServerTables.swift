@@ -68,7 +68,8 @@ extension ReplicaStore {
         if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
         let known = stored.known
         let limit = limits.sends()
-        let (lacking, more, vector) = try await writer.read { db in try Self.lacking(db, known: known, limit: limit, load: Self.loadEnvelope) }
+        let (lacking, more, vector) = try await writer.read { db in try Self.lacking(db, known: known, limit: limit, maxBytes: SyncProtocol.maxAnswerBytes,
+                                                                                     size: \.count, load: Self.loadEnvelope) }
         result.lacking = lacking
         result.vector = vector
         result.more = more

@@ -288,6 +288,30 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
 @Suite(.serialized) struct CutConnectionTests {
     /// A link that dies in the middle of the server's answer leaves the replica consistent, and
     /// the next sync finishes the job.
+    /// A large import travels in requests of at most `maxUploadBytes` of changes and answers of
+    /// at most `maxAnswerBytes`, so that each exchange ends on a slow link; nothing is left behind.
+    @Test func aLargeImportTravelsInBoundedRequestsAndAnswers() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "a"), b = try laptop(server, role: "field", name: "b")
+        defer { a.cleanUp(); b.cleanUp() }
+        let file = a.home + "/notes.jsonl"
+        let text = String(repeating: "Strip 4 walked again; fence posts and markers checked. ", count: 6)
+        try (0..<3000).map { #"{"kind":"survey","ref":"L-\#($0)","narrative":"\#(text)\#($0)"}"# }
+            .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        _ = try a.ok("note", "add", "--json-file", file)
+        func rounds(_ json: String) throws -> Int64 { try #require(JSONValue.parse(json)["rounds"]?.intValue) }
+        let up = try a.ok("sync", "--json")
+        // About 1.1 MB of changes: at least three requests up, at least two answers down.
+        #expect(try rounds(up) >= 3, "\(up)")
+        #expect(try JSONValue.parse(up)["pushed"]?.intValue == JSONValue.parse(try a.ok("status", "--json"))["changes"]?.intValue)
+        let down = try b.ok("sync", "--json")
+        #expect(try rounds(down) >= 2, "\(down)")
+        #expect(try JSONValue.parse(try b.ok("note", "list", "--json")).arrayValue?.count == 3000)
+        #expect(try a.ok("note", "list", "--json") == b.ok("note", "list", "--json"))
+        server.kill(SIGTERM)
+    }
+
     @Test func connectionCutMidResponse() throws {
         let server = try LiveServer()
         try server.start()

@@ -349,6 +349,38 @@ final class TempDir {
         }
     }
 
+    /// An answer stops at its byte budget (the server's `maxAnswerBytes`), says there is more, and
+    /// carries at least one change however large; devices after the budget wait too.
+    @Test func anAnswerStopsAtItsByteBudgetButCarriesOne() throws {
+        let dir = TempDir()
+        let store = try newStore(dir, server: true)
+        for key in [field, field, field, field, coord, coord] {
+            try store.commitLocal(key: key) { _ in
+                var d = ChangeDraft(); let id = RecordID.make()
+                d.create(id, type: .note, kind: "survey")
+                d.set("narrative", to: .string(String(repeating: "seen ", count: 40)), onNew: id, type: .note)
+                return d
+            }
+        }
+        func answer(_ budget: Int) throws -> (sizes: [Int], more: Bool) {
+            let r = try store.read { db in
+                try ReplicaStore.lacking(db, known: VersionVector(), limit: 500, maxBytes: budget, size: \.count, load: ReplicaStore.loadEnvelope)
+            }
+            return (r.changes.map(\.count), r.more)
+        }
+        let all = try answer(.max)
+        #expect(all.sizes.count == 6 && !all.more)
+        let three = all.sizes.prefix(3).reduce(0, +)
+        #expect(try answer(three).sizes == Array(all.sizes.prefix(3)) && answer(three).more)
+        #expect(try answer(three + 1).sizes.count == 3, "a fourth change does not fit in one byte")
+        #expect(try answer(1).sizes == [all.sizes[0]] && answer(1).more, "one change always goes")
+        #expect(try answer(all.sizes.reduce(0, +)).sizes.count == 6 && !answer(all.sizes.reduce(0, +)).more)
+        #expect(SyncProtocol.fitting([], budget: 10) == 0)
+        #expect(SyncProtocol.fitting([30, 30], budget: 10) == 1)
+        #expect(SyncProtocol.fitting([3, 3, 3, 3], budget: 9) == 3)
+        #expect(SyncProtocol.fitting([3, 3, 3], budget: 9) == 3)
+    }
+
     /// The listing form parses back however deeply a value nests: a set element sits three
     /// levels into the listing, below the depth a value itself may have.
     @Test func aDeeplyNestedValueStillLists() throws {

@@ -103,6 +103,8 @@ public struct SyncEngine: Sendable {
         while true {
             try Task.checkCancellation()
             let outbox: [SignedChange]
+            /// Changes of the outbox left for the next request by `maxUploadBytes`.
+            var heldBack = 0
             let answer: SyncResponse
             var early: Opened?
             if let next = ahead {
@@ -111,7 +113,9 @@ public struct SyncEngine: Sendable {
                 // Waiting on a task's value does not pass a cancellation on (SIGTERM to `sync --watch`).
                 (answer, early) = try await withTaskCancellationHandler { try await next.value } onCancel: { next.cancel() }
             } else {
-                outbox = try store.outbox(device: replica.device, limit: window.size)
+                let waiting = try store.outbox(device: replica.device, limit: window.size)
+                outbox = Array(waiting.prefix(SyncProtocol.fitting(waiting.map(\.envelope.count), budget: SyncProtocol.maxUploadBytes)))
+                heldBack = waiting.count - outbox.count
                 answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox,
                                                                   rosterDigest: try store.meta("roster_digest")))
             }
@@ -139,7 +143,7 @@ public struct SyncEngine: Sendable {
             }
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
-            let sentEverything = acked.count == outbox.count && outbox.count < window.size
+            let sentEverything = acked.count == outbox.count && outbox.count < window.size && heldBack == 0
             // Kept-but-refused changes are listed both accepted and refused: count each once.
             window.update(sent: outbox.count, handled: Set(acked.map(\.hex)).union(refusedHere.map(\.id)).count)
             let done = !answer.more && (sentEverything || acked.isEmpty)

@@ -137,7 +137,10 @@ public final class SyncTransport: Sendable {
 
     /// One `/v1/sync` exchange: the request's body out, the verified answer decoded.
     public func exchange(_ request: SyncRequest) async throws -> SyncResponse {
-        let (_, raw) = try await send(method: .POST, path: "/v1/sync", body: try request.body(), contentType: SyncProtocol.syncType)
+        // Ten minutes, not one: an answer of `maxAnswerBytes` on a link of 8 kB/s takes two. A
+        // link gone dead is noticed sooner, by the read timeout (no byte for 60 s).
+        let (_, raw) = try await send(method: .POST, path: "/v1/sync", body: try request.body(), contentType: SyncProtocol.syncType,
+                                      timeout: .minutes(10))
         do { return try SyncResponse(body: raw) } catch {
             throw SyncFailure(.failure, "the server's answer is malformed: \(error.message)")
         }
