@@ -37,6 +37,9 @@ public final class SyncTransport: Sendable {
         tls.minimumTLSVersion = .tlsv12
         var config = HTTPClient.Configuration(tlsConfiguration: tls)
         config.timeout = .init(connect: .seconds(10), read: .seconds(60))
+        // A link that dies while a request goes up: no byte taken for 60 s ends it (the request's
+        // own deadline is minutes long, for slow links that still move).
+        config.timeout.write = .seconds(60)
         if let idleTimeout { config.connectionPool = .init(idleTimeout: TimeAmount(idleTimeout)) }
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
@@ -137,8 +140,9 @@ public final class SyncTransport: Sendable {
 
     /// One `/v1/sync` exchange: the request's body out, the verified answer decoded.
     public func exchange(_ request: SyncRequest) async throws -> SyncResponse {
-        // Ten minutes, not one: an answer of `maxAnswerBytes` on a link of 8 kB/s takes two. A
-        // link gone dead is noticed sooner, by the read timeout (no byte for 60 s).
+        // Ten minutes, not one: a request of `maxUploadBytes` on a link of 8 kB/s takes more than
+        // one. A link gone dead is noticed sooner, by the write and read timeouts (no byte moved
+        // for 60 s).
         let (_, raw) = try await send(method: .POST, path: "/v1/sync", body: try request.body(), contentType: SyncProtocol.syncType,
                                       timeout: .minutes(10))
         do { return try SyncResponse(body: raw) } catch {
