@@ -94,19 +94,8 @@ import Testing
 @Suite struct OutboxMarkMigrationTests {
     @Test func theMarkStartsAtTheFirstUnacknowledgedChange() throws {
         let dir = TempDir()
-        let field = DeviceKey(), coord = DeviceKey()
-        let now = try ReplicaStore.open(path: dir.path + "/now.sqlite", create: true)
-        try now.upsertRoster([RosterEntry(publicKey: field.publicKey, name: "field", role: .field, enrolledAtMillis: 0),
-                              RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0)])
-        try now.setMeta("device", field.deviceID.description)
-        for key in [field, field, coord, field, field] {
-            try now.commitLocal(key: key) { _ in
-                var d = ChangeDraft(); let id = RecordID.make()
-                d.create(id, type: .note, kind: "survey")
-                d.set("ref", to: "UA-1", onNew: id, type: .note)
-                return d
-            }
-        }
+        let (now, field, coord) = try fieldLaptop(dir)
+        for key in [field, field, coord, field, field] { try addSurveyNote(now, key) }
         let oldPath = dir.path + "/old.sqlite"
         try oldLayoutReplica(at: oldPath, upTo: "sqlite/0011_edits_rowid.sql", from: now) { src, db in
             try copyRows(src, "SELECT * FROM meta WHERE key NOT IN ('roster_version') AND key NOT LIKE 'outbox_from.%'", into: "meta", of: db)
@@ -127,20 +116,8 @@ import Testing
 @Suite struct OwnHeadMigrationTests {
     @Test func theOwnHeadLeavesHeadsAndTheVectorStaysTheSame() throws {
         let dir = TempDir()
-        let field = DeviceKey(), coord = DeviceKey()
-        let now = try ReplicaStore.open(path: dir.path + "/now.sqlite", create: true)
-        try now.upsertRoster([RosterEntry(publicKey: field.publicKey, name: "field", role: .field, enrolledAtMillis: 0),
-                              RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0)])
-        try now.setMeta("device", field.deviceID.description)
-        func note(_ store: ReplicaStore, _ key: DeviceKey) throws {
-            try store.commitLocal(key: key) { _ in
-                var d = ChangeDraft(); let id = RecordID.make()
-                d.create(id, type: .note, kind: "survey")
-                d.set("ref", to: "UA-1", onNew: id, type: .note)
-                return d
-            }
-        }
-        for key in [field, coord, field, field] { try note(now, key) }
+        let (now, field, coord) = try fieldLaptop(dir)
+        for key in [field, coord, field, field] { try addSurveyNote(now, key) }
         let heads = "SELECT device FROM heads ORDER BY device"
         #expect(try now.read { try String.fetchAll($0, sql: heads) } == [coord.deviceID.description], "no own row is kept")
         #expect(try now.vector().seqs == [field.deviceID: 3, coord.deviceID: 1])
@@ -154,10 +131,31 @@ import Testing
         let migrated = try ReplicaStore.open(path: oldPath)
         #expect(try migrated.read { try String.fetchAll($0, sql: heads) } == [coord.deviceID.description])
         #expect(try migrated.vector() == now.vector())
-        try note(migrated, field)
-        try note(migrated, coord)
+        try addSurveyNote(migrated, field)
+        try addSurveyNote(migrated, coord)
         #expect(try migrated.vector().seqs == [field.deviceID: 4, coord.deviceID: 2])
         #expect(try migrated.listing(type: .note).count == 6)
+    }
+}
+
+/// A field laptop's replica in this build's layout (`now.sqlite` in `dir`): its own device and a
+/// coordinator on the roster, its own device in `meta`.
+func fieldLaptop(_ dir: TempDir) throws -> (store: ReplicaStore, field: DeviceKey, coord: DeviceKey) {
+    let field = DeviceKey(), coord = DeviceKey()
+    let store = try ReplicaStore.open(path: dir.path + "/now.sqlite", create: true)
+    try store.upsertRoster([RosterEntry(publicKey: field.publicKey, name: "field", role: .field, enrolledAtMillis: 0),
+                            RosterEntry(publicKey: coord.publicKey, name: "coord", role: .coordinator, enrolledAtMillis: 0)])
+    try store.setMeta("device", field.deviceID.description)
+    return (store, field, coord)
+}
+
+/// One new survey note, as one change by `key`.
+func addSurveyNote(_ store: ReplicaStore, _ key: DeviceKey) throws {
+    try store.commitLocal(key: key) { _ in
+        var d = ChangeDraft(); let id = RecordID.make()
+        d.create(id, type: .note, kind: "survey")
+        d.set("ref", to: "UA-1", onNew: id, type: .note)
+        return d
     }
 }
 
