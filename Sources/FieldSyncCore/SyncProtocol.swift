@@ -25,13 +25,31 @@ public enum SyncProtocol {
 
     /// How many of the first `sizes` fit in `budget` bytes: always at least one.
     public static func fitting(_ sizes: [Int], budget: Int) -> Int {
-        var total = 0
-        for (i, size) in sizes.enumerated() {
-            total += size
-            if total > budget { return max(1, i) }
-        }
-        return sizes.count
+        var b = ByteBudget(limit: budget)
+        return sizes.prefix { b.take($0) }.count
     }
+}
+
+/// The bytes one request or answer may still carry (`SyncProtocol.maxUploadBytes`,
+/// `maxAnswerBytes`): changes are taken in order while they fit, and the first always is.
+public struct ByteBudget: Sendable {
+    public let limit: Int
+    public private(set) var used = 0
+    var taken = 0
+    var refused = false
+
+    public init(limit: Int) { self.limit = limit }
+
+    /// Takes a change of `size` bytes if it fits (or is the first); once one does not, none does.
+    public mutating func take(_ size: Int) -> Bool {
+        guard !refused, taken == 0 || size <= limit - used else { refused = true; return false }
+        used += size
+        taken += 1
+        return true
+    }
+
+    /// Nothing more can be taken.
+    public var isSpent: Bool { refused || used >= limit }
 }
 
 /// `version (1) ‖ varint length ‖ header JSON ‖ (varint length ‖ envelope)*`, read strictly.

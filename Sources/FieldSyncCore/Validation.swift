@@ -32,12 +32,10 @@ extension RecordSchema {
     /// `s` without leading and trailing `CharacterSet.whitespaces`, as `trimmingCharacters(in:)`
     /// gives it but without the trip through NSString (a number field's trim was a sixtieth of a
     /// `note add`).
-    static func trimmingBlanks(_ s: String) -> Substring.UnicodeScalarView {
+    static func trimmingBlanks(_ s: String) -> Substring {
         let scalars = s.unicodeScalars
-        guard let first = scalars.firstIndex(where: { !isBlank($0) }), let last = scalars.lastIndex(where: { !isBlank($0) }) else {
-            return Substring.UnicodeScalarView()
-        }
-        return Substring(s).unicodeScalars[first...last]
+        guard let first = scalars.firstIndex(where: { !isBlank($0) }), let last = scalars.lastIndex(where: { !isBlank($0) }) else { return "" }
+        return Substring(scalars[first...last])
     }
 
     static func check(_ v: JSONValue, spec: FieldSpec, field: String) throws(CoreError) -> JSONValue {
@@ -234,10 +232,10 @@ extension RecordSchema {
         let value: JSONValue
         switch spec.type {
         case "integer":
-            guard let i = Int64(Substring(Self.trimmingBlanks(text))) else { throw Self.refuse(field, .string(text), "must be a whole number") }
+            guard let i = Int64(Self.trimmingBlanks(text)) else { throw Self.refuse(field, .string(text), "must be a whole number") }
             value = .int(i)
         case "number":
-            guard let d = Double(Substring(Self.trimmingBlanks(text))), d.isFinite else { throw Self.refuse(field, .string(text), "must be a number") }
+            guard let d = Double(Self.trimmingBlanks(text)), d.isFinite else { throw Self.refuse(field, .string(text), "must be a number") }
             value = .double(d)
         case "bool":
             switch text.lowercased() {

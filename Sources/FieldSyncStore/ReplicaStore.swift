@@ -286,20 +286,18 @@ public struct ReplicaStore: Sendable {
     static func lacking<T>(_ db: Database, known: VersionVector, limit: Int, maxBytes: Int = .max, size: (T) -> Int = { _ in 0 },
                            load: (Row, Database) throws -> T) throws -> (changes: [T], more: Bool, vector: VersionVector) {
         var out: [T] = []
-        var bytes = 0
+        var budget = ByteBudget(limit: maxBytes)
         var more = false
         let vector = try vector(db)
         for (d, top) in vector.seqs.sorted(by: { $0.key < $1.key }) {
             guard top > known[d] else { continue }
-            if out.count >= limit || bytes >= maxBytes { more = true; continue }
+            if out.count >= limit || budget.isSpent { more = true; continue }
             let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT n, id, signed, signature, seed, envelope FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?"),
                                            arguments: [d.description, Int64(known[d]), limit - out.count])
             var n = 0
             while let r = try rows.next() {
                 let change = try load(r, db)
-                // Over the budget: left for the next exchange, unless it is the answer's first.
-                if !out.isEmpty && bytes + size(change) > maxBytes { bytes = maxBytes; break }
-                bytes += size(change)
+                guard budget.take(size(change)) else { break }  // left for the next exchange
                 out.append(change)
                 n += 1
             }

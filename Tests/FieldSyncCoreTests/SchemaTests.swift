@@ -71,7 +71,7 @@ import Testing
         let samples = ["", " ", "42", " 42", "42 ", "\t-7\t", "\u{00A0}3.5\u{3000}", "4 2", " \n5", "5\n", "\u{200B}6", "é7", " 1e3 ", "\u{2003}"]
         for s in samples {
             let foundation = s.trimmingCharacters(in: .whitespaces)
-            #expect(String(Substring(RecordSchema.trimmingBlanks(s))) == foundation, "\(s.unicodeScalars.map { String($0.value, radix: 16) })")
+            #expect(String(RecordSchema.trimmingBlanks(s)) == foundation, "\(s.unicodeScalars.map { String($0.value, radix: 16) })")
         }
         #expect(try schema.parse(text: "\u{00A0} 1200 \t", field: "area_m2", type: .note, kind: "observation")
                 == schema.parse(text: "1200", field: "area_m2", type: .note, kind: "observation"))

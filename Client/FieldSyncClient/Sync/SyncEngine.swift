@@ -114,10 +114,14 @@ public struct SyncEngine: Sendable {
                 (answer, early) = try await withTaskCancellationHandler { try await next.value } onCancel: { next.cancel() }
             } else {
                 let waiting = try store.outbox(device: replica.device, limit: window.size)
-                outbox = Array(waiting.prefix(SyncProtocol.fitting(waiting.map(\.envelope.count), budget: SyncProtocol.maxUploadBytes)))
-                heldBack = waiting.count - outbox.count
-                answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: outbox,
-                                                                  rosterDigest: try store.meta("roster_digest")))
+                // Each envelope encoded once: to count it against the budget and to send it.
+                let envelopes = waiting.map(\.envelope)
+                let sending = SyncProtocol.fitting(envelopes.map(\.count), budget: SyncProtocol.maxUploadBytes)
+                outbox = Array(waiting.prefix(sending))
+                heldBack = waiting.count - sending
+                var request = SyncRequest(vector: try store.vector(), changes: [], rosterDigest: try store.meta("roster_digest"))
+                request.changes = Array(envelopes.prefix(sending))
+                answer = try await transport.exchange(request)
             }
             summary.rounds += 1
             offset = Int64(answer.serverTime) - Int64(Timestamps.nowMillis)
