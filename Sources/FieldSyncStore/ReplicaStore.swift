@@ -410,16 +410,27 @@ public struct LoggedChange: Sendable {
 }
 
 extension ReplicaStore {
-    /// Stored changes (refused ones too, with their refusal), newest (by HLC) first.
+    /// Stored changes (refused ones too, with their refusal), newest (by HLC) first: the newest
+    /// of those in `changes_by_hlc`, and the newest of the own device's `local` ones, which are
+    /// in HLC order by seq (0014), merged.
     public func logChanges(since: UInt64?, device: DeviceID?, record: RecordID?, limit: Int) throws -> [LoggedChange] {
         try read { db in
+            let filters = """
+                (?1 IS NULL OR hlc >= ?1) AND (?2 IS NULL OR device = ?2) AND (?3 IS NULL OR n IN (SELECT id >> 16 FROM edits WHERE record = ?3))
+                """
+            let columns = "n, id, signed, signature, seed, refusal, clock_skew, hlc, device"
+            let own = try Meta.get("device", db)
+            // (Asked for another device's changes, the own ones are not read at all.)
+            let ownPart = own == nil || (device != nil && device?.description != own) ? "" : """
+                UNION ALL
+                SELECT * FROM (SELECT \(columns) FROM changes WHERE device = ?5 AND local = 1 AND \(filters) ORDER BY seq DESC LIMIT ?4)
+                """
+            let arguments: [(any DatabaseValueConvertible)?] = [since.map { Int64($0 << 16) }, device?.description, record.map { Data($0.bytes) }, limit]
             let rows = try Row.fetchAll(db, sql: """
-                SELECT n, id, signed, signature, seed, refusal, clock_skew FROM changes
-                WHERE (? IS NULL OR hlc >= ?) AND (? IS NULL OR device = ?)
-                  AND (? IS NULL OR n IN (SELECT id >> 16 FROM edits WHERE record = ?))
-                ORDER BY hlc DESC, device DESC LIMIT ?
-                """, arguments: [since.map { Int64($0 << 16) }, since.map { Int64($0 << 16) }, device?.description, device?.description,
-                                 record.map { Data($0.bytes) }, record.map { Data($0.bytes) }, limit])
+                SELECT * FROM (SELECT \(columns) FROM changes WHERE local = 0 AND \(filters) ORDER BY hlc DESC, device DESC LIMIT ?4)
+                \(ownPart)
+                ORDER BY hlc DESC, device DESC LIMIT ?4
+                """, arguments: StatementArguments(arguments + (ownPart.isEmpty ? [] : [own])))
             return try rows.map { row in
                 LoggedChange(change: try Self.loadChange(row, db), refusal: row["refusal"], clockSkew: row["clock_skew"])
             }

@@ -13,6 +13,9 @@ struct SQLiteStorage: ReplicaStorage {
     let keepsEnvelopes: Bool
     var roster: [DeviceID: RosterEntry]
     var clock: HybridClock
+    /// The replica's own device (`meta.device`; none on the server): its changes are stored
+    /// `local` (0014).
+    let localDevice: DeviceID?
     /// The change appended last, its local number (`changes.n`) and its values: its ops are
     /// saved next, record by record (`saveRecord`).
     var appended: (id: ChangeID, n: Int64, values: [UInt16: OpValue])?
@@ -41,21 +44,26 @@ struct SQLiteStorage: ReplicaStorage {
         self.wallMillis = wallMillis
         self.keepsEnvelopes = keepsEnvelopes
         self.roster = roster.entries
-        clock = HybridClock(last: try Self.lastHLC(db))
+        (clock, localDevice) = try Self.clockReading(db)
     }
 
     /// The clock's last reading, kept by the changes themselves: the clock ticks only for a change
     /// it stores and observes every change it stores, in the same transaction, so its reading is
-    /// the highest stored HLC (two index probes, as `hlc` holds the bits as a signed integer and
-    /// the highest may read as the lowest). Not kept in `meta`: rewriting that row was one more
-    /// B-tree in every durable commit. A replica made before still has it there, as a floor.
-    static func lastHLC(_ db: Database) throws -> HLC {
+    /// the highest stored HLC. That is the higher of two (0014): the own device's head, whose
+    /// changes this clock stamped in seq order (they are `local` and not in `changes_by_hlc`), and
+    /// `hlc_received`, which a trigger raises for every other change. Not a `meta` row rewritten
+    /// by every commit: that was one more B-tree in each durable `note add`. A replica made before
+    /// 0013 still has its reading in `meta.hlc`, as a floor. Also returns the own device.
+    static func clockReading(_ db: Database) throws -> (HybridClock, DeviceID?) {
         guard let row = try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT (SELECT MAX(hlc) FROM changes), (SELECT MIN(hlc) FROM changes), (SELECT value FROM meta WHERE key = 'hlc')
-            """)) else { return .zero }
-        let stored = [row[0] as Int64?, row[1] as Int64?].compactMap { $0.map { UInt64(bitPattern: $0) } }.max() ?? 0
-        let kept = (row[2] as String?).flatMap { UInt64($0) } ?? 0
-        return HLC(raw: max(stored, kept))
+            SELECT (SELECT value FROM meta WHERE key = 'device'), (SELECT value FROM meta WHERE key = 'hlc_received'),
+                   (SELECT hlc FROM changes WHERE device = (SELECT value FROM meta WHERE key = 'device') ORDER BY seq DESC LIMIT 1),
+                   (SELECT value FROM meta WHERE key = 'hlc')
+            """)) else { return (HybridClock(last: .zero), nil) }
+        let received = (row[1] as String?).flatMap { Int64($0) }.map { UInt64(bitPattern: $0) } ?? 0
+        let ownHead = (row[2] as Int64?).map { UInt64(bitPattern: $0) } ?? 0
+        let kept = (row[3] as String?).flatMap { UInt64($0) } ?? 0
+        return (HybridClock(last: HLC(raw: max(received, ownHead, kept))), (row[0] as String?).flatMap(DeviceID.init))
     }
 
     func rosterEntry(_ device: DeviceID) -> RosterEntry? { roster[device] }
@@ -96,12 +104,12 @@ struct SQLiteStorage: ReplicaStorage {
 
     mutating func appendToChain(_ c: SignedChange, refusal: CoreError?, clockSkewed: Bool) throws {
         try db.cachedStatement(sql: """
-            INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, seed, envelope)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            INSERT INTO changes (id, device, seq, hlc, wall, received_at, signed, signature, refusal_code, refusal, clock_skew, seed, envelope, local)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """).execute(arguments: [Data(c.id.bytes), c.change.device.description, Int64(c.change.seq), Int64(bitPattern: c.change.hlc.raw),
                              Int64(bitPattern: c.change.wallMillis), Int64(wallMillis), Data(c.bytes), Data(c.signature),
                              refusal?.code.description, refusal?.message, clockSkewed, c.seed.map { Data($0) },
-                             keepsEnvelopes ? Data(c.envelope) : nil])
+                             keepsEnvelopes ? Data(c.envelope) : nil, c.change.device == localDevice])
         let n = db.lastInsertedRowID
         appended = (c.id, n, c.values)
         // A chain grows only at its head (`Replicator` checked the link).
