@@ -233,6 +233,25 @@ import Testing
         try Self.expectNewestAboveEveryOther(store)
     }
 
+    @Test func theMigrationTakesTheHighestHLCInUnsignedOrder() throws {
+        let dir = TempDir()
+        let (now, field, coord) = try fieldLaptop(dir)
+        try addSurveyNote(now, field)
+        // A coordinator's clock absurdly far ahead (negative in SQLite), then one in the present.
+        let future = HLC(millis: 1 << 47 | 5, counter: 3)
+        let first = Self.coordNote(coord, seq: 1, prev: .zero, hlc: future)
+        _ = try now.receive([first, Self.coordNote(coord, seq: 2, prev: first.id, hlc: HLC(millis: Timestamps.nowMillis, counter: 0))])
+        let oldPath = dir.path + "/old.sqlite"
+        try oldLayoutReplica(at: oldPath, upTo: "sqlite/0013_fewer_pages_per_commit.sql", from: now) { src, db in
+            try copyRows(src, "SELECT * FROM meta WHERE key NOT IN ('roster_version', 'hlc_received')", into: "meta", of: db)
+            for table in ["roster", "changes", "edits", "records"] { try copyRows(src, "SELECT * FROM \(table)", into: table, of: db) }
+        }
+        let migrated = try ReplicaStore.open(path: oldPath)
+        #expect(try migrated.meta("hlc_received") == String(Int64(bitPattern: future.raw)))
+        try addSurveyNote(migrated, field)
+        try Self.expectNewestAboveEveryOther(migrated)
+    }
+
     @Test func aReplicaFromBeforeKeepsItsClockAndLog() throws {
         let dir = TempDir()
         let (now, field, coord) = try Self.mixedLaptop(dir)
