@@ -423,18 +423,36 @@ extension ReplicaStore {
             // (Asked for another device's changes, the own ones are not read at all.)
             let ownPart = own == nil || (device != nil && device?.description != own) ? "" : """
                 UNION ALL
-                SELECT * FROM (SELECT \(columns) FROM changes WHERE device = ?5 AND local = 1 AND \(filters) ORDER BY seq DESC LIMIT ?4)
+                SELECT * FROM (SELECT \(columns) FROM changes WHERE device = ?5 AND seq >= ?6 AND local = 1 AND \(filters) ORDER BY seq DESC LIMIT ?4)
                 """
-            let arguments: [(any DatabaseValueConvertible)?] = [since.map { Int64($0 << 16) }, device?.description, record.map { Data($0.bytes) }, limit]
+            let sinceHLC = since.map { Int64($0 << 16) }
+            var arguments: [(any DatabaseValueConvertible)?] = [sinceHLC, device?.description, record.map { Data($0.bytes) }, limit]
+            if let own, !ownPart.isEmpty {
+                arguments += [own, try sinceHLC.map { try Self.firstSeq(of: own, atOrAbove: $0, db) } ?? 0]
+            }
             let rows = try Row.fetchAll(db, sql: """
                 SELECT * FROM (SELECT \(columns) FROM changes WHERE local = 0 AND \(filters) ORDER BY hlc DESC, device DESC LIMIT ?4)
                 \(ownPart)
                 ORDER BY hlc DESC, device DESC LIMIT ?4
-                """, arguments: StatementArguments(arguments + (ownPart.isEmpty ? [] : [own])))
+                """, arguments: StatementArguments(arguments))
             return try rows.map { row in
                 LoggedChange(change: try Self.loadChange(row, db), refusal: row["refusal"], clockSkew: row["clock_skew"])
             }
         }
+    }
+
+    /// The lowest seq of `device` whose change is stamped `hlc` or later, by bisection: its
+    /// changes are in HLC order by seq, as the clock's reading also assumes (0014). Without it,
+    /// `log --since` read every own change when fewer than `limit` were that recent.
+    static func firstSeq(of device: String, atOrAbove hlc: Int64, _ db: Database) throws -> Int64 {
+        guard let top = try Int64.fetchOne(db, sql: "SELECT seq FROM changes WHERE device = ? ORDER BY seq DESC LIMIT 1", arguments: [device]) else { return 0 }
+        let stampAtOrAfter = try db.cachedStatement(sql: "SELECT hlc FROM changes WHERE device = ? AND seq >= ? ORDER BY seq LIMIT 1")
+        var low: Int64 = 0, high = top + 1  // the answer is in low...high
+        while low < high {
+            let mid = low + (high - low) / 2
+            if let stamp = try Int64.fetchOne(stampAtOrAfter, arguments: [device, mid]), stamp >= hlc { high = mid } else { low = mid + 1 }
+        }
+        return low
     }
 }
 
