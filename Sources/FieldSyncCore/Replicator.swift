@@ -28,7 +28,7 @@ public protocol ReplicaStorage {
 public enum ReceiveOutcome: Hashable, Sendable {
     /// Applied now (with any pending successors it released, in order).
     case applied([ChangeID])
-    /// Already held: nothing to do.
+    /// Already applied: nothing to do.
     case duplicate
     /// Waits for an earlier seq of its device.
     case pending
@@ -57,7 +57,7 @@ public enum Replicator {
             throw CoreError(.forkedChain, "device \(c.device) already has a different change at seq \(c.seq)")
         }
         if let held = try s.pending(device: c.device, seq: c.seq) {
-            if held.id == change.id { return .duplicate }
+            if held.id == change.id { return .pending }  // held already: it still waits
             throw CoreError(.forkedChain, "device \(c.device) already sent a different change at seq \(c.seq)")
         }
         // A prev that names a known change of this device at the wrong position is a forged seq,

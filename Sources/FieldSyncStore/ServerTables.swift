@@ -106,7 +106,11 @@ extension ReplicaStore {
                     continue
                 }
                 do {
-                    _ = try Replicator.receive(c, into: &s, wallMillis: now, verified: verified.contains(c.id))
+                    // A change that waits for an earlier one of its device (one refused outright:
+                    // a value this schema refuses) is held, not acknowledged. Acknowledged, the
+                    // laptop would count it delivered, though no one gets it until the gap is
+                    // filled; held, it stays in the laptop's outbox and `status` shows it waiting.
+                    guard try Replicator.receive(c, into: &s, wallMillis: now, verified: verified.contains(c.id)) != .pending else { continue }
                     result.accepted.append(c.id)
                     known.seqs[device] = max(known[device], c.change.seq)
                     if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT refusal_code, refusal FROM changes WHERE id = ? AND refusal_code IS NOT NULL"),

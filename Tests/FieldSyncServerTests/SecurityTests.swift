@@ -243,6 +243,25 @@ import Testing
         #expect(try await refusals([c], by: alice) == [c.id.hex: "invalid_value"])
     }
 
+    @Test func aChangeWaitingBehindARefusedOneIsNotAcknowledged() async throws {
+        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var d = ChangeDraft()
+        let id = RecordID.make()
+        d.create(id, type: .note, kind: "clearance_day")
+        d.set("depth_cm", to: .int(-5), onNew: id, type: .note)  // a draft the CLI would never make
+        let refused = try laptop.replica.commit(d, key: alice, wallMillis: Timestamps.nowMillis)
+        let after = try laptop.note("after").1
+        // Sent twice, as the laptop's next sync sends both again.
+        for _ in 0..<2 {
+            let b = syncBody([refused, after])
+            let (code, answer, _, _) = try await send(ts, headers: Signer(alice).headers(body: b), body: b)
+            #expect(code == 200)
+            #expect(answer["accepted"]?.arrayValue == [], "held behind the refused change, so not acknowledged")
+            #expect(answer["refused"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [refused.id.hex])
+        }
+        #expect(try !ts.store.hasChange(after.id))
+    }
+
     @Test func expiredInviteIsRefused() async throws {
         let token = try ts.store.createInvite(role: .field, name: "late", ttlMillis: 1, now: Timestamps.nowMillis - 10_000)
         let key = DeviceKey()
