@@ -233,23 +233,25 @@ import Testing
         #expect(try ts.store.view(id)?.fields["review"] == nil, "and applied nowhere")
     }
 
-    @Test func valueBreakingTheSchemaIsRefused() async throws {
-        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+    /// A new clearance day with a negative depth, which the schema refuses: a draft the CLI
+    /// would never make.
+    func negativeDepth(_ laptop: inout TestLaptop) throws -> SignedChange {
         var d = ChangeDraft()
         let id = RecordID.make()
         d.create(id, type: .note, kind: "clearance_day")
-        d.set("depth_cm", to: .int(-5), onNew: id, type: .note)  // a draft the CLI would never make
-        let c = try laptop.replica.commit(d, key: alice, wallMillis: Timestamps.nowMillis)
+        d.set("depth_cm", to: .int(-5), onNew: id, type: .note)
+        return try laptop.replica.commit(d, key: laptop.key, wallMillis: Timestamps.nowMillis)
+    }
+
+    @Test func valueBreakingTheSchemaIsRefused() async throws {
+        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        let c = try negativeDepth(&laptop)
         #expect(try await refusals([c], by: alice) == [c.id.hex: "invalid_value"])
     }
 
     @Test func aChangeWaitingBehindARefusedOneIsNotAcknowledged() async throws {
         var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
-        var d = ChangeDraft()
-        let id = RecordID.make()
-        d.create(id, type: .note, kind: "clearance_day")
-        d.set("depth_cm", to: .int(-5), onNew: id, type: .note)  // a draft the CLI would never make
-        let refused = try laptop.replica.commit(d, key: alice, wallMillis: Timestamps.nowMillis)
+        let refused = try negativeDepth(&laptop)
         let after = try laptop.note("after").1
         // Sent twice, as the laptop's next sync sends both again.
         for _ in 0..<2 {
