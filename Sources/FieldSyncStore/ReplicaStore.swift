@@ -419,15 +419,15 @@ extension ReplicaStore {
                 (?1 IS NULL OR hlc >= ?1) AND (?2 IS NULL OR device = ?2) AND (?3 IS NULL OR n IN (SELECT id >> 16 FROM edits WHERE record = ?3))
                 """
             let columns = "n, id, signed, signature, seed, refusal, clock_skew, hlc, device"
-            let own = try Meta.get("device", db)
-            // (Asked for another device's changes, the own ones are not read at all.)
-            let ownPart = own == nil || (device != nil && device?.description != own) ? "" : """
-                UNION ALL
-                SELECT * FROM (SELECT \(columns) FROM changes WHERE device = ?5 AND seq >= ?6 AND local = 1 AND \(filters) ORDER BY seq DESC LIMIT ?4)
-                """
             let sinceHLC = since.map { Int64($0 << 16) }
             var arguments: [(any DatabaseValueConvertible)?] = [sinceHLC, device?.description, record.map { Data($0.bytes) }, limit]
-            if let own, !ownPart.isEmpty {
+            var ownPart = ""
+            // (Asked for another device's changes, the own ones are not read at all.)
+            if let own = try Meta.get("device", db), device == nil || device?.description == own {
+                ownPart = """
+                    UNION ALL
+                    SELECT * FROM (SELECT \(columns) FROM changes WHERE device = ?5 AND seq >= ?6 AND local = 1 AND \(filters) ORDER BY seq DESC LIMIT ?4)
+                    """
                 arguments += [own, try sinceHLC.map { try Self.firstSeq(of: own, atOrAbove: $0, db) } ?? 0]
             }
             let rows = try Row.fetchAll(db, sql: """
