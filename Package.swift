@@ -57,9 +57,9 @@ let package = Package(
             name: "FieldSyncClient",
             dependencies: [
                 "FieldSyncCore", "FieldSyncStore",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Client/FieldSyncClient",
             swiftSettings: strict
@@ -107,7 +107,12 @@ let package = Package(
         ),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"], swiftSettings: strict),
         .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
-        .testTarget(name: "FieldSyncClientTests", dependencies: ["FieldSyncClient"], exclude: ["Fixtures"], swiftSettings: strict),
+        .testTarget(
+            name: "FieldSyncClientTests",
+            dependencies: ["FieldSyncClient", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "FieldSyncServerTests",
             dependencies: [

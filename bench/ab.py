@@ -6,21 +6,26 @@ apart from another's says little. This runs `fieldsync-bench --full --only-…` 
 in turn (A, B, A, B, …; the order flips every round), reads one figure from its JSON, and prints
 each build's median and the median of the per-round ratios B/A.
 
-    python3 bench/ab.py OLD_DIR NEW_DIR [--only b4] [--figure durable_notes_per_s] [--rounds 10]
+    python3 bench/ab.py OLD_DIR NEW_DIR [--only b4] [--figure durable_notes_per_s[,another,…]] [--rounds 10]
+
+With several figures (comma-separated), each is read from the same runs and reported on its own.
 
 Each folder holds `fieldsync-bench`, `fieldsync` and `fieldsync-server` from one release build
 (copy them out of `.build-release/release/` before changing the code).
 """
 import argparse, json, os, statistics, subprocess, sys
 
-def run(folder, only, figure):
+def run(folder, only, figures):
     out = subprocess.run([os.path.join(folder, "fieldsync-bench"), "--full", f"--only-{only}"],
                          capture_output=True, text=True, check=True).stdout
+    found = {}
     for line in out.splitlines():
         if line.startswith("{"):
             o = json.loads(line)
-            if figure in o: return float(o[figure])
-    sys.exit(f"no figure {figure} in the output of {folder}")
+            found.update({f: float(o[f]) for f in figures if f in o})
+    missing = [f for f in figures if f not in found]
+    if missing: sys.exit(f"no figure {', '.join(missing)} in the output of {folder}")
+    return found
 
 def main():
     a = argparse.ArgumentParser()
@@ -29,15 +34,18 @@ def main():
     a.add_argument("--figure", default="durable_notes_per_s")
     a.add_argument("--rounds", type=int, default=10)
     args = a.parse_args()
-    old, new, ratios = [], [], []
+    figures = args.figure.split(",")
+    old, new = {f: [] for f in figures}, {f: [] for f in figures}
     for r in range(args.rounds):
         pair = [(args.old, old), (args.new, new)]
         for folder, into in (pair if r % 2 == 0 else pair[::-1]):
-            into.append(run(folder, args.only, args.figure))
-        ratios.append(new[-1] / old[-1])
-        print(f"round {r + 1}: old {old[-1]:.1f}  new {new[-1]:.1f}  ratio {ratios[-1]:.3f}", flush=True)
-    print(f"{args.figure}: old median {statistics.median(old):.1f}, new median {statistics.median(new):.1f}, "
-          f"median ratio new/old {statistics.median(ratios):.3f} over {args.rounds} rounds")
+            for f, v in run(folder, args.only, figures).items(): into[f].append(v)
+        print(f"round {r + 1}: " + "; ".join(f"{f} old {old[f][-1]:.2f} new {new[f][-1]:.2f} ratio {new[f][-1] / old[f][-1]:.3f}"
+                                            for f in figures), flush=True)
+    for f in figures:
+        ratios = [n / o for o, n in zip(old[f], new[f])]
+        print(f"{f}: old median {statistics.median(old[f]):.2f}, new median {statistics.median(new[f]):.2f}, "
+              f"median ratio new/old {statistics.median(ratios):.3f} over {args.rounds} rounds")
 
 if __name__ == "__main__":
     main()

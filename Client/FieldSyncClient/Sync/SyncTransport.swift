@@ -1,9 +1,9 @@
-import AsyncHTTPClient
 import Crypto
 import FieldSyncCore
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import NIOSSL
 import Synchronization
 
@@ -19,36 +19,67 @@ public struct SyncFailure: Error, CustomStringConvertible, Sendable {
     public var description: String { message }
 }
 
-/// HTTPS to one sync server: trusts only the pinned CA (never the system roots), signs every
-/// request (RFC 9421) and checks every answer's signature against the pinned server key.
-public final class SyncTransport: Sendable {
-    let http: HTTPClient
+/// Where the server is, from its URL as enrolled (`https://HOST[:PORT][/PATH]`).
+struct ServerEndpoint: Sendable {
+    /// `https://` and the authority as written: requests are signed over this and their path,
+    /// and the server checks the signature against the Host it was sent.
     let base: String
+    let host: String
+    let port: Int
+    let authority: String
+    let basePath: String
+
+    init(_ url: String) throws {
+        let trimmed = url.hasSuffix("/") ? String(url.dropLast()) : url
+        guard trimmed.lowercased().hasPrefix("https://") else {
+            throw SyncFailure(.usage, "the server URL must start with https:// (got '\(url)')")
+        }
+        let rest = trimmed.dropFirst("https://".count)
+        let authority = String(rest.prefix { $0 != "/" })
+        guard let parsed = URLComponents(string: "https://" + authority), let host = parsed.host, !host.isEmpty,
+              parsed.user == nil, parsed.query == nil else {
+            throw SyncFailure(.usage, "'\(url)' is not a server URL (https://HOST[:PORT])")
+        }
+        self.host = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        port = parsed.port ?? 443
+        self.authority = authority
+        basePath = String(rest.dropFirst(authority.count))
+        base = "https://" + authority + basePath
+    }
+}
+
+/// HTTPS to one sync server: trusts only the pinned CA (never the system roots), signs every
+/// request (RFC 9421) and checks every answer's signature against the pinned server key. Keeps
+/// one connection for the requests that follow (`ConnectionSlot`).
+public final class SyncTransport: Sendable {
+    let endpoint: ServerEndpoint
+    let connections: ConnectionSlot
     let key: DeviceKey
     /// Milliseconds to add to the local clock to get the server's, learned from its answers: a
     /// transport kept for hours (`sync --watch`) follows the laptop's clock as it drifts.
     let offset: Atomic<Int64>
     let serverKey: [UInt8]?
 
-    /// - Parameter idleTimeout: how long a connection is kept for the next request (AsyncHTTPClient's default, 60 s, when nil).
+    var base: String { endpoint.base }
+
+    /// No byte moving either way for this long ends a request: a link gone dead (the request's
+    /// own deadline is minutes long, for slow links that still move).
+    static let stall = TimeAmount.seconds(60)
+    static let connectTimeout = TimeAmount.seconds(10)
+
+    /// - Parameter idleTimeout: how long a connection is kept for the next request (60 s when nil).
     public init(baseURL: String, caPEM: String, key: DeviceKey, offsetMillis: Int64, serverKey: [UInt8]?, idleTimeout: Duration? = nil) throws {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv12
-        var config = HTTPClient.Configuration(tlsConfiguration: tls)
-        config.timeout = .init(connect: .seconds(10), read: .seconds(60))
-        // A link that dies while a request goes up: no byte taken for 60 s ends it (the request's
-        // own deadline is minutes long, for slow links that still move).
-        config.timeout.write = .seconds(60)
-        if let idleTimeout { config.connectionPool = .init(idleTimeout: TimeAmount(idleTimeout)) }
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
-        base = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        endpoint = try ServerEndpoint(baseURL)
+        connections = ConnectionSlot(endpoint: endpoint, tls: try NIOSSLContext(configuration: tls), idleTimeout: idleTimeout ?? .seconds(60))
         self.key = key
         offset = Atomic(offsetMillis)
         self.serverKey = serverKey
     }
 
-    public func shutdown() async { try? await http.shutdown() }
+    public func shutdown() async { await connections.close() }
 
     /// The server's clock as its latest answer showed it, for signing the next requests.
     func learn(offsetMillis: Int64) { offset.store(offsetMillis, ordering: .relaxed) }
@@ -58,15 +89,13 @@ public final class SyncTransport: Sendable {
     public static func fetchPinnedCA(baseURL: String, pin: String) async throws -> String {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = .none
-        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
-        defer { Task { try? await http.shutdown() } }
-        let url = (baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL) + "/ca.pem"
-        let res: HTTPClientResponse
-        do { res = try await http.execute(HTTPClientRequest(url: url), timeout: .seconds(15)) } catch {
-            throw SyncFailure(.unreachable, "cannot reach \(baseURL): \(Self.describe(error))")
-        }
-        let pem = String(buffer: try await res.body.collect(upTo: 1 << 16))
-        guard res.status == .ok, let got = try? caPin(pem) else { throw SyncFailure(.authentication, "\(baseURL) did not offer a CA certificate") }
+        let endpoint = try ServerEndpoint(baseURL)
+        let slot = ConnectionSlot(endpoint: endpoint, tls: try NIOSSLContext(configuration: tls), idleTimeout: .seconds(1))
+        defer { Task { await slot.close() } }
+        let (head, body) = try await exchange(slot, endpoint: endpoint, head: request(endpoint, .GET, "/ca.pem", headers: []), body: [],
+                                              limit: 1 << 16, timeout: .seconds(15))
+        let pem = String(decoding: body, as: UTF8.self)
+        guard head.status == .ok, let got = try? caPin(pem) else { throw SyncFailure(.authentication, "\(endpoint.base) did not offer a CA certificate") }
         guard got == pin.lowercased() else { throw SyncFailure(.authentication, "the server's CA does not match the pin (got \(got))") }
         return pem
     }
@@ -77,10 +106,60 @@ public final class SyncTransport: Sendable {
         return "sha256:" + Array(SHA256.hash(data: try certs[0].toDERBytes())).hex
     }
 
+    static func request(_ endpoint: ServerEndpoint, _ method: HTTPMethod, _ path: String, headers: [(String, String)]) -> HTTPRequestHead {
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: endpoint.basePath + path)
+        head.headers.add(name: "Host", value: endpoint.authority)
+        head.headers.add(name: "User-Agent", value: "fieldsync")
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
+        return head
+    }
+
+    /// One request on the slot's connection (opened if need be), the connection given back after
+    /// a whole answer; any failure is turned into the `SyncFailure` it means for the user.
+    static func exchange(_ slot: ConnectionSlot, endpoint: ServerEndpoint, head: HTTPRequestHead, body: [UInt8], limit: Int,
+                         timeout: TimeAmount) async throws -> (HTTPResponseHead, [UInt8]) {
+        var head = head
+        head.headers.add(name: "Content-Length", value: String(body.count))
+        var connection: HTTPSConnection?
+        do {
+            let c = try await slot.take()
+            connection = c
+            let (answer, bytes) = try await c.send(head, body: ByteBuffer(bytes: body), limit: limit, stall: stall, deadline: .now() + timeout)
+            await slot.put(c)
+            return (answer, Array(bytes.readableBytesView))
+        } catch {
+            connection?.close()
+            // Stopped (SIGTERM to `sync --watch`), not a bad link.
+            if Task.isCancelled { throw CancellationError() }
+            throw failure(error, endpoint)
+        }
+    }
+
+    /// What a failed request means: a server whose certificate does not chain to the pinned CA
+    /// (or names another host) is not a bad link, so it is not retried.
+    static func failure(_ error: any Error, _ endpoint: ServerEndpoint) -> SyncFailure {
+        if let e = error as? NIOSSLError, case .handshakeFailed = e {
+            return SyncFailure(.authentication, "the server's TLS certificate does not verify against the pinned CA: \(e)")
+        }
+        if let e = error as? NIOSSLExtraError, e == .failedToValidateHostname {
+            return SyncFailure(.authentication, "the server's TLS certificate is not for \(endpoint.host): \(e)")
+        }
+        return SyncFailure(.unreachable, "cannot reach \(endpoint.base): \(describe(error))")
+    }
+
     static func describe(_ error: any Error) -> String {
-        if let e = error as? HTTPClientError { return "\(e)" }
-        if let e = error as? NIOSSLError { return "TLS: \(e)" }
-        return "\(error)"
+        switch error {
+        case let e as NIOConnectionError:
+            if e.connectionErrors.isEmpty, e.dnsAError != nil || e.dnsAAAAError != nil { return "cannot resolve \(e.host)" }
+            return e.connectionErrors.first.map { describe($0.error) } ?? "no connection"
+        case let e as ChannelError:
+            if case .connectTimeout = e { return "no connection within \(connectTimeout.nanoseconds / 1_000_000_000) s" }
+            if case .ioOnClosedChannel = e { return "the connection was closed" }
+            return "\(e)"
+        case let e as IOError: return String(cString: strerror(e.errnoCode)).lowercased()
+        case let e as NIOSSLError: return "TLS: \(e)"
+        default: return "\(error)"
+        }
     }
 
     /// The server's clock, read from `/healthz` (unauthenticated), to sign with a fresh `created`.
@@ -95,37 +174,21 @@ public final class SyncTransport: Sendable {
     public func send(method: HTTPMethod, path: String, body: [UInt8], contentType: String = SyncProtocol.contentType, sign: Bool = true,
                      answerKey: [UInt8]? = nil, timeout: TimeAmount = .seconds(60)) async throws -> (Int, [UInt8]) {
         let url = base + path
-        var req = HTTPClientRequest(url: url)
-        req.method = method
         let digest = HTTPSignature.contentDigest(body)
         let nonce = HTTPSignature.nonce()
-        req.headers.add(name: "Content-Type", value: contentType)
-        req.headers.add(name: "Content-Digest", value: digest)
+        var headers = [("Content-Type", contentType), ("Content-Digest", digest)]
         if sign {
             let created = (Int64(Timestamps.nowMillis) + offset.load(ordering: .relaxed)) / 1000
             let params = HTTPSignature.Parameters(components: HTTPSignature.requestComponents, created: created, expires: created + 120,
                                                   nonce: nonce, keyid: key.deviceID.description)
             let (input, sig) = HTTPSignature.sign(values: [method.rawValue, url, digest, contentType], parameters: params, key: key)
-            req.headers.add(name: "Signature-Input", value: input)
-            req.headers.add(name: "Signature", value: sig)
+            headers += [("Signature-Input", input), ("Signature", sig)]
         }
-        req.body = .bytes(ByteBuffer(bytes: body))
-        let res: HTTPClientResponse
-        let bytes: [UInt8]
-        do {
-            res = try await http.execute(req, timeout: timeout)
-            bytes = Array(try await res.body.collect(upTo: SyncProtocol.maxBodyBytes * 2).readableBytesView)
-        } catch let e as NIOSSLError {
-            // The server's certificate does not chain to the pinned CA: not a bad link, so no retry.
-            throw SyncFailure(.authentication, "the server's TLS certificate does not verify against the pinned CA: \(e)")
-        } catch {
-            // Stopped (SIGTERM to `sync --watch`), not a bad link.
-            if Task.isCancelled { throw CancellationError() }
-            throw SyncFailure(.unreachable, "cannot reach \(base): \(Self.describe(error))")
-        }
+        let (res, bytes) = try await Self.exchange(connections, endpoint: endpoint, head: Self.request(endpoint, method, path, headers: headers),
+                                                   body: body, limit: SyncProtocol.maxBodyBytes * 2, timeout: timeout)
         let status = Int(res.status.code)
         if sign, let pinned = answerKey ?? serverKey {
-            try verifyAnswer(res, body: bytes, status: status, nonce: nonce, key: pinned)
+            try verifyAnswer(res.headers, body: bytes, status: status, nonce: nonce, key: pinned)
         }
         guard (200..<300).contains(status) else {
             let detail = (try? JSONDecoder().decode(Problem.self, from: Data(bytes)))?.detail ?? "HTTP \(status)"
@@ -150,9 +213,9 @@ public final class SyncTransport: Sendable {
         }
     }
 
-    func verifyAnswer(_ res: HTTPClientResponse, body: [UInt8], status: Int, nonce: String, key: [UInt8]) throws {
-        guard let input = res.headers.first(name: "Signature-Input"), let sig = res.headers.first(name: "Signature"),
-              let digest = res.headers.first(name: "Content-Digest"), let ctype = res.headers.first(name: "Content-Type"),
+    func verifyAnswer(_ headers: HTTPHeaders, body: [UInt8], status: Int, nonce: String, key: [UInt8]) throws {
+        guard let input = headers.first(name: "Signature-Input"), let sig = headers.first(name: "Signature"),
+              let digest = headers.first(name: "Content-Digest"), let ctype = headers.first(name: "Content-Type"),
               digest == HTTPSignature.contentDigest(body),
               let (params, signature) = try? HTTPSignature.parse(input: input, signature: sig),
               params.components == HTTPSignature.responseComponents, params.nonce == nonce,
@@ -160,5 +223,44 @@ public final class SyncTransport: Sendable {
         else {
             throw SyncFailure(.authentication, "the answer is not signed by the pinned server key: refusing it")
         }
+    }
+}
+
+/// The transport's one kept connection. A request takes the connection for itself and gives it
+/// back after a whole answer, so two requests never share one (the pull ahead of a first sync
+/// can overlap the next request when it is called off): the second opens a connection of its own.
+actor ConnectionSlot {
+    let endpoint: ServerEndpoint
+    let tls: NIOSSLContext
+    let idleTimeout: Duration
+    var idle: (connection: HTTPSConnection, since: ContinuousClock.Instant)?
+    var closed = false
+
+    init(endpoint: ServerEndpoint, tls: NIOSSLContext, idleTimeout: Duration) {
+        self.endpoint = endpoint
+        self.tls = tls
+        self.idleTimeout = idleTimeout
+    }
+
+    func take() async throws -> HTTPSConnection {
+        if let (connection, since) = idle {
+            idle = nil
+            // Idle too long, the server may be closing it as the request goes out: a new one.
+            if connection.isOpen && since.duration(to: .now) < idleTimeout { return connection }
+            connection.close()
+        }
+        return try await HTTPSConnection.connect(host: endpoint.host, port: endpoint.port, tls: tls, timeout: SyncTransport.connectTimeout)
+    }
+
+    func put(_ connection: HTTPSConnection) async {
+        guard !closed, idle == nil, connection.isOpen else { return connection.close() }
+        idle = (connection, .now)
+    }
+
+    func close() async {
+        closed = true
+        let kept = idle?.connection
+        idle = nil
+        kept?.close()
     }
 }

@@ -1,0 +1,227 @@
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// One HTTPS connection to the sync server, HTTP/1.1, one request at a time (never pipelined).
+/// The whole answer is gathered on the connection's event loop and handed to the waiting task
+/// once: a sync's exchange costs one hop to the event loop and one back.
+///
+/// Built on NIO directly rather than AsyncHTTPClient: the laptop talks to one server, one request
+/// at a time, and needs none of a general client's pool, redirects, proxies or HTTP/2, whose
+/// per-request and per-connection work was measurable in a small sync (BENCHMARKS.md, tenth
+/// session).
+final class HTTPSConnection: Sendable {
+    let channel: any Channel
+    let end: End
+
+    /// Whether the connection is being closed, and why, shared by the connection and its collector.
+    /// TLS keeps a closing channel active until the server has answered the close (or a timeout),
+    /// so `isActive` alone would offer a closing connection for the next request.
+    final class End: Sendable {
+        let closing = Atomic(false)
+        /// What ended the connection while no request was in flight (a failed handshake, found
+        /// while the caller was still reading what to send), for the request that comes next.
+        let error: NIOLoopBoundBox<(any Error)?>
+
+        init(_ loop: any EventLoop) { error = .makeEmptyBox(valueType: (any Error).self, eventLoop: loop) }
+    }
+
+    private init(channel: any Channel, end: End) {
+        self.channel = channel
+        self.end = end
+    }
+
+    /// Why a request on this connection ended without an answer (besides the channel's own errors).
+    struct Failure: Error, CustomStringConvertible, Sendable {
+        let description: String
+    }
+
+    /// Opens the TCP connection; the TLS handshake starts at once and the first request waits for it.
+    static func connect(host: String, port: Int, tls: NIOSSLContext, timeout: TimeAmount) async throws -> HTTPSConnection {
+        // SNI names a host, never an address: for an address, NIOSSL checks the certificate's
+        // IP entries against the peer's address instead.
+        let sni = Self.isAddress(host) ? nil : host
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let end = End(loop)
+        let bootstrap = ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sni))
+                    try pipeline.addHTTPClientHandlers()
+                    try pipeline.addHandler(AnswerCollector(end: end))
+                }
+            }
+        return HTTPSConnection(channel: try await bootstrap.connect(host: host, port: port).get(), end: end)
+    }
+
+    static func isAddress(_ host: String) -> Bool {
+        host.contains(":") || (!host.isEmpty && host.allSatisfy { $0.isASCII && ($0.isNumber || $0 == ".") })
+    }
+
+    /// Open and not closing: the collector starts closing it before it hands over an answer
+    /// after which the server ends the connection, or a failure.
+    var isOpen: Bool { channel.isActive && !end.closing.load(ordering: .acquiring) }
+
+    /// Sends one request and returns the whole answer. Fails when no byte moves either way for
+    /// `stall`, when `deadline` passes, when the answer grows beyond `limit` bytes, or when the
+    /// connection ends first; the connection is closed then, and must not be used again.
+    func send(_ head: HTTPRequestHead, body: ByteBuffer, limit: Int, stall: TimeAmount, deadline: NIODeadline) async throws -> (HTTPResponseHead, ByteBuffer) {
+        let answer = channel.eventLoop.makePromise(of: (HTTPResponseHead, ByteBuffer).self)
+        let request = AnswerCollector.Request(head: head, body: body, limit: limit, stall: stall, deadline: deadline, answer: answer)
+        let (channel, end) = (self.channel, self.end)
+        // On the event loop, so that a connection found open reaches the collector, which then
+        // owns the answer; one found closed fails it here, with what closed it.
+        channel.eventLoop.execute {
+            if channel.isActive && !end.closing.load(ordering: .relaxed) {
+                channel.writeAndFlush(request, promise: nil)
+            } else {
+                answer.fail(end.error.value ?? Failure(description: "the connection was closed before the request"))
+            }
+        }
+        // Cancelled (SIGTERM to `sync --watch`): closing fails the answer at once.
+        return try await withTaskCancellationHandler { try await answer.futureResult.get() } onCancel: { channel.close(promise: nil) }
+    }
+
+    /// Starts closing, without waiting for TLS to finish: on a dead link that takes seconds, and
+    /// nothing after needs it done.
+    func close() { channel.close(promise: nil) }
+}
+
+/// The request in flight on a connection and what has come back of its answer.
+final class AnswerCollector: ChannelDuplexHandler {
+    struct Request: Sendable {
+        let head: HTTPRequestHead
+        let body: ByteBuffer
+        let limit: Int
+        let stall: TimeAmount
+        let deadline: NIODeadline
+        let answer: EventLoopPromise<(HTTPResponseHead, ByteBuffer)>
+    }
+    typealias OutboundIn = Request
+    typealias OutboundOut = HTTPClientRequestPart
+    typealias InboundIn = HTTPClientResponsePart
+
+    /// A body goes out in pieces this size, so that each piece written is progress the stall
+    /// check sees (one write of a whole upload completes only at its end).
+    static let piece = 16 * 1024
+
+    let end: HTTPSConnection.End
+    var answer: EventLoopPromise<(HTTPResponseHead, ByteBuffer)>?
+    var limit = 0
+    var head: HTTPResponseHead?
+    var body = ByteBuffer()
+    var lastProgress = NIODeadline.now()
+    var deadlineTimer: Scheduled<Void>?
+    var stallTimer: Scheduled<Void>?
+
+    init(end: HTTPSConnection.End) { self.end = end }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        guard answer == nil else {
+            request.answer.fail(HTTPSConnection.Failure(description: "a request is already in flight on this connection"))
+            return
+        }
+        answer = request.answer
+        limit = request.limit
+        head = nil
+        body.clear()
+        lastProgress = .now()
+        let loop = context.eventLoop.assumeIsolated()
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        deadlineTimer = loop.scheduleTask(deadline: request.deadline) { [self] in
+            fail(bound.value, HTTPSConnection.Failure(description: "no whole answer before the request's deadline"))
+        }
+        watchStall(context, every: request.stall)
+        context.write(wrapOutboundOut(.head(request.head)), promise: nil)
+        var rest = request.body
+        while rest.readableBytes > 0, let part = rest.readSlice(length: min(Self.piece, rest.readableBytes)) {
+            let written = context.eventLoop.makePromise(of: Void.self)
+            written.futureResult.assumeIsolated().whenSuccess { [self] in lastProgress = .now() }
+            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
+        }
+        context.write(wrapOutboundOut(.end(nil)), promise: promise)
+    }
+
+    /// Fails the request when neither a read nor a written piece has moved for `stall`.
+    func watchStall(_ context: ChannelHandlerContext, every stall: TimeAmount) {
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        stallTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastProgress + stall) { [self] in
+            guard answer != nil else { return }
+            if NIODeadline.now() - lastProgress >= stall {
+                fail(bound.value, HTTPSConnection.Failure(description: "nothing moved for \(stall.nanoseconds / 1_000_000_000) s"))
+            } else {
+                watchStall(bound.value, every: stall)
+            }
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastProgress = .now()
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+        case .body(var part):
+            guard body.readableBytes + part.readableBytes <= limit else {
+                return fail(context, HTTPSConnection.Failure(description: "the answer is larger than \(limit) bytes"))
+            }
+            body.writeBuffer(&part)
+        case .end:
+            guard let head, let answer else { return fail(context, HTTPSConnection.Failure(description: "an answer came with no request")) }
+            finish()
+            // The server ends the connection after this answer: closed first, it is not offered
+            // for the next request.
+            if !head.isKeepAlive { close(context) }
+            answer.succeed((head, body))
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) { fail(context, error) }
+
+    /// Closed from outside (a cancelled request, the transport shut down): the request in
+    /// flight fails now, not when TLS has finished closing, which on a dead link takes seconds.
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        end.closing.store(true, ordering: .releasing)
+        if let answer {
+            finish()
+            answer.fail(HTTPSConnection.Failure(description: "the connection was closed during the request"))
+        }
+        context.close(mode: mode, promise: promise)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end.closing.store(true, ordering: .releasing)
+        if let answer {
+            finish()
+            answer.fail(HTTPSConnection.Failure(description: "the server closed the connection before its answer was whole"))
+        }
+        context.fireChannelInactive()
+    }
+
+    /// Closes the connection first, so that the task woken by the failure finds it closed.
+    func fail(_ context: ChannelHandlerContext, _ error: any Error) {
+        let waiting = answer
+        finish()
+        if waiting == nil && end.error.value == nil { end.error.value = error }
+        close(context)
+        waiting?.fail(error)
+    }
+
+    func close(_ context: ChannelHandlerContext) {
+        end.closing.store(true, ordering: .releasing)
+        context.close(promise: nil)
+    }
+
+    func finish() {
+        answer = nil
+        deadlineTimer?.cancel()
+        stallTimer?.cancel()
+        deadlineTimer = nil
+        stallTimer = nil
+    }
+}

@@ -1,0 +1,156 @@
+@testable import FieldSyncClient
+import FieldSyncCore
+import Foundation
+import NIOCore
+import NIOHTTP1
+import Testing
+
+/// An HTTPS server that misbehaves in one way (`Fixtures/odd_tls_server.py`), with a certificate
+/// from a real `fieldsync-server init`'s CA.
+final class OddServer: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+    let caPEM: String
+
+    init(_ mode: String, _ server: LiveServer) throws {
+        caPEM = try String(contentsOfFile: server.dir + "/ca.pem", encoding: .utf8)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/odd_tls_server.py").path,
+                             mode, server.dir + "/tls.pem", server.dir + "/tls.key"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            guard !chunk.isEmpty else { throw CLIError("odd_tls_server.py \(mode) exited before listening") }
+            line.append(chunk)
+        }
+        port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))!
+    }
+
+    var url: String { "https://127.0.0.1:\(port)" }
+
+    func transport() throws -> SyncTransport {
+        try SyncTransport(baseURL: url, caPEM: caPEM, key: DeviceKey(), offsetMillis: 0, serverKey: nil)
+    }
+
+    deinit { process.terminate() }
+}
+
+/// The sync transport against servers that stop answering, answer too much or close after each
+/// answer: each request ends with the failure the user would be told about, never a hang.
+@Suite struct TransportTests {
+    static func get(_ c: HTTPSConnection, limit: Int = 1 << 20, stall: TimeAmount = .seconds(30),
+                    deadline: TimeAmount = .seconds(30)) async throws -> (HTTPResponseHead, ByteBuffer) {
+        var head = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/healthz")
+        head.headers.add(name: "Host", value: "127.0.0.1")
+        head.headers.add(name: "Content-Length", value: "0")
+        return try await c.send(head, body: ByteBuffer(), limit: limit, stall: stall, deadline: .now() + deadline)
+    }
+
+    static func connect(_ odd: OddServer) async throws -> HTTPSConnection {
+        let t = try odd.transport()
+        return try await HTTPSConnection.connect(host: "127.0.0.1", port: odd.port, tls: t.connections.tls, timeout: .seconds(5))
+    }
+
+    /// The failure a request ended with, and how long it took to end.
+    static func failure(_ body: () async throws -> Void) async -> (String, Duration) {
+        let start = ContinuousClock.now
+        do { try await body() } catch { return ("\(error)", ContinuousClock.now - start) }
+        return ("no failure", ContinuousClock.now - start)
+    }
+
+    @Test func anAnswerThatNeverComesEndsTheRequestWhenNothingMoves() async throws {
+        let odd = try OddServer("silent", try LiveServer())
+        let c = try await Self.connect(odd)
+        let (message, took) = await Self.failure { _ = try await Self.get(c, stall: .milliseconds(400)) }
+        #expect(message.contains("nothing moved"), "\(message)")
+        // Well before the server gives up (60 s). Not tighter: other suites' processes share the cores.
+        #expect(took < .seconds(50))
+        #expect(!c.isOpen, "a connection whose request failed is closed, never reused")
+    }
+
+    @Test func aRequestEndsAtItsDeadlineThoughTheLinkIsAlive() async throws {
+        let odd = try OddServer("silent", try LiveServer())
+        let c = try await Self.connect(odd)
+        let (message, took) = await Self.failure { _ = try await Self.get(c, deadline: .milliseconds(400)) }
+        #expect(message.contains("deadline"), "\(message)")
+        #expect(took < .seconds(50))
+    }
+
+    @Test func aCancelledRequestEndsWithoutWaitingForTLSToClose() async throws {
+        let odd = try OddServer("silent", try LiveServer())
+        let c = try await Self.connect(odd)
+        let request = Task { try await Self.get(c) }
+        try await Task.sleep(for: .milliseconds(300))
+        request.cancel()
+        // Failed by the collector as the close went by, not later by the channel going inactive
+        // (TLS waits for the silent server's close_notify first).
+        let (message, _) = await Self.failure { _ = try await request.value }
+        #expect(message.contains("closed during the request"), "\(message)")
+        #expect(!c.isOpen)
+        // Through the transport, a cancelled sync is a cancellation, not a bad link.
+        let t = try odd.transport()
+        let sync = Task { try await t.send(method: .GET, path: "/healthz", body: [], sign: false) }
+        try await Task.sleep(for: .milliseconds(300))
+        sync.cancel()
+        await #expect(throws: CancellationError.self) { _ = try await sync.value }
+    }
+
+    @Test func anAnswerLargerThanTheLimitIsRefused() async throws {
+        let odd = try OddServer("big", try LiveServer())
+        let c = try await Self.connect(odd)
+        let (message, _) = await Self.failure { _ = try await Self.get(c, limit: 100_000) }
+        #expect(message.contains("larger than 100000 bytes"), "\(message)")
+        // Under the limit, the whole answer arrives.
+        let fresh = try await Self.connect(odd)
+        let (head, body) = try await Self.get(fresh, limit: 4 << 20)
+        #expect(head.status == .ok && body.readableBytes == 2 * 1024 * 1024)
+        fresh.close()
+    }
+
+    @Test func aConnectionTheServerClosesAfterItsAnswerIsNotUsedAgain() async throws {
+        let odd = try OddServer("close", try LiveServer())
+        let t = try odd.transport()
+        // Each answer says `Connection: close`: each request gets a connection of its own (the
+        // server counts them), none fails on the one closed behind the last answer.
+        for n in 1...3 {
+            let (status, body) = try await t.send(method: .GET, path: "/healthz", body: [], sign: false)
+            #expect(status == 200 && String(decoding: body, as: UTF8.self) == "ok \(n)")
+        }
+        await t.shutdown()
+    }
+
+    @Test func aLinkGoneDeadIsUnreachableAndAServerOfAnotherCAIsNotTrusted() async throws {
+        let server = try LiveServer()
+        let odd = try OddServer("silent", server)
+        // Nothing listens on the port any more: unreachable (exit 3), retried by `sync`.
+        let closed = try SyncTransport(baseURL: "https://127.0.0.1:1", caPEM: odd.caPEM, key: DeviceKey(), offsetMillis: 0, serverKey: nil)
+        let (refused, _) = await Self.failure { _ = try await closed.send(method: .GET, path: "/healthz", body: [], sign: false) }
+        #expect(refused.hasPrefix("cannot reach https://127.0.0.1:1"), "\(refused)")
+        // A server whose certificate chains to another CA: authentication (exit 4), not a bad link.
+        let other = try LiveServer()
+        let stranger = try SyncTransport(baseURL: odd.url, caPEM: try String(contentsOfFile: other.dir + "/ca.pem", encoding: .utf8),
+                                         key: DeviceKey(), offsetMillis: 0, serverKey: nil)
+        do {
+            _ = try await stranger.send(method: .GET, path: "/healthz", body: [], sign: false)
+            Issue.record("a server of another CA was trusted")
+        } catch let f as SyncFailure {
+            #expect(f.exit == .authentication && f.message.contains("pinned CA"), "\(f.message)")
+        }
+    }
+
+    @Test func serverURLsAreReadAsEnrolled() throws {
+        let plain = try ServerEndpoint("https://depot.example")
+        #expect(plain.host == "depot.example" && plain.port == 443 && plain.authority == "depot.example" && plain.base == "https://depot.example")
+        let full = try ServerEndpoint("https://10.0.0.5:8443/fieldsync/")
+        #expect(full.host == "10.0.0.5" && full.port == 8443 && full.basePath == "/fieldsync" && full.base == "https://10.0.0.5:8443/fieldsync")
+        let v6 = try ServerEndpoint("https://[::1]:9443")
+        #expect(v6.host == "::1" && v6.port == 9443 && v6.authority == "[::1]:9443")
+        #expect(HTTPSConnection.isAddress("10.0.0.5") && HTTPSConnection.isAddress("::1") && !HTTPSConnection.isAddress("depot.example"))
+        for bad in ["http://depot.example", "depot.example:8443", "https://", "https://user@depot.example"] {
+            #expect(throws: SyncFailure.self, "\(bad)") { try ServerEndpoint(bad) }
+        }
+    }
+}
