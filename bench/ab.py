@@ -27,6 +27,11 @@ def run(folder, only, figures):
     if missing: sys.exit(f"no figure {', '.join(missing)} in the output of {folder}")
     return found
 
+def ratio(old, new):
+    """new/old; 1 when both are 0 (a count that should stay 0, such as B3's refusals)."""
+    if old == 0: return 1.0 if new == 0 else float("inf")
+    return new / old
+
 def main():
     a = argparse.ArgumentParser()
     a.add_argument("old"); a.add_argument("new")
@@ -40,10 +45,10 @@ def main():
         pair = [(args.old, old), (args.new, new)]
         for folder, into in (pair if r % 2 == 0 else pair[::-1]):
             for f, v in run(folder, args.only, figures).items(): into[f].append(v)
-        print(f"round {r + 1}: " + "; ".join(f"{f} old {old[f][-1]:.2f} new {new[f][-1]:.2f} ratio {new[f][-1] / old[f][-1]:.3f}"
+        print(f"round {r + 1}: " + "; ".join(f"{f} old {old[f][-1]:.2f} new {new[f][-1]:.2f} ratio {ratio(old[f][-1], new[f][-1]):.3f}"
                                             for f in figures), flush=True)
     for f in figures:
-        ratios = [n / o for o, n in zip(old[f], new[f])]
+        ratios = [ratio(o, n) for o, n in zip(old[f], new[f])]
         print(f"{f}: old median {statistics.median(old[f]):.2f}, new median {statistics.median(new[f]):.2f}, "
               f"median ratio new/old {statistics.median(ratios):.3f} over {args.rounds} rounds")
 

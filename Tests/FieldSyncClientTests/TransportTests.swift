@@ -141,6 +141,55 @@ final class OddServer: @unchecked Sendable {
         }
     }
 
+    @Test func aSlowUploadThatKeepsMovingIsNotCutOff() async throws {
+        // The server takes 320 kB/s through a small buffer; nothing may stall for 0.8 s, and the
+        // whole upload takes seconds: each piece that leaves counts as progress.
+        let odd = try OddServer("slow", try LiveServer())
+        let c = try await Self.connect(odd)
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/sync")
+        head.headers.add(name: "Host", value: "127.0.0.1")
+        head.headers.add(name: "Content-Length", value: String(1 << 20))
+        let (answer, body) = try await c.send(head, body: ByteBuffer(repeating: 7, count: 1 << 20), limit: 1000, stall: .milliseconds(800),
+                                              deadline: .now() + .seconds(60))
+        #expect(answer.status == .ok && String(buffer: body) == "got \(1 << 20)")
+        c.close()
+    }
+
+    @Test func aKeptConnectionIsUsedAgainAndOneTheServerClosedIsReplaced() async throws {
+        let odd = try OddServer("count", try LiveServer())
+        let t = try odd.transport()
+        func ask(_ path: String = "/healthz") async throws -> String {
+            String(decoding: try await t.send(method: .GET, path: path, body: [], sign: false).1, as: UTF8.self)
+        }
+        #expect(try await ask() == "ok 1")
+        #expect(try await ask() == "ok 1", "the second request goes on the kept connection")
+        // The server lets the connection go 0.1 s after this answer, as it does an idle one: the
+        // next request opens another, and does not fail on the closed one.
+        #expect(try await ask("/bye") == "ok 1")
+        try await Task.sleep(for: .milliseconds(1500))
+        #expect(try await ask() == "ok 2")
+        await t.shutdown()
+    }
+
+    @Test func anAnswerThatEndsWithTheConnectionIsWhole() async throws {
+        let odd = try OddServer("eof", try LiveServer())
+        let t = try odd.transport()
+        let (status, body) = try await t.send(method: .GET, path: "/healthz", body: [], sign: false)
+        #expect(status == 200 && String(decoding: body, as: UTF8.self) == "all of it, until the end")
+        await t.shutdown()
+    }
+
+    @Test func aLinkCutDuringTheHandshakeIsABadLinkNotABadCertificate() async throws {
+        let odd = try OddServer("hangup", try LiveServer())
+        let t = try odd.transport()
+        do {
+            _ = try await t.send(method: .GET, path: "/healthz", body: [], sign: false)
+            Issue.record("a request through a hung-up handshake succeeded")
+        } catch let f as SyncFailure {
+            #expect(f.exit == .unreachable && f.message.contains("handshake"), "\(f.message)")
+        }
+    }
+
     @Test func serverURLsAreReadAsEnrolled() throws {
         let plain = try ServerEndpoint("https://depot.example")
         #expect(plain.host == "depot.example" && plain.port == 443 && plain.authority == "depot.example" && plain.base == "https://depot.example")

@@ -48,6 +48,11 @@ final class HTTPSConnection: Sendable {
         let bootstrap = ClientBootstrap(group: loop)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            // A small send buffer, so that a written piece of an upload is one that has nearly
+            // left the laptop: the stall check sees a slow link's progress, where a buffer the
+            // kernel grows to megabytes would swallow the whole upload at once and then show
+            // nothing moving while it drains. (It bounds an upload to 128 kB per round trip.)
+            .channelOption(.socketOption(.so_sndbuf), value: 64 * 1024)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -106,8 +111,9 @@ final class AnswerCollector: ChannelDuplexHandler {
     typealias OutboundOut = HTTPClientRequestPart
     typealias InboundIn = HTTPClientResponsePart
 
-    /// A body goes out in pieces this size, so that each piece written is progress the stall
-    /// check sees (one write of a whole upload completes only at its end).
+    /// A body goes out in pieces this size, each written and flushed after the one before has
+    /// gone, so that each is progress the stall check sees (TLS merges the writes of one flush,
+    /// and they all complete only when the last byte has gone).
     static let piece = 16 * 1024
 
     let end: HTTPSConnection.End
@@ -118,6 +124,9 @@ final class AnswerCollector: ChannelDuplexHandler {
     var lastProgress = NIODeadline.now()
     var deadlineTimer: Scheduled<Void>?
     var stallTimer: Scheduled<Void>?
+    /// What is left of the request's body, and the promise of its last write.
+    var unsent = ByteBuffer()
+    var sent: EventLoopPromise<Void>?
 
     init(end: HTTPSConnection.End) { self.end = end }
 
@@ -135,17 +144,33 @@ final class AnswerCollector: ChannelDuplexHandler {
         let loop = context.eventLoop.assumeIsolated()
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         deadlineTimer = loop.scheduleTask(deadline: request.deadline) { [self] in
+            guard answer != nil else { return }
             fail(bound.value, HTTPSConnection.Failure(description: "no whole answer before the request's deadline"))
         }
         watchStall(context, every: request.stall)
         context.write(wrapOutboundOut(.head(request.head)), promise: nil)
-        var rest = request.body
-        while rest.readableBytes > 0, let part = rest.readSlice(length: min(Self.piece, rest.readableBytes)) {
-            let written = context.eventLoop.makePromise(of: Void.self)
-            written.futureResult.assumeIsolated().whenSuccess { [self] in lastProgress = .now() }
-            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
+        unsent = request.body
+        sent = promise
+        writeNextPiece(context)
+    }
+
+    /// Writes and flushes the next piece of the body, or its end; the piece after goes when this
+    /// one has left.
+    func writeNextPiece(_ context: ChannelHandlerContext) {
+        guard answer != nil else { return }
+        guard unsent.readableBytes > 0, let part = unsent.readSlice(length: min(Self.piece, unsent.readableBytes)) else {
+            let last = sent
+            sent = nil
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: last)
+            return
         }
-        context.write(wrapOutboundOut(.end(nil)), promise: promise)
+        let written = context.eventLoop.makePromise(of: Void.self)
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        written.futureResult.assumeIsolated().whenSuccess { [self] in
+            lastProgress = .now()
+            writeNextPiece(bound.value)
+        }
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
     }
 
     /// Fails the request when neither a read nor a written piece has moved for `stall`.
@@ -154,7 +179,8 @@ final class AnswerCollector: ChannelDuplexHandler {
         stallTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastProgress + stall) { [self] in
             guard answer != nil else { return }
             if NIODeadline.now() - lastProgress >= stall {
-                fail(bound.value, HTTPSConnection.Failure(description: "nothing moved for \(stall.nanoseconds / 1_000_000_000) s"))
+                let ms = stall.nanoseconds / 1_000_000
+                fail(bound.value, HTTPSConnection.Failure(description: "nothing moved for " + (ms < 1000 ? "\(ms) ms" : "\(ms / 1000) s")))
             } else {
                 watchStall(bound.value, every: stall)
             }
@@ -173,15 +199,27 @@ final class AnswerCollector: ChannelDuplexHandler {
             body.writeBuffer(&part)
         case .end:
             guard let head, let answer else { return fail(context, HTTPSConnection.Failure(description: "an answer came with no request")) }
+            let whole = body
+            // Answered before the whole request went (a refusal of its size, say): the rest of
+            // it would be read as the next request, so the connection goes.
+            let cutShort = sent != nil
             finish()
-            // The server ends the connection after this answer: closed first, it is not offered
-            // for the next request.
-            if !head.isKeepAlive { close(context) }
-            answer.succeed((head, body))
+            // The server ends the connection after this answer, or it was cut short: closed
+            // first, it is not offered for the next request.
+            if !head.isKeepAlive || cutShort { close(context) }
+            answer.succeed((head, whole))
         }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) { fail(context, error) }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // An answer that ends when the connection does (no length, not chunked), from a server
+        // that sends no TLS close alert: the decoder ends it as the channel goes inactive.
+        if let e = error as? NIOSSLError, case .uncleanShutdown = e, let head, head.headers["content-length"].isEmpty,
+           !head.headers["transfer-encoding"].contains(where: { $0.lowercased().contains("chunked") }) {
+            return
+        }
+        fail(context, error)
+    }
 
     /// Closed from outside (a cancelled request, the transport shut down): the request in
     /// flight fails now, not when TLS has finished closing, which on a dead link takes seconds.
@@ -219,6 +257,10 @@ final class AnswerCollector: ChannelDuplexHandler {
 
     func finish() {
         answer = nil
+        // A kept connection does not hold on to the last answer (up to tens of MB).
+        body = ByteBuffer()
+        unsent = ByteBuffer()
+        if let sent { self.sent = nil; sent.fail(ChannelError.ioOnClosedChannel) }
         deadlineTimer?.cancel()
         stallTimer?.cancel()
         deadlineTimer = nil

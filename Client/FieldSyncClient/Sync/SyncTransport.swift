@@ -122,10 +122,13 @@ public final class SyncTransport: Sendable {
         head.headers.add(name: "Content-Length", value: String(body.count))
         var connection: HTTPSConnection?
         do {
+            // A request called off before it starts (the pull ahead) opens no connection.
+            try Task.checkCancellation()
             let c = try await slot.take()
             connection = c
             let (answer, bytes) = try await c.send(head, body: ByteBuffer(bytes: body), limit: limit, stall: stall, deadline: .now() + timeout)
-            await slot.put(c)
+            // Cancelled as its answer came, the connection is being closed: not offered again.
+            if Task.isCancelled { c.close() } else { await slot.put(c) }
             return (answer, Array(bytes.readableBytesView))
         } catch {
             connection?.close()
@@ -138,7 +141,9 @@ public final class SyncTransport: Sendable {
     /// What a failed request means: a server whose certificate does not chain to the pinned CA
     /// (or names another host) is not a bad link, so it is not retried.
     static func failure(_ error: any Error, _ endpoint: ServerEndpoint) -> SyncFailure {
-        if let e = error as? NIOSSLError, case .handshakeFailed = e {
+        // Only a certificate that fails to verify: a link cut during the handshake is also a
+        // failed handshake (`eofDuringHandshake`), and a bad link is retried.
+        if let e = error as? NIOSSLError, case .handshakeFailed(let reason) = e, "\(reason)".contains("CERTIFICATE_VERIFY_FAILED") {
             return SyncFailure(.authentication, "the server's TLS certificate does not verify against the pinned CA: \(e)")
         }
         if let e = error as? NIOSSLExtraError, e == .failedToValidateHostname {
@@ -157,7 +162,9 @@ public final class SyncTransport: Sendable {
             if case .ioOnClosedChannel = e { return "the connection was closed" }
             return "\(e)"
         case let e as IOError: return String(cString: strerror(e.errnoCode)).lowercased()
-        case let e as NIOSSLError: return "TLS: \(e)"
+        case let e as NIOSSLError:
+            if case .handshakeFailed(let reason) = e { return "the TLS handshake failed: \(reason)" }
+            return "TLS: \(e)"
         default: return "\(error)"
         }
     }

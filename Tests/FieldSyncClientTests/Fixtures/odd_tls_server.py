@@ -4,24 +4,36 @@ Usage: odd_tls_server.py MODE CERT KEY. Prints its own port, then serves; stops 
 MODE is one of:
   silent  reads each request and never answers (a link gone dead after the handshake);
   close   answers each request with 200 "ok" and `Connection: close`, then closes;
-  big     answers each request with 200 and a body of 2 MB."""
+  big     answers each request with 200 and a body of 2 MB;
+  slow    reads each request's body slowly (32 kB every 0.1 s, through a small receive buffer),
+          then answers 200 "got N" (N bytes of body);
+  count   answers 200 "ok C" (C: which connection this is) and keeps the connection; after
+          answering a request for /bye it closes the connection 0.1 s later, as a server
+          lets an idle connection go;
+  eof     answers 200 with no length: the body ends when the connection does, closed without
+          a TLS close alert;
+  hangup  takes the TCP connection and closes it during the TLS handshake."""
 import socket, ssl, sys, threading, time
 
 mode, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, key)
 listener = socket.socket()
+if mode == "slow":
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
 listener.bind(("127.0.0.1", 0))
 listener.listen(16)
 print(listener.getsockname()[1], flush=True)
 connections = 0
 
 def read_request(conn):
+    """The body's length and the request's path once it is read whole; None at the end of the
+    connection."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(4096)
         if not chunk:
-            return False
+            return None
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     length = 0
@@ -30,18 +42,34 @@ def read_request(conn):
         if name.strip().lower() == b"content-length":
             length = int(value.strip())
     while len(body) < length:
-        body += conn.recv(4096)
-    return True
+        if mode == "slow":
+            time.sleep(0.1)
+        chunk = conn.recv(32 * 1024)
+        if not chunk:
+            return None
+        body += chunk
+    return length, head.split(b" ")[1]
 
 def serve(raw):
     global connections
+    if mode == "hangup":
+        # The whole ClientHello read first, so that the close is a FIN, not a reset.
+        time.sleep(0.2)
+        raw.recv(65536)
+        raw.close()
+        return
     try:
         conn = context.wrap_socket(raw, server_side=True)
     except (ssl.SSLError, OSError):
         return
     connections += 1
+    mine = connections
     try:
-        while read_request(conn):
+        while True:
+            request = read_request(conn)
+            if request is None:
+                break
+            length, path = request
             if mode == "silent":
                 time.sleep(60)
             elif mode == "close":
@@ -51,6 +79,16 @@ def serve(raw):
             elif mode == "big":
                 size = 2 * 1024 * 1024
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
+            elif mode in ("slow", "count"):
+                body = b"got %d" % length if mode == "slow" else b"ok %d" % mine
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+                if path == b"/bye":
+                    time.sleep(0.1)
+                    break
+            elif mode == "eof":
+                conn.sendall(b"HTTP/1.1 200 OK\r\n\r\nall of it, until the end")
+                raw.shutdown(socket.SHUT_RDWR)
+                break
     except OSError:
         pass
     try:
