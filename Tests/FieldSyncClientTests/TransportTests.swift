@@ -171,6 +171,18 @@ final class OddServer: @unchecked Sendable {
         await t.shutdown()
     }
 
+    @Test func aConnectionAnsweredBeforeItsRequestWentWholeIsNotUsedAgain() async throws {
+        // The server answers a 2 MB upload as soon as it has read the request's head: the rest of
+        // the body would be read as the next request, so the next one opens a connection of its own.
+        let odd = try OddServer("early", try LiveServer())
+        let t = try odd.transport()
+        let (status, body) = try await t.send(method: .POST, path: "/v1/upload", body: [UInt8](repeating: 1, count: 2 << 20), sign: false)
+        #expect(status == 200 && String(decoding: body, as: UTF8.self) == "early 1")
+        let (_, next) = try await t.send(method: .GET, path: "/healthz", body: [], sign: false, timeout: .seconds(20))
+        #expect(String(decoding: next, as: UTF8.self) == "early 2")
+        await t.shutdown()
+    }
+
     @Test func anAnswerThatEndsWithTheConnectionIsWhole() async throws {
         let odd = try OddServer("eof", try LiveServer())
         let t = try odd.transport()

@@ -73,8 +73,9 @@ final class HTTPSConnection: Sendable {
     var isOpen: Bool { channel.isActive && !end.closing.load(ordering: .acquiring) }
 
     /// Sends one request and returns the whole answer. Fails when no byte moves either way for
-    /// `stall`, when `deadline` passes, when the answer grows beyond `limit` bytes, or when the
-    /// connection ends first; the connection is closed then, and must not be used again.
+    /// `stall`, when `deadline` passes before the answer begins, when the answer grows beyond
+    /// `limit` bytes, or when the connection ends first; the connection is closed then, and
+    /// must not be used again.
     func send(_ head: HTTPRequestHead, body: ByteBuffer, limit: Int, stall: TimeAmount, deadline: NIODeadline) async throws -> (HTTPResponseHead, ByteBuffer) {
         let answer = channel.eventLoop.makePromise(of: (HTTPResponseHead, ByteBuffer).self)
         let request = AnswerCollector.Request(head: head, body: body, limit: limit, stall: stall, deadline: deadline, answer: answer)
@@ -127,16 +128,24 @@ final class AnswerCollector: ChannelDuplexHandler {
     /// What is left of the request's body, and the promise of its last write.
     var unsent = ByteBuffer()
     var sent: EventLoopPromise<Void>?
+    /// Whether the request went out whole (its end written).
+    var bodyDone = false
+    /// Counts requests, so that a piece written for one request does not drive the next's body.
+    var generation = 0
 
     init(end: HTTPSConnection.End) { self.end = end }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
         guard answer == nil else {
-            request.answer.fail(HTTPSConnection.Failure(description: "a request is already in flight on this connection"))
+            let busy = HTTPSConnection.Failure(description: "a request is already in flight on this connection")
+            promise?.fail(busy)
+            request.answer.fail(busy)
             return
         }
         answer = request.answer
+        generation += 1
+        bodyDone = false
         limit = request.limit
         head = nil
         body.clear()
@@ -151,24 +160,26 @@ final class AnswerCollector: ChannelDuplexHandler {
         context.write(wrapOutboundOut(.head(request.head)), promise: nil)
         unsent = request.body
         sent = promise
-        writeNextPiece(context)
+        writeNextPiece(context, of: generation)
     }
 
-    /// Writes and flushes the next piece of the body, or its end; the piece after goes when this
-    /// one has left.
-    func writeNextPiece(_ context: ChannelHandlerContext) {
-        guard answer != nil else { return }
+    /// Writes and flushes the next piece of request `of`'s body, or its end; the piece after goes
+    /// when this one has left.
+    func writeNextPiece(_ context: ChannelHandlerContext, of request: Int) {
+        guard answer != nil, request == generation, !bodyDone else { return }
         guard unsent.readableBytes > 0, let part = unsent.readSlice(length: min(Self.piece, unsent.readableBytes)) else {
             let last = sent
             sent = nil
+            bodyDone = true
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: last)
             return
         }
         let written = context.eventLoop.makePromise(of: Void.self)
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
         written.futureResult.assumeIsolated().whenSuccess { [self] in
+            guard request == generation else { return }
             lastProgress = .now()
-            writeNextPiece(bound.value)
+            writeNextPiece(bound.value, of: request)
         }
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
     }
@@ -192,6 +203,10 @@ final class AnswerCollector: ChannelDuplexHandler {
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
+            // The deadline is for the answer to begin: once it streams, the stall check alone
+            // applies, so a large answer on a slow link that keeps moving is not cut off.
+            deadlineTimer?.cancel()
+            deadlineTimer = nil
         case .body(var part):
             guard body.readableBytes + part.readableBytes <= limit else {
                 return fail(context, HTTPSConnection.Failure(description: "the answer is larger than \(limit) bytes"))
@@ -202,7 +217,7 @@ final class AnswerCollector: ChannelDuplexHandler {
             let whole = body
             // Answered before the whole request went (a refusal of its size, say): the rest of
             // it would be read as the next request, so the connection goes.
-            let cutShort = sent != nil
+            let cutShort = !bodyDone
             finish()
             // The server ends the connection after this answer, or it was cut short: closed
             // first, it is not offered for the next request.

@@ -12,14 +12,16 @@ MODE is one of:
           lets an idle connection go;
   eof     answers 200 with no length: the body ends when the connection does, closed without
           a TLS close alert;
-  hangup  takes the TCP connection and closes it during the TLS handshake."""
+  hangup  takes the TCP connection and closes it during the TLS handshake;
+  early   answers 200 "early C" as soon as a request's head is read, before its body, through a
+          small receive buffer; then reads nothing more and closes the connection after 5 s."""
 import socket, ssl, sys, threading, time
 
 mode, cert, key = sys.argv[1], sys.argv[2], sys.argv[3]
 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 context.load_cert_chain(cert, key)
 listener = socket.socket()
-if mode == "slow":
+if mode in ("slow", "early"):
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
 listener.bind(("127.0.0.1", 0))
 listener.listen(16)
@@ -64,6 +66,15 @@ def serve(raw):
         return
     connections += 1
     mine = connections
+    if mode == "early":
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += conn.recv(4096)
+        body = b"early %d" % mine
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        time.sleep(5)
+        conn.close()
+        return
     try:
         while True:
             request = read_request(conn)
