@@ -35,13 +35,7 @@ final class LiveServer: @unchecked Sendable {
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
         try p.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { throw CLIError("server exited before listening") }
-            line.append(chunk)
-        }
-        let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = try firstLine(of: out, from: "fieldsync-server serve")
         port = Int(text.split(separator: ":").last!)!
         process = p
     }
@@ -64,6 +58,18 @@ final class LiveServer: @unchecked Sendable {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
+}
+
+/// The first line a child process writes to `pipe` (its port, say), read as it comes: its
+/// standard output is a pipe, so nothing waits for its exit. Throws if it ends first.
+func firstLine(of pipe: Pipe, from what: String) throws -> String {
+    var line = Data()
+    while !line.contains(UInt8(ascii: "\n")) {
+        let chunk = pipe.fileHandleForReading.availableData
+        guard !chunk.isEmpty else { throw CLIError("\(what) ended before writing a line") }
+        line.append(chunk)
+    }
+    return String(decoding: line.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self).trimmingCharacters(in: .whitespaces)
 }
 
 /// A laptop: a replica enrolled with the live server.
@@ -185,15 +191,8 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         Thread.sleep(forTimeInterval: 1)   // its first sync (nothing to move) is done
         _ = try a.ok("note", "add", "--kind", "observation", "--set", "ref=RESIDENT-1")
         #expect(try eventually(10) { try holds(b, "RESIDENT-1", syncFirst: true) }, "the note did not reach the server")
-        // Its line comes while it runs, not at exit (standard output is a pipe).
-        var line = Data()
-        let reader = out.fileHandleForReading
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = reader.availableData
-            if chunk.isEmpty { break }
-            line.append(chunk)
-        }
-        #expect((try? JSONValue.parse(String(decoding: line, as: UTF8.self)))?["pushed"] == .int(1))
+        // Its line comes while it runs, not at exit.
+        #expect((try? JSONValue.parse(try firstLine(of: out, from: "fieldsync sync --watch")))?["pushed"] == .int(1))
         #expect(try a.run("sync").status == 6, "a second sync of the same replica waits its turn")
         watch.terminate()   // SIGTERM
         watch.waitUntilExit()
@@ -331,9 +330,7 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         proxy.standardOutput = out
         try proxy.run()
         defer { proxy.terminate() }
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) { line.append(out.fileHandleForReading.availableData) }
-        let proxyPort = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))!
+        let proxyPort = Int(try firstLine(of: out, from: "cutting_proxy.py"))!
         let b = CLI()
         defer { b.cleanUp() }
         _ = try b.ok("init", "--name", "b")

@@ -20,13 +20,7 @@ final class OddServer: @unchecked Sendable {
         let out = Pipe()
         process.standardOutput = out
         try process.run()
-        var line = Data()
-        while !line.contains(UInt8(ascii: "\n")) {
-            let chunk = out.fileHandleForReading.availableData
-            guard !chunk.isEmpty else { throw CLIError("odd_tls_server.py \(mode) exited before listening") }
-            line.append(chunk)
-        }
-        port = Int(String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))!
+        port = Int(try firstLine(of: out, from: "odd_tls_server.py \(mode)"))!
     }
 
     var url: String { "https://127.0.0.1:\(port)" }

@@ -106,7 +106,7 @@ import Testing
         let migrated = try ReplicaStore.open(path: oldPath)
         #expect(try migrated.meta("outbox_from.\(field.deviceID)") == "3")
         #expect(try migrated.meta("outbox_from.\(coord.deviceID)") == nil, "only this laptop's own device has a mark")
-        #expect(try migrated.outbox(device: field.deviceID).map(\.change.seq) == [3, 4])
+        #expect(try migrated.outbox(device: field.deviceID).map(\.seq) == [3, 4])
         #expect(try migrated.status(device: field.deviceID).waiting == 2)
     }
 }

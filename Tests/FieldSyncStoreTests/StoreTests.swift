@@ -517,20 +517,23 @@ final class TempDir {
         var d = ChangeDraft(); d.create(RecordID.make(), type: .note, kind: "survey")
         _ = try store.receive([SignedChange.author(Change(device: coord.deviceID, seq: 1, prev: .zero, hlc: HLC(millis: Timestamps.nowMillis, counter: 0),
                                                           wallMillis: Timestamps.nowMillis, ops: d.ops), values: d.values, key: coord)])
-        func outbox() throws -> [UInt64] { try store.outbox(device: field.deviceID).map(\.change.seq) }
+        func outbox() throws -> [UInt64] { try store.outbox(device: field.deviceID).map(\.seq) }
         func waiting() throws -> Int { try store.status(device: field.deviceID).waiting }
         #expect(try outbox() == [1, 2, 3, 4, 5] && waiting() == 5)
+        // Each goes up as the envelope its author made, byte for byte, with its id.
+        let sent = try store.outbox(device: field.deviceID)
+        #expect(sent.map(\.envelope) == made.map(\.envelope) && sent.map(\.id) == made.map(\.id))
         // 1 and 2 taken; 3 refused outright (not acknowledged); 4 taken.
         _ = try store.absorb(ReplicaStore.ExchangeOutcome(acknowledged: [made[0].id, made[1].id, made[3].id]))
         #expect(try outbox() == [3, 5] && waiting() == 2)
         #expect(try store.meta("outbox_from.\(field.deviceID)") == "3")
-        #expect(try store.outbox(device: field.deviceID, limit: 1).map(\.change.seq) == [3])
+        #expect(try store.outbox(device: field.deviceID, limit: 1).map(\.seq) == [3])
         _ = try store.absorb(ReplicaStore.ExchangeOutcome(acknowledged: [made[2].id, made[4].id]))
         #expect(try outbox() == [] && waiting() == 0)
         #expect(try store.meta("outbox_from.\(field.deviceID)") == "6")
         // A new change after everything was acknowledged is found.
         let sixth = try note()
         #expect(try outbox() == [sixth.change.seq] && sixth.change.seq == 6)
-        #expect(try store.outbox(device: coord.deviceID).map(\.change.seq) == [1], "another device's changes are its own outbox, if any")
+        #expect(try store.outbox(device: coord.deviceID).map(\.seq) == [1], "another device's changes are its own outbox, if any")
     }
 }

@@ -102,7 +102,7 @@ public struct SyncEngine: Sendable {
         defer { ahead?.cancel() }
         while true {
             try Task.checkCancellation()
-            let outbox: [SignedChange]
+            let outbox: [ReplicaStore.OutgoingChange]
             /// Changes of the outbox left for the next request by `maxUploadBytes`.
             var heldBack = 0
             let answer: SyncResponse
@@ -114,7 +114,6 @@ public struct SyncEngine: Sendable {
                 (answer, early) = try await withTaskCancellationHandler { try await next.value } onCancel: { next.cancel() }
             } else {
                 let waiting = try store.outbox(device: replica.device, limit: window.size)
-                // Each envelope encoded once: to count it against the budget and to send it.
                 let envelopes = waiting.map(\.envelope)
                 let sending = SyncProtocol.fitting(envelopes.map(\.count), budget: SyncProtocol.maxUploadBytes)
                 outbox = Array(waiting.prefix(sending))
