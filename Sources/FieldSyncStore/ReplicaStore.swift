@@ -331,7 +331,7 @@ public struct ReplicaStore: Sendable {
 
     /// This device's changes the server has not acknowledged yet, in seq order, each as its
     /// envelope built from the stored bytes. Their values are neither parsed nor checked against
-    /// their commitments again (about 90 µs a change): the server checks every one on receipt.
+    /// their commitments again: the server checks every one on receipt.
     public func outbox(device: DeviceID, limit: Int = .max) throws -> [OutgoingChange] {
         try read { db in
             try Row.fetchAll(db.cachedStatement(sql: "SELECT n, id, seq, signed, signature, seed FROM changes WHERE device = ? AND seq >= ? AND acked = 0 ORDER BY seq LIMIT ?"),

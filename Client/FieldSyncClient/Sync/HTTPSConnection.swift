@@ -240,20 +240,21 @@ final class AnswerCollector: ChannelDuplexHandler {
     /// flight fails now, not when TLS has finished closing, which on a dead link takes seconds.
     func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         end.closing.store(true, ordering: .releasing)
-        if let answer {
-            finish()
-            answer.fail(HTTPSConnection.Failure(description: "the connection was closed during the request"))
-        }
+        failInFlight("the connection was closed during the request")
         context.close(mode: mode, promise: promise)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         end.closing.store(true, ordering: .releasing)
-        if let answer {
-            finish()
-            answer.fail(HTTPSConnection.Failure(description: "the server closed the connection before its answer was whole"))
-        }
+        failInFlight("the server closed the connection before its answer was whole")
         context.fireChannelInactive()
+    }
+
+    /// Fails the request in flight, if any, for a connection already closing.
+    func failInFlight(_ why: String) {
+        guard let answer else { return }
+        finish()
+        answer.fail(HTTPSConnection.Failure(description: why))
     }
 
     /// Closes the connection first, so that the task woken by the failure finds it closed.

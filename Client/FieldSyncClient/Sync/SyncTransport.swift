@@ -259,12 +259,12 @@ actor ConnectionSlot {
         return try await HTTPSConnection.connect(host: endpoint.host, port: endpoint.port, tls: tls, timeout: SyncTransport.connectTimeout)
     }
 
-    func put(_ connection: HTTPSConnection) async {
+    func put(_ connection: HTTPSConnection) {
         guard !closed, idle == nil, connection.isOpen else { return connection.close() }
         idle = (connection, .now)
     }
 
-    func close() async {
+    func close() {
         closed = true
         let kept = idle?.connection
         idle = nil
