@@ -78,7 +78,7 @@ struct Authenticator: RouterMiddleware {
             publicKey = Array(pk)
             context.enrollingKey = publicKey
         } else {
-            let roster = try await server.store.currentRoster()
+            let roster = try await server.store.currentRoster(alone: server.load.current == 0)
             context.roster = roster
             guard let device = DeviceID(params.keyid), let entry = roster[device] else {
                 throw Problem(status: 401, title: "Unauthorized", detail: "keyid '\(params.keyid)' is not an enrolled device")

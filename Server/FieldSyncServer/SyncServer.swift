@@ -50,7 +50,7 @@ public struct SyncServer: Sendable {
         router.post("/v1/enroll") { _, context in try await self.enroll(context) }
         router.post("/v1/sync") { _, context in try await self.sync(context) }
         router.get("/v1/roster") { _, context in
-            try self.signed(status: .ok, encodable: SignedRoster.sign(try await self.store.currentRoster(), key: self.key), nonce: context.nonce)
+            try self.signed(status: .ok, encodable: SignedRoster.sign(try await self.store.currentRoster(alone: false), key: self.key), nonce: context.nonce)
         }
         return router
     }
@@ -68,7 +68,7 @@ public struct SyncServer: Sendable {
             throw Problem(status: 403, title: "Forbidden", detail: e.message)
         }
         let body = EnrollResponse(device: entry.device.description, role: entry.role.rawValue, serverPublicKey: Data(key.publicKey).base64EncodedString(),
-                                  roster: SignedRoster.sign(try await store.currentRoster(), key: key), serverTime: clock())
+                                  roster: SignedRoster.sign(try await store.currentRoster(alone: false), key: key), serverTime: clock())
         return try signed(status: .ok, encodable: body, nonce: context.nonce)
     }
 
@@ -103,11 +103,13 @@ public struct SyncServer: Sendable {
         }
         guard let nonce = context.unrecordedNonce else { throw Problem(status: 401, title: "Unauthorized", detail: "no signature nonce") }
         let roster: Roster
-        if let known = context.roster { roster = known } else { roster = try await store.currentRoster() }
+        // Alone, the store works on this thread: no other exchange waits for it (`SyncStore`).
+        let alone = load.current == 1
+        if let known = context.roster { roster = known } else { roster = try await store.currentRoster(alone: alone) }
         let result: ReplicaStore.ExchangeResult
         do {
             result = try await store.exchange(device: device.device, roster: roster, upload: upload, clientVector: vector, limits: limits,
-                                              now: clock(), nonce: nonce)
+                                              now: clock(), nonce: nonce, alone: alone)
         } catch let e as StoreError where e.code == .replayed {
             throw Problem(status: 401, title: "Unauthorized", detail: Authenticator.replayed)
         }

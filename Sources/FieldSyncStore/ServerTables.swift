@@ -46,10 +46,13 @@ extension ReplicaStore {
     /// exchange, not two); a replayed one throws `StoreError(.replayed)` and stores nothing.
     /// `roster` is the one the request was authenticated with (nil: read it): the signatures of
     /// the upload are checked against it; revocation is judged again inside the transaction.
+    /// `alone`: no other exchange is in flight in this process, so the SQLite work runs on the
+    /// calling thread rather than on GRDB's queues (see `Access`).
     public func exchange(device: DeviceID, roster known: Roster? = nil, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits,
-                         now: UInt64, nonce: SignatureNonce? = nil) async throws -> ExchangeResult {
+                         now: UInt64, nonce: SignatureNonce? = nil, alone: Bool = false) async throws -> ExchangeResult {
+        let access = Access(alone: alone)
         let roster: Roster
-        if let known { roster = known } else { roster = try await currentRoster() }
+        if let known { roster = known } else { roster = try await currentRoster(alone: alone) }
         // Signatures are checked only as far as the limit reaches, asked again before each one.
         var verified: Set<ChangeID> = []
         var considered = 0
@@ -62,14 +65,15 @@ extension ReplicaStore {
         }
         let upload = Array(upload.prefix(considered))
         let stored = try await storeUpload(device: device, upload: upload, verified: verified, clientVector: clientVector, limits: limits,
-                                           now: now, nonce: nonce)
+                                           now: now, nonce: nonce, access: access)
         var result = stored.0
         // An erase must not survive in the WAL: fold it into the main file (zeroed by secure_delete).
         if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
         let known = stored.known
         let limit = limits.sends()
-        let (lacking, more, vector) = try await writer.read { db in try Self.lacking(db, known: known, limit: limit, maxBytes: SyncProtocol.maxAnswerBytes,
-                                                                                     size: \.count, load: Self.loadEnvelope) }
+        let (lacking, more, vector) = try await read(access) { db in
+            try Self.lacking(db, known: known, limit: limit, maxBytes: SyncProtocol.maxAnswerBytes, size: \.count, load: Self.loadEnvelope)
+        }
         result.lacking = lacking
         result.vector = vector
         result.more = more
@@ -80,11 +84,11 @@ extension ReplicaStore {
     /// the writer is ours; the rest are neither accepted nor refused. Returns the result so far
     /// and what the client holds now: what it said it had, plus what it just sent.
     func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limits: ExchangeLimits,
-                     now: UInt64, nonce: SignatureNonce?) async throws -> (ExchangeResult, known: VersionVector) {
+                     now: UInt64, nonce: SignatureNonce?, access: Access = .queued) async throws -> (ExchangeResult, known: VersionVector) {
         // A pull stores no change: its nonce and the device's activity are safe to lose in a
         // power cut (replaying a pull needs its plaintext, which only the device and TLS see,
         // and would only repeat an answer).
-        return try await writeAsync(durable: !upload.isEmpty) { db in
+        return try await write(access, durable: !upload.isEmpty) { db in
             if let nonce, try !Self.useNonce(db, nonce, now: now) {
                 throw StoreError(.replayed, "this signature nonce was already used (replay)")
             }
@@ -188,9 +192,36 @@ extension ReplicaStore {
     }
 
     /// The roster, read without blocking a thread of the cooperative pool (the server's handlers:
-    /// a synchronous read there can starve the pool while async readers wait for it).
-    public func currentRoster() async throws -> Roster {
-        try await writer.read { [rosters] db in try rosters.roster(db) }
+    /// a synchronous read there can starve the pool while async readers wait for it), or, when
+    /// the server handles nothing else (`alone`), on the calling thread.
+    public func currentRoster(alone: Bool = false) async throws -> Roster {
+        try await read(Access(alone: alone)) { [rosters] db in try rosters.roster(db) }
+    }
+
+    /// Where a server handler's SQLite work runs. `queued` (under load): on GRDB's queues, the
+    /// handler suspended meanwhile, so that a task waiting for a connection or for the writer
+    /// never holds one of the cooperative pool's few threads. `inline` (the handler is the only
+    /// one in flight): on the calling thread, which then waits for nobody but its own fsync.
+    /// Each queued access hands the work to another thread and back, and waking a thread costs
+    /// more on this VM than a small sync's reads: three per exchange were a tenth of B2's round
+    /// (BENCHMARKS.md, eleventh session).
+    public enum Access: Sendable {
+        case queued, inline
+        public init(alone: Bool) { self = alone ? .inline : .queued }
+    }
+
+    func read<T: Sendable>(_ access: Access, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        switch access {
+        case .inline: try read(body)  // the synchronous one: GRDB's own `read` would suspend here
+        case .queued: try await writer.read(body)
+        }
+    }
+
+    func write<T: Sendable>(_ access: Access, durable: Bool, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        switch access {
+        case .inline: try write(durable: durable, body)
+        case .queued: try await writeAsync(durable: durable, body)
+        }
     }
 
     public func countDevicesSeen(since: UInt64) async throws -> Int {

@@ -71,6 +71,31 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(second["more"] == .bool(false))
     }
 
+    /// An exchange alone on the server runs on the calling thread; it must store, refuse and
+    /// answer exactly as one queued on GRDB's threads, and refuse a replayed nonce the same way.
+    @Test(arguments: [false, true]) func anExchangeAloneDoesWhatAQueuedOneDoes(alone: Bool) async throws {
+        let ts = try TestServer()
+        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
+        var a = TestLaptop(key: ka, roster: try ts.store.roster()), b = TestLaptop(key: kb, roster: try ts.store.roster())
+        let theirs = try (0..<3).map { try b.note("B-\($0)").1 }
+        _ = try await ts.store.exchange(device: kb.deviceID, upload: theirs, clientVector: VersionVector(), limits: .fixed(100),
+                                        now: Timestamps.nowMillis, nonce: nil, alone: alone)
+        let mine = try (0..<4).map { try a.note("A-\($0)").1 }
+        let forged = theirs[0]  // signed by b, uploaded by a: refused
+        let nonce = SignatureNonce(device: ka.deviceID.description, nonce: "n-1", expiresAt: Timestamps.nowMillis + 60_000)
+        let result = try await ts.store.exchange(device: ka.deviceID, upload: mine + [forged], clientVector: VersionVector(), limits: .fixed(100),
+                                                 now: Timestamps.nowMillis, nonce: nonce, alone: alone)
+        #expect(result.accepted == mine.map(\.id))
+        #expect(result.refused.map(\.code) == ["wrong_uploader"])
+        #expect(Set(result.lacking) == Set(theirs.map(\.envelope)))
+        #expect(result.vector[ka.deviceID] == 4 && result.vector[kb.deviceID] == 3 && !result.more)
+        #expect(try ts.store.hasChange(mine[3].id))
+        await #expect(throws: StoreError.self) {
+            try await ts.store.exchange(device: ka.deviceID, upload: [], clientVector: VersionVector(), limits: .fixed(100),
+                                        now: Timestamps.nowMillis, nonce: nonce, alone: alone)
+        }
+    }
+
     /// The limits are asked when the work starts, not when the request came: a laptop first in a
     /// burst finds the server idle on arrival, and crowded once it holds the writer.
     @Test func theLimitsAreAskedWhenTheWorkStarts() async throws {
