@@ -29,6 +29,8 @@ struct Authenticator: RouterMiddleware {
     }
 
     func authenticate(_ request: Request, _ context: inout SyncContext) async throws {
+        // The head is here; the body may take minutes on a slow link (`HTTPSignature.maxTransferSeconds`).
+        let arrived = server.clock()
         let ctype = request.headers[.contentType] ?? ""
         let isSync = request.uri.path == "/v1/sync"
         let expected = isSync ? SyncProtocol.syncType : SyncProtocol.contentType
@@ -40,6 +42,9 @@ struct Authenticator: RouterMiddleware {
             throw Problem(status: 413, title: "Content Too Large", detail: "request body is larger than \(SyncProtocol.maxBodyBytes) bytes")
         }
         context.body = Array(buffer.readableBytesView)
+        guard server.clock() <= arrived + UInt64(HTTPSignature.maxTransferSeconds) * 1000 else {
+            throw Problem(status: 408, title: "Request Timeout", detail: "the request took more than \(HTTPSignature.maxTransferSeconds) s to arrive; send less at once")
+        }
         guard let digest = request.headers[.contentDigest] else {
             throw Problem(status: 400, title: "Bad Request", detail: "Content-Digest header is missing")
         }
@@ -58,7 +63,8 @@ struct Authenticator: RouterMiddleware {
             throw Problem(status: 401, title: "Unauthorized", detail: "the signature must cover \(HTTPSignature.requestComponents.joined(separator: " "))")
         }
         guard params.alg == "ed25519" else { throw Problem(status: 401, title: "Unauthorized", detail: "alg must be ed25519") }
-        let now = Int64(server.clock() / 1000)
+        // Judged as of the head's arrival: the signature was fresh when the request was sent.
+        let now = Int64(arrived / 1000)
         guard abs(params.created - now) <= HTTPSignature.maxAgeSeconds else {
             throw Problem(status: 401, title: "Unauthorized", detail: "signature created \(params.created - now) s from the server's clock (limit ±\(HTTPSignature.maxAgeSeconds) s); sync the offset and retry")
         }
@@ -95,7 +101,7 @@ struct Authenticator: RouterMiddleware {
             context.device = nil
             throw Problem(status: 401, title: "Unauthorized", detail: "the request signature does not verify")
         }
-        let nonce = SignatureNonce(device: params.keyid, nonce: params.nonce, expiresAt: UInt64(expires) * 1000)
+        let nonce = SignatureNonce(device: params.keyid, nonce: params.nonce, expiresAt: UInt64(expires + HTTPSignature.maxTransferSeconds) * 1000)
         if isSync {
             // Recorded in the exchange's own transaction: one durable commit per sync, not two.
             context.unrecordedNonce = nonce

@@ -10,6 +10,13 @@ public enum HTTPSignature {
     public static let responseComponents = ["@status", "content-digest", "content-type"]
     /// How long a signature is valid, and how far `created` may be from the verifier's clock.
     public static let maxAgeSeconds: Int64 = 300
+    /// How long a request's body may take to arrive after its head. A signature's freshness is
+    /// judged when the head arrives, not when the body is whole: a laptop's upload on a field link
+    /// of a few kB/s takes minutes, and judged at its end it expired on the way (a 512 kB upload
+    /// at 2.5 kB/s was refused as "signature has expired", exit 4, every time). So the server
+    /// bounds the body's journey by this, and keeps each nonce this much longer than its
+    /// signature's expiry: a replay that started in time is still caught when it ends.
+    public static let maxTransferSeconds: Int64 = 600
 
     /// `sha-256=:BASE64:` of the body.
     public static func contentDigest(_ body: some Sequence<UInt8>) -> String {

@@ -254,20 +254,41 @@ public struct SignedRoster: Codable, Sendable, Hashable {
     }
 }
 
-/// How many of its own changes a laptop sends in one exchange. A crowded server takes only part
-/// of a batch (the rest stays in the outbox), so sending whole batches again would only load a
-/// link that is often poor. The window opens at 128 (more than a day's work), doubles after every
-/// full take up to the batch limit, and after a partial take is twice what was taken.
+/// How much of its outbox a laptop sends in one exchange, in changes and in bytes.
+///
+/// Changes: a crowded server takes only part of a batch (the rest stays in the outbox), so
+/// sending whole batches again would only load a link that is often poor. The window opens at 128
+/// (more than a day's work), doubles after every full take up to the batch limit, and after a
+/// partial take is twice what was taken.
+///
+/// Bytes: an upload a bad link cut off (a stall, a deadline, the server's 408) is sent again in
+/// halves, down to 16 kB (the first change always goes), so that a link of a few kB/s still
+/// carries a first sync after days offline, one smaller request at a time, instead of failing
+/// the same whole upload again and again. Every full take doubles it back, up to
+/// `SyncProtocol.maxUploadBytes`. A session (`fieldsync sync --watch`, and the retries of one
+/// `fieldsync sync`) keeps what it learned.
 public struct UploadWindow: Sendable, Equatable {
     /// The fewest a crowded server takes (`ExchangeLoad.uploadLimit`).
     public static let minimum = 4
     public static let initial = 128
+    public static let minimumBytes = 16 << 10
     public private(set) var size = initial
+    public private(set) var bytes = SyncProtocol.maxUploadBytes
+    /// Bytes of the upload in flight (0: none, or a pull).
+    public var sending = 0
 
     public init() {}
 
     /// After an answer: `handled` of the `sent` changes were accepted or refused.
     public mutating func update(sent: Int, handled: Int) {
         size = handled < sent ? max(Self.minimum, 2 * handled) : min(SyncProtocol.maxBatch, 2 * size)
+        if sent > 0 && handled == sent { bytes = min(SyncProtocol.maxUploadBytes, 2 * bytes) }
+        sending = 0
+    }
+
+    /// The link failed during an exchange: if it was carrying an upload, the next one is half of it.
+    public mutating func linkFailed() {
+        if sending > 0 { bytes = max(Self.minimumBytes, min(bytes, sending) / 2) }
+        sending = 0
     }
 }

@@ -311,6 +311,34 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         server.kill(SIGTERM)
     }
 
+    /// An upload the link cut off goes again in half the bytes (`UploadWindow`), within the same
+    /// sync: a link that cannot carry a day's import at once still carries it in parts.
+    @Test func anUploadTheLinkCutOffGoesAgainInHalves() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = CLI()
+        defer { a.cleanUp() }
+        _ = try a.ok("init", "--name", "a")
+        _ = try a.ok("enroll", server.url, "--token", try server.invite("field", "a"), "--pin", server.pin)
+        let file = a.home + "/notes.jsonl"
+        let text = String(repeating: "Strip 4 walked again; fence posts and markers checked. ", count: 6)
+        try (0..<1000).map { #"{"kind":"survey","ref":"H-\#($0)","narrative":"\#(text)\#($0)"}"# }
+            .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        _ = try a.ok("note", "add", "--json-file", file)
+        // About 370 kB of changes: one request, under `maxUploadBytes`, unless the link cuts it.
+        let proxy = try CuttingProxy(upstream: server.port, cut: 100_000, connections: 1, direction: "up")
+        defer { proxy.process.terminate() }
+        try a.pointAt(port: proxy.port)
+        let up = try a.run("sync", "--json", "--timeout", "30")
+        #expect(up.status == 0, "\(up.err)")
+        let summary = try JSONValue.parse(up.out)
+        let status = try JSONValue.parse(try a.ok("status", "--json"))
+        #expect(summary["pushed"]?.intValue == status["changes"]?.intValue && status["changes_waiting"] == .int(0))
+        // Whole, it would have gone again in one request.
+        #expect((summary["rounds"]?.intValue ?? 0) >= 2, "\(up.out)")
+        server.kill(SIGTERM)
+    }
+
     @Test func connectionCutMidResponse() throws {
         let server = try LiveServer()
         try server.start()
@@ -322,26 +350,13 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         _ = try a.ok("note", "add", "--json-file", file)
         _ = try a.ok("sync", "--quiet")
         // Laptop b pulls through a proxy that cuts its first two connections 20 kB into the answer.
-        let proxy = Process()
-        proxy.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        proxy.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/cutting_proxy.py").path,
-                           String(server.port), "20000", "2"]
-        let out = Pipe()
-        proxy.standardOutput = out
-        try proxy.run()
-        defer { proxy.terminate() }
-        let proxyPort = Int(try firstLine(of: out, from: "cutting_proxy.py"))!
+        let proxy = try CuttingProxy(upstream: server.port, cut: 20_000, connections: 2, direction: "down")
+        defer { proxy.process.terminate() }
         let b = CLI()
         defer { b.cleanUp() }
         _ = try b.ok("init", "--name", "b")
         _ = try b.ok("enroll", server.url, "--token", try server.invite("field", "b"), "--pin", server.pin)
-        // Point b at the proxy (the certificate names 127.0.0.1, whatever the port).
-        let db = b.home + "/replica.sqlite"
-        let sql = Process()
-        sql.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        sql.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE meta SET value=? WHERE key='server_url'\", (sys.argv[2],)); c.commit()",
-                         db, "https://127.0.0.1:\(proxyPort)"]
-        try sql.run(); sql.waitUntilExit()
+        try b.pointAt(port: proxy.port)
         let first = try b.run("sync", "--timeout", "1")
         #expect(first.status == 3, "the cut link is reported as unreachable: \(first.err)")
         #expect(try JSONValue.parse(try b.ok("note", "list", "--json")).arrayValue?.count == 0, "nothing half-applied")
@@ -351,6 +366,36 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         #expect(notes.count == 400)
         #expect(try a.ok("note", "list", "--json") == b.ok("note", "list", "--json"))
         server.kill(SIGTERM)
+    }
+}
+
+/// `Fixtures/cutting_proxy.py`: a loopback proxy that cuts its first connections after so many
+/// bytes one way.
+struct CuttingProxy {
+    let process = Process()
+    let port: Int
+
+    init(upstream: Int, cut: Int, connections: Int, direction: String) throws {
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/cutting_proxy.py").path,
+                             String(upstream), String(cut), String(connections), direction]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        port = Int(try firstLine(of: out, from: "cutting_proxy.py"))!
+    }
+}
+
+extension CLI {
+    /// Points this enrolled laptop at another port of loopback (a proxy): the certificate names
+    /// 127.0.0.1, whatever the port.
+    func pointAt(port: Int) throws {
+        let sql = Process()
+        sql.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        sql.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE meta SET value=? WHERE key='server_url'\", (sys.argv[2],)); c.commit()",
+                         home + "/replica.sqlite", "https://127.0.0.1:\(port)"]
+        try sql.run()
+        sql.waitUntilExit()
     }
 }
 

@@ -140,12 +140,28 @@ final class OddServer: @unchecked Sendable {
         // whole upload takes seconds: each piece that leaves counts as progress.
         let odd = try OddServer("slow", try LiveServer())
         let c = try await Self.connect(odd)
+        #expect(try await Self.upload(1 << 20, on: c, stall: .milliseconds(800)) == "got \(1 << 20)")
+        c.close()
+    }
+
+    /// Uploads `size` bytes; the answer's body.
+    static func upload(_ size: Int, on c: HTTPSConnection, stall: TimeAmount) async throws -> String {
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/v1/sync")
         head.headers.add(name: "Host", value: "127.0.0.1")
-        head.headers.add(name: "Content-Length", value: String(1 << 20))
-        let (answer, body) = try await c.send(head, body: ByteBuffer(repeating: 7, count: 1 << 20), limit: 1000, stall: .milliseconds(800),
-                                              deadline: .now() + .seconds(60))
-        #expect(answer.status == .ok && String(buffer: body) == "got \(1 << 20)")
+        head.headers.add(name: "Content-Length", value: String(size))
+        let (answer, body) = try await c.send(head, body: ByteBuffer(repeating: 7, count: size), limit: 1000, stall: stall, deadline: .now() + .seconds(60))
+        return answer.status == .ok ? String(buffer: body) : "HTTP \(answer.status.code)"
+    }
+
+    /// After its last write, an upload still drains from the send buffer at the link's pace: here
+    /// all of it waits there while the link carries nothing for 2 s. The stall check allows for
+    /// the drain (at 1 kB/s), and leaves a link that dies meanwhile to the kernel.
+    @Test func theLastOfAnUploadDrainingIsNotAStall() async throws {
+        let odd = try OddServer("late", try LiveServer())
+        let c = try await Self.connect(odd)
+        let unacknowledged = try await c.channel.getOption(.tcpOption(.init(rawValue: CInt(TCP_USER_TIMEOUT)))).get()
+        #expect(unacknowledged == 60_000)
+        #expect(try await Self.upload(48 << 10, on: c, stall: .milliseconds(800)) == "got \(48 << 10)")
         c.close()
     }
 

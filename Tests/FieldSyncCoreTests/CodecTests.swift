@@ -245,4 +245,35 @@ import Testing
         w.update(sent: 3, handled: 3)
         #expect(w.size == 8)
     }
+
+    @Test func anUploadCutOffByTheLinkGoesAgainInHalves() {
+        var w = UploadWindow()
+        #expect(w.bytes == SyncProtocol.maxUploadBytes)
+        // A pull that fails teaches nothing about uploads.
+        w.linkFailed()
+        #expect(w.bytes == SyncProtocol.maxUploadBytes)
+        w.sending = 300_000
+        w.linkFailed()
+        #expect(w.bytes == 150_000 && w.sending == 0)
+        w.sending = 150_000
+        w.linkFailed()
+        w.sending = 75_000
+        w.linkFailed()
+        w.sending = 37_500
+        w.linkFailed()
+        w.sending = 18_750
+        w.linkFailed()
+        #expect(w.bytes == UploadWindow.minimumBytes)
+        // Taken whole: it opens again, up to the protocol's limit.
+        w.sending = 16_000
+        w.update(sent: 10, handled: 10)
+        #expect(w.bytes == 2 * UploadWindow.minimumBytes && w.sending == 0)
+        for _ in 0..<10 { w.update(sent: 10, handled: 10) }
+        #expect(w.bytes == SyncProtocol.maxUploadBytes)
+        // Partly taken (a crowded server), the bytes stay.
+        w.sending = 100_000
+        w.linkFailed()
+        w.update(sent: 10, handled: 5)
+        #expect(w.bytes == 50_000)
+    }
 }

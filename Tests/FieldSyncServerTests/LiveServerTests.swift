@@ -91,6 +91,44 @@ struct LiveClient {
         #expect(server.process.terminationReason == .exit)
     }
 
+    /// An upload on a slow link: its signature was fresh when the request went out, and expired
+    /// while the body was still arriving. Judged when its head arrived, it is taken; judged at the
+    /// body's end, every large upload on a link of a few kB/s was refused as expired (exit 4).
+    @Test func anUploadStillArrivingWhenItsSignatureExpiresIsTaken() async throws {
+        let ts = try TestServer()
+        let key = try ts.enroll(.field, "slow-link")
+        var laptop = TestLaptop(key: key, roster: try ts.store.roster())
+        let c = try laptop.note("UA-SLOW-1").1
+        let server = try ServerProcess(data: ts.dir)
+        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
+        defer { server.kill(SIGKILL) }
+        let body = syncBody([c])
+        var signer = Signer(key)
+        signer.target = "https://127.0.0.1:\(server.port)/v1/sync"
+        // Expiring 10 s from now; the second half of the body comes 12 s from now.
+        signer.expiresIn = 120
+        signer.created = Int64(Timestamps.nowMillis / 1000) - 110
+        var request = HTTPClientRequest(url: signer.target)
+        request.method = .POST
+        for f in signer.headers(body: body) { request.headers.add(name: f.name.rawName, value: f.value) }
+        let half = body.count / 2
+        let (parts, more) = AsyncStream.makeStream(of: ByteBuffer.self)
+        more.yield(ByteBuffer(bytes: body[..<half]))
+        let rest = Task {
+            try await Task.sleep(for: .seconds(12))
+            more.yield(ByteBuffer(bytes: body[half...]))
+            more.finish()
+        }
+        request.body = .stream(parts, length: .known(Int64(body.count)))
+        let response = try await client.http.execute(request, timeout: .seconds(60))
+        let bytes = try await response.body.collect(upTo: 1 << 20)
+        _ = try await rest.value
+        let answer = readableBody(Array(bytes.readableBytesView), contentType: response.headers.first(name: "Content-Type"))
+        #expect(response.status.code == 200, "\(answer)")
+        #expect(answer["accepted"] == .array([.string(c.id.hex)]))
+        await client.shutdown()
+    }
+
     /// SIGKILL while five laptops upload: every change the server acknowledged is there after a restart.
     @Test func killedServerLosesNoAcknowledgedChange() async throws {
         let ts = try TestServer()

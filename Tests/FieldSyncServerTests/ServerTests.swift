@@ -71,6 +71,28 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(second["more"] == .bool(false))
     }
 
+    /// A request whose body took longer than `maxTransferSeconds` to arrive after its head is
+    /// refused as too slow (408, which the laptop answers by sending less), not run: its
+    /// signature's nonce is kept only that long past its expiry.
+    @Test func aBodyThatTakesLongerThanTheTransferLimitIsRefused() async throws {
+        let ts = try TestServer()
+        let ka = try ts.enroll(.field, "a")
+        var a = TestLaptop(key: ka, roster: try ts.store.roster())
+        let c = try a.note("UA-408").1
+        // The server's clock reads the head's arrival first, then the body's end 11 minutes later.
+        let start = Timestamps.nowMillis
+        let reads = Mutex(0)
+        let server = SyncServer(store: ts.store, key: ts.serverKey, caPEM: try ts.data.caPEM(), clock: {
+            reads.withLock { n in n += 1; return n == 1 ? start : start + 660_000 }
+        })
+        let body = syncBody([c])
+        let status = try await Application(router: server.router()).test(.router) { client in
+            try await client.execute(uri: "/v1/sync", method: .post, headers: Signer(ka).headers(body: body), body: ByteBuffer(bytes: body)) { $0.status.code }
+        }
+        #expect(status == 408)
+        #expect(try !ts.store.hasChange(c.id))
+    }
+
     /// An exchange alone on the server runs on the calling thread; it must store, refuse and
     /// answer exactly as one queued on GRDB's threads, and refuse a replayed nonce the same way.
     @Test(arguments: [false, true]) func anExchangeAloneDoesWhatAQueuedOneDoes(alone: Bool) async throws {

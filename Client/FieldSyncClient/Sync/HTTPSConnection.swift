@@ -52,7 +52,11 @@ final class HTTPSConnection: Sendable {
             // left the laptop: the stall check sees a slow link's progress, where a buffer the
             // kernel grows to megabytes would swallow the whole upload at once and then show
             // nothing moving while it drains. (It bounds an upload to 128 kB per round trip.)
-            .channelOption(.socketOption(.so_sndbuf), value: 64 * 1024)
+            .channelOption(.socketOption(.so_sndbuf), value: Self.sendBuffer)
+            // The kernel ends the connection when bytes it sent go unacknowledged this long: a
+            // link that dies while the last of an upload drains from the send buffer, which the
+            // stall check cannot see (it allows for the drain, see `AnswerCollector.drain`).
+            .channelOption(.tcpOption(.init(rawValue: CInt(TCP_USER_TIMEOUT))), value: Int(SyncTransport.stall.nanoseconds / 1_000_000))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -63,6 +67,9 @@ final class HTTPSConnection: Sendable {
             }
         return HTTPSConnection(channel: try await bootstrap.connect(host: host, port: port).get(), end: end)
     }
+
+    /// SO_SNDBUF asked for; Linux doubles it for its own bookkeeping.
+    static let sendBuffer = 64 * 1024
 
     static func isAddress(_ host: String) -> Bool {
         host.contains(":") || (!host.isEmpty && host.allSatisfy { $0.isASCII && ($0.isNumber || $0 == ".") })
@@ -130,6 +137,12 @@ final class AnswerCollector: ChannelDuplexHandler {
     var sent: EventLoopPromise<Void>?
     /// Whether the request went out whole (its end written).
     var bodyDone = false
+    /// How long the stall check waits, once the whole body is written, for the send buffer to
+    /// drain before the answer can begin: the slowest link we carry (1 kB/s) takes that long for
+    /// what the buffer can hold of this body. A link that dies meanwhile is noticed by the kernel
+    /// (TCP_USER_TIMEOUT); without this, every upload above about 128 kB on a link under 2 kB/s
+    /// failed as "nothing moved" just before its answer.
+    var drain = TimeAmount.zero
     /// Counts requests, so that a piece written for one request does not drive the next's body.
     var generation = 0
 
@@ -146,6 +159,7 @@ final class AnswerCollector: ChannelDuplexHandler {
         answer = request.answer
         generation += 1
         bodyDone = false
+        drain = .seconds(Int64(min(request.body.readableBytes, 2 * HTTPSConnection.sendBuffer) / 1024))
         limit = request.limit
         head = nil
         body.clear()
@@ -184,12 +198,14 @@ final class AnswerCollector: ChannelDuplexHandler {
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
     }
 
-    /// Fails the request when neither a read nor a written piece has moved for `stall`.
+    /// Fails the request when neither a read nor a written piece has moved for `stall` (and,
+    /// between the body's end and the answer's beginning, the drain allowed for).
     func watchStall(_ context: ChannelHandlerContext, every stall: TimeAmount) {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        stallTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastProgress + stall) { [self] in
+        let allowed = bodyDone && head == nil ? stall + drain : stall
+        stallTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastProgress + allowed) { [self] in
             guard answer != nil else { return }
-            if NIODeadline.now() - lastProgress >= stall {
+            if NIODeadline.now() - lastProgress >= (bodyDone && head == nil ? stall + drain : stall) {
                 let ms = stall.nanoseconds / 1_000_000
                 fail(bound.value, HTTPSConnection.Failure(description: "nothing moved for " + (ms < 1000 ? "\(ms) ms" : "\(ms / 1000) s")))
             } else {

@@ -91,10 +91,10 @@ public struct SyncEngine: Sendable {
         }
     }
 
-    func exchangeUntilDone(_ transport: SyncTransport, _ summary: inout Summary, _ offset: inout Int64,
+    /// `window` is the session's: how much to upload at once, as learned from the server and the link.
+    func exchangeUntilDone(_ transport: SyncTransport, _ summary: inout Summary, _ offset: inout Int64, _ window: inout UploadWindow,
                            progress: @Sendable (Summary) -> Void) async throws {
         let store = replica.store
-        var window = UploadWindow()
         // The next answer, asked for while this one is stored (see "Pull ahead" below).
         var ahead: Task<(answer: SyncResponse, opened: Opened), any Error>?
         /// What the request asked ahead said this replica holds.
@@ -115,11 +115,12 @@ public struct SyncEngine: Sendable {
             } else {
                 let waiting = try store.outbox(device: replica.device, limit: window.size)
                 let envelopes = waiting.map(\.envelope)
-                let sending = SyncProtocol.fitting(envelopes.map(\.count), budget: SyncProtocol.maxUploadBytes)
+                let sending = SyncProtocol.fitting(envelopes.map(\.count), budget: window.bytes)
                 outbox = Array(waiting.prefix(sending))
                 heldBack = waiting.count - sending
                 var request = SyncRequest(vector: try store.vector(), changes: [], rosterDigest: try store.meta("roster_digest"))
                 request.changes = Array(envelopes.prefix(sending))
+                window.sending = request.changes.reduce(0) { $0 + $1.count }
                 answer = try await transport.exchange(request)
             }
             summary.rounds += 1
@@ -241,6 +242,8 @@ public actor SyncSession {
     /// idle connections after ten minutes).
     let idleTimeout: Duration?
     var transport: SyncTransport?
+    /// How much to upload at once: kept across retries and syncs, so a slow link is learned once.
+    var window = UploadWindow()
     /// One sync at a time: a second, interleaved at an await, would share the transport.
     var syncing = false
 
@@ -271,11 +274,15 @@ public actor SyncSession {
                                                                  serverKey: serverKey, idleTimeout: idleTimeout)
             self.transport = transport
             var failure: (any Error)?
-            do { try await engine.exchangeUntilDone(transport, &summary, &offset, progress: progress) } catch { failure = error }
+            var window = self.window
+            do { try await engine.exchangeUntilDone(transport, &summary, &offset, &window, progress: progress) } catch { failure = error }
+            self.window = window
             guard let failure else { break }
             self.transport = nil
             await transport.shutdown()
             guard let f = failure as? SyncFailure else { throw failure }
+            // A bad link that cut off an upload: the next attempt sends half as much.
+            if f.exit == .unreachable && f.midRequest { self.window.linkFailed() }
             if f.exit == .unreachable && ContinuousClock.now < deadline {
                 // A bad link: back off and retry until the deadline; nothing acknowledged is lost.
                 attempt += 1

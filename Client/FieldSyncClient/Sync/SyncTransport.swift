@@ -15,6 +15,9 @@ public enum SyncExit: Int32, Sendable {
 public struct SyncFailure: Error, CustomStringConvertible, Sendable {
     public let exit: SyncExit
     public let message: String
+    /// The link failed while a request was under way (connected, not refused or unresolved):
+    /// what it carried may have been too much for it (`UploadWindow.linkFailed`).
+    public var midRequest = false
     public init(_ exit: SyncExit, _ message: String) { self.exit = exit; self.message = message }
     public var description: String { message }
 }
@@ -134,7 +137,9 @@ public final class SyncTransport: Sendable {
             connection?.close()
             // Stopped (SIGTERM to `sync --watch`), not a bad link.
             if Task.isCancelled { throw CancellationError() }
-            throw failure(error, endpoint)
+            var f = failure(error, endpoint)
+            f.midRequest = connection != nil
+            throw f
         }
     }
 
@@ -201,6 +206,11 @@ public final class SyncTransport: Sendable {
             let detail = (try? JSONDecoder().decode(Problem.self, from: Data(bytes)))?.detail ?? "HTTP \(status)"
             switch status {
             case 401, 403: throw SyncFailure(.authentication, "the server refused this device: \(detail)")
+            // 408: the upload took too long to arrive; sent again in smaller parts (`UploadWindow`).
+            case 408:
+                var f = SyncFailure(.unreachable, "the link was too slow for this upload (\(status)): \(detail)")
+                f.midRequest = true
+                throw f
             case 429, 500...599: throw SyncFailure(.unreachable, "the server is busy or failing (\(status)): \(detail)")
             default: throw SyncFailure(.failure, "the server refused the request (\(status)): \(detail)")
             }

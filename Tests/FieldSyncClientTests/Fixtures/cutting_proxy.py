@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """A TCP proxy on loopback that drops each connection after it has passed CUT bytes from the
-server to the client, for the first CONNECTIONS connections; later ones pass untouched.
-Usage: cutting_proxy.py UPSTREAM_PORT CUT CONNECTIONS. Prints its own port, then serves.
-It stops by itself after 120 seconds."""
+server to the client (DIRECTION "down", the default) or from the client to the server ("up"),
+for the first CONNECTIONS connections; later ones pass untouched.
+Usage: cutting_proxy.py UPSTREAM_PORT CUT CONNECTIONS [DIRECTION]. Prints its own port, then
+serves. It stops by itself after 120 seconds."""
 import socket, sys, threading, time
 
 upstream, cut, cutting = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+up = len(sys.argv) > 4 and sys.argv[4] == "up"
 listener = socket.socket()
 listener.bind(("127.0.0.1", 0))
 listener.listen(16)
@@ -40,8 +42,8 @@ def serve():
         server = socket.create_connection(("127.0.0.1", upstream))
         count += 1
         limit = cut if count <= cutting else None
-        threading.Thread(target=pump, args=(client, server, None), daemon=True).start()
-        threading.Thread(target=pump, args=(server, client, limit), daemon=True).start()
+        threading.Thread(target=pump, args=(client, server, limit if up else None), daemon=True).start()
+        threading.Thread(target=pump, args=(server, client, None if up else limit), daemon=True).start()
 
 threading.Thread(target=serve, daemon=True).start()
 time.sleep(120)

@@ -7,6 +7,8 @@ MODE is one of:
   big     answers each request with 200 and a body of 2 MB;
   slow    reads each request's body slowly (32 kB every 0.1 s, through a small receive buffer),
           then answers 200 "got N" (N bytes of body);
+  late    reads each request's head, then nothing for 2 s (a link that carries nothing for a
+          while), then its body, and answers 200 "got N";
   count   answers 200 "ok C" (C: which connection this is) and keeps the connection; after
           answering a request for /bye it closes the connection 0.1 s later, as a server
           lets an idle connection go;
@@ -38,6 +40,8 @@ def read_request(conn):
             return None
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
+    if mode == "late":
+        time.sleep(2)
     length = 0
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
@@ -90,8 +94,8 @@ def serve(raw):
             elif mode == "big":
                 size = 2 * 1024 * 1024
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"x" * size)
-            elif mode in ("slow", "count"):
-                body = b"got %d" % length if mode == "slow" else b"ok %d" % mine
+            elif mode in ("slow", "late", "count"):
+                body = b"ok %d" % mine if mode == "count" else b"got %d" % length
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
                 if path == b"/bye":
                     time.sleep(0.1)
