@@ -19,6 +19,9 @@ struct Authenticator: RouterMiddleware {
 
     func handle(_ request: Request, context: SyncContext, next: (Request, SyncContext) async throws -> Response) async throws -> Response {
         guard request.uri.path.hasPrefix("/v1/") else { return try await next(request, context) }
+        // Counted from here to the answer: every storage access of a /v1/ request is inside.
+        server.requests.enter()
+        defer { server.requests.leave() }
         var context = context
         do {
             try await authenticate(request, &context)
@@ -84,7 +87,7 @@ struct Authenticator: RouterMiddleware {
             publicKey = Array(pk)
             context.enrollingKey = publicKey
         } else {
-            let roster = try await server.store.currentRoster(alone: server.load.current == 0)
+            let roster = try await server.store.currentRoster(alone: server.requests.alone)
             context.roster = roster
             guard let device = DeviceID(params.keyid), let entry = roster[device] else {
                 throw Problem(status: 401, title: "Unauthorized", detail: "keyid '\(params.keyid)' is not an enrolled device")

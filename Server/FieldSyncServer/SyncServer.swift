@@ -16,6 +16,7 @@ public struct SyncServer: Sendable {
     let limiter: RateLimiter
     let metrics: ServerMetrics
     let load = ExchangeLoad()
+    let requests = RequestCount()
     let rosters = RosterSigner()
 
     /// The CA certificate, served at `/ca.pem` so `fieldsync enroll --pin` can check it against the pin.
@@ -103,8 +104,8 @@ public struct SyncServer: Sendable {
         }
         guard let nonce = context.unrecordedNonce else { throw Problem(status: 401, title: "Unauthorized", detail: "no signature nonce") }
         let roster: Roster
-        // Alone, the store works on this thread: no other exchange waits for it (`SyncStore`).
-        let alone = load.current == 1
+        // Alone, the store works on this thread: no other request waits for it (`SyncStore`).
+        let alone = requests.alone
         if let known = context.roster { roster = known } else { roster = try await store.currentRoster(alone: alone) }
         let result: ReplicaStore.ExchangeResult
         do {
@@ -178,6 +179,18 @@ public struct SyncServer: Sendable {
                            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
                            logger: logger)
     }
+}
+
+/// The /v1/ requests in this process, counted from the moment the authenticator takes one until
+/// its answer is made. A request that finds itself the only one (`alone`) may do its storage
+/// work on its own thread (`ReplicaStore.Access.inline`). Each request counts itself before it
+/// asks and uncounts itself only after its last storage access, so two requests are never both
+/// alone: at most one thread of the cooperative pool is ever waiting on SQLite.
+final class RequestCount: Sendable {
+    let inFlight = Atomic<Int>(0)
+    func enter() { inFlight.wrappingAdd(1, ordering: .acquiringAndReleasing) }
+    func leave() { inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
+    var alone: Bool { inFlight.load(ordering: .acquiring) == 1 }
 }
 
 /// How crowded this process is (exchanges in flight, and exchanges just begun), and from that

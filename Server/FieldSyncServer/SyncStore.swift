@@ -4,8 +4,8 @@ import FieldSyncStore
 /// What the sync server needs of its storage. The embedded SQLite `ReplicaStore` is the default;
 /// another backend (PostgreSQL, for several server processes) implements the same calls.
 /// Every call is async: a handler must never block a thread of the cooperative pool on storage,
-/// unless it is `alone` (no other exchange in flight), where the store may do its work on the
-/// calling thread rather than pay for two thread hand-offs.
+/// unless it is `alone` (no other request in flight, `RequestCount`), where the store may do
+/// its work on the calling thread rather than pay for two thread hand-offs each time.
 public protocol SyncStore: Sendable {
     func currentRoster(alone: Bool) async throws -> Roster
     /// Records the request's nonce and stores the uploaded changes durably (one transaction; a

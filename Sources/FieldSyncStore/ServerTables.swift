@@ -46,7 +46,7 @@ extension ReplicaStore {
     /// exchange, not two); a replayed one throws `StoreError(.replayed)` and stores nothing.
     /// `roster` is the one the request was authenticated with (nil: read it): the signatures of
     /// the upload are checked against it; revocation is judged again inside the transaction.
-    /// `alone`: no other exchange is in flight in this process, so the SQLite work runs on the
+    /// `alone`: no other request is in flight in this process, so the SQLite work runs on the
     /// calling thread rather than on GRDB's queues (see `Access`).
     public func exchange(device: DeviceID, roster known: Roster? = nil, upload: [SignedChange], clientVector: VersionVector, limits: ExchangeLimits,
                          now: UInt64, nonce: SignatureNonce? = nil, alone: Bool = false) async throws -> ExchangeResult {
@@ -200,11 +200,17 @@ extension ReplicaStore {
 
     /// Where a server handler's SQLite work runs. `queued` (under load): on GRDB's queues, the
     /// handler suspended meanwhile, so that a task waiting for a connection or for the writer
-    /// never holds one of the cooperative pool's few threads. `inline` (the handler is the only
-    /// one in flight): on the calling thread, which then waits for nobody but its own fsync.
-    /// Each queued access hands the work to another thread and back, and waking a thread costs
-    /// more on this VM than a small sync's reads: three per exchange were a tenth of B2's round
-    /// (BENCHMARKS.md, eleventh session).
+    /// never holds one of the cooperative pool's few threads. `inline` (the request is the only
+    /// one in flight, `SyncServer`'s `alone`): on the calling thread, which then waits for
+    /// nobody but its own fsync. Each queued access hands the work to another thread and back,
+    /// and waking a thread costs more on this VM than a small sync's reads: three per exchange
+    /// were a tenth of B2's round (BENCHMARKS.md, eleventh session).
+    ///
+    /// An inline read goes through the writer's connection, never GRDB's reader pool: an async
+    /// read gives its reader back only when its task runs again on the cooperative pool, so pool
+    /// threads blocked waiting for a reader can wait for each other forever (seen once in B3,
+    /// when fifty requests at once each read the roster inline). The writer's queue needs no
+    /// pool thread to move on.
     public enum Access: Sendable {
         case queued, inline
         public init(alone: Bool) { self = alone ? .inline : .queued }
@@ -212,8 +218,17 @@ extension ReplicaStore {
 
     func read<T: Sendable>(_ access: Access, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         switch access {
-        case .inline: try read(body)  // the synchronous one: GRDB's own `read` would suspend here
+        case .inline: try readOnWriter(body)
         case .queued: try await writer.read(body)
+        }
+    }
+
+    /// A read transaction on the writer's connection, on the calling thread.
+    func readOnWriter<T>(_ body: (Database) throws -> T) throws -> T {
+        try writer.writeWithoutTransaction { db in
+            var value: T?
+            try db.inTransaction(.deferred) { value = try body(db); return .commit }
+            return value!
         }
     }
 

@@ -91,6 +91,28 @@ struct LiveClient {
         #expect(server.process.terminationReason == .exit)
     }
 
+    /// Only a request that is the only one counted may work on its own thread, and while it is
+    /// counted no other is alone: at most one pool thread ever waits on SQLite (two waiting for
+    /// the reader pool once deadlocked the server in B3).
+    @Test func twoRequestsInFlightAreNeitherAlone() async throws {
+        let requests = RequestCount()
+        #expect(!requests.alone)
+        requests.enter()
+        #expect(requests.alone)
+        requests.enter()
+        #expect(!requests.alone)
+        requests.leave()
+        #expect(requests.alone)
+        // A burst: every request counts itself before it asks; none of fifty finds itself alone
+        // until the others have left.
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 { group.addTask { requests.enter() } }
+        }
+        #expect(!requests.alone)
+        for _ in 0..<50 { requests.leave() }
+        #expect(requests.alone)
+    }
+
     /// An upload on a slow link: its signature was fresh when the request went out, and expired
     /// while the body was still arriving. Judged when its head arrived, it is taken; judged at the
     /// body's end, every large upload on a link of a few kB/s was refused as expired (exit 4).
@@ -127,6 +149,37 @@ struct LiveClient {
         #expect(response.status.code == 200, "\(answer)")
         #expect(answer["accepted"] == .array([.string(c.id.hex)]))
         await client.shutdown()
+    }
+
+    /// A depot's laptops all at once, each on its own connection, uploading and pulling: every
+    /// request is answered. (Storage work done on pool threads when a request looked alone once
+    /// deadlocked the server this way: B3 hung in two of five runs.)
+    @Test func aBurstOfLaptopsAllGetTheirAnswers() async throws {
+        let ts = try TestServer()
+        let keys = try (0..<50).map { try ts.enroll(.field, "depot-\($0)") }
+        let roster = try ts.store.roster()
+        let server = try ServerProcess(data: ts.dir)
+        defer { server.kill(SIGKILL) }
+        let caPEM = try ts.data.caPEM()
+        let port = server.port
+        let answered = await withTaskGroup(of: Int.self) { group in
+            for key in keys {
+                group.addTask {
+                    var laptop = TestLaptop(key: key, roster: roster)
+                    guard let client = try? LiveClient(caPEM: caPEM, port: port) else { return 0 }
+                    var ok = 0
+                    for i in 0..<30 {
+                        // Every third request a pull alone; the others carry a new note.
+                        let changes = i % 3 == 0 ? [] : [try? laptop.note("D-\(i)").1].compactMap { $0 }
+                        if let (status, _) = try? await client.sync(key, changes: changes), status == 200 { ok += 1 }
+                    }
+                    await client.shutdown()
+                    return ok
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(answered == 50 * 30)
     }
 
     /// SIGKILL while five laptops upload: every change the server acknowledged is there after a restart.
