@@ -137,11 +137,13 @@ final class AnswerCollector: ChannelDuplexHandler {
     var sent: EventLoopPromise<Void>?
     /// Whether the request went out whole (its end written).
     var bodyDone = false
-    /// How long the stall check waits, once the whole body is written, for the send buffer to
-    /// drain before the answer can begin: the slowest link we carry (1 kB/s) takes that long for
-    /// what the buffer can hold of this body. A link that dies meanwhile is noticed by the kernel
-    /// (TCP_USER_TIMEOUT); without this, every upload above about 128 kB on a link under 2 kB/s
-    /// failed as "nothing moved" just before its answer.
+    /// How much longer than `stall` the stall check waits while a body is going out or waiting
+    /// for its answer to begin: as long as the slowest link we carry (1 kB/s) takes to drain what
+    /// the send buffer holds of this body. The kernel tells a writer of a full buffer only when
+    /// half of it has drained (64 kB: a minute at 1 kB/s), and after the last write the whole
+    /// buffer drains before the answer can begin; without this, every upload above about 128 kB
+    /// on a link under 2 kB/s failed as "nothing moved" just before its answer. A link that dies
+    /// meanwhile is noticed by the kernel (TCP_USER_TIMEOUT), as bytes sent go unacknowledged.
     var drain = TimeAmount.zero
     /// Counts requests, so that a piece written for one request does not drive the next's body.
     var generation = 0
@@ -199,13 +201,13 @@ final class AnswerCollector: ChannelDuplexHandler {
     }
 
     /// Fails the request when neither a read nor a written piece has moved for `stall` (and,
-    /// between the body's end and the answer's beginning, the drain allowed for).
+    /// until the answer begins, the drain allowed for its body).
     func watchStall(_ context: ChannelHandlerContext, every stall: TimeAmount) {
         let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
-        let allowed = bodyDone && head == nil ? stall + drain : stall
+        let allowed = head == nil ? stall + drain : stall
         stallTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastProgress + allowed) { [self] in
             guard answer != nil else { return }
-            if NIODeadline.now() - lastProgress >= (bodyDone && head == nil ? stall + drain : stall) {
+            if NIODeadline.now() - lastProgress >= (head == nil ? stall + drain : stall) {
                 let ms = stall.nanoseconds / 1_000_000
                 fail(bound.value, HTTPSConnection.Failure(description: "nothing moved for " + (ms < 1000 ? "\(ms) ms" : "\(ms / 1000) s")))
             } else {
