@@ -109,7 +109,11 @@ let package = Package(
         .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
         .testTarget(
             name: "FieldSyncClientTests",
-            dependencies: ["FieldSyncClient", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: [
+                "FieldSyncClient", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+                // A certificate for another host, made in a test (`TransportTests`).
+                .product(name: "X509", package: "swift-certificates"), .product(name: "Crypto", package: "swift-crypto"),
+            ],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),

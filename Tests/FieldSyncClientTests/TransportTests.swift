@@ -1,9 +1,11 @@
+import Crypto
 @testable import FieldSyncClient
 import FieldSyncCore
 import Foundation
 import NIOCore
 import NIOHTTP1
 import Testing
+import X509
 
 /// An HTTPS server that misbehaves in one way (`Fixtures/odd_tls_server.py`), with a certificate
 /// from a real `fieldsync-server init`'s CA.
@@ -12,11 +14,12 @@ final class OddServer: @unchecked Sendable {
     let port: Int
     let caPEM: String
 
-    init(_ mode: String, _ server: LiveServer) throws {
+    /// `cert` and `key`: files in the server's directory (its own TLS certificate by default).
+    init(_ mode: String, _ server: LiveServer, cert: String = "tls.pem", key: String = "tls.key") throws {
         caPEM = try String(contentsOfFile: server.dir + "/ca.pem", encoding: .utf8)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/odd_tls_server.py").path,
-                             mode, server.dir + "/tls.pem", server.dir + "/tls.key"]
+                             mode, server.dir + "/" + cert, server.dir + "/" + key]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -132,6 +135,35 @@ final class OddServer: @unchecked Sendable {
             Issue.record("a server of another CA was trusted")
         } catch let f as SyncFailure {
             #expect(f.exit == .authentication && f.message.contains("pinned CA"), "\(f.message)")
+        }
+    }
+
+    /// A certificate the pinned CA signed, but for another host: a bad certificate (exit 4, not
+    /// retried), never a bad link, and no request goes out on it.
+    @Test func aCertificateForAnotherHostIsRefused() async throws {
+        let server = try LiveServer()
+        let ca = try Certificate(pemEncoded: String(contentsOfFile: server.dir + "/ca.pem", encoding: .utf8))
+        let caKey = try Certificate.PrivateKey(pemEncoded: String(contentsOfFile: server.dir + "/ca.key", encoding: .utf8))
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let now = Date()
+        let other = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-300), notValidAfter: now.addingTimeInterval(3600),
+            issuer: ca.subject, subject: try DistinguishedName { CommonName("other.example") }, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                try ExtendedKeyUsage([.serverAuth])
+                SubjectAlternativeNames([.dnsName("other.example")])
+            },
+            issuerPrivateKey: caKey)
+        try (try other.serializeAsPEM().pemString).write(toFile: server.dir + "/other.pem", atomically: true, encoding: .utf8)
+        try (try key.serializeAsPEM().pemString).write(toFile: server.dir + "/other.key", atomically: true, encoding: .utf8)
+        let odd = try OddServer("count", server, cert: "other.pem", key: "other.key")
+        do {
+            _ = try await odd.transport().send(method: .GET, path: "/healthz", body: [], sign: false)
+            Issue.record("a certificate for other.example was trusted for 127.0.0.1")
+        } catch let f as SyncFailure {
+            #expect(f.exit == .authentication && f.message.contains("not for 127.0.0.1"), "\(f.message)")
         }
     }
 
