@@ -84,7 +84,7 @@ extension ReplicaStore {
     /// the writer is ours; the rest are neither accepted nor refused. Returns the result so far
     /// and what the client holds now: what it said it had, plus what it just sent.
     func storeUpload(device: DeviceID, upload: [SignedChange], verified: Set<ChangeID>, clientVector: VersionVector, limits: ExchangeLimits,
-                     now: UInt64, nonce: SignatureNonce?, access: Access = .queued) async throws -> (ExchangeResult, known: VersionVector) {
+                     now: UInt64, nonce: SignatureNonce?, access: Access) async throws -> (ExchangeResult, known: VersionVector) {
         // A pull stores no change: its nonce and the device's activity are safe to lose in a
         // power cut (replaying a pull needs its plaintext, which only the device and TLS see,
         // and would only repeat an answer).
@@ -208,12 +208,12 @@ extension ReplicaStore {
     ///
     /// An inline read goes through the writer's connection, never GRDB's reader pool: an async
     /// read gives its reader back only when its task runs again on the cooperative pool, so pool
-    /// threads blocked waiting for a reader can wait for each other forever (seen once in B3,
-    /// when fifty requests at once each read the roster inline). The writer's queue needs no
+    /// threads blocked waiting for a reader can wait for each other forever (seen in B3, when
+    /// fifty requests at once each read the roster inline). The writer's queue needs no
     /// pool thread to move on.
-    public enum Access: Sendable {
+    enum Access: Sendable {
         case queued, inline
-        public init(alone: Bool) { self = alone ? .inline : .queued }
+        init(alone: Bool) { self = alone ? .inline : .queued }
     }
 
     func read<T: Sendable>(_ access: Access, _ body: @escaping @Sendable (Database) throws -> T) async throws -> T {

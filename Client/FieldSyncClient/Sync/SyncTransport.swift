@@ -95,7 +95,7 @@ public final class SyncTransport: Sendable {
         let endpoint = try ServerEndpoint(baseURL)
         let slot = ConnectionSlot(endpoint: endpoint, tls: try NIOSSLContext(configuration: tls), idleTimeout: .seconds(1))
         defer { Task { await slot.close() } }
-        let (head, body) = try await exchange(slot, endpoint: endpoint, head: request(endpoint, .GET, "/ca.pem", headers: []), body: [],
+        let (head, body) = try await exchange(slot, head: request(endpoint, .GET, "/ca.pem", headers: []), body: [],
                                               limit: 1 << 16, timeout: .seconds(15))
         let pem = String(decoding: body, as: UTF8.self)
         guard head.status == .ok, let got = try? caPin(pem) else { throw SyncFailure(.authentication, "\(endpoint.base) did not offer a CA certificate") }
@@ -119,7 +119,7 @@ public final class SyncTransport: Sendable {
 
     /// One request on the slot's connection (opened if need be), the connection given back after
     /// a whole answer; any failure is turned into the `SyncFailure` it means for the user.
-    static func exchange(_ slot: ConnectionSlot, endpoint: ServerEndpoint, head: HTTPRequestHead, body: [UInt8], limit: Int,
+    static func exchange(_ slot: ConnectionSlot, head: HTTPRequestHead, body: [UInt8], limit: Int,
                          timeout: TimeAmount) async throws -> (HTTPResponseHead, [UInt8]) {
         var head = head
         head.headers.add(name: "Content-Length", value: String(body.count))
@@ -137,7 +137,7 @@ public final class SyncTransport: Sendable {
             connection?.close()
             // Stopped (SIGTERM to `sync --watch`), not a bad link.
             if Task.isCancelled { throw CancellationError() }
-            var f = failure(error, endpoint)
+            var f = failure(error, slot.endpoint)
             f.midRequest = connection != nil
             throw f
         }
@@ -196,7 +196,7 @@ public final class SyncTransport: Sendable {
             let (input, sig) = HTTPSignature.sign(values: [method.rawValue, url, digest, contentType], parameters: params, key: key)
             headers += [("Signature-Input", input), ("Signature", sig)]
         }
-        let (res, bytes) = try await Self.exchange(connections, endpoint: endpoint, head: Self.request(endpoint, method, path, headers: headers),
+        let (res, bytes) = try await Self.exchange(connections, head: Self.request(endpoint, method, path, headers: headers),
                                                    body: body, limit: SyncProtocol.maxBodyBytes * 2, timeout: timeout)
         let status = Int(res.status.code)
         if sign, let pinned = answerKey ?? serverKey {
