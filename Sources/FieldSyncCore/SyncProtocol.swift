@@ -264,9 +264,13 @@ public struct SignedRoster: Codable, Sendable, Hashable {
 /// Bytes: an upload a bad link cut off (a stall, a deadline, the server's 408) is sent again in
 /// halves, down to 16 kB (the first change always goes), so that a link of a few kB/s still
 /// carries a first sync after days offline, one smaller request at a time, instead of failing
-/// the same whole upload again and again. Every full take doubles it back, up to
-/// `SyncProtocol.maxUploadBytes`. A session (`fieldsync sync --watch`, and the retries of one
-/// `fieldsync sync`) keeps what it learned.
+/// the same whole upload again and again. They grow back as TCP's window does after a loss: by
+/// 16 kB for each full take of an upload that used at least half of them, up to
+/// `SyncProtocol.maxUploadBytes`; so a link that carries only so much is probed gently rather
+/// than cut off again every other request, as doubling did. A session
+/// (`fieldsync sync --watch`, and the retries of one `fieldsync sync`) keeps what it learned,
+/// and the replica keeps the bytes for the next process (`init(learnedBytes:)`), so a nightly
+/// sync on a bad link does not begin each night with an upload the link has always cut off.
 public struct UploadWindow: Sendable, Equatable {
     /// The fewest a crowded server takes (`ExchangeLoad.uploadLimit`).
     public static let minimum = 4
@@ -277,12 +281,19 @@ public struct UploadWindow: Sendable, Equatable {
     /// Bytes of the upload in flight (0: none, or a pull).
     public var sending = 0
 
-    public init() {}
+    /// - Parameter learnedBytes: the bytes an earlier session of this replica ended with; the
+    ///   link is taken to carry about that much.
+    public init(learnedBytes: Int? = nil) {
+        if let learnedBytes { bytes = min(SyncProtocol.maxUploadBytes, max(Self.minimumBytes, learnedBytes)) }
+    }
 
     /// After an answer: `handled` of the `sent` changes were accepted or refused.
     public mutating func update(sent: Int, handled: Int) {
         size = handled < sent ? max(Self.minimum, 2 * handled) : min(SyncProtocol.maxBatch, 2 * size)
-        if sent > 0 && handled == sent { bytes = min(SyncProtocol.maxUploadBytes, 2 * bytes) }
+        // Only an upload that used the bytes says the link carries them: a day's few notes do not.
+        if sent > 0 && handled == sent && 2 * sending >= bytes {
+            bytes = min(SyncProtocol.maxUploadBytes, bytes + Self.minimumBytes)
+        }
         sending = 0
     }
 

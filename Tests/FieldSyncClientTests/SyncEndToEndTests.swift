@@ -339,6 +339,42 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         server.kill(SIGTERM)
     }
 
+    /// What a sync learned of the link outlives its process. On a link that cuts off every
+    /// connection past 100 kB, a nightly `fieldsync sync` starting from the whole 512 kB would
+    /// spend each night's attempts halving again; starting from what the last one learned, its
+    /// first upload gets through.
+    @Test func theUploadSizeALinkAllowsIsKeptForTheNextSync() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = CLI()
+        defer { a.cleanUp() }
+        _ = try a.ok("init", "--name", "a")
+        _ = try a.ok("enroll", server.url, "--token", try server.invite("field", "a"), "--pin", server.pin)
+        // Ten imports of 100 notes: ten changes of about 37 kB, about 370 kB in all.
+        let file = a.home + "/notes.jsonl"
+        let text = String(repeating: "Strip 4 walked again; fence posts and markers checked. ", count: 6)
+        for day in 0..<10 {
+            try (0..<100).map { #"{"kind":"survey","ref":"K-\#(day)-\#($0)","narrative":"\#(text)\#($0)"}"# }
+                .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            _ = try a.ok("note", "add", "--json-file", file)
+        }
+        let proxy = try CuttingProxy(upstream: server.port, cut: 100_000, connections: 10_000, direction: "up")
+        defer { proxy.process.terminate() }
+        try a.pointAt(port: proxy.port)
+        func waiting() throws -> Int64 { try #require(JSONValue.parse(try a.ok("status", "--json"))["changes_waiting"]?.intValue) }
+        // The first night halves its upload after each cut (about 370, then 185 kB) until the
+        // timeout; at most one upload under the cut gets through on each new connection.
+        let first = try a.run("sync", "--timeout", "3")
+        #expect(first.status == 3, "\(first.err)")
+        let before = try waiting()
+        #expect(before > 0)
+        // The second night has time for two attempts only: from 512 kB again, both would be cut.
+        let second = try a.run("sync", "--timeout", "1")
+        #expect(second.status == 3, "\(second.err)")
+        #expect(try waiting() < before, "the second sync started from a size the link had already cut off")
+        server.kill(SIGTERM)
+    }
+
     @Test func connectionCutMidResponse() throws {
         let server = try LiveServer()
         try server.start()

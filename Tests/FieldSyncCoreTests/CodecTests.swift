@@ -264,16 +264,36 @@ import Testing
         w.sending = 18_750
         w.linkFailed()
         #expect(w.bytes == UploadWindow.minimumBytes)
-        // Taken whole: it opens again, up to the protocol's limit.
+        // Taken whole, having used at least half of it: it grows by 16 kB, not by doubling, so a
+        // link that carries only so much is not cut off again every other request.
         w.sending = 16_000
         w.update(sent: 10, handled: 10)
         #expect(w.bytes == 2 * UploadWindow.minimumBytes && w.sending == 0)
-        for _ in 0..<10 { w.update(sent: 10, handled: 10) }
+        w.sending = 20_000
+        w.update(sent: 10, handled: 10)
+        #expect(w.bytes == 3 * UploadWindow.minimumBytes)
+        // A small upload, or a pull, says nothing of what the link carries.
+        w.sending = 10_000
+        w.update(sent: 2, handled: 2)
+        w.update(sent: 0, handled: 0)
+        #expect(w.bytes == 3 * UploadWindow.minimumBytes)
+        for _ in 0..<40 {
+            w.sending = w.bytes
+            w.update(sent: 10, handled: 10)
+        }
         #expect(w.bytes == SyncProtocol.maxUploadBytes)
         // Partly taken (a crowded server), the bytes stay.
         w.sending = 100_000
         w.linkFailed()
         w.update(sent: 10, handled: 5)
         #expect(w.bytes == 50_000)
+    }
+
+    /// What an earlier process of the replica learned, within the window's bounds.
+    @Test func startsFromWhatTheReplicaLearned() {
+        #expect(UploadWindow(learnedBytes: 90_000).bytes == 90_000)
+        #expect(UploadWindow(learnedBytes: 5).bytes == UploadWindow.minimumBytes)
+        #expect(UploadWindow(learnedBytes: 1 << 30).bytes == SyncProtocol.maxUploadBytes)
+        #expect(UploadWindow(learnedBytes: nil) == UploadWindow())
     }
 }

@@ -242,8 +242,11 @@ public actor SyncSession {
     /// idle connections after ten minutes).
     let idleTimeout: Duration?
     var transport: SyncTransport?
-    /// How much to upload at once: kept across retries and syncs, so a slow link is learned once.
+    /// How much to upload at once: kept across retries and syncs, so a slow link is learned once,
+    /// and its bytes in the replica (`meta.upload_bytes`) for the next process.
     var window = UploadWindow()
+    /// The bytes the replica holds (nil until read at the first sync).
+    var keptBytes: Int?
     /// One sync at a time: a second, interleaved at an await, would share the transport.
     var syncing = false
 
@@ -269,6 +272,13 @@ public actor SyncSession {
         var offset = Int64(try replica.store.meta("clock_offset") ?? "0") ?? 0
         var attempt = 0
         var relearned = false
+        if keptBytes == nil {
+            keptBytes = Int(try replica.store.meta(Self.uploadBytesKey) ?? "")
+            window = UploadWindow(learnedBytes: keptBytes)
+            keptBytes = window.bytes
+        }
+        // Also on the way out of a failed sync: the next process starts from what this one learned.
+        defer { keepWindow() }
         while true {
             let transport = try self.transport ?? SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: offset,
                                                                  serverKey: serverKey, idleTimeout: idleTimeout)
@@ -282,7 +292,10 @@ public actor SyncSession {
             await transport.shutdown()
             guard let f = failure as? SyncFailure else { throw failure }
             // A bad link that cut off an upload: the next attempt sends half as much.
-            if f.exit == .unreachable && f.midRequest { self.window.linkFailed() }
+            if f.exit == .unreachable && f.midRequest {
+                self.window.linkFailed()
+                keepWindow()
+            }
             if f.exit == .unreachable && ContinuousClock.now < deadline {
                 // A bad link: back off and retry until the deadline; nothing acknowledged is lost.
                 attempt += 1
@@ -301,6 +314,18 @@ public actor SyncSession {
         }
         summary.conflictsAfter = try replica.store.conflictCount()
         return summary
+    }
+
+    static let uploadBytesKey = "upload_bytes"
+
+    /// Writes the window's bytes to the replica when they changed. A hint, not data: if the
+    /// write fails, the sync's own outcome is what to report.
+    func keepWindow() {
+        guard window.bytes != keptBytes else { return }
+        do {
+            try engine.replica.store.setMeta(Self.uploadBytesKey, String(window.bytes))
+            keptBytes = window.bytes
+        } catch {}
     }
 
     /// Closes the kept connection (after the sync in progress, if any, has returned).
