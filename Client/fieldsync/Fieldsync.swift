@@ -125,12 +125,14 @@ struct Status: ParsableCommand {
         let s = try replica.store.status(device: replica.device)
         let server = try replica.store.meta("server_url")
         let lastSync = try replica.store.meta("last_sync")
+        let refusals = try replica.store.refusals()
         if output.json {
             printJSON(.object([
                 "device": .string(replica.device.description), "name": .string(me.name), "role": .string(me.role.rawValue),
                 "server": server.map { .string($0) } ?? .null, "last_sync": lastSync.map { .string($0) } ?? .null,
                 "notes": .int(Int64(s.notes)), "contacts": .int(Int64(s.contacts)), "conflicts": .int(Int64(s.conflicts)),
                 "changes_waiting": .int(Int64(s.waiting)), "changes_refused": .int(Int64(s.refused)), "changes": .int(Int64(s.changes)),
+                "refusals": .array(refusals.map { .object(["id": .string($0.id.hex), "code": .string($0.code), "reason": .string($0.reason)]) }),
             ]))
             return
         }
@@ -141,5 +143,6 @@ struct Status: ParsableCommand {
         print("records     \(s.notes) notes, \(s.contacts) contacts")
         print("conflicts   \(s.conflicts) open")
         print("waiting     \(s.waiting) changes to send\(s.refused > 0 ? ", \(s.refused) refused by policy" : "")")
+        for r in refusals { print("refused     \(r.id.hex.prefix(12)) (\(r.code)): \(r.reason)") }
     }
 }

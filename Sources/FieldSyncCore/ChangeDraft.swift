@@ -86,19 +86,47 @@ public struct ChangeDraft: Sendable {
 }
 
 extension ChangeDraft {
-    /// Splits a large draft into drafts of at most `maxOps` ops, for imports bigger than one
-    /// change may be; the store commits them in one transaction.
-    public func chunks(maxOps: Int = ChangeCodec.maxOps) -> [ChangeDraft] {
-        guard ops.count > maxOps else { return [self] }
-        var out: [ChangeDraft] = []
-        for start in stride(from: 0, to: ops.count, by: maxOps) {
+    /// About how many bytes a change made by `chunks` carries at most. A change travels whole
+    /// (the first of an upload always goes), so on a link of 1 kB/s this is about a minute,
+    /// far inside the server's transfer limit, and far below `ChangeCodec.maxChangeBytes`: an
+    /// import of long notes as 1,000-op changes made changes of 5 MB that no server accepts.
+    public static let chunkBytes = 64 << 10
+
+    /// Splits a large draft into drafts of at most `maxOps` ops and about `maxBytes` bytes, for
+    /// imports bigger than one change should be; the store commits them in one transaction. A
+    /// record's ops stay in one change unless they alone are more than one may hold, so a
+    /// laptop that has pulled only part of an import sees whole notes.
+    public func chunks(maxOps: Int = ChangeCodec.maxOps, maxBytes: Int = chunkBytes) -> [ChangeDraft] {
+        let sizes = ops.indices.map { Self.estimatedBytes(ops[$0], value: valuesByIndex[$0]) }
+        guard ops.count > maxOps || sizes.reduce(0, +) > maxBytes else { return [self] }
+        var starts = [0]
+        var bytes = 0
+        var recordStart = 0
+        for i in ops.indices {
+            if i > 0 && ops[i].record != ops[i - 1].record { recordStart = i }
+            let start = starts[starts.count - 1]
+            if i > start && (i - start == maxOps || bytes + sizes[i] > maxBytes) {
+                // Cut before this op's record when the part holds other records before it.
+                let cut = recordStart > start ? recordStart : i
+                starts.append(cut)
+                bytes = sizes[cut..<i].reduce(0, +)
+            }
+            bytes += sizes[i]
+        }
+        return starts.indices.map { n in
             var d = ChangeDraft()
-            for i in start..<min(start + maxOps, ops.count) {
+            for i in starts[n]..<(n + 1 < starts.count ? starts[n + 1] : ops.count) {
                 if let v = valuesByIndex[i] { d.valuesByIndex[d.ops.count] = v }
                 d.ops.append(ops[i])
             }
-            out.append(d)
+            return d
         }
-        return out
+    }
+
+    /// What an op and its value add to a change's envelope, about: the op as `ChangeCodec`
+    /// writes it (its record id counted whole, a commitment for a value) and the value with its
+    /// salt and length.
+    static func estimatedBytes(_ op: Op, value: OpValue?) -> Int {
+        24 + op.field.utf8.count + op.kind.utf8.count + 34 * op.refs.count + (value.map { 60 + $0.canonical.count } ?? 0)
     }
 }

@@ -221,6 +221,12 @@ public struct ReplicaStore: Sendable {
             let ack = try db.cachedStatement(sql: "UPDATE changes SET acked = 1 WHERE id = ?")
             for id in o.acknowledged { try ack.execute(arguments: [Data(id.bytes)]) }
             try Outbox.advance(after: o.acknowledged, db)
+            // A change taken after all (a refusal the server no longer makes) is refused no more;
+            // one kept but refused by policy is listed in both, and stays refused.
+            let refusedNow = Set(o.refusals.map(\.id))
+            for id in o.acknowledged where !refusedNow.contains(id) {
+                try db.execute(sql: "DELETE FROM refusals WHERE change_id = ?", arguments: [Data(id.bytes)])
+            }
             for r in o.refusals {
                 try db.execute(sql: """
                     INSERT INTO refusals (change_id, code, reason, at) VALUES (?, ?, ?, ?)
@@ -469,6 +475,8 @@ extension ReplicaStore {
 }
 
 extension ReplicaStore {
+    /// What the server refused of this replica's changes, and why, oldest first: kept but
+    /// applied nowhere (policy), or not taken at all and still waiting in the outbox.
     public func refusals() throws -> [(id: ChangeID, code: String, reason: String)] {
         try read { db in
             try Row.fetchAll(db, sql: "SELECT change_id, code, reason FROM refusals ORDER BY at").map {

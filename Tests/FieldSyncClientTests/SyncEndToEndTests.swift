@@ -1,3 +1,4 @@
+import FieldSyncClient
 import FieldSyncCore
 import Foundation
 import Testing
@@ -281,6 +282,43 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         let gone = try a.run("sync", "--timeout", "1")
         #expect(gone.status == 3, "\(gone.err)")
         #expect(gone.err.hasPrefix("fieldsync: cannot reach"))
+    }
+}
+
+/// Changes the server refuses outright, as an older or altered client could make them: one
+/// with a value its schema refuses, one it cannot even decode (a value over 1 MB). Both are
+/// the laptop's: the sync exits 5 and names them, and `status` lists them with their reasons.
+/// (The CLI validates what it writes, so they are written here through the store.)
+@Suite(.serialized) struct RefusedChangeTests {
+    @Test func changesTheServerRefusesAreNamedAndListed() throws {
+        let server = try LiveServer()
+        try server.start()
+        // One laptop each: a change refused outright holds the laptop's later ones back.
+        for (name, narrative) in [("long", String(repeating: "n", count: 25_000)), ("huge", String(repeating: "u", count: 1_100_000))] {
+            let a = try laptop(server, role: "field", name: name)
+            defer { a.cleanUp() }
+            let replica = try ClientHome(environment: ["FIELDSYNC_HOME": a.home]).open()
+            // One op, so one change: with its create, the 1 MB write would go in a change of its own.
+            let made = try replica.store.commitLocal(key: replica.key) { _ in
+                var d = ChangeDraft()
+                d.set("narrative", to: .string(narrative), onNew: RecordID.make(), type: .note)
+                return d
+            }
+            let id = try #require(made.first).id.hex
+            #expect(made.count == 1)
+            let sync = try a.run("sync", "--json")
+            #expect(sync.status == 5, "\(name): \(sync.err)")
+            let refused = try JSONValue.parse(sync.out)["refused"]?.arrayValue ?? []
+            #expect(refused.compactMap { $0["id"]?.stringValue } == [id], "\(name): \(sync.out)")
+            let status = try JSONValue.parse(try a.ok("status", "--json"))
+            let listed = status["refusals"]?.arrayValue ?? []
+            #expect(listed.compactMap { $0["id"]?.stringValue } == [id], "\(name)")
+            #expect(listed.allSatisfy { !($0["reason"]?.stringValue ?? "").isEmpty && !($0["code"]?.stringValue ?? "").isEmpty })
+            #expect(status["changes_waiting"] == .int(1))
+            let text = try a.ok("status")
+            #expect(text.contains("refused     \(id.prefix(12)) ("), "\(name): \(text)")
+        }
+        server.kill(SIGTERM)
     }
 }
 

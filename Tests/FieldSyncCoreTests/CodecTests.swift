@@ -209,7 +209,7 @@ import Testing
         let id = RecordID.make()
         d.create(id, type: .note, kind: "survey")
         for i in 0..<70_000 { d.add("tags", .string("t\(i)"), record: id, type: .note) }
-        let parts = d.chunks()
+        let parts = d.chunks(maxBytes: .max)
         #expect(parts.count == 71)
         #expect(parts.allSatisfy { $0.ops.count <= ChangeCodec.maxOps })
         let last = parts.last!
@@ -223,6 +223,47 @@ import Testing
         #expect(signed.values[0]?.value == "t69999")
         #expect(signed.values[0]?.commitment == signed.change.ops[0].commitment)
         #expect(throws: Never.self) { try SignedChange(bytes: signed.bytes, signature: signed.signature, values: signed.values, seed: signed.seed) }
+        // By bytes as well: about 64 kB a change, one op alone when it is larger.
+        #expect(d.chunks().count > 71)
+    }
+
+    /// An import of 260 long notes (20,000 characters each) drafted as one: its changes carry
+    /// about 64 kB each, every one decodes as a server decodes it, and no note is split. Drafted
+    /// in 1,000-op changes it made one change of 5 MB, which every server refuses.
+    @Test func longNotesSplitIntoChangesOfAbout64kBWithEachNoteWhole() throws {
+        let narrative = String(repeating: "Strip walked; markers checked. ", count: 645).prefix(19_990)
+        var d = ChangeDraft()
+        var ids: [RecordID] = []
+        for n in 0..<260 {
+            let id = RecordID.make()
+            ids.append(id)
+            d.create(id, type: .note, kind: "survey")
+            d.set("ref", to: .string("O-\(n)"), onNew: id, type: .note)
+            d.set("narrative", to: .string(String(narrative)), onNew: id, type: .note)
+        }
+        let parts = d.chunks()
+        #expect(parts.count >= 80)
+        let key = DeviceKey()
+        var holder: [RecordID: Int] = [:]
+        var prev = ChangeID.zero
+        for (n, part) in parts.enumerated() {
+            let signed = SignedChange.author(Change(device: key.deviceID, seq: UInt64(n + 1), prev: prev, hlc: HLC(raw: 1 << 16), wallMillis: 1, ops: part.ops),
+                                             values: part.values, key: key)
+            prev = signed.id
+            #expect(signed.envelope.count <= ChangeDraft.chunkBytes, "change \(n): \(signed.envelope.count) bytes")
+            #expect(throws: Never.self) { try SignedChange(envelope: signed.envelope) }
+            for op in part.ops {
+                #expect(holder[op.record, default: n] == n, "a note split between changes")
+                holder[op.record] = n
+            }
+        }
+        #expect(holder.count == ids.count)
+        #expect(parts.flatMap(\.ops) == d.ops)
+        // A small draft (a `note add`) stays one change.
+        var one = ChangeDraft()
+        one.create(ids[0], type: .note, kind: "survey")
+        one.set("narrative", to: .string(String(narrative)), onNew: ids[0], type: .note)
+        #expect(one.chunks().count == 1)
     }
 }
 

@@ -523,13 +523,17 @@ final class TempDir {
         // Each goes up as the envelope its author made, byte for byte, with its id.
         let sent = try store.outbox(device: field.deviceID)
         #expect(sent.map(\.envelope) == made.map(\.envelope) && sent.map(\.id) == made.map(\.id))
-        // 1 and 2 taken; 3 refused outright (not acknowledged); 4 taken.
-        _ = try store.absorb(ReplicaStore.ExchangeOutcome(acknowledged: [made[0].id, made[1].id, made[3].id]))
+        // 1 and 2 taken; 3 refused outright (not acknowledged); 4 taken, though refused by policy.
+        _ = try store.absorb(ReplicaStore.ExchangeOutcome(acknowledged: [made[0].id, made[1].id, made[3].id],
+                                                          refusals: [(made[2].id, "invalid_value", "too long"), (made[3].id, "forbidden", "not yours")]))
         #expect(try outbox() == [3, 5] && waiting() == 2)
+        #expect(try Set(store.refusals().map(\.id)) == [made[2].id, made[3].id])
         #expect(try store.meta("outbox_from.\(field.deviceID)") == "3")
         #expect(try store.outbox(device: field.deviceID, limit: 1).map(\.seq) == [3])
         _ = try store.absorb(ReplicaStore.ExchangeOutcome(acknowledged: [made[2].id, made[4].id]))
         #expect(try outbox() == [] && waiting() == 0)
+        // 3 taken after all (the server's schema allows it now): no longer listed as refused.
+        #expect(try store.refusals().map(\.id) == [made[3].id])
         #expect(try store.meta("outbox_from.\(field.deviceID)") == "6")
         // A new change after everything was acknowledged is found.
         let sixth = try note()

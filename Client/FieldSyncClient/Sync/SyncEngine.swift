@@ -136,7 +136,13 @@ public struct SyncEngine: Sendable {
             let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
             outcome.acknowledged = acked
             let mine = Set(outbox.map(\.id.hex))
-            let refusedHere = answer.refused.filter { mine.contains($0.id) }
+            // A change the server could not even decode it names by its place in the request
+            // ("#2"): it is this laptop's all the same, and must not pass for a clean sync.
+            let refusedHere = answer.refused.compactMap { r -> ChangeRefusal? in
+                if mine.contains(r.id) { return r }
+                guard r.id.hasPrefix("#"), let i = Int(r.id.dropFirst()), outbox.indices.contains(i) else { return nil }
+                return ChangeRefusal(id: outbox[i].id.hex, code: r.code, reason: r.reason)
+            }
             summary.refused += refusedHere
             outcome.refusals = refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }
             if !answer.changes.isEmpty {
