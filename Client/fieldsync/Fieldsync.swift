@@ -131,7 +131,7 @@ struct Status: ParsableCommand {
                 "device": .string(replica.device.description), "name": .string(me.name), "role": .string(me.role.rawValue),
                 "server": server.map { .string($0) } ?? .null, "last_sync": lastSync.map { .string($0) } ?? .null,
                 "notes": .int(Int64(s.notes)), "contacts": .int(Int64(s.contacts)), "conflicts": .int(Int64(s.conflicts)),
-                "changes_waiting": .int(Int64(s.waiting)), "changes_refused": .int(Int64(s.refused)), "changes": .int(Int64(s.changes)),
+                "changes_waiting": .int(Int64(s.waiting)), "changes_refused": .int(Int64(refusals.count)), "changes": .int(Int64(s.changes)),
                 "refusals": .array(refusals.map { .object(["id": .string($0.id.hex), "code": .string($0.code), "reason": .string($0.reason)]) }),
             ]))
             return
@@ -142,7 +142,7 @@ struct Status: ParsableCommand {
         print("last sync   \(lastSync ?? "never")")
         print("records     \(s.notes) notes, \(s.contacts) contacts")
         print("conflicts   \(s.conflicts) open")
-        print("waiting     \(s.waiting) changes to send\(s.refused > 0 ? ", \(s.refused) refused by policy" : "")")
+        print("waiting     \(s.waiting) changes to send\(refusals.isEmpty ? "" : ", \(refusals.count) refused by the server")")
         for r in refusals { print("refused     \(r.id.hex.prefix(12)) (\(r.code)): \(r.reason)") }
     }
 }

@@ -224,9 +224,8 @@ public struct ReplicaStore: Sendable {
             // A change taken after all (a refusal the server no longer makes) is refused no more;
             // one kept but refused by policy is listed in both, and stays refused.
             let refusedNow = Set(o.refusals.map(\.id))
-            for id in o.acknowledged where !refusedNow.contains(id) {
-                try db.execute(sql: "DELETE FROM refusals WHERE change_id = ?", arguments: [Data(id.bytes)])
-            }
+            let unrefuse = try db.cachedStatement(sql: "DELETE FROM refusals WHERE change_id = ?")
+            for id in o.acknowledged where !refusedNow.contains(id) { try unrefuse.execute(arguments: [Data(id.bytes)]) }
             for r in o.refusals {
                 try db.execute(sql: """
                     INSERT INTO refusals (change_id, code, reason, at) VALUES (?, ?, ?, ?)

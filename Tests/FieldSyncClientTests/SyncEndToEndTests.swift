@@ -401,9 +401,12 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         try a.pointAt(port: proxy.port)
         func waiting() throws -> Int64 { try #require(JSONValue.parse(try a.ok("status", "--json"))["changes_waiting"]?.intValue) }
         // The first night halves its upload after each cut (about 370, then 185 kB) until the
-        // timeout; at most one upload under the cut gets through on each new connection.
-        let first = try a.run("sync", "--timeout", "3")
+        // timeout (attempts at about 0, 0.5, 1.5 and 3.5 s); at most one upload under the cut
+        // gets through on each new connection, so it cannot finish.
+        let first = try a.run("sync", "--timeout", "5")
         #expect(first.status == 3, "\(first.err)")
+        let learned = try #require(Int(try ClientHome(environment: ["FIELDSYNC_HOME": a.home]).open().store.meta("upload_bytes") ?? ""))
+        #expect(learned < 100_000)
         let before = try waiting()
         #expect(before > 0)
         // The second night has time for two attempts only: from 512 kB again, both would be cut.

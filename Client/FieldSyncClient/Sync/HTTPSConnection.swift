@@ -21,6 +21,10 @@ final class HTTPSConnection: Sendable {
     /// so `isActive` alone would offer a closing connection for the next request.
     final class End: Sendable {
         let closing = Atomic(false)
+        /// How far the latest request got: 0 nothing of it has left (a handshake still under
+        /// way), 1 going out, its answer not begun, 2 its answer begun. A request that fails at 1
+        /// may have been too large for the link; at 0 or 2 it says nothing of that.
+        let stage = Atomic<UInt8>(0)
         /// What ended the connection while no request was in flight (a failed handshake, found
         /// while the caller was still reading what to send), for the request that comes next.
         let error: NIOLoopBoundBox<(any Error)?>
@@ -159,6 +163,7 @@ final class AnswerCollector: ChannelDuplexHandler {
             return
         }
         answer = request.answer
+        end.stage.store(0, ordering: .releasing)
         generation += 1
         bodyDone = false
         drain = .seconds(Int64(min(request.body.readableBytes, 2 * HTTPSConnection.sendBuffer) / 1024))
@@ -195,6 +200,7 @@ final class AnswerCollector: ChannelDuplexHandler {
         written.futureResult.assumeIsolated().whenSuccess { [self] in
             guard request == generation else { return }
             lastProgress = .now()
+            if head == nil { end.stage.store(1, ordering: .releasing) }
             writeNextPiece(bound.value, of: request)
         }
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
@@ -221,6 +227,7 @@ final class AnswerCollector: ChannelDuplexHandler {
         switch unwrapInboundIn(data) {
         case .head(let h):
             head = h
+            end.stage.store(2, ordering: .releasing)
             // The deadline is for the answer to begin: once it streams, the stall check alone
             // applies, so a large answer on a slow link that keeps moving is not cut off.
             deadlineTimer?.cancel()

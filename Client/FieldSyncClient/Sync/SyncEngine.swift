@@ -143,7 +143,9 @@ public struct SyncEngine: Sendable {
                 guard r.id.hasPrefix("#"), let i = Int(r.id.dropFirst()), outbox.indices.contains(i) else { return nil }
                 return ChangeRefusal(id: outbox[i].id.hex, code: r.code, reason: r.reason)
             }
-            summary.refused += refusedHere
+            // A change refused outright is sent again in the next round of this sync: named once.
+            let named = Set(summary.refused.map(\.id))
+            summary.refused += refusedHere.filter { !named.contains($0.id) }
             outcome.refusals = refusedHere.compactMap { r in ChangeID(hex: r.id).map { ($0, r.code, r.reason) } }
             if !answer.changes.isEmpty {
                 // Opened ahead with the keys known then; one signed by a key the roster in this
@@ -298,7 +300,7 @@ public actor SyncSession {
             await transport.shutdown()
             guard let f = failure as? SyncFailure else { throw failure }
             // A bad link that cut off an upload: the next attempt sends half as much.
-            if f.exit == .unreachable && f.midRequest {
+            if f.exit == .unreachable && f.uploadCut {
                 self.window.linkFailed()
                 keepWindow()
             }

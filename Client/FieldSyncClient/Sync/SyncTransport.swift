@@ -15,9 +15,10 @@ public enum SyncExit: Int32, Sendable {
 public struct SyncFailure: Error, CustomStringConvertible, Sendable {
     public let exit: SyncExit
     public let message: String
-    /// The link failed while a request was under way (connected, not refused or unresolved):
-    /// what it carried may have been too much for it (`UploadWindow.linkFailed`).
-    public var midRequest = false
+    /// The link failed while a request was going out, before its answer began (connected, not
+    /// refused or unresolved; or the server's 408): what it carried may have been too much for
+    /// it (`UploadWindow.linkFailed`). An answer cut off on its way down says nothing of that.
+    public var uploadCut = false
     public init(_ exit: SyncExit, _ message: String) { self.exit = exit; self.message = message }
     public var description: String { message }
 }
@@ -138,7 +139,7 @@ public final class SyncTransport: Sendable {
             // Stopped (SIGTERM to `sync --watch`), not a bad link.
             if Task.isCancelled { throw CancellationError() }
             var f = failure(error, slot.endpoint)
-            f.midRequest = connection != nil
+            f.uploadCut = connection?.end.stage.load(ordering: .acquiring) == 1
             throw f
         }
     }
@@ -209,7 +210,7 @@ public final class SyncTransport: Sendable {
             // 408: the upload took too long to arrive; sent again in smaller parts (`UploadWindow`).
             case 408:
                 var f = SyncFailure(.unreachable, "the link was too slow for this upload (\(status)): \(detail)")
-                f.midRequest = true
+                f.uploadCut = true
                 throw f
             case 429, 500...599: throw SyncFailure(.unreachable, "the server is busy or failing (\(status)): \(detail)")
             default: throw SyncFailure(.failure, "the server refused the request (\(status)): \(detail)")
