@@ -81,6 +81,15 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
     return cli
 }
 
+/// One `note add --json-file` of `count` survey notes of about 370 bytes each, refs `REF-n`.
+func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
+    let file = cli.home + "/notes.jsonl"
+    let text = String(repeating: "Strip 4 walked again; fence posts and markers checked. ", count: 6)
+    try (0..<count).map { #"{"kind":"survey","ref":"\#(ref)-\#($0)","narrative":"\#(text)\#($0)"}"# }
+        .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+    _ = try cli.ok("note", "add", "--json-file", file)
+}
+
 @Suite(.serialized) struct SyncEndToEndTests {
     /// Three laptops work offline, edit the same field and delete what another edits, sync twice
     /// each, and end byte-identical with the same conflicts; the coordinator settles them.
@@ -332,11 +341,7 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
         try server.start()
         let a = try laptop(server, role: "field", name: "a"), b = try laptop(server, role: "field", name: "b")
         defer { a.cleanUp(); b.cleanUp() }
-        let file = a.home + "/notes.jsonl"
-        let text = String(repeating: "Strip 4 walked again; fence posts and markers checked. ", count: 6)
-        try (0..<3000).map { #"{"kind":"survey","ref":"L-\#($0)","narrative":"\#(text)\#($0)"}"# }
-            .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        _ = try a.ok("note", "add", "--json-file", file)
+        try importSurveys(a, 3000, ref: "L")
         func rounds(_ json: String) throws -> Int64 { try #require(JSONValue.parse(json)["rounds"]?.intValue) }
         let up = try a.ok("sync", "--json")
         // About 1.1 MB of changes: at least three requests up, at least two answers down.
@@ -354,15 +359,9 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
     @Test func anUploadTheLinkCutOffGoesAgainInHalves() throws {
         let server = try LiveServer()
         try server.start()
-        let a = CLI()
+        let a = try laptop(server, role: "field", name: "a")
         defer { a.cleanUp() }
-        _ = try a.ok("init", "--name", "a")
-        _ = try a.ok("enroll", server.url, "--token", try server.invite("field", "a"), "--pin", server.pin)
-        let file = a.home + "/notes.jsonl"
-        let text = String(repeating: "Strip 4 walked again; fence posts and markers checked. ", count: 6)
-        try (0..<1000).map { #"{"kind":"survey","ref":"H-\#($0)","narrative":"\#(text)\#($0)"}"# }
-            .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-        _ = try a.ok("note", "add", "--json-file", file)
+        try importSurveys(a, 1000, ref: "H")
         // About 370 kB of changes: one request, under `maxUploadBytes`, unless the link cuts it.
         let proxy = try CuttingProxy(upstream: server.port, cut: 100_000, connections: 1, direction: "up")
         defer { proxy.process.terminate() }
@@ -384,18 +383,10 @@ func laptop(_ server: LiveServer, role: String, name: String) throws -> CLI {
     @Test func theUploadSizeALinkAllowsIsKeptForTheNextSync() throws {
         let server = try LiveServer()
         try server.start()
-        let a = CLI()
+        let a = try laptop(server, role: "field", name: "a")
         defer { a.cleanUp() }
-        _ = try a.ok("init", "--name", "a")
-        _ = try a.ok("enroll", server.url, "--token", try server.invite("field", "a"), "--pin", server.pin)
         // Ten imports of 100 notes: ten changes of about 37 kB, about 370 kB in all.
-        let file = a.home + "/notes.jsonl"
-        let text = String(repeating: "Strip 4 walked again; fence posts and markers checked. ", count: 6)
-        for day in 0..<10 {
-            try (0..<100).map { #"{"kind":"survey","ref":"K-\#(day)-\#($0)","narrative":"\#(text)\#($0)"}"# }
-                .joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
-            _ = try a.ok("note", "add", "--json-file", file)
-        }
+        for day in 0..<10 { try importSurveys(a, 100, ref: "K\(day)") }
         let proxy = try CuttingProxy(upstream: server.port, cut: 100_000, connections: 10_000, direction: "up")
         defer { proxy.process.terminate() }
         try a.pointAt(port: proxy.port)
