@@ -7,7 +7,10 @@ To sync a laptop through it: point the enrolled replica at the proxy's port (the
 certificate names 127.0.0.1, whatever the port):
     sqlite3 $FIELDSYNC_HOME/replica.sqlite "UPDATE meta SET value='https://127.0.0.1:PORT' WHERE key='server_url'"
 then `fieldsync sync --json --timeout 1800` (BENCHMARKS.md, eleventh session)."""
-import socket, sys, threading, time
+import signal, socket, sys, threading, time
+# A test process may start us with its signals blocked (ours: most of them); unblocked, SIGTERM
+# from `Process.terminate()` ends us, rather than leaving us holding the test's output open.
+signal.pthread_sigmask(signal.SIG_SETMASK, [])
 upstream, rate = int(sys.argv[1]), int(sys.argv[2])
 listener = socket.socket()
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -363,7 +363,7 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         defer { a.cleanUp() }
         try importSurveys(a, 1000, ref: "H")
         // About 370 kB of changes: one request, under `maxUploadBytes`, unless the link cuts it.
-        let proxy = try CuttingProxy(upstream: server.port, cut: 100_000, connections: 1, direction: "up")
+        let proxy = try LoopbackProxy.cutting(upstream: server.port, cut: 100_000, connections: 1, direction: "up")
         defer { proxy.process.terminate() }
         try a.pointAt(port: proxy.port)
         let up = try a.run("sync", "--json", "--timeout", "30")
@@ -387,7 +387,7 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         defer { a.cleanUp() }
         // Ten imports of 100 notes: ten changes of about 37 kB, about 370 kB in all.
         for day in 0..<10 { try importSurveys(a, 100, ref: "K\(day)") }
-        let proxy = try CuttingProxy(upstream: server.port, cut: 100_000, connections: 10_000, direction: "up")
+        let proxy = try LoopbackProxy.cutting(upstream: server.port, cut: 100_000, connections: 10_000, direction: "up")
         defer { proxy.process.terminate() }
         try a.pointAt(port: proxy.port)
         func waiting() throws -> Int64 { try #require(JSONValue.parse(try a.ok("status", "--json"))["changes_waiting"]?.intValue) }
@@ -407,6 +407,28 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         server.kill(SIGTERM)
     }
 
+    /// On a link of a few kB/s an upload keeps the laptop's send buffer full and the far end's
+    /// window mostly shut for minutes. Linux counts a shut window toward TCP_USER_TIMEOUT: with
+    /// it set (60 s), the kernel ended every upload that took longer ("connection timed out"),
+    /// and the upload went again in halves until each part took less. About 190 kB at 2.5 kB/s
+    /// (over a minute) now go up in one request.
+    @Test func aSlowLinkCarriesAnUploadLongerThanAMinuteInOneRequest() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "a")
+        defer { a.cleanUp() }
+        try importSurveys(a, 470, ref: "G")
+        let proxy = try LoopbackProxy.slow(upstream: server.port, rate: 2500)
+        defer { proxy.process.terminate() }
+        try a.pointAt(port: proxy.port)
+        let up = try a.run("sync", "--json", "--timeout", "400")
+        #expect(up.status == 0, "\(up.err)")
+        let summary = try JSONValue.parse(up.out)
+        let changes = try JSONValue.parse(try a.ok("status", "--json"))["changes"]?.intValue
+        #expect(summary["rounds"] == .int(1) && summary["pushed"]?.intValue == changes, "\(up.out)")
+        server.kill(SIGTERM)
+    }
+
     @Test func connectionCutMidResponse() throws {
         let server = try LiveServer()
         try server.start()
@@ -418,7 +440,7 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         _ = try a.ok("note", "add", "--json-file", file)
         _ = try a.ok("sync", "--quiet")
         // Laptop b pulls through a proxy that cuts its first two connections 20 kB into the answer.
-        let proxy = try CuttingProxy(upstream: server.port, cut: 20_000, connections: 2, direction: "down")
+        let proxy = try LoopbackProxy.cutting(upstream: server.port, cut: 20_000, connections: 2, direction: "down")
         defer { proxy.process.terminate() }
         let b = CLI()
         defer { b.cleanUp() }
@@ -439,18 +461,29 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
 
 /// `Fixtures/cutting_proxy.py`: a loopback proxy that cuts its first connections after so many
 /// bytes one way.
-struct CuttingProxy {
+/// One of our loopback proxies (a Python script), its port read from the first line it prints.
+struct LoopbackProxy {
     let process = Process()
     let port: Int
 
-    init(upstream: Int, cut: Int, connections: Int, direction: String) throws {
+    init(_ script: String, _ arguments: [String]) throws {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/cutting_proxy.py").path,
-                             String(upstream), String(cut), String(connections), direction]
+        process.arguments = ["python3", URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(script).standardized.path] + arguments
         let out = Pipe()
         process.standardOutput = out
         try process.run()
-        port = Int(try firstLine(of: out, from: "cutting_proxy.py"))!
+        port = Int(try firstLine(of: out, from: script))!
+    }
+
+    /// `Fixtures/cutting_proxy.py`: drops the first `connections` connections after `cut` bytes
+    /// one way ("up" from the laptop, "down" to it).
+    static func cutting(upstream: Int, cut: Int, connections: Int, direction: String) throws -> LoopbackProxy {
+        try LoopbackProxy("Fixtures/cutting_proxy.py", [String(upstream), String(cut), String(connections), direction])
+    }
+
+    /// `bench/slow_proxy.py`: the laptop's bytes reach the server at `rate` bytes/s.
+    static func slow(upstream: Int, rate: Int) throws -> LoopbackProxy {
+        try LoopbackProxy("../../bench/slow_proxy.py", [String(upstream), String(rate)])
     }
 }
 

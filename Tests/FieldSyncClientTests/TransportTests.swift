@@ -188,12 +188,10 @@ final class OddServer: @unchecked Sendable {
     /// An upload waits in the send buffer at the link's pace: after its last write (all of a
     /// small one), and in the middle of a large one, whose writes resume only when half the
     /// buffer has drained. Here the link carries nothing for 2 s each time. The stall check
-    /// allows for the drain (at 1 kB/s), and leaves a link that dies meanwhile to the kernel.
+    /// allows for the drain (at 1 kB/s).
     @Test func anUploadWaitingInTheSendBufferIsNotAStall() async throws {
         let odd = try OddServer("late", try LiveServer())
         let c = try await Self.connect(odd)
-        let unacknowledged = try await c.channel.getOption(.tcpOption(.init(rawValue: CInt(TCP_USER_TIMEOUT)))).get()
-        #expect(unacknowledged == 60_000)
         #expect(try await Self.upload(48 << 10, on: c, stall: .milliseconds(800)) == "got \(48 << 10)")
         #expect(try await Self.upload(1 << 20, on: c, stall: .milliseconds(800)) == "got \(1 << 20)")
         c.close()

@@ -57,10 +57,9 @@ final class HTTPSConnection: Sendable {
             // kernel grows to megabytes would swallow the whole upload at once and then show
             // nothing moving while it drains. (It bounds an upload to 128 kB per round trip.)
             .channelOption(.socketOption(.so_sndbuf), value: Self.sendBuffer)
-            // The kernel ends the connection when bytes it sent go unacknowledged this long: a
-            // link that dies while the last of an upload drains from the send buffer, which the
-            // stall check cannot see (it allows for the drain, see `AnswerCollector.drain`).
-            .channelOption(.tcpOption(.init(rawValue: CInt(TCP_USER_TIMEOUT))), value: Int(SyncTransport.stall.nanoseconds / 1_000_000))
+            // No TCP_USER_TIMEOUT: Linux counts a receiver's shut window toward it, and a slow
+            // link keeps the window shut most of the time, so the kernel ended every upload that
+            // took over its 60 s ("connection timed out"). The stall check watches the link.
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
@@ -147,7 +146,7 @@ final class AnswerCollector: ChannelDuplexHandler {
     /// half of it has drained (64 kB: a minute at 1 kB/s), and after the last write the whole
     /// buffer drains before the answer can begin; without this, every upload above about 128 kB
     /// on a link under 2 kB/s failed as "nothing moved" just before its answer. A link that dies
-    /// meanwhile is noticed by the kernel (TCP_USER_TIMEOUT), as bytes sent go unacknowledged.
+    /// meanwhile is noticed that much later.
     var drain = TimeAmount.zero
     /// Counts requests, so that a piece written for one request does not drive the next's body.
     var generation = 0

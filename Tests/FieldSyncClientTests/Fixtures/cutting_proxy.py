@@ -4,7 +4,10 @@ server to the client (DIRECTION "down", the default) or from the client to the s
 for the first CONNECTIONS connections; later ones pass untouched.
 Usage: cutting_proxy.py UPSTREAM_PORT CUT CONNECTIONS [DIRECTION]. Prints its own port, then
 serves. It stops by itself after 120 seconds."""
-import socket, sys, threading, time
+import signal, socket, sys, threading, time
+# A test process may start us with its signals blocked (ours: most of them); unblocked, SIGTERM
+# from `Process.terminate()` ends us, rather than leaving us holding the test's output open.
+signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
 upstream, cut, cutting = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 up = len(sys.argv) > 4 and sys.argv[4] == "up"
