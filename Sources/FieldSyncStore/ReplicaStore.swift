@@ -394,7 +394,6 @@ public struct ReplicaStore: Sendable {
                 changes: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes") ?? 0,
                 waiting: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ? AND seq >= ? AND acked = 0",
                                           arguments: [device.description, try Outbox.mark(device, db)]) ?? 0,
-                refused: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE device = ? AND refusal_code IS NOT NULL", arguments: [device.description]) ?? 0,
                 pending: try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM pending") ?? 0
             )
         }
@@ -416,7 +415,7 @@ public struct RecordReader {
 }
 
 public struct ReplicaStatus: Sendable, Codable {
-    public var notes, contacts, conflicts, changes, waiting, refused, pending: Int
+    public var notes, contacts, conflicts, changes, waiting, pending: Int
 }
 
 /// A change as the log shows it.
