@@ -48,7 +48,7 @@ enum Workload {
 
     /// One note as ops: a create and one write per field.
     static func add(note n: Int, to d: inout ChangeDraft) {
-        let id = RecordID.make()
+        let id = RecordID.make(.note)
         d.create(id, type: .note, kind: "observation")
         for (f, v) in fields(n) { d.set(f, to: v, onNew: id, type: .note) }
     }

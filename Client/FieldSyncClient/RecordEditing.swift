@@ -53,6 +53,8 @@ extension Replica {
         }
         if let id = object["id"]?.stringValue {
             guard let rid = RecordID(id) else { throw ClientError("\(place): 'id' \(id) is not a UUID") }
+            // Every replica refuses an op whose type is not the one its id names (`Policy`).
+            guard rid.type == type else { throw ClientError("\(place): 'id' \(id) names a \(rid.type), not a \(type)") }
             input.id = rid
         }
         input.kind = object["kind"]?.stringValue
@@ -93,7 +95,7 @@ extension Replica {
             var d = ChangeDraft()
             // Fresh UUIDv7s made in the same millisecond are ordered by their random bits; sort
             // them so records list in the order they were given.
-            var fresh = inputs.map { _ in RecordID.make() }.sorted().makeIterator()
+            var fresh = inputs.map { _ in RecordID.make(type) }.sorted().makeIterator()
             for input in inputs {
                 let id = input.id ?? fresh.next()!
                 if input.id != nil, try reader.view(id) != nil { throw ClientError("record \(id) already exists") }

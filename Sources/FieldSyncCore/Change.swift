@@ -126,6 +126,7 @@ public enum ChangeCodec {
     public static let maxFieldName = 64
     public static let maxKind = 32
     public static let maxChangeBytes = 4 << 20
+    public static let maxSeq = UInt64(Int64.max)
 
     public static func encode(_ c: Change) -> [UInt8] {
         encode(c) { w, _, commitment in w.raw(commitment.bytes) }
@@ -235,6 +236,8 @@ public enum ChangeCodec {
         guard used == records else { throw CoreError(.malformed, "\(records - used) listed record(s) have no op") }
         try r.finish()
         guard seq >= 1 else { throw CoreError(.malformed, "seq 0 is not allowed") }
+        // Stores keep seqs as SQL integers (signed 64-bit): a larger one is refused here, once.
+        guard seq <= maxSeq else { throw CoreError(.oversize, "seq \(seq) is beyond \(maxSeq)") }
         guard (seq == 1) == prev.isZero else {
             throw CoreError(.forgedSeq, seq == 1 ? "seq 1 must have no prev" : "seq \(seq) has no prev")
         }

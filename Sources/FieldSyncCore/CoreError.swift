@@ -36,6 +36,12 @@ public struct CoreError: Error, Hashable, CustomStringConvertible, Sendable {
         public static let unknownField = Code("unknown_field")
         /// The author's role does not allow an op in the change.
         public static let forbidden = Code("forbidden")
+        /// An op claims a record type other than the one its record's id names, or a shape
+        /// (field, refs) its action never has: ops never cross records, types or fields.
+        public static let crossRecord = Code("cross_record")
+        /// A change whose HLC is too far ahead of the receiver's clock to be taken now, or a
+        /// device with too many changes held back for a gap.
+        public static let tooFarAhead = Code("too_far_ahead")
     }
 
     public let code: Code

@@ -29,6 +29,14 @@ public struct Stamp: Comparable, Hashable, Sendable {
 public struct HybridClock: Sendable {
     /// A received HLC further ahead of the local wall clock than this is flagged as clock skew.
     public static let skewThresholdMillis: UInt64 = 10 * 60 * 1000
+    /// How far ahead of the local wall clock a received reading may lift this clock: a week. A
+    /// laptop days slow still follows the others' (honest) times, while one change dated
+    /// 2^64 − 1 can no longer drag every replica to the end of time (where the next tick wrapped
+    /// to 1970 and lost every comparison): at worst a hostile device moves every clock a week
+    /// ahead. The change itself is kept, flagged as skewed, and ordered by its own HLC.
+    public static let maxLeadMillis: UInt64 = 7 * 24 * 3_600_000
+    /// The highest reading: the clock stays here rather than wrap.
+    public static let maxMillis: UInt64 = 0xFFFF_FFFF_FFFF
 
     public private(set) var last: HLC
 
@@ -36,10 +44,12 @@ public struct HybridClock: Sendable {
 
     /// A reading for a local write at wall time `wallMillis`.
     public mutating func tick(wallMillis: UInt64) -> HLC {
-        if wallMillis > last.millis {
+        if wallMillis > last.millis && wallMillis <= Self.maxMillis {
             last = HLC(millis: wallMillis, counter: 0)
         } else if last.counter == UInt16.max {
-            last = HLC(millis: last.millis + 1, counter: 0)
+            // Saturates at the top instead of wrapping to 0 (a reading there repeats; the device
+            // id and seq still order its writes).
+            if last.millis < Self.maxMillis { last = HLC(millis: last.millis + 1, counter: 0) }
         } else {
             last = HLC(millis: last.millis, counter: last.counter + 1)
         }
@@ -50,7 +60,15 @@ public struct HybridClock: Sendable {
     /// clock (the sender's or our clock is wrong): the change is kept, the log flags it.
     @discardableResult
     public mutating func observe(_ remote: HLC, wallMillis: UInt64) -> Bool {
-        if remote > last { last = remote }
-        return remote.millis > wallMillis &+ Self.skewThresholdMillis
+        let followed = min(remote, Self.ceiling(wallMillis: wallMillis))
+        if followed > last { last = followed }
+        let (limit, overflow) = wallMillis.addingReportingOverflow(Self.skewThresholdMillis)
+        return !overflow && remote.millis > limit
+    }
+
+    /// The highest reading a received HLC may lift the clock to at this wall time.
+    public static func ceiling(wallMillis: UInt64) -> HLC {
+        let (millis, overflow) = wallMillis.addingReportingOverflow(maxLeadMillis)
+        return HLC(millis: overflow ? maxMillis : min(millis, maxMillis), counter: 0)
     }
 }

@@ -18,24 +18,41 @@ private func bytes(hi: UInt64, lo: UInt64) -> [UInt8] {
 }
 
 /// A record's id: a UUIDv7 made on the device that created the record (time-ordered, so
-/// ids sort by creation and index well).
+/// ids sort by creation and index well). The id names its record's type in one bit (the top bit
+/// of `rand_a`: 0 note, 1 contact), so every replica can refuse, from the signed bytes alone, an
+/// op that claims another type for a record: a record's type can never change, whatever order
+/// changes arrive in (DESIGN.md §6, "ops never cross records, types or fields").
 public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible {
     // Two words: records are keyed and sorted by id everywhere, so comparing must be cheap.
     let hi: UInt64
     let lo: UInt64
 
-    /// A new UUIDv7 for `unixMillis`, with 74 random bits.
-    public static func make(unixMillis: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> RecordID {
+    static let contactBit: UInt64 = 0x0800
+
+    /// A new UUIDv7 for a record of `type` at `unixMillis`, with 73 random bits.
+    public static func make(_ type: RecordType, unixMillis: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> RecordID {
         var g = SystemRandomNumberGenerator()
-        return make(unixMillis: unixMillis, using: &g)
+        return make(type, unixMillis: unixMillis, using: &g)
     }
 
-    public static func make(unixMillis: UInt64, using rng: inout some RandomNumberGenerator) -> RecordID {
-        let randA = rng.next() & 0x0FFF
+    public static func make(_ type: RecordType, unixMillis: UInt64, using rng: inout some RandomNumberGenerator) -> RecordID {
+        let randA = rng.next() & 0x07FF | (type == .contact ? contactBit : 0)
         let randB = rng.next() & 0x3FFF_FFFF_FFFF_FFFF
         return RecordID(hi: (unixMillis & 0xFFFF_FFFF_FFFF) << 16 | 0x7000 | randA,  // version 7
                         lo: 0x8000_0000_0000_0000 | randB)                           // RFC 9562 variant
     }
+
+    /// The id of a contact named by an outside identifier (a vCard UID that is not one of ours):
+    /// a name-based UUIDv8 from SHA-256 of the identifier, so two laptops importing the same
+    /// card make the same record.
+    public static func contact(named uid: String) -> RecordID {
+        let h = Array(SHA256.hash(data: Array("fieldsync contact uid\0\(uid)".utf8)))
+        let (hi, lo) = words(Array(h.prefix(16)))
+        return RecordID(hi: hi & ~0xF000 & ~contactBit | 0x8000 | contactBit, lo: lo & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000)
+    }
+
+    /// The record type this id names.
+    public var type: RecordType { hi & Self.contactBit != 0 ? .contact : .note }
 
     init(hi: UInt64, lo: UInt64) { self.hi = hi; self.lo = lo }
 

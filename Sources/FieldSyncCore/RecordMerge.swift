@@ -13,6 +13,11 @@
 /// - `delete` is a tombstone naming what the deleter saw. Content it did not see (a concurrent
 ///   write or add) keeps the record and raises a delete/edit conflict.
 /// - `erase` makes every replica drop the values of the record's personal fields for good.
+/// - Endings never cross fields: a ref ends an op only when the ending op writes the same field
+///   as the op it names (a record-level resolve and a tombstone both have the empty field). An
+///   op naming another field's or another record's ops ends nothing there, so no device can
+///   supersede what it was not shown, whatever refs it signs. (Types never mix: `Policy` refuses
+///   an op whose type is not the one its record's id names.)
 
 /// One op as applied: where it came from and its value, when the replica holds it.
 public struct AppliedOp: Hashable, Sendable {
@@ -46,6 +51,14 @@ public struct AppliedOp: Hashable, Sendable {
         let d = h > wallMillis ? h - wallMillis : wallMillis - h
         return d > HybridClock.skewThresholdMillis
     }
+}
+
+/// An op ref as ended by an op on `field`: it ends the op it names only if that op is on the
+/// same field (see the merge rule above).
+public struct EndedRef: Hashable, Sendable {
+    public let ref: OpRef
+    public let field: String
+    public init(_ ref: OpRef, field: String) { self.ref = ref; self.field = field }
 }
 
 /// How an op ends the ops it names: a write (set, review, resolve) supersedes them, a remove
@@ -82,8 +95,8 @@ public struct RecordOps: Sendable {
     public private(set) var creates: [OpRef: AppliedOp] = [:]
     public private(set) var writes: [String: [OpRef: AppliedOp]] = [:]
     public private(set) var adds: [String: [OpRef: AppliedOp]] = [:]
-    public private(set) var removed: Set<OpRef> = []
-    public private(set) var superseded: Set<OpRef> = []
+    public private(set) var removed: Set<EndedRef> = []
+    public private(set) var superseded: Set<EndedRef> = []
     public private(set) var tombstones: [OpRef: AppliedOp] = [:]
     public private(set) var erasures: [OpRef: AppliedOp] = [:]
     /// The newest op of any kind: when the record last changed.
@@ -102,18 +115,15 @@ public struct RecordOps: Sendable {
             creates[e.ref] = e
         case .set, .review:
             writes[e.op.field, default: [:]][e.ref] = e
-            superseded.formUnion(e.op.refs)
+            for r in e.op.refs { superseded.insert(EndedRef(r, field: e.op.field)) }
         case .resolve:
-            if e.op.field.isEmpty {
-                superseded.formUnion(e.op.refs)  // keeps the record: the tombstones it names stop counting
-            } else {
-                writes[e.op.field, default: [:]][e.ref] = e
-                superseded.formUnion(e.op.refs)
-            }
+            // Record-level (field ""): keeps the record; the tombstones it names stop counting.
+            if !e.op.field.isEmpty { writes[e.op.field, default: [:]][e.ref] = e }
+            for r in e.op.refs { superseded.insert(EndedRef(r, field: e.op.field)) }
         case .add:
             adds[e.op.field, default: [:]][e.ref] = e
         case .remove:
-            removed.formUnion(e.op.refs)
+            for r in e.op.refs { removed.insert(EndedRef(r, field: e.op.field)) }
         case .delete:
             tombstones[e.ref] = e
         case .erase:
@@ -139,8 +149,8 @@ public struct RecordOps: Sendable {
     public func stillCounts(_ e: AppliedOp) -> Bool {
         switch e.op.endedBy {
         case nil: true
-        case .supersedes: !superseded.contains(e.ref)
-        case .removes: !removed.contains(e.ref)
+        case .supersedes: !superseded.contains(EndedRef(e.ref, field: e.op.field))
+        case .removes: !removed.contains(EndedRef(e.ref, field: e.op.field))
         }
     }
 
@@ -155,11 +165,11 @@ public struct RecordOps: Sendable {
         }
     }
 
-    /// Records that an op not loaded here ended `ref`.
-    public mutating func ended(_ ref: OpRef, by how: Ending) {
+    /// Records that an op on `field`, not loaded here, ended `ref`.
+    public mutating func ended(_ ref: OpRef, field: String, by how: Ending) {
         switch how {
-        case .supersedes: superseded.insert(ref)
-        case .removes: removed.insert(ref)
+        case .supersedes: superseded.insert(EndedRef(ref, field: field))
+        case .removes: removed.insert(EndedRef(ref, field: field))
         }
     }
 
@@ -181,21 +191,21 @@ public struct RecordOps: Sendable {
     public func survivors(_ field: String, type: RecordType) -> [AppliedOp] {
         guard let w = writes[field] else { return [] }
         if w.count == 1, let only = w.values.first {  // most fields: no sort, no filter
-            return !superseded.contains(only.ref) && only.op.recordType == type ? [only] : []
+            return !superseded.contains(EndedRef(only.ref, field: field)) && only.op.recordType == type ? [only] : []
         }
-        return w.values.filter { !superseded.contains($0.ref) && $0.op.recordType == type }
+        return w.values.filter { !superseded.contains(EndedRef($0.ref, field: field)) && $0.op.recordType == type }
             .sorted { AppliedOp.precedes($1, $0) }
     }
 
     /// Live add tags of a set field, in op order.
     public func liveTags(_ field: String, type: RecordType) -> [AppliedOp] {
         guard let a = adds[field] else { return [] }
-        return a.values.filter { !removed.contains($0.ref) && $0.op.recordType == type }.sorted(by: AppliedOp.precedes)
+        return a.values.filter { !removed.contains(EndedRef($0.ref, field: field)) && $0.op.recordType == type }.sorted(by: AppliedOp.precedes)
     }
 
     /// Tombstones no record-level resolve has superseded.
     public var liveTombstones: [AppliedOp] {
-        tombstones.values.filter { !superseded.contains($0.ref) }.sorted(by: AppliedOp.precedes)
+        tombstones.values.filter { !superseded.contains(EndedRef($0.ref, field: "")) }.sorted(by: AppliedOp.precedes)
     }
 
     /// Builds the record as every replica shows it. Nil until its `create` has arrived.

@@ -37,6 +37,8 @@ public enum ReceiveOutcome: Hashable, Sendable {
 /// The one path by which a change enters a replica, local or remote: chain checks, per-device
 /// seq order (a gap waits), policy, then the merge (`RecordOps.insert`).
 public enum Replicator {
+    /// How far beyond a device's applied head a change may be held back for a gap.
+    public static let maxHeldAhead: UInt64 = 2_000
     /// - Parameter verified: the signature was already checked (local authoring, or a caller that
     ///   verified in bulk). Otherwise it is checked here against the roster's key.
     public static func receive<S: ReplicaStorage>(_ change: SignedChange, into s: inout S, wallMillis: UInt64,
@@ -68,6 +70,11 @@ public enum Replicator {
             throw CoreError(.forgedSeq, "change seq \(c.seq) of \(c.device) follows seq \(pos.seq)")
         }
         if c.seq > applied + 1 {
+            // Held changes are bounded per device: a device cannot fill a replica with changes
+            // that wait for a gap it never fills.
+            guard c.seq - applied <= Self.maxHeldAhead else {
+                throw CoreError(.tooFarAhead, "change seq \(c.seq) of \(c.device) is more than \(Self.maxHeldAhead) ahead of seq \(applied); send the changes before it first")
+            }
             try s.addPending(change)
             return .pending
         }

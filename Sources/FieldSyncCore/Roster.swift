@@ -38,16 +38,52 @@ public struct Roster: Hashable, Sendable {
 /// every replica reaches the same verdict. A refused change is kept (the author's chain stays
 /// whole) but none of its ops is applied anywhere.
 public enum Policy {
+    /// Most references one change may carry in all: a delete names what its author saw of a
+    /// record (at most a few thousand values and tags at the schema's limits), and every
+    /// reference costs each replica a lookup when the change is applied.
+    public static let maxRefsPerChange = 16_384
+
     public static func judge(_ change: Change, role: Role, schema: RecordSchema) -> CoreError? {
+        var refs = 0
+        // Adds per (record, field): a change may not hold more elements of a set than the schema allows.
+        var adds: [RecordID: [String: Int]] = [:]
         for (i, op) in change.ops.enumerated() {
             if let reason = judge(op, role: role, schema: schema) {
                 return CoreError(reason.code, "op \(i) (\(op.action) on \(op.recordType) \(op.record)): \(reason.message)")
             }
+            refs += op.refs.count
+            if op.action == .add {
+                let n = adds[op.record, default: [:]][op.field, default: 0] + 1
+                adds[op.record, default: [:]][op.field] = n
+                if let max = schema.field(op.field, type: op.recordType, kind: nil)?.maxItems, n > max {
+                    return CoreError(.oversize, "op \(i): more than \(max) elements added to '\(op.field)' of \(op.record) in one change")
+                }
+            }
+        }
+        guard refs <= maxRefsPerChange else {
+            return CoreError(.oversize, "the change names \(refs) ops; at most \(maxRefsPerChange)")
         }
         return nil
     }
 
     static func judge(_ op: Op, role: Role, schema: RecordSchema) -> CoreError? {
+        // The record's type is in its id: an op claiming another type would reach into a record
+        // of that other type (a note's delete over a contact, a note create over a contact).
+        guard op.record.type == op.recordType else {
+            return CoreError(.crossRecord, "record \(op.record) is a \(op.record.type), not a \(op.recordType)")
+        }
+        // The shape of each action: only what the action means (no refs on a create or an add,
+        // no field on a create, delete or erase), so no op carries what the merge might misread.
+        switch op.action {
+        case .create, .erase:
+            guard op.field.isEmpty, op.refs.isEmpty else { return CoreError(.crossRecord, "\(op.action) names no field and no ops") }
+        case .delete:
+            guard op.field.isEmpty else { return CoreError(.crossRecord, "delete names no field") }
+        case .add:
+            guard op.refs.isEmpty else { return CoreError(.crossRecord, "add names no ops") }
+        case .set, .remove, .resolve, .review:
+            break
+        }
         switch (role, op.recordType) {
         case (.field, .contact): return CoreError(.forbidden, "a field device does not write press contacts")
         case (.press, .note): return CoreError(.forbidden, "a press device does not write field notes")

@@ -119,6 +119,7 @@ public struct SyncRequest: Codable, Sendable {
         var v = VersionVector()
         for (k, s) in vector {
             guard let d = DeviceID(k) else { throw CoreError(.malformed, "vector names '\(k)', not a device id") }
+            guard s <= ChangeCodec.maxSeq else { throw CoreError(.oversize, "vector seq \(s) for \(k) is beyond \(ChangeCodec.maxSeq)") }
             v.seqs[d] = s
         }
         return v
@@ -196,7 +197,9 @@ public struct EnrollResponse: Codable, Sendable {
     }
 }
 
-/// RFC 9457 problem details: every refusal the server makes.
+/// RFC 9457 problem details: every refusal the server makes. Its `type` is
+/// `urn:fieldsync:problem:CODE` with a stable `Code`: clients decide on the code, never on the
+/// title or detail, which are for people and may change.
 public struct Problem: Codable, Sendable, Error {
     public var type: String
     public var title: String
@@ -207,6 +210,71 @@ public struct Problem: Codable, Sendable, Error {
         self.title = title
         self.status = status
         self.detail = detail
+    }
+
+    /// A refusal with its stable code, and the status and title that code always has.
+    public init(_ code: Code, _ detail: String) {
+        self.init(status: code.status, title: code.title, detail: detail, type: code.uri)
+    }
+
+    /// The stable code of `type`; nil for `about:blank` or a code this build does not know.
+    public var code: Code? {
+        guard type.hasPrefix(Code.prefix) else { return nil }
+        return Code(rawValue: String(type.dropFirst(Code.prefix.count)))
+    }
+
+    /// Every problem code the server sends (listed in docs/ARCHITECTURE.md, "Problem codes").
+    /// A code is never renamed or reused; new ones may be added.
+    public enum Code: String, Sendable, CaseIterable {
+        case unsupportedMediaType = "unsupported-media-type"
+        case bodyTooLarge = "body-too-large"
+        case transferTooSlow = "transfer-too-slow"
+        case digestMissing = "digest-missing"
+        case digestMismatch = "digest-mismatch"
+        case unsigned = "unsigned"
+        case signatureMalformed = "signature-malformed"
+        case signatureComponents = "signature-components"
+        case signatureAlgorithm = "signature-algorithm"
+        /// `created` is too far from the server's clock: relearn the clock offset and retry.
+        case signatureCreated = "signature-created"
+        case signatureExpired = "signature-expired"
+        case signatureInvalid = "signature-invalid"
+        case replayed = "replayed"
+        case unknownKey = "unknown-key"
+        case keyMismatch = "key-mismatch"
+        case deviceRevoked = "device-revoked"
+        case rateLimited = "rate-limited"
+        case malformedRequest = "malformed-request"
+        case tooManyChanges = "too-many-changes"
+        case inviteRefused = "invite-refused"
+
+        public static let prefix = "urn:fieldsync:problem:"
+        public var uri: String { Self.prefix + rawValue }
+
+        public var status: Int {
+            switch self {
+            case .unsupportedMediaType: 415
+            case .bodyTooLarge, .tooManyChanges: 413
+            case .transferTooSlow: 408
+            case .digestMissing, .digestMismatch, .malformedRequest: 400
+            case .unsigned, .signatureMalformed, .signatureComponents, .signatureAlgorithm, .signatureCreated, .signatureExpired,
+                 .signatureInvalid, .replayed, .unknownKey, .keyMismatch: 401
+            case .deviceRevoked, .inviteRefused: 403
+            case .rateLimited: 429
+            }
+        }
+
+        public var title: String {
+            switch status {
+            case 400: "Bad Request"
+            case 401: "Unauthorized"
+            case 403: "Forbidden"
+            case 408: "Request Timeout"
+            case 413: "Content Too Large"
+            case 415: "Unsupported Media Type"
+            default: "Too Many Requests"
+            }
+        }
     }
 }
 
@@ -242,11 +310,14 @@ public struct SignedRoster: Codable, Sendable, Hashable {
         var out: [RosterEntry] = []
         for item in items {
             guard let pk = item["public_key"]?.stringValue.flatMap({ Data(base64Encoded: $0) }), let name = item["name"]?.stringValue,
-                  let role = item["role"]?.stringValue.flatMap(Role.init(rawValue:)), let at = item["enrolled_at"]?.intValue else {
+                  let role = item["role"]?.stringValue.flatMap(Role.init(rawValue:)), let at = item["enrolled_at"]?.intValue.flatMap(UInt64.init(exactly:)) else {
                 throw CoreError(.malformed, "a roster entry is incomplete")
             }
-            var e = RosterEntry(publicKey: Array(pk), name: name, role: role, enrolledAtMillis: UInt64(at))
-            e.revokedAfterSeq = item["revoked_after_seq"]?.intValue.map { UInt64($0) }
+            var e = RosterEntry(publicKey: Array(pk), name: name, role: role, enrolledAtMillis: at)
+            if let cut = item["revoked_after_seq"] {
+                guard let seq = cut.intValue.flatMap(UInt64.init(exactly:)) else { throw CoreError(.malformed, "a roster entry's revoked_after_seq is not a seq") }
+                e.revokedAfterSeq = seq
+            }
             guard item["device"]?.stringValue == e.device.description else { throw CoreError(.keyMismatch, "a roster entry's id does not match its key") }
             out.append(e)
         }

@@ -1,6 +1,7 @@
 import FieldSyncCore
 import Foundation
 import GRDB
+import Synchronization
 
 /// A replica on disk: one SQLite file (WAL, synchronous=FULL but for commits the next sync
 /// would repeat, see `write(durable:)`; foreign keys, secure_delete),
@@ -14,6 +15,9 @@ public struct ReplicaStore: Sendable {
     /// The server's store keeps each change's envelope to send it as is (`changes.envelope`).
     let keepsEnvelopes: Bool
     let rosters = RosterCache()
+    /// An erase whose checkpoint could not finish yet (a reader held an old snapshot): tried
+    /// again after every later write of this process until it does (`checkpointIfDue`).
+    let checkpointDue = CheckpointDue()
 
     /// Opens the replica at `path`. With `create`, makes a new one (refusing to reuse a file).
     public static func open(path: String, create: Bool = false, schema: RecordSchema = .standard, server: Bool = false) throws -> ReplicaStore {
@@ -246,7 +250,7 @@ public struct ReplicaStore: Sendable {
             }
             return out
         }
-        if o.incoming.contains(where: \.erases) { try checkpoint() }
+        if o.incoming.contains(where: \.erases) { try checkpoint() } else { checkpointIfDue() }
         return results
     }
 
@@ -401,8 +405,30 @@ public struct ReplicaStore: Sendable {
 
     /// After an erase: fold the WAL into the main file and truncate it, so no copy of an erased
     /// value survives in the WAL either (secure_delete zeroes the freed pages).
-    public func checkpoint() throws {
-        try writer.writeWithoutTransaction { db in try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+    /// It returns only when the whole WAL was copied and truncated: a reader holding an old
+    /// snapshot keeps SQLite from finishing (it answers "busy" and leaves the WAL as it was), so
+    /// it is tried again for up to `patience`, and then remembered and tried after each later
+    /// write (`checkpointIfDue`), and the caller told (`StoreError.busy`).
+    public func checkpoint(patience: Duration = .seconds(5)) throws {
+        let deadline = ContinuousClock.now + patience
+        while true {
+            let done = try writer.writeWithoutTransaction { db -> Bool in
+                guard let row = try Row.fetchOne(db, sql: "PRAGMA wal_checkpoint(TRUNCATE)") else { return false }
+                // (busy, WAL frames, frames checkpointed): TRUNCATE leaves 0 and 0 when it finished.
+                return (row[0] as Int64) == 0 && (row[1] as Int64) <= 0
+            }
+            if done { checkpointDue.set(false); return }
+            guard ContinuousClock.now < deadline else {
+                checkpointDue.set(true)
+                throw StoreError(.busy, "the replica \(path) is busy: erased values are still in its write-ahead log; they are folded in at the next write")
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+    }
+
+    /// After a write: the checkpoint an earlier erase could not finish, if any.
+    public func checkpointIfDue() {
+        if checkpointDue.get() { try? checkpoint(patience: .milliseconds(200)) }
     }
 }
 
@@ -537,4 +563,11 @@ enum Outbox {
             """), arguments: [device, from]) ?? from
         if next > from { try Meta.set(key(device), String(next), db) }
     }
+}
+
+/// Whether an erase still waits for its checkpoint (`ReplicaStore.checkpoint`).
+final class CheckpointDue: Sendable {
+    private let due = Mutex(false)
+    func set(_ value: Bool) { due.withLock { $0 = value } }
+    func get() -> Bool { due.withLock { $0 } }
 }

@@ -44,7 +44,7 @@ struct SQLiteStorage: ReplicaStorage {
         self.wallMillis = wallMillis
         self.keepsEnvelopes = keepsEnvelopes
         self.roster = roster.entries
-        (clock, localDevice) = try Self.clockReading(db)
+        (clock, localDevice) = try Self.clockReading(db, wallMillis: wallMillis)
     }
 
     /// The clock's last reading, kept by the changes themselves: the clock ticks only for a change
@@ -54,13 +54,16 @@ struct SQLiteStorage: ReplicaStorage {
     /// `hlc_received`, which a trigger raises for every other change. Not a `meta` row rewritten
     /// by every commit: that was one more B-tree in each durable `note add`. A replica made before
     /// 0013 still has its reading in `meta.hlc`, as a floor. Also returns the own device.
-    static func clockReading(_ db: Database) throws -> (HybridClock, DeviceID?) {
+    /// The received part is bounded as `HybridClock.observe` bounds it (a far-future HLC stored
+    /// before that bound existed, or while the wall clock was ahead, lifts it no further).
+    static func clockReading(_ db: Database, wallMillis: UInt64) throws -> (HybridClock, DeviceID?) {
         guard let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT (SELECT value FROM meta WHERE key = 'device'), (SELECT value FROM meta WHERE key = 'hlc_received'),
                    (SELECT hlc FROM changes WHERE device = (SELECT value FROM meta WHERE key = 'device') ORDER BY seq DESC LIMIT 1),
                    (SELECT value FROM meta WHERE key = 'hlc')
             """)) else { return (HybridClock(last: .zero), nil) }
-        let received = (row[1] as String?).flatMap { Int64($0) }.map { UInt64(bitPattern: $0) } ?? 0
+        let received = min((row[1] as String?).flatMap { Int64($0) }.map { UInt64(bitPattern: $0) } ?? 0,
+                           HybridClock.ceiling(wallMillis: wallMillis).raw)
         let ownHead = (row[2] as Int64?).map { UInt64(bitPattern: $0) } ?? 0
         let kept = (row[3] as String?).flatMap { UInt64($0) } ?? 0
         return (HybridClock(last: HLC(raw: max(received, ownHead, kept))), (row[0] as String?).flatMap(DeviceID.init))
@@ -236,12 +239,13 @@ struct SQLiteStorage: ReplicaStorage {
         }
         let record = Data(ops.id.bytes)
         // Ended before it arrived, by an op that may itself no longer count (and so not be loaded).
-        let wasEnded = try db.cachedStatement(sql: "SELECT 1 FROM ended WHERE record = ? AND change = ? AND idx = ? AND how = ?")
+        // Only by an op on the same field ('*': a row from before 0015, which always was).
+        let wasEnded = try db.cachedStatement(sql: "SELECT 1 FROM ended WHERE record = ? AND change = ? AND idx = ? AND how = ? AND field IN (?, '*')")
         for e in added where loadedEmpty != ops.id {
             guard let how = e.op.endedBy,
-                  try Bool.fetchOne(wasEnded, arguments: [record, Data(e.ref.change.bytes), Int64(e.ref.index), Int64(how.rawValue)]) != nil
+                  try Bool.fetchOne(wasEnded, arguments: [record, Data(e.ref.change.bytes), Int64(e.ref.index), Int64(how.rawValue), e.op.field]) != nil
             else { continue }
-            ops.ended(e.ref, by: how)
+            ops.ended(e.ref, field: e.op.field, by: how)
         }
         var body = EditBody()
         var live = 0
@@ -263,7 +267,7 @@ struct SQLiteStorage: ReplicaStorage {
     /// Lists what `ops` ended, and marks the stored ops among them that no longer count.
     func noteEndings(of ops: [AppliedOp], in record: RecordOps) throws {
         let key = Data(record.id.bytes)
-        let note = try db.cachedStatement(sql: "INSERT OR IGNORE INTO ended (record, change, idx, how) VALUES (?, ?, ?, ?)")
+        let note = try db.cachedStatement(sql: "INSERT OR IGNORE INTO ended (record, change, idx, how, field) VALUES (?, ?, ?, ?, ?)")
         // The `instr` guard: an op already listed is not counted twice (a record not shown yet
         // loads its ended ops too, and an edit is stored with its own ended ops listed).
         let mark = try db.cachedStatement(sql: """
@@ -274,7 +278,7 @@ struct SQLiteStorage: ReplicaStorage {
         for e in ops {
             guard let how = e.op.ending else { continue }
             for ref in e.op.refs {
-                try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue)])
+                try note.execute(arguments: [key, Data(ref.change.bytes), Int64(ref.index), Int64(how.rawValue), e.op.field])
                 guard let victim = record.applied(ref), !record.stillCounts(victim),
                       marked.insert(ref).inserted else { continue }
                 let keys = Self.editKeys(ofChange: try number(of: ref.change))
@@ -371,7 +375,19 @@ struct SQLiteStorage: ReplicaStorage {
             try db.execute(sql: "UPDATE edits SET body = ? WHERE id = ?", arguments: [Data(body.bytes), row["id"] as Int64])
             try forgetSeedAndEnvelope(ofChange: n)
         }
-        // Values waiting in `pending` for this record are erased when they are applied.
+        // Changes held back for a gap hold their values in their envelopes: drop them there too,
+        // now, not when the gap fills (it may never).
+        let rows = try Row.fetchAll(db.cachedStatement(sql: "SELECT device, seq, envelope FROM pending"))
+        for row in rows {
+            var held = try SignedChange(envelope: row.bytes("envelope"))
+            let drop = held.change.ops.indices.filter { i in
+                held.change.ops[i].record == record && fields.contains(held.change.ops[i].field) && held.values[UInt16(i)] != nil
+            }.map { UInt16($0) }
+            guard !drop.isEmpty else { continue }
+            held.dropValues(drop)
+            try db.execute(sql: "UPDATE pending SET envelope = ? WHERE device = ? AND seq = ?",
+                           arguments: [Data(held.envelope), row["device"] as String, row["seq"] as Int64])
+        }
     }
 
     /// A value of change `n` is no longer kept: nor are its salt seed (from which the value's salt

@@ -68,7 +68,8 @@ extension ReplicaStore {
                                            now: now, nonce: nonce, access: access)
         var result = stored.0
         // An erase must not survive in the WAL: fold it into the main file (zeroed by secure_delete).
-        if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() }
+        // One that readers keep from finishing is tried again after each later exchange.
+        if upload.contains(where: { $0.erases && result.accepted.contains($0.id) }) { try? checkpoint() } else { checkpointIfDue() }
         let known = stored.known
         let limit = limits.sends()
         let (lacking, more, vector) = try await read(access) { db in

@@ -6,7 +6,7 @@ import Testing
 
     func sample() -> SignedChange {
         var d = ChangeDraft()
-        let id = RecordID.make()
+        let id = RecordID.make(.note)
         d.create(id, type: .note, kind: "clearance_day")
         d.set("ref", to: "UA-KHA-CLR-0042", onNew: id, type: .note)
         d.set("depth_cm", to: .int(13), onNew: id, type: .note)
@@ -73,7 +73,7 @@ import Testing
         beyond[firstIndexAt] = 1
         #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(beyond) }
         // Two records used in reverse order of listing.
-        let a = RecordID.make(), b = RecordID.make()
+        let a = RecordID.make(.note), b = RecordID.make(.note)
         let two = Change(device: key.deviceID, seq: 1, prev: .zero, hlc: .zero, wallMillis: 0,
                          ops: [Op(action: .create, recordType: .note, record: a, kind: "survey"), Op(action: .create, recordType: .note, record: b, kind: "survey")])
         var swapped = ChangeCodec.encode(two)
@@ -98,7 +98,7 @@ import Testing
     @Test func unsortedRefsAreRefused() {
         let r1 = OpRef(change: ChangeID(bytes: [UInt8](repeating: 1, count: 32))!, index: 0)
         let r2 = OpRef(change: ChangeID(bytes: [UInt8](repeating: 2, count: 32))!, index: 0)
-        var op = Op(action: .delete, recordType: .note, record: RecordID.make(), refs: [r1, r2])
+        var op = Op(action: .delete, recordType: .note, record: RecordID.make(.note), refs: [r1, r2])
         op.refs = [r2, r1]  // bypass the sorting initialiser
         let c = Change(device: key.deviceID, seq: 1, prev: .zero, hlc: .zero, wallMillis: 0, ops: [op])
         #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(ChangeCodec.encode(c)) }
@@ -158,10 +158,10 @@ import Testing
         #expect(DeviceID(d.description.uppercased()) == d)
         #expect(DeviceID(d.description + "a") == nil)
         #expect(DeviceID(String(d.description.dropLast()) + "b") == nil, "non-zero pad bits")
-        let r = RecordID.make(unixMillis: baseMillis)
+        let r = RecordID.make(.note, unixMillis: baseMillis)
         #expect(RecordID(r.description) == r)
         #expect(r.description.dropFirst(14).first == "7", "UUID version 7")
-        #expect(RecordID.make(unixMillis: baseMillis) < RecordID.make(unixMillis: baseMillis + 1))
+        #expect(RecordID.make(.note, unixMillis: baseMillis) < RecordID.make(.note, unixMillis: baseMillis + 1))
     }
 
     /// A record id's text, written directly, against Foundation's UUID form on seeded random ids.
@@ -206,7 +206,7 @@ import Testing
     /// values stay with their ops.
     @Test func largeDraftsSplitIntoChangesWithTheirValues() {
         var d = ChangeDraft()
-        let id = RecordID.make()
+        let id = RecordID.make(.note)
         d.create(id, type: .note, kind: "survey")
         for i in 0..<70_000 { d.add("tags", .string("t\(i)"), record: id, type: .note) }
         let parts = d.chunks(maxBytes: .max)
@@ -235,7 +235,7 @@ import Testing
         var d = ChangeDraft()
         var ids: [RecordID] = []
         for n in 0..<260 {
-            let id = RecordID.make()
+            let id = RecordID.make(.note)
             ids.append(id)
             d.create(id, type: .note, kind: "survey")
             d.set("ref", to: .string("O-\(n)"), onNew: id, type: .note)

@@ -189,7 +189,7 @@ struct Scenario {
                 // Mostly within the role; sometimes a forbidden attempt, which policy must refuse everywhere.
                 var type: RecordType = d.entry.role == .press ? .contact : .note
                 if d.entry.role == .coordinator || Int.random(in: 0..<10, using: &rng) == 0 { type = Bool.random(using: &rng) ? .note : .contact }
-                let id = RecordID.make(unixMillis: baseMillis, using: &rng)
+                let id = RecordID.make(type, unixMillis: baseMillis, using: &rng)
                 draft.create(id, type: type, kind: type == .note ? "survey" : nil)
                 let f = type == .note ? Self.noteFields[0] : Self.contactFields[0]
                 draft.set(f, to: Self.texts.randomElement(using: &rng)!, onNew: id, type: type)

@@ -37,9 +37,11 @@ public enum ContactImport {
 
     static func input(_ card: ContactCard, replica: Replica, file: String) throws -> RecordInput {
         var input = RecordInput()
-        // A card exported by fieldsync (UID urn:uuid:<record id>) comes back as the same record.
+        // A card exported by fieldsync (UID urn:uuid:<record id>) comes back as the same record;
+        // another UUID that does not name a contact (ids carry their type) becomes a contact id
+        // derived from it, the same on every laptop.
         if let uid = card.uid, uid.lowercased().hasPrefix("urn:uuid:"), let id = RecordID(String(uid.dropFirst(9))) {
-            input.id = id
+            input.id = id.type == .contact ? id : RecordID.contact(named: uid.lowercased())
         }
         let schema = replica.schema
         func checked(_ value: JSONValue, _ field: String) throws -> JSONValue {
