@@ -1,0 +1,59 @@
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+import HTTPTypes
+import Testing
+@testable import FieldSyncServer
+
+/// An enrolled device that signs what no honest client would (issue 23, items 2 and 4): the
+/// server refuses it with a code and keeps serving.
+@Suite struct HostileDeviceServerTests {
+    func signed(_ ops: [Op], key: DeviceKey, seq: UInt64, prev: ChangeID, values: [UInt16: OpValue] = [:]) -> SignedChange {
+        SignedChange.author(Change(device: key.deviceID, seq: seq, prev: prev, hlc: HLC(millis: Timestamps.nowMillis, counter: 0),
+                                   wallMillis: Timestamps.nowMillis, ops: ops), values: values, key: key)
+    }
+
+    @Test func aSeqBeyondSixtyThreeBitsIsRefusedAndTheServerServesOn() async throws {
+        let ts = try TestServer()
+        let key = try ts.enroll(.field, "mallory")
+        let huge = signed([Op(action: .create, recordType: .note, record: RecordID.make(.note), kind: "survey")],
+                          key: key, seq: UInt64(Int64.max) + 1, prev: ChangeID(bytes: [UInt8](repeating: 7, count: 32))!)
+        var body = syncBody([huge])
+        var (status, answer, _, _) = try await send(ts, headers: Signer(key).headers(body: body), body: body)
+        #expect(status == 200)
+        #expect(answer["refused"]?.arrayValue?.first?["code"] == "oversize")
+        // A vector entry past 2^63 is refused as a bad request.
+        var request = SyncRequest(vector: VersionVector(), changes: [])
+        request.vector = [key.deviceID.description: UInt64.max]
+        body = try request.body()
+        (status, _, _, _) = try await send(ts, headers: Signer(key).headers(body: body), body: body)
+        #expect(status == 400)
+        // And an honest sync still goes through.
+        var laptop = TestLaptop(key: key, roster: try ts.store.roster())
+        let (_, c) = try laptop.note("UA-1")
+        body = syncBody([c])
+        (status, answer, _, _) = try await send(ts, headers: Signer(key).headers(body: body), body: body)
+        #expect(status == 200 && answer["accepted"] == .array([.string(c.id.hex)]))
+    }
+
+    @Test func aFieldDevicesDeleteTypedAsANoteLeavesAContactAlone() async throws {
+        let ts = try TestServer()
+        let press = try ts.enroll(.press, "press"), field = try ts.enroll(.field, "mallory")
+        let id = RecordID.make(.contact)
+        let name = OpValue(salt: [], value: "Olena Melnyk")
+        let made = signed([Op(action: .create, recordType: .contact, record: id),
+                           Op(action: .set, recordType: .contact, record: id, field: "fn", commitment: name.commitment)],
+                          key: press, seq: 1, prev: .zero, values: [1: name])
+        var body = syncBody([made])
+        _ = try await send(ts, headers: Signer(press).headers(body: body), body: body)
+        let evil = signed([Op(action: .delete, recordType: .note, record: id, refs: [OpRef(change: made.id, index: 1)])],
+                          key: field, seq: 1, prev: .zero)
+        body = syncBody([evil])
+        let (status, answer, _, _) = try await send(ts, headers: Signer(field).headers(body: body), body: body)
+        #expect(status == 200)
+        // Kept in its author's chain (so it is acknowledged) but refused by policy, with the code.
+        #expect(answer["refused"]?.arrayValue?.first?["code"] == "cross_record")
+        let view = try #require(try ts.store.view(id))
+        #expect(view.type == .contact && !view.deleted && view.fields["fn"]?.value == "Olena Melnyk")
+    }
+}
