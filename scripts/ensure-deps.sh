@@ -4,6 +4,9 @@ set -euo pipefail
 need=()
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+# The public suffix list: where a glued e-mail address in a press release ends (read at run time;
+# contact import falls back to a short built-in list without it).
+[ -f /usr/share/publicsuffix/public_suffix_list.dat ] || need+=(publicsuffix)
 # Tests only: a laptop clock days off, for the end-to-end sync test.
 if [ "${1:-}" = "--test" ]; then command -v faketime >/dev/null || need+=(faketime); fi
 if [ ${#need[@]} -gt 0 ]; then

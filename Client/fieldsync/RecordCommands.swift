@@ -124,7 +124,8 @@ enum RecordCommands {
             let label = type == .note
                 ? [v["kind"]?.stringValue ?? "", f["ref"]?.stringValue ?? "", f["team"]?.stringValue ?? "", f["status"]?.stringValue ?? ""]
                 : [f["fn"]?.stringValue ?? (v["erased"] != nil ? "(erased)" : ""), (f["org"]?.arrayValue?.first?["name"]?.stringValue) ?? "", f["email"]?.arrayValue?.first?.stringValue ?? ""]
-            let flag = v["conflicts"] != nil ? "  CONFLICT" : ""
+            var flag = v["conflicts"] != nil ? "  CONFLICT" : ""
+            if !(f["to_check"]?.arrayValue ?? []).isEmpty { flag += "  CHECK" }
             print(([id] + label).joined(separator: "  ") + flag)
         }
     }
@@ -244,6 +245,9 @@ struct ContactCommand: ParsableCommand {
             let results = try ContactImport.read(file: file, countryCode: countryCode)
             let (inputs, skipped) = try ContactImport.inputs(results, replica: replica, file: file, skipInvalid: skipInvalid)
             for s in skipped { FileHandle.standardError.write(Data("fieldsync: skipped \(s)\n".utf8)) }
+            for input in inputs { for (field, v) in input.elements where field == "to_check" {
+                FileHandle.standardError.write(Data("fieldsync: check \(v.stringValue ?? "")\n".utf8))
+            } }
             let ids = inputs.isEmpty ? [] : try replica.add(inputs, type: .contact)
             if output.json {
                 printJSON(.object(["imported": .array(ids.map { .string($0.description) }), "skipped": .array(skipped.map { .string($0) })]))

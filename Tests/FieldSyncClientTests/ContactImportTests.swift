@@ -345,3 +345,69 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(sameContactContent(cardsIn(VCard.parse(text, file: "long.vcf", defaultCountryCode: nil)), [card]))
     }
 }
+
+// MARK: - Press releases as scraped from real pressroom pages
+
+@Suite struct GluedPressReleaseTests {
+    @Test func anAddressEndsWhereItsDomainEnds() throws {
+        let results = PressRelease.parseContacts(try ContactFiles.fixture("press-release-glued-nb.txt"), file: "nb.txt",
+                                                 defaultCountryCode: nil)
+        #expect(errorsIn(results).isEmpty, "\(errorsIn(results))")
+        let c = cardsIn(results)
+        try #require(c.count == 2, "the image caption and the documents after the glued heading are not contacts")
+        #expect(c[0].fields["fn"] == js("Håkon Orvedal"))
+        #expect(c[0].sets["org"] == [orgEntry("Norsk Folkehjelp")])
+        #expect(c[0].fields["title"] == js("Pressevakt"))
+        #expect(c[0].sets["tel"]?.first?["raw"] == js("95045667"))
+        #expect(c[0].sets["email"] == [js("hakono@npaid.org")], "the next contact's name is not part of the address")
+        #expect(c[0].sets["to_check"] == nil)
+        #expect(c[1].fields["fn"] == js("Kari Lunde"), "the name glued after an address starts the next contact")
+        #expect(c[1].fields["title"] == js("Seniorrådgiver"))
+        #expect(c[1].sets["email"] == [js("kari.lunde@npaid.no")], "“Images” is the page's next heading")
+        #expect(c[1].fields["source"] == js("Norsk Folkehjelp åpner nytt ryddeprosjekt i Tsjernihiv"))
+    }
+
+    @Test func theIssuesLine() throws {
+        let text = "Headline\nContacts\nHåkon OrvedalNorwegian Peoples Aid\nTel:95045667hakono@npaid.orgImages\nA caption\n"
+        let c = cardsIn(PressRelease.parseContacts(text, file: "i.txt", defaultCountryCode: nil))
+        try #require(c.count == 1)
+        #expect(c[0].sets["email"] == [js("hakono@npaid.org")])
+        #expect(c[0].sets["tel"] == [telEntry("95045667")])
+    }
+
+    @Test func whenInDoubtTheTextIsKeptAndFlagged() throws {
+        let results = PressRelease.parseContacts(try ContactFiles.fixture("press-release-unclear-en.txt"), file: "u.txt",
+                                                 defaultCountryCode: nil)
+        #expect(errorsIn(results).isEmpty)
+        let c = try #require(cardsIn(results).first)
+        #expect(c.sets["email"] == nil, "no wrong address is stored")
+        let check = try #require(c.sets["to_check"]?.first?.stringValue)
+        #expect(check.hasPrefix("u.txt:4: ") && check.contains("ingrid.solberg@npaid.orgxq"))
+    }
+
+    @Test(arguments: [true, false])
+    func gluedAddresses(fromFile: Bool) {
+        let list = fromFile ? PublicSuffixList.shared : PublicSuffixList(path: "/nonexistent/public_suffix_list.dat")
+        #expect(list.fromFile == fromFile || !fromFile)
+        func read(_ s: String) -> GluedAddress.Reading? { GluedAddress.read(s, suffixes: list) }
+        #expect(read("hakono@npaid.orgImages") == .glued(address: "hakono@npaid.org", tail: "Images"))
+        #expect(read("hakono@npaid.orgimages") == .glued(address: "hakono@npaid.org", tail: "images"), "lower-cased by a scraper")
+        #expect(read("a.b@redcross.noSubscribe") == .glued(address: "a.b@redcross.no", tail: "Subscribe"))
+        #expect(read("o.melnyk@umac.com.uaDocuments") == .glued(address: "o.melnyk@umac.com.ua", tail: "Documents"))
+        #expect(read("kari@frilans.noKeywords") == .glued(address: "kari@frilans.no", tail: "Keywords"))
+        #expect(read("sigrun.as@npaid.example") == .address("sigrun.as@npaid.example"))
+        #expect(read("press@npaid.org") == .address("press@npaid.org"))
+        #expect(read("press@npaid.orgxq") == .doubtful("press@npaid.orgxq"))
+        #expect(read("press@" + String(repeating: "a", count: 300) + ".org" + String(repeating: "x", count: 300)) != nil)
+        #expect(read("no-at-sign.org") == nil)
+    }
+
+    @Test func theSystemListIsRead() {
+        // scripts/ensure-deps.sh installs Debian's publicsuffix; without it the fallback serves.
+        if FileManager.default.fileExists(atPath: PublicSuffixList.systemPath) {
+            #expect(PublicSuffixList.shared.fromFile)
+            #expect(PublicSuffixList.shared.isTopLevel("ngo") && PublicSuffixList.shared.isTopLevel("UA"))
+        }
+        #expect(!PublicSuffixList(path: "/nonexistent").fromFile)
+    }
+}

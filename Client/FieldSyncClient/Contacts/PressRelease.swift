@@ -66,6 +66,11 @@ enum PressContactBlocks {
                 } else if !line.text.isEmpty {
                     block.lines.append(line)
                     current = block
+                    // "…@npaid.orgImages": the next heading is glued to the last address.
+                    if case .details(let d) = PressContactLine.classify(line.text), d.endsBlock {
+                        blocks.append(block)
+                        current = nil
+                    }
                 }
             }
         }
@@ -99,9 +104,11 @@ struct PressContactDraft {
     var title: String?
     var phones: [String] = []
     var emails: [String] = []
+    /// What a person should look at: text kept raw rather than read wrongly.
+    var toCheck: [String] = []
     var error: ImportError?
 
-    var hasDetails: Bool { !phones.isEmpty || !emails.isEmpty }
+    var hasDetails: Bool { !phones.isEmpty || !emails.isEmpty || !toCheck.isEmpty }
 }
 
 struct PressContactReader {
@@ -114,24 +121,32 @@ struct PressContactReader {
     func read(_ lines: [(number: Int, text: String)]) -> [Result<ContactCard, ImportError>] {
         var drafts: [PressContactDraft] = []
         var strays: [ImportError] = []
+        func take(_ text: String, _ number: Int) {
+            if let last = drafts.last, PressContactLine.isTitle(text, after: last) {
+                drafts[drafts.count - 1].title = text
+            } else {
+                drafts.append(PressContactLine.newDraft(text, line: number))
+            }
+        }
         for (number, text) in lines {
             switch PressContactLine.classify(text) {
-            case .details(let phones, let emails):
+            case .details(let d):
                 guard !drafts.isEmpty else {
                     strays.append(error(number, "phone or e-mail before any name: “\(text)”"))
                     continue
                 }
-                drafts[drafts.count - 1].phones += phones
-                drafts[drafts.count - 1].emails += emails
+                drafts[drafts.count - 1].phones += d.phones
+                drafts[drafts.count - 1].emails += d.emails
+                drafts[drafts.count - 1].toCheck += d.unclear.map {
+                    "\(file):\(number): cannot tell where the e-mail address ends in “\($0)” (kept as written, not stored as an address)"
+                }
+                // Text glued after an address (the next contact's name) is read as its own line.
+                if let rest = d.leftover { take(rest, number) }
             case .invalid(let message):
                 guard !drafts.isEmpty else { strays.append(error(number, message)); continue }
                 if drafts[drafts.count - 1].error == nil { drafts[drafts.count - 1].error = error(number, message) }
             case .text:
-                if let last = drafts.last, PressContactLine.isTitle(text, after: last) {
-                    drafts[drafts.count - 1].title = text
-                } else {
-                    drafts.append(PressContactLine.newDraft(text, line: number))
-                }
+                take(text, number)
             }
         }
         let results: [(Int, Result<ContactCard, ImportError>)] =
@@ -157,6 +172,7 @@ struct PressContactReader {
             card.insert(.object(tel), into: "tel")
         }
         for email in d.emails { card.insert(.string(email), into: "email") }
+        for text in d.toCheck { card.insert(.string(String(text.prefix(500))), into: "to_check") }
         return .success(card.normalized())
     }
 
@@ -167,8 +183,20 @@ struct PressContactReader {
 
 // MARK: - One line of the block
 
+/// The numbers and addresses of one line.
+struct PressDetails {
+    var phones: [String] = []
+    var emails: [String] = []
+    /// Address-like text whose end cannot be told: kept raw for a person to check.
+    var unclear: [String] = []
+    /// Text glued after the last address that is not a heading (the next contact's name).
+    var leftover: String?
+    /// A pressroom heading was glued after the last address: the contact block ends here.
+    var endsBlock = false
+}
+
 enum PressContactLine {
-    case details(phones: [String], emails: [String])
+    case details(PressDetails)
     case text
     case invalid(String)
 
@@ -198,26 +226,40 @@ enum PressContactLine {
 
     /// Labels, numbers and addresses in any order; anything else makes the line unreadable.
     static func details(_ line: String) -> PressContactLine {
-        var phones: [String] = []
-        var emails: [String] = []
+        var d = PressDetails()
         var rest = Substring(line)
         while let c = rest.first, separators.contains(c) { rest.removeFirst() }
-        while !rest.isEmpty {
+        reading: while !rest.isEmpty {
             if let after = dropLabel(rest, phoneLabels) ?? dropLabel(rest, emailLabels) {
                 rest = after
             } else if case let (phone, after)? = takePhone(rest) {
-                phones.append(phone)
+                d.phones.append(phone)
                 rest = after
             } else if case let (email, after)? = takeEmail(rest) {
-                emails.append(email)
-                rest = after
+                switch email {
+                case .address(let address):
+                    d.emails.append(address)
+                    rest = after
+                case .glued(let address, let tail):
+                    d.emails.append(address)
+                    if GluedAddress.isHeading(tail) {
+                        d.endsBlock = true  // what follows belongs to the page's next section
+                    } else {
+                        let leftover = ContactText.trim(tail + after)
+                        if !leftover.isEmpty { d.leftover = leftover }
+                    }
+                    break reading
+                case .doubtful(let raw):
+                    d.unclear.append(raw)
+                    rest = after
+                }
             } else {
                 return .invalid("cannot read “\(rest)” as a phone number or e-mail address in “\(line)”")
             }
             while let c = rest.first, separators.contains(c) { rest.removeFirst() }
         }
-        if phones.isEmpty && emails.isEmpty { return .invalid("no phone number or e-mail address in “\(line)”") }
-        return .details(phones: phones, emails: emails)
+        if d.phones.isEmpty && d.emails.isEmpty && d.unclear.isEmpty { return .invalid("no phone number or e-mail address in “\(line)”") }
+        return .details(d)
     }
 
     /// "Tel:", "Tel.:", "Tlf", "E-mail:" …: the label, then dots, colons and spaces.
@@ -256,15 +298,15 @@ enum PressContactLine {
         return (phone, s.dropFirst(end))
     }
 
-    /// An address up to the next space or separator.
-    static func takeEmail(_ s: Substring) -> (String, Substring)? {
+    /// An address up to the next space or separator, and no further than its domain goes.
+    static func takeEmail(_ s: Substring) -> (GluedAddress.Reading, Substring)? {
         var rest = s
         if rest.lowercased().hasPrefix("mailto:") { rest = rest.dropFirst(7) }
         let end = rest.firstIndex { $0.isWhitespace || separators.contains($0) || "<>()".contains($0) } ?? rest.endIndex
         var email = String(rest[..<end])
         while let last = email.last, ".:".contains(last) { email.removeLast() }
-        guard isEmail(email) else { return nil }
-        return (email, rest[end...])
+        guard isEmail(email), let reading = GluedAddress.read(email) else { return nil }
+        return (reading, rest[end...])
     }
 
     static func isEmail(_ s: String) -> Bool {
@@ -324,5 +366,57 @@ enum PressContactLine {
         let words = line.split(whereSeparator: \.isWhitespace)
         guard (2...5).contains(words.count), !line.contains(where: \.isNumber) else { return false }
         return words.allSatisfy { w in (w.first?.isUppercase ?? false) || nameParticles.contains(String(w)) }
+    }
+}
+
+// MARK: - Where a glued address ends
+
+/// A wire-service page stripped of its HTML glues the element after an e-mail address to it:
+/// "hakono@npaid.orgImages". The address ends where its domain's top-level label ends, told by
+/// the public suffix list together with the page's next heading or a lower→upper case change;
+/// when neither tells, the text is kept as written for a person to check.
+enum GluedAddress {
+    enum Reading: Equatable {
+        /// The whole text is the address.
+        case address(String)
+        /// The address, then text glued to it.
+        case glued(address: String, tail: String)
+        /// Looks like an address, but where it ends cannot be told.
+        case doubtful(String)
+    }
+
+    /// The first words of the headings that follow a contact block on pressroom pages.
+    static let headingWords: [String] = {
+        var words = Set(PressContactBlocks.endHeadings)
+        for p in PressContactBlocks.endPrefixes { if let w = p.split(separator: " ").first { words.insert(String(w)) } }
+        for h in PressContactBlocks.contactHeadings { if let w = h.split(separator: " ").first { words.insert(String(w)) } }
+        words.formUnion(["photos", "photo", "media", "share", "follow", "contacts", "more", "news", "pressemeldinger", "om"])
+        return words.sorted { $0.count > $1.count }
+    }()
+
+    /// Whether glued text starts with a pressroom heading ("Images", "Subscribe", "Documents"…).
+    static func isHeading(_ tail: String) -> Bool {
+        let lower = tail.lowercased()
+        return headingWords.contains { lower.hasPrefix($0) }
+    }
+
+    /// Reads one address-shaped token (one "@", a dotted domain); nil when it has no such shape.
+    static func read(_ token: String, suffixes: PublicSuffixList = .shared) -> Reading? {
+        let parts = token.split(separator: "@", omittingEmptySubsequences: false)
+        guard parts.count == 2, !parts[0].isEmpty, let dot = parts[1].lastIndex(of: ".") else { return nil }
+        let domain = parts[1]
+        let head = domain[..<dot]
+        let last = Array(domain[domain.index(after: dot)...])
+        guard !head.isEmpty, !last.isEmpty else { return nil }
+        // A DNS label is at most 63 octets: anything much longer is not one glued label.
+        guard last.count <= 120 else { return .doubtful(token) }
+        func isTopLevel(_ k: Int) -> Bool { suffixes.isTopLevel(String(last[..<k])) }
+        let boundary = (1..<last.count).first { last[$0 - 1].isLowercase && last[$0].isUppercase }
+        if boundary == nil, isTopLevel(last.count) { return .address(token) }
+        var cuts: Set<Int> = []
+        if let b = boundary, isTopLevel(b) { cuts.insert(b) }
+        for k in 1..<last.count where isTopLevel(k) && isHeading(String(last[k...])) { cuts.insert(k) }
+        guard cuts.count == 1, let k = cuts.first else { return .doubtful(token) }
+        return .glued(address: "\(parts[0])@\(head).\(String(last[..<k]))", tail: String(last[k...]))
     }
 }
