@@ -9,6 +9,12 @@ need=()
 [ -f /usr/share/publicsuffix/public_suffix_list.dat ] || need+=(publicsuffix)
 # Tests only: a laptop clock days off, for the end-to-end sync test.
 if [ "${1:-}" = "--test" ]; then command -v faketime >/dev/null || need+=(faketime); fi
+# Tests only: the RFC 9421 interop tests make a Python virtual environment (.build/venv-rfc9421)
+# and pip-install an independent implementation into it; Debian's python3 needs python3-venv for that.
+if [ "${1:-}" = "--test" ]; then
+    if ! command -v python3 >/dev/null; then need+=(python3 python3-venv)
+    elif ! python3 -c "import ensurepip, venv" 2>/dev/null; then need+=(python3-venv); fi
+fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}" >&2
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
