@@ -2,16 +2,19 @@ import Crypto
 import FieldSyncCore
 import FieldSyncStore
 import Foundation
+import Glibc
 import SwiftASN1
 import X509
 
-/// The server's data folder: its Ed25519 key, a private CA, the TLS certificate for its host
-/// names, and its SQLite replica. Made once by `init`; never overwritten.
+/// The server's data folder: its Ed25519 key, the private CA's certificate, the TLS certificate
+/// for its host names, and its SQLite replica. Made once by `init`; never overwritten. The folder
+/// is 0700, its keys and database files 0600 (`serve` refuses keys others can read). The CA's
+/// private key is not kept here: only `init` needs it, and it writes it only where the
+/// administrator asks (`--ca-key-out`), else nowhere.
 public struct ServerData: Sendable {
     public let directory: String
     public var serverKeyPath: String { directory + "/server.key" }
     public var caCertPath: String { directory + "/ca.pem" }
-    public var caKeyPath: String { directory + "/ca.key" }
     public var tlsCertPath: String { directory + "/tls.pem" }
     public var tlsKeyPath: String { directory + "/tls.key" }
     public var databasePath: String { directory + "/server.sqlite" }
@@ -28,14 +31,19 @@ public struct ServerData: Sendable {
         public let serverPublicKey: [UInt8]
     }
 
-    public func initialise(hostnames: [String], now: Date = Date()) throws -> InitResult {
+    /// Makes the folder and its files. The CA key is written to `caKeyOut` (0600, never over an
+    /// existing file) when given, else it is dropped once the TLS certificate is issued.
+    public func initialise(hostnames: [String], caKeyOut: String? = nil, now: Date = Date()) throws -> InitResult {
         let fm = FileManager.default
         for path in [serverKeyPath, caCertPath, databasePath] where fm.fileExists(atPath: path) {
             throw ServerError("\(directory) already holds a server (\((path as NSString).lastPathComponent)); refusing to overwrite it")
         }
+        if let caKeyOut, fm.fileExists(atPath: caKeyOut) { throw ServerError("\(caKeyOut) already exists; refusing to overwrite it") }
         do { try fm.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700]) } catch {
             throw ServerError("cannot create \(directory): \((error as NSError).localizedDescription)")
         }
+        // An existing folder keeps whatever mode it had: tighten it.
+        guard chmod(directory, 0o700) == 0 else { throw ServerError("cannot make \(directory) private (mode 0700): \(Self.errno())") }
         let names = hostnames.isEmpty ? ["localhost"] : hostnames
         let serverKey = DeviceKey()
         let caKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
@@ -66,12 +74,13 @@ public struct ServerData: Sendable {
             },
             issuerPrivateKey: caKey)
         try write(serverKeyPath, Array(serverKey.rawRepresentation.hex.utf8), secret: true)
-        try write(caKeyPath, Array(try caKey.serializeAsPEM().pemString.utf8), secret: true)
+        if let caKeyOut { try write(caKeyOut, Array(try caKey.serializeAsPEM().pemString.utf8), secret: true) }
         try write(tlsKeyPath, Array(try leafKey.serializeAsPEM().pemString.utf8), secret: true)
         try write(caCertPath, Array(try ca.serializeAsPEM().pemString.utf8), secret: false)
         try write(tlsCertPath, Array((try leaf.serializeAsPEM().pemString + "\n" + ca.serializeAsPEM().pemString).utf8), secret: false)
         let store = try ReplicaStore.open(path: databasePath, create: true, server: true)
         try store.setMeta("server_public_key", serverKey.publicKey.hex)
+        try tightenDatabase()
         return InitResult(caPin: try Self.pin(caPEM: try ca.serializeAsPEM().pemString), serverPublicKey: serverKey.publicKey)
     }
 
@@ -98,9 +107,53 @@ public struct ServerData: Sendable {
         return nil
     }
 
+    /// Writes a new file, never over an existing one, readable by others only if not `secret`.
+    /// A secret is 0600 from its first byte: created so under a temporary name (O_EXCL), written,
+    /// synced, then linked to its name (which fails if the name exists) and the temporary name
+    /// removed. Nothing is ever readable by others, whatever the umask.
     func write(_ path: String, _ bytes: [UInt8], secret: Bool) throws {
-        guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: secret ? 0o600 : 0o644]) else {
-            throw ServerError("cannot write \(path)")
+        let temporary = path + ".partial-\(UInt32.random(in: 0 ... .max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, secret ? 0o600 : 0o644)
+        guard fd >= 0 else { throw ServerError("cannot write \(path): \(Self.errno())") }
+        defer { unlink(temporary) }
+        var ok = true
+        bytes.withUnsafeBytes { raw in
+            var done = 0
+            while ok && done < raw.count {
+                let n = Glibc.write(fd, raw.baseAddress! + done, raw.count - done)
+                if n > 0 { done += n } else if n < 0 && Glibc.errno == EINTR { continue } else { ok = false }
+            }
+        }
+        // The umask may have taken bits off a public file's 0644; a secret's 0600 it cannot widen.
+        ok = ok && fchmod(fd, secret ? 0o600 : 0o644) == 0 && fsync(fd) == 0
+        let reason = Self.errno()
+        close(fd)
+        guard ok else { throw ServerError("cannot write \(path): \(reason)") }
+        guard link(temporary, path) == 0 else { throw ServerError("cannot write \(path): \(Self.errno())") }
+    }
+
+    static func errno() -> String { String(cString: strerror(Glibc.errno)) }
+
+    /// The key files `serve` reads, and the CA key if an older `init` left it here.
+    public var secretPaths: [String] { [serverKeyPath, tlsKeyPath, directory + "/ca.key"] }
+
+    /// `serve` refuses to start on a key file that its group or others may read or write.
+    public func checkSecretModes() throws {
+        for path in secretPaths {
+            var st = stat()
+            guard stat(path, &st) == 0 else { continue }
+            if st.st_mode & 0o077 != 0 {
+                throw ServerError("\(path) is mode \(String(st.st_mode & 0o777, radix: 8)), readable by others: run `chmod 600 \(path)` (and consider the key exposed)")
+            }
+        }
+    }
+
+    /// The database and its WAL and shared-memory files, 0600. SQLite gives the -wal and -shm
+    /// files the mode of the database, so a database made 0600 keeps them so; an older one
+    /// (0644) is tightened here, with the files it already has.
+    func tightenDatabase() throws {
+        for path in [databasePath, databasePath + "-wal", databasePath + "-shm"] where FileManager.default.fileExists(atPath: path) {
+            guard chmod(path, 0o600) == 0 else { throw ServerError("cannot make \(path) private (mode 0600): \(Self.errno())") }
         }
     }
 
@@ -125,7 +178,10 @@ public struct ServerData: Sendable {
         guard FileManager.default.fileExists(atPath: databasePath) else {
             throw ServerError("no server in \(directory): run `fieldsync-server init --data \(directory)` first")
         }
-        return try ReplicaStore.open(path: databasePath, server: true)
+        if chmod(directory, 0o700) != 0 { throw ServerError("cannot make \(directory) private (mode 0700): \(Self.errno())") }
+        let store = try ReplicaStore.open(path: databasePath, server: true)
+        try tightenDatabase()
+        return store
     }
 }
 

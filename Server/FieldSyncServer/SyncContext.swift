@@ -1,6 +1,7 @@
 import FieldSyncCore
 import FieldSyncStore
 import Hummingbird
+import NIOCore
 
 /// The request context: after `Authenticator` has run, the verified device and the body it signed.
 public struct SyncContext: RequestContext {
@@ -21,6 +22,12 @@ public struct SyncContext: RequestContext {
     /// For `/v1/enroll`: the key that signed the request (its own key, proven by the signature).
     public var enrollingKey: [UInt8]?
 
-    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source) }
+    /// The connection, told once a request on it has authenticated (`ConnectionGuard`).
+    let channel: any Channel
+
+    public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source); channel = source.channel }
+
+    /// This connection has carried an authenticated request: it gets the long idle timeout.
+    func markAuthenticated() { channel.pipeline.fireUserInboundEventTriggered(ConnectionGuard.Authenticated()) }
     public var maxUploadSize: Int { SyncProtocol.maxBodyBytes }
 }

@@ -3,6 +3,7 @@ import FieldSyncStore
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import HummingbirdTLS
 import Logging
 import Prometheus
@@ -59,32 +60,39 @@ public struct SyncServer: Sendable {
     func enroll(_ context: SyncContext) async throws -> Response {
         let req: EnrollRequest
         do { req = try JSONDecoder().decode(EnrollRequest.self, from: Data(context.body)) } catch {
-            throw Problem(status: 400, title: "Bad Request", detail: "malformed enrolment JSON")
+            throw Problem(.malformedRequest, "malformed enrolment JSON")
         }
-        guard let pk = context.enrollingKey else { throw Problem(status: 401, title: "Unauthorized", detail: "not signed by the enrolling key") }
-        let name = req.name.trimmingCharacters(in: .whitespaces)
-        guard name.count <= 100 else { throw Problem(status: 400, title: "Bad Request", detail: "device name longer than 100 characters") }
+        guard let pk = context.enrollingKey, let nonce = context.unrecordedNonce else {
+            throw Problem(.signatureInvalid, "not signed by the enrolling key")
+        }
+        // The device's name is the one the invite was made for (`fieldsync-server invite --name`):
+        // the name the laptop asks for is ignored, so a field invite cannot enrol as
+        // "coordinator-laptop". An empty name makes the store take the invite's.
         let entry: RosterEntry
-        do { entry = try await store.enrollDevice(token: req.token, publicKey: pk, name: name, now: clock()) } catch let e as StoreError {
-            throw Problem(status: 403, title: "Forbidden", detail: e.message)
+        do { entry = try await store.enrollDevice(token: req.token, publicKey: pk, name: "", now: clock()) } catch let e as StoreError {
+            throw Problem(.inviteRefused, e.message)
         }
+        // Only now, the token verified, is anything of the request written. A replay of it finds
+        // the token used; the nonce is kept all the same, as every other route's is.
+        // The device is enrolled whether or not this write succeeds: its answer still goes out.
+        _ = try? await store.useNonce(nonce, now: clock())
         let body = EnrollResponse(device: entry.device.description, role: entry.role.rawValue, serverPublicKey: Data(key.publicKey).base64EncodedString(),
                                   roster: SignedRoster.sign(try await store.currentRoster(alone: false), key: key), serverTime: clock())
         return try signed(status: .ok, encodable: body, nonce: context.nonce)
     }
 
     func sync(_ context: SyncContext) async throws -> Response {
-        guard let device = context.device else { throw Problem(status: 401, title: "Unauthorized", detail: "not authenticated") }
+        guard let device = context.device else { throw Problem(.signatureInvalid, "not authenticated") }
         let start = ContinuousClock.now
         let req: SyncRequest
         do { req = try SyncRequest(body: context.body) } catch {
-            throw Problem(status: 400, title: "Bad Request", detail: error.message)
+            throw Problem(.malformedRequest, error.message)
         }
         guard req.changes.count <= SyncProtocol.maxBatch else {
-            throw Problem(status: 413, title: "Content Too Large", detail: "\(req.changes.count) changes in one request; at most \(SyncProtocol.maxBatch)")
+            throw Problem(.tooManyChanges, "\(req.changes.count) changes in one request; at most \(SyncProtocol.maxBatch)")
         }
         let vector: VersionVector
-        do { vector = try req.decodedVector() } catch { throw Problem(status: 400, title: "Bad Request", detail: error.message) }
+        do { vector = try req.decodedVector() } catch { throw Problem(.malformedRequest, error.message) }
         // Bounded work per exchange under load: every laptop gets its turn at the single writer
         // instead of queueing behind whole batches. Changes beyond the limit are neither accepted
         // nor refused; they stay in the client's outbox for its next exchange. The limits are
@@ -102,7 +110,7 @@ public struct SyncServer: Sendable {
                 undecodable.append(ChangeRefusal(id: "#\(i)", code: error.code.description, reason: error.message))
             }
         }
-        guard let nonce = context.unrecordedNonce else { throw Problem(status: 401, title: "Unauthorized", detail: "no signature nonce") }
+        guard let nonce = context.unrecordedNonce else { throw Problem(.signatureInvalid, "no signature nonce") }
         let roster: Roster
         // Alone, the store works on this thread: no other request waits for it (`SyncStore`).
         let alone = requests.alone
@@ -112,7 +120,7 @@ public struct SyncServer: Sendable {
             result = try await store.exchange(device: device.device, roster: roster, upload: upload, clientVector: vector, limits: limits,
                                               now: clock(), nonce: nonce, alone: alone)
         } catch let e as StoreError where e.code == .replayed {
-            throw Problem(status: 401, title: "Unauthorized", detail: Authenticator.replayed)
+            throw Problem(.replayed, Authenticator.replayed)
         }
         let refused = undecodable + result.refused
         // Accepted minus those kept but refused by policy (listed in both), without comparing every pair.
@@ -165,17 +173,20 @@ public struct SyncServer: Sendable {
 
     // MARK: Application
 
-    /// The HTTPS application: TLS 1.2 or newer, HTTP/1.1, graceful shutdown via `runService()`.
-    public func application(chainPEM: String, keyPEM: String, host: String, port: Int, logger: Logger,
+    /// The HTTPS application: TLS 1.2 or newer, HTTP/1.1, graceful shutdown via `runService()`,
+    /// within `limits` (connections at once, idle timeouts, header size).
+    public func application(chainPEM: String, keyPEM: String, host: String, port: Int, logger: Logger, limits: ConnectionLimits = .init(),
                             onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let chain = try NIOSSLCertificate.fromPEMBytes(Array(chainPEM.utf8))
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
                                                            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)))
         tls.minimumTLSVersion = .tlsv12
-        // Laptops running `fieldsync sync --watch` keep their connection between syncs (and close
-        // it after five idle minutes); one gone silent without closing is let go after ten.
-        return Application(router: router(), server: try .tls(.http1(configuration: .init(idleTimeout: .minutes(10))), tlsConfiguration: tls),
-                           configuration: .init(address: .hostname(host, port: port), serverName: "fieldsync"),
+        let http = HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionGuard(unauthenticatedIdle: limits.unauthenticatedIdle)], idleTimeout: limits.idle,
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes, maxHeaderFieldCount: 100))
+        return Application(router: router(), server: try .tls(.http1(configuration: http), tlsConfiguration: tls),
+                           configuration: .init(address: .hostname(host, port: port), serverName: "fieldsync",
+                                                availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections)),
                            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
                            logger: logger)
     }

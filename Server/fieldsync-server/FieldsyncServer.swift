@@ -15,6 +15,8 @@ struct FieldsyncServerCommand: AsyncParsableCommand {
 
     /// One line on stderr for every failure; usage mistakes exit 2.
     static func main() async {
+        // Whatever this process makes (the database's -wal and -shm files too) is its owner's alone.
+        umask(0o077)
         do {
             var command = try parseAsRoot()
             if var async = command as? any AsyncParsableCommand { try await async.run() } else { try command.run() }
@@ -47,10 +49,13 @@ struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make the server key, a private CA, a TLS certificate and the database; print the CA pin.")
     @OptionGroup var data: DataOption
     @Option(name: .customLong("hostname"), help: "A host name or address clients will use (repeatable).") var hostnames: [String] = []
+    @Option(name: .customLong("ca-key-out"), help: "Keep the CA's private key in this new file (0600; keep it offline). Without it the key is dropped once the TLS certificate is issued.")
+    var caKeyOut: String?
 
     func run() throws {
-        let result = try ServerData(directory: data.data).initialise(hostnames: hostnames)
+        let result = try ServerData(directory: data.data).initialise(hostnames: hostnames, caKeyOut: caKeyOut)
         print("server initialised in \(data.data)")
+        print(caKeyOut.map { "CA key written to \($0): keep it offline" } ?? "CA key not kept (a new certificate needs a new init; see --ca-key-out)")
         print("CA pin: \(result.caPin)")
         print("enrol a laptop:  fieldsync-server invite --data \(data.data) --role field --name NAME")
         print("                 fieldsync enroll https://HOST:PORT --token TOKEN --pin \(result.caPin)")
@@ -64,16 +69,21 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Port (0 picks a free one and prints it).") var port = 8443
     @Option(help: "PostgreSQL URL (not available in this build).") var postgres: String?
     @Option(name: .customLong("rate-limit"), help: "Requests per device per minute.") var rateLimit = 600
+    @Option(name: .customLong("max-connections"), help: "Open connections at once; more wait to be accepted.") var maxConnections = ConnectionLimits().maxConnections
 
     func run() async throws {
         if postgres != nil { throw ServerError("--postgres is not available in this build; the server runs on its embedded SQLite store") }
+        guard (1...65_536).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 65536") }
         let files = ServerData(directory: data.data)
+        try files.checkSecretModes()
         let store = try files.openStore()
         let server = SyncServer(store: store, key: try files.serverKey(), caPEM: try files.caPEM(), requestsPerMinute: rateLimit)
+        var limits = ConnectionLimits()
+        limits.maxConnections = maxConnections
         let (chain, key) = try files.tlsMaterial()
         var logger = Logger(label: "fieldsync-server")
         logger.logLevel = .warning
-        let app = try server.application(chainPEM: chain, keyPEM: key, host: host, port: port, logger: logger) { bound in
+        let app = try server.application(chainPEM: chain, keyPEM: key, host: host, port: port, logger: logger, limits: limits) { bound in
             FileHandle.standardOutput.write(Data("listening on https://\(host):\(bound)\n".utf8))
         }
         try await app.runService()
@@ -84,11 +94,12 @@ struct Invite: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make a one-time enrolment token bound to a role and a name.")
     @OptionGroup var data: DataOption
     @Option(help: "field, press or coordinator.") var role: String
-    @Option(help: "The device's name.") var name: String
+    @Option(help: "The device's name: the name it will have in the roster, whatever it asks for.") var name: String
     @Option(help: "Hours until the token expires.") var hours = 72
 
     func run() throws {
         guard let r = Role(rawValue: role) else { throw ValidationError("--role must be field, press or coordinator") }
+        if let problem = DeviceName.problem(name) { throw ValidationError("--name \(problem)") }
         guard (1...24 * 30).contains(hours) else { throw ValidationError("--hours must be between 1 and 720") }
         let token = try ServerData(directory: data.data).openStore()
             .createInvite(role: r, name: name, ttlMillis: UInt64(hours) * 3_600_000, now: Timestamps.nowMillis)
@@ -116,7 +127,7 @@ struct Devices: ParsableCommand {
             }
             for r in reports {
                 let state = r.entry.revokedAfterSeq.map { "REVOKED after seq \($0)" } ?? "active"
-                print("\(r.entry.device)  \(r.entry.name)  \(r.entry.role.rawValue)  last sync \(r.lastSync.map(Timestamps.iso) ?? "never")  backlog \(r.backlog)  \(state)")
+                print("\(r.entry.device)  \(DeviceName.printable(r.entry.name))  \(r.entry.role.rawValue)  last sync \(r.lastSync.map(Timestamps.iso) ?? "never")  backlog \(r.backlog)  \(state)")
             }
         }
     }
@@ -129,9 +140,11 @@ struct Devices: ParsableCommand {
         func run() throws {
             let store = try ServerData(directory: data.data).openStore()
             let matches = try store.roster().sorted.filter { $0.name == id || $0.device.description.hasPrefix(id.lowercased()) }
-            guard matches.count == 1 else { throw ServerError(matches.isEmpty ? "no device '\(id)'" : "'\(id)' matches several devices") }
+            guard matches.count == 1 else {
+                throw ServerError(matches.isEmpty ? "no device '\(DeviceName.printable(id))'" : "'\(DeviceName.printable(id))' matches several devices")
+            }
             let e = try store.revoke(matches[0].device)
-            print("revoked \(e.name) (\(e.device)) after seq \(e.revokedAfterSeq ?? 0)")
+            print("revoked \(DeviceName.printable(e.name)) (\(e.device)) after seq \(e.revokedAfterSeq ?? 0)")
         }
     }
 }

@@ -12,7 +12,8 @@ final class LiveServer: @unchecked Sendable {
     let pin: String
 
     init() throws {
-        let out = try Self.admin(["init", "--data", dir, "--hostname", "127.0.0.1"])
+        // The CA key kept (in the data folder, for the tests that issue certificates with it).
+        let out = try Self.admin(["init", "--data", dir, "--hostname", "127.0.0.1", "--ca-key-out", dir + "/ca.key"])
         guard let line = out.split(separator: "\n").first(where: { $0.hasPrefix("CA pin: ") }) else { throw CLIError("no pin in: \(out)") }
         pin = String(line.dropFirst("CA pin: ".count))
     }

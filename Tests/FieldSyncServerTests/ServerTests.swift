@@ -258,9 +258,10 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         let result = try data.initialise(hostnames: ["sync.example.org", "10.0.0.5"])
         #expect(result.caPin.hasPrefix("sha256:") && result.caPin.count == 71)
         #expect(try ServerData.pin(caPEM: data.caPEM()) == result.caPin)
-        for secret in [data.serverKeyPath, data.caKeyPath, data.tlsKeyPath] {
+        for secret in [data.serverKeyPath, data.tlsKeyPath] {
             #expect(try FileManager.default.attributesOfItem(atPath: secret)[.posixPermissions] as? Int == 0o600)
         }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/ca.key"), "the CA key is not kept in the data folder")
         let key = try data.serverKey()
         #expect(throws: ServerError.self) { _ = try data.initialise(hostnames: []) }
         #expect(try data.serverKey().publicKey == key.publicKey, "the refused second init changed nothing")

@@ -310,7 +310,7 @@ public actor SyncSession {
                 let wait = Duration.milliseconds(min(8_000, 250 << min(attempt, 5)))
                 if ContinuousClock.now + wait >= deadline { throw f }
                 try await Task.sleep(for: wait)
-            } else if f.exit == .authentication && f.message.contains("created") && !relearned {
+            } else if f.problem == .signatureCreated && !relearned {
                 // This laptop's clock moved since the offset was learned: learn it again, once.
                 relearned = true
                 let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: 0, serverKey: serverKey)

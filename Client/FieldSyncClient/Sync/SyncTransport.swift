@@ -19,6 +19,8 @@ public struct SyncFailure: Error, CustomStringConvertible, Sendable {
     /// refused or unresolved; or the server's 408): what it carried may have been too much for
     /// it (`UploadWindow.linkFailed`). An answer cut off on its way down says nothing of that.
     public var uploadCut = false
+    /// The server's stable problem code, when the failure is a refusal that carried one.
+    public var problem: Problem.Code?
     public init(_ exit: SyncExit, _ message: String) { self.exit = exit; self.message = message }
     public var description: String { message }
 }
@@ -149,13 +151,22 @@ public final class SyncTransport: Sendable {
     static func failure(_ error: any Error, _ endpoint: ServerEndpoint) -> SyncFailure {
         // Only a certificate that fails to verify: a link cut during the handshake is also a
         // failed handshake (`eofDuringHandshake`), and a bad link is retried.
-        if let e = error as? NIOSSLError, case .handshakeFailed(let reason) = e, "\(reason)".contains("CERTIFICATE_VERIFY_FAILED") {
+        if let e = error as? NIOSSLError, case .handshakeFailed(let reason) = e, certificateDidNotVerify(reason) {
             return SyncFailure(.authentication, "the server's TLS certificate does not verify against the pinned CA: \(e)")
         }
         if let e = error as? NIOSSLExtraError, e == .failedToValidateHostname {
             return SyncFailure(.authentication, "the server's TLS certificate is not for \(endpoint.host): \(e)")
         }
         return SyncFailure(.unreachable, "cannot reach \(endpoint.base): \(describe(error))")
+    }
+
+    /// Whether a failed handshake is BoringSSL refusing the server's certificate. NIOSSL gives
+    /// nothing typed for it: `BoringSSLInternalError` keeps its packed error code private and
+    /// shows only its text (`error:1000007d:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED`),
+    /// so the reason's name is looked for there, here and nowhere else.
+    static func certificateDidNotVerify(_ reason: BoringSSLError) -> Bool {
+        guard case .sslError(let stack) = reason else { return false }
+        return stack.contains { $0.description.contains("CERTIFICATE_VERIFY_FAILED") }
     }
 
     static func describe(_ error: any Error) -> String {
@@ -204,19 +215,49 @@ public final class SyncTransport: Sendable {
             try verifyAnswer(res.headers, body: bytes, status: status, nonce: nonce, key: pinned)
         }
         guard (200..<300).contains(status) else {
-            let detail = (try? JSONDecoder().decode(Problem.self, from: Data(bytes)))?.detail ?? "HTTP \(status)"
-            switch status {
-            case 401, 403: throw SyncFailure(.authentication, "the server refused this device: \(detail)")
-            // 408: the upload took too long to arrive; sent again in smaller parts (`UploadWindow`).
-            case 408:
-                var f = SyncFailure(.unreachable, "the link was too slow for this upload (\(status)): \(detail)")
-                f.uploadCut = true
-                throw f
-            case 429, 500...599: throw SyncFailure(.unreachable, "the server is busy or failing (\(status)): \(detail)")
-            default: throw SyncFailure(.failure, "the server refused the request (\(status)): \(detail)")
-            }
+            throw Self.refusal(status: status, problem: try? JSONDecoder().decode(Problem.self, from: Data(bytes)))
         }
         return (status, bytes)
+    }
+
+    /// What each problem code the server sends means for the laptop: the one table the client
+    /// decides a refusal on (its exit code, whether it retries). Never the problem's text.
+    public static let problemExits: [Problem.Code: SyncExit] = [
+        .unsupportedMediaType: .failure, .bodyTooLarge: .failure, .malformedRequest: .failure, .tooManyChanges: .failure,
+        .digestMissing: .failure, .digestMismatch: .failure,
+        // The upload took too long to arrive: sent again in smaller parts (`UploadWindow`).
+        .transferTooSlow: .unreachable,
+        .rateLimited: .unreachable,
+        .unsigned: .authentication, .signatureMalformed: .authentication, .signatureComponents: .authentication,
+        .signatureAlgorithm: .authentication, .signatureCreated: .authentication, .signatureExpired: .authentication,
+        .signatureInvalid: .authentication, .replayed: .authentication, .unknownKey: .authentication, .keyMismatch: .authentication,
+        .deviceRevoked: .authentication, .inviteRefused: .authentication,
+    ]
+
+    /// A refusal as the failure it means: by its problem code, or, for an answer without a code
+    /// this build knows (an older server, a proxy in the way), by its HTTP status.
+    public static func refusal(status: Int, problem: Problem?) -> SyncFailure {
+        let detail = problem?.detail ?? "HTTP \(status)"
+        let code = problem?.code
+        let exit: SyncExit
+        if let code, let known = problemExits[code] { exit = known } else {
+            switch status {
+            case 401, 403: exit = .authentication
+            case 408, 429, 500...599: exit = .unreachable
+            default: exit = .failure
+            }
+        }
+        let slow = code.map { $0 == .transferTooSlow } ?? (status == 408)
+        var f: SyncFailure
+        switch exit {
+        case .authentication: f = SyncFailure(exit, "the server refused this device: \(detail)")
+        case .unreachable where slow: f = SyncFailure(exit, "the link was too slow for this upload (\(status)): \(detail)")
+        case .unreachable: f = SyncFailure(exit, "the server is busy or failing (\(status)): \(detail)")
+        default: f = SyncFailure(exit, "the server refused the request (\(status)): \(detail)")
+        }
+        f.uploadCut = slow
+        f.problem = code
+        return f
     }
 
     /// One `/v1/sync` exchange: the request's body out, the verified answer decoded.

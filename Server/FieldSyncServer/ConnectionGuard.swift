@@ -1,0 +1,105 @@
+import HummingbirdCore
+import NIOCore
+import NIOHTTPTypes
+
+/// What one server process allows its connections (docs/ARCHITECTURE.md, "Limits").
+public struct ConnectionLimits: Sendable {
+    /// Open connections at once; past it the server stops accepting (they wait in the listen
+    /// backlog) until one closes.
+    public var maxConnections = 512
+    /// A connection that has not yet carried an authenticated request is closed after this long
+    /// with nothing received or sent (a TLS handshake, a request head that does not come).
+    public var unauthenticatedIdle = TimeAmount.seconds(30)
+    /// A connection that has authenticated, between requests: laptops running
+    /// `fieldsync sync --watch` keep theirs between syncs (and close it after five idle minutes);
+    /// one gone silent without closing is let go after ten.
+    public var idle = TimeAmount.minutes(10)
+    /// A request's head (request line and all header fields).
+    public var maxHeaderBytes = 32 * 1024
+
+    public init() {}
+}
+
+/// Per connection: closes one that has not authenticated once it has been idle for
+/// `ConnectionLimits.unauthenticatedIdle`, and ends a connection on which an unauthenticated
+/// request was refused before its body had arrived, so the server neither waits for nor reads a
+/// body it has refused. Told of authentication by `Authenticated`, fired by `Authenticator`.
+final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    /// A request on this connection authenticated (fired from any thread through the pipeline).
+    struct Authenticated: Sendable {}
+
+    let timeout: TimeAmount
+    var authenticated = false
+    var lastActivity = NIODeadline.now()
+    /// A request's head has arrived and its end has not.
+    var requestOpen = false
+    /// The answer being written refuses the request.
+    var refusing = false
+    var check: Scheduled<Void>?
+
+    init(unauthenticatedIdle: TimeAmount) { timeout = unauthenticatedIdle }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        lastActivity = .now()
+        schedule(context)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        check?.cancel()
+        check = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastActivity = .now()
+        switch unwrapInboundIn(data) {
+        case .head: requestOpen = true
+        case .end: requestOpen = false
+        case .body: break
+        }
+        context.fireChannelRead(data)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        lastActivity = .now()
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            refusing = head.status.code >= 400
+            context.write(data, promise: promise)
+        case .end where refusing && requestOpen && !authenticated:
+            // Refused from its head while its body is still coming: answer, then hang up rather
+            // than read (and discard) up to the whole body.
+            let done = context.eventLoop.makePromise(of: Void.self)
+            done.futureResult.cascade(to: promise)
+            let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            done.futureResult.whenComplete { _ in loopContext.value.close(promise: nil) }
+            context.writeAndFlush(data, promise: done)
+        default:
+            context.write(data, promise: promise)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is Authenticated else { return context.fireUserInboundEventTriggered(event) }
+        authenticated = true
+        check?.cancel()
+        check = nil
+    }
+
+    private func schedule(_ context: ChannelHandlerContext) {
+        guard !authenticated else { return }
+        let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+        check = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastActivity + timeout) { [weak self] in
+            guard let self, !self.authenticated else { return }
+            if NIODeadline.now() >= self.lastActivity + self.timeout {
+                loopContext.value.close(promise: nil)
+            } else {
+                self.schedule(loopContext.value)
+            }
+        }
+    }
+}
