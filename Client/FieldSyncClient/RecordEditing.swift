@@ -10,6 +10,9 @@ public struct RecordInput: Sendable {
     /// Register fields: one value each. Set fields: their elements.
     public var registers: [(String, JSONValue)] = []
     public var elements: [(String, JSONValue)] = []
+    /// Registers an importer guessed (a name split from a press release, a display name made from
+    /// an address): a re-import writes them only where the record has no value.
+    public var fillOnly: Set<String> = []
 
     public init(id: RecordID? = nil, kind: String? = nil) { self.id = id; self.kind = kind }
 }

@@ -248,11 +248,17 @@ struct ContactCommand: ParsableCommand {
             for input in inputs { for (field, v) in input.elements where field == "to_check" {
                 FileHandle.standardError.write(Data("fieldsync: check \(v.stringValue ?? "")\n".utf8))
             } }
-            let ids = inputs.isEmpty ? [] : try replica.add(inputs, type: .contact)
+            // A re-import matches what exists (UID, e-mail, phone) and never duplicates.
+            let outcome = inputs.isEmpty ? ContactImportOutcome() : try ContactImport.apply(inputs, replica: replica)
             if output.json {
-                printJSON(.object(["imported": .array(ids.map { .string($0.description) }), "skipped": .array(skipped.map { .string($0) })]))
+                var o = outcome.json.objectValue ?? [:]
+                o["skipped"] = .array(skipped.map { .string($0) })
+                printJSON(.object(o))
             } else {
-                ids.forEach { print($0) }
+                for row in outcome.rows {
+                    print("\(row.status.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0)) \(row.id)  \(row.name)")
+                }
+                print(outcome.summary)
             }
         }
     }

@@ -13,6 +13,8 @@ public struct ContactCard: Sendable, Hashable {
     public var line: Int
     /// The vCard UID, if any; informational, never a record id.
     public var uid: String?
+    /// Register fields the reader guessed rather than read: they never overwrite a stored value.
+    public var guessed: Set<String> = []
 
     public init(fields: [String: JSONValue] = [:], sets: [String: [JSONValue]] = [:], line: Int, uid: String? = nil) {
         self.fields = fields

@@ -37,6 +37,7 @@ public enum ContactImport {
 
     static func input(_ card: ContactCard, replica: Replica, file: String) throws -> RecordInput {
         var input = RecordInput()
+        input.fillOnly = card.guessed
         // A card exported by fieldsync (UID urn:uuid:<record id>) comes back as the same record;
         // another UUID that does not name a contact (ids carry their type) becomes a contact id
         // derived from it, the same on every laptop.

@@ -165,6 +165,8 @@ struct PressContactReader {
         card.fields["n"] = ContactCard.nameParts(family: words.last ?? "", given: words.dropLast().joined(separator: " "))
         if let title = d.title { card.fields["title"] = .string(title) }
         if let source { card.fields["source"] = .string(source) }
+        // The name's split is a guess, and the first release a person came from stays the source.
+        card.guessed = ["n", "source"]
         for org in d.orgs { card.insert(.object(["name": .string(org)]), into: "org") }
         for raw in d.phones {
             var tel: [String: JSONValue] = ["raw": .string(raw)]

@@ -1,0 +1,204 @@
+import FieldSyncCore
+import FieldSyncStore
+import Foundation
+
+/// What tells two contacts to be the same person: an e-mail address (compared without case), a
+/// phone number (E.164, or the national digits as written), and, for a contact with neither,
+/// its name together with its source.
+public enum ContactIdentity {
+    public static func emailKey(_ v: JSONValue) -> String? {
+        guard let s = v.stringValue, !s.isEmpty else { return nil }
+        return "e:" + s.lowercased()
+    }
+
+    /// "+4795045667" and "95045667" written in a Norwegian release are one number: an element
+    /// with both forms gives both keys, an element with the national form only gives that one.
+    public static func phoneKeys(_ v: JSONValue) -> [String] {
+        var keys: [String] = []
+        if let e = v["e164"]?.stringValue { keys.append("t:" + e) }
+        if let raw = v["raw"]?.stringValue {
+            let trimmed = raw.trimmingCharacters(in: .whitespaces)
+            var digits = trimmed.filter { $0.isASCII && $0.isNumber }
+            if trimmed.hasPrefix("+") || digits.hasPrefix("00") {
+                if keys.isEmpty, digits.count >= 7 { keys.append("t:+" + (digits.hasPrefix("00") ? String(digits.dropFirst(2)) : digits)) }
+            } else {
+                while digits.hasPrefix("0") { digits.removeFirst() }
+                if digits.count >= 6 { keys.append("n:" + digits) }
+            }
+        }
+        return keys
+    }
+
+    /// The same name from the same source (a press release read twice): only with a source.
+    static func nameKey(_ fields: [String: JSONValue]) -> String? {
+        guard let fn = fields["fn"]?.stringValue, let source = fields["source"]?.stringValue else { return nil }
+        return "s:" + fn.lowercased() + "\u{0}" + source
+    }
+
+    /// Every key of a contact's fields (a listing's "fields" object), strongest first; name and
+    /// source only for a contact with no address or number (`nameAlways` for the ones stored).
+    public static func keys(_ fields: [String: JSONValue], nameAlways: Bool = true) -> [String] {
+        var out = (fields["email"]?.arrayValue ?? []).compactMap(emailKey)
+        out += (fields["tel"]?.arrayValue ?? []).flatMap(phoneKeys)
+        if nameAlways || out.isEmpty, let k = nameKey(fields) { out.append(k) }
+        return out
+    }
+
+    static func fields(_ input: RecordInput) -> [String: JSONValue] {
+        var fields: [String: JSONValue] = [:]
+        for (f, v) in input.registers { fields[f] = v }
+        for (f, v) in input.elements { fields[f] = .array((fields[f]?.arrayValue ?? []) + [v]) }
+        return fields
+    }
+
+    static func keys(_ input: RecordInput) -> [String] { keys(fields(input), nameAlways: false) }
+}
+
+/// What one `contact import` did.
+public struct ContactImportOutcome: Sendable {
+    public enum Status: String, Sendable {
+        case new, updated, unchanged
+        /// Matched a contact deleted or erased here: left as it is, never brought back.
+        case leftAlone = "left alone"
+    }
+    public struct Row: Sendable {
+        public let id: RecordID
+        public let status: Status
+        public let name: String
+    }
+    public var rows: [Row] = []
+
+    public init() {}
+
+    public func count(_ s: Status) -> Int { rows.filter { $0.status == s }.count }
+
+    /// "new 2, updated 1, unchanged 5" (and what was left alone, when anything was).
+    public var summary: String {
+        var s = "new \(count(.new)), updated \(count(.updated)), unchanged \(count(.unchanged))"
+        if count(.leftAlone) > 0 { s += ", left alone \(count(.leftAlone)) (deleted or erased here)" }
+        return s
+    }
+
+    public var json: JSONValue {
+        func ids(_ s: Status) -> JSONValue { .array(rows.filter { $0.status == s }.map { .string($0.id.description) }) }
+        return .object(["new": ids(.new), "updated": ids(.updated), "unchanged": ids(.unchanged), "left_alone": ids(.leftAlone),
+                        "imported": .array(rows.map { .string($0.id.description) })])
+    }
+}
+
+extension ContactImport {
+    /// Imports checked cards as one local transaction: each card is matched with a contact that
+    /// exists (its UID's id, else an e-mail address, else a phone number, else name and source)
+    /// or with an earlier card of the same file; a match gains what it lacks and takes the
+    /// card's register values where they differ, and keeps everything else. Nothing is duplicated,
+    /// and a contact deleted or erased here is never written to.
+    public static func apply(_ inputs: [RecordInput], replica: Replica) throws -> ContactImportOutcome {
+        var known: [String: RecordID] = [:]
+        for row in try replica.store.listing(type: .contact) {
+            let v = try JSONValue.parse(row)
+            guard let id = v["id"]?.stringValue.flatMap(RecordID.init) else { continue }
+            for k in ContactIdentity.keys(v["fields"]?.objectValue ?? [:]) where known[k] == nil { known[k] = id }
+        }
+        var outcome = ContactImportOutcome()
+        try replica.store.commitLocal(key: replica.key) { reader in
+            outcome = ContactImportOutcome()
+            // Group the cards by the record they land in, in file order.
+            var groups: [(id: RecordID?, input: RecordInput, exists: Bool)] = []
+            var groupOfKey: [String: Int] = [:]
+            var groupOfID: [RecordID: Int] = [:]
+            for input in inputs {
+                let keys = ContactIdentity.keys(input)
+                var target = input.id.flatMap { groupOfID[$0] } ?? keys.lazy.compactMap { groupOfKey[$0] }.first
+                if target == nil {
+                    var id = input.id
+                    var exists = false
+                    if let uid = id { exists = try reader.view(uid) != nil }
+                    if !exists, let matched = keys.lazy.compactMap({ known[$0] }).first {
+                        id = matched
+                        exists = true
+                    }
+                    target = id.flatMap { groupOfID[$0] }
+                    if target == nil {
+                        groups.append((id, input, exists))
+                        target = groups.count - 1
+                        if let id { groupOfID[id] = target }
+                        for k in keys where groupOfKey[k] == nil { groupOfKey[k] = target }
+                        continue
+                    }
+                }
+                guard let t = target else { continue }
+                groups[t].input = merged(groups[t].input, input)
+                for k in keys where groupOfKey[k] == nil { groupOfKey[k] = t }
+            }
+
+            var d = ChangeDraft()
+            var fresh = groups.filter { $0.id == nil }.map { _ in RecordID.make(.contact) }.sorted().makeIterator()
+            for g in groups {
+                let name = g.input.registers.first { $0.0 == "fn" }?.1.stringValue ?? ""
+                if g.exists, let id = g.id {
+                    let ops = try reader.ops(id)
+                    guard let view = ops.materialize(schema: replica.schema), !view.deleted, view.erasedBy == nil else {
+                        outcome.rows.append(.init(id: id, status: .leftAlone, name: name))
+                        continue
+                    }
+                    let changed = update(&d, ops: ops, view: view, with: g.input)
+                    outcome.rows.append(.init(id: id, status: changed ? .updated : .unchanged, name: name))
+                } else {
+                    guard let id = g.id ?? fresh.next() else { continue }
+                    d.create(id, type: .contact, kind: nil)
+                    for (f, v) in g.input.registers { d.set(f, to: v, onNew: id, type: .contact) }
+                    for (f, v) in g.input.elements { d.add(f, v, record: id, type: .contact) }
+                    outcome.rows.append(.init(id: id, status: .new, name: name))
+                }
+            }
+            return d
+        }
+        return outcome
+    }
+
+    /// A later card of the same person: its set elements join, its registers fill what is empty.
+    static func merged(_ a: RecordInput, _ b: RecordInput) -> RecordInput {
+        var out = a
+        for (f, v) in b.registers where !out.registers.contains(where: { $0.0 == f }) {
+            out.registers.append((f, v))
+            if b.fillOnly.contains(f) { out.fillOnly.insert(f) }
+        }
+        for (f, v) in b.elements where !out.elements.contains(where: { $0.0 == f && $0.1 == v }) { out.elements.append((f, v)) }
+        return out
+    }
+
+    /// Drafts the ops that bring an existing contact up to a card; true when there are any.
+    static func update(_ d: inout ChangeDraft, ops: RecordOps, view: RecordView, with input: RecordInput) -> Bool {
+        var changed = false
+        for (f, v) in input.registers where view.fields[f]?.value != v {
+            if input.fillOnly.contains(f), view.fields[f]?.value != nil { continue }
+            d.set(f, to: v, on: ops, type: .contact)
+            changed = true
+        }
+        var added: Set<JSONValue> = []
+        for (f, v) in input.elements {
+            let existing = view.fields[f]?.elements.compactMap(\.value) ?? []
+            switch f {
+            case "email":
+                let key = ContactIdentity.emailKey(v)
+                if existing.contains(where: { ContactIdentity.emailKey($0) == key }) { continue }
+            case "org":
+                let name = v["name"]?.stringValue?.lowercased()
+                if existing.contains(where: { $0["name"]?.stringValue?.lowercased() == name }) { continue }
+            case "tel":
+                let keys = Set(ContactIdentity.phoneKeys(v))
+                if let same = existing.first(where: { !keys.isDisjoint(with: ContactIdentity.phoneKeys($0)) }) {
+                    // The same number: replaced only when the card adds its E.164 form.
+                    guard same["e164"] == nil, v["e164"] != nil, same != v else { continue }
+                    d.remove(f, same, on: ops, type: .contact)
+                }
+            default:
+                if existing.contains(v) { continue }
+            }
+            guard added.insert(.array([.string(f), v])).inserted else { continue }
+            d.add(f, v, record: view.id, type: .contact)
+            changed = true
+        }
+        return changed
+    }
+}
