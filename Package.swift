@@ -105,6 +105,19 @@ let package = Package(
             path: "Bench/fieldsync-bench",
             swiftSettings: strict
         ),
+        // Fuzzing (issue 23; Fuzz/README.md): libFuzzer targets built by scripts/fuzz.sh (-sanitize=fuzzer -DFUZZING);
+        // an ordinary build makes the same executable a corpus replayer, which FuzzCorpusTests runs.
+        .executableTarget(
+            name: "fieldsync-fuzz",
+            dependencies: [
+                "FieldSyncClient", "FieldSyncServer", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            path: "Fuzz/Sources",
+            swiftSettings: strict
+        ),
+        .testTarget(name: "FuzzCorpusTests", dependencies: ["fieldsync-fuzz"], path: "Fuzz/Tests", swiftSettings: strict),
         .testTarget(name: "FieldSyncCoreTests", dependencies: ["FieldSyncCore"], swiftSettings: strict),
         .testTarget(name: "FieldSyncStoreTests", dependencies: ["FieldSyncStore", .product(name: "GRDB", package: "GRDB.swift")], swiftSettings: strict),
         .testTarget(

@@ -433,8 +433,12 @@ struct ContactBuilder {
         var value = ContactText.trim(p.text)
         if value.lowercased().hasPrefix("tel:") { value = String(value.dropFirst(4)) }
         guard !value.isEmpty else { return }
-        var tel: [String: JSONValue] = ["raw": .string(p.param(VCardWriter.rawTelParam) ?? value)]
-        if let e164 = Phone.e164(value, defaultCountryCode: defaultCountryCode) { tel["e164"] = .string(e164) }
+        let e164 = Phone.e164(value, defaultCountryCode: defaultCountryCode)
+        // The written form rides beside an E.164 URI only (`VCardWriter`): beside anything else
+        // it names no number, and the card would show it while holding another.
+        let raw = e164 == nil ? value : p.param(VCardWriter.rawTelParam) ?? value
+        var tel: [String: JSONValue] = ["raw": .string(raw)]
+        if let e164 { tel["e164"] = .string(e164) }
         card.insert(.object(tel), into: "tel")
     }
 
