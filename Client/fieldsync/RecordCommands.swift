@@ -245,6 +245,9 @@ struct ContactCommand: ParsableCommand {
             let results = try ContactImport.read(file: file, countryCode: countryCode)
             let (inputs, skipped) = try ContactImport.inputs(results, replica: replica, file: file, skipInvalid: skipInvalid)
             for s in skipped { FileHandle.standardError.write(Data("fieldsync: skipped \(s)\n".utf8)) }
+            // Display names made up for nameless cards (phone and mail-client exports).
+            let remarks = results.flatMap { (try? $0.get())?.remarks ?? [] }
+            for r in remarks { FileHandle.standardError.write(Data("fieldsync: \(r)\n".utf8)) }
             for input in inputs { for (field, v) in input.elements where field == "to_check" {
                 FileHandle.standardError.write(Data("fieldsync: check \(v.stringValue ?? "")\n".utf8))
             } }
@@ -253,6 +256,7 @@ struct ContactCommand: ParsableCommand {
             if output.json {
                 var o = outcome.json.objectValue ?? [:]
                 o["skipped"] = .array(skipped.map { .string($0) })
+                o["named"] = .array(remarks.map { .string($0) })
                 printJSON(.object(o))
             } else {
                 for row in outcome.rows {

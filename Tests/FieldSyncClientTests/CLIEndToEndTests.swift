@@ -283,3 +283,19 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         #expect(list.first?["fields"]?["email"] == nil)
     }
 }
+
+extension CLIContactImportTests {
+    @Test func aPhoneExportImportsWhole() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "press-laptop", "--role", "press")
+        let file = Self.fixtures + "/phone-export-crcrlf.vcf"
+        let r = try cli.run("contact", "import", file, "--country-code", "47")
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out.hasSuffix("new 5, updated 0, unchanged 0\n"))
+        #expect(r.err.contains("phone-export-crcrlf.vcf:13: card has no FN or N; named “Kari Lunde” from its e-mail address"))
+        let again = try JSONValue.parse(try cli.ok("contact", "import", file, "--country-code", "47", "--json"))
+        #expect(again["unchanged"]?.arrayValue?.count == 5 && again["new"] == .array([]), "\(again)")
+        #expect(again["named"]?.arrayValue?.count == 3)
+    }
+}

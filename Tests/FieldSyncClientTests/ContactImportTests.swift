@@ -175,17 +175,21 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         VERSION:3.0
         FN:Unclosed
         """
-        let results = VCard.parse(text, file: "bad.vcf", defaultCountryCode: nil)
+        let results = VCard.parse(text.replacingOccurrences(of: "EMAIL:nobody@example.org", with: "NOTE:nothing else"),
+                                  file: "bad.vcf", defaultCountryCode: nil)
         try #require(results.count == 7)
         let e = errorsIn(results)
         #expect(e.map(\.line) == [2, 5, 12, 16, 20, 22])
         #expect(e[0].message.contains("VERSION 5.0"))
         #expect(e[1].message.contains("no END:VCARD"))
-        #expect(e[2].message == "card has no FN or N")
+        #expect(e[2].message == "card has no name (FN or N), e-mail address, phone number or organisation")
         #expect(e[3].message.contains("END:VCARD without BEGIN:VCARD"))
         #expect(e[5].description == "bad.vcf:22: card has no END:VCARD")
         // The card after the unclosed one still reads, so a caller may skip the bad ones.
         #expect(cardsIn(results).map { $0.fields["fn"] } == [js("Iryna Bondarenko")])
+        // A card with an address and no name is a phone export's card, not a broken one.
+        let named = cardsIn(VCard.parse(text, file: "bad.vcf", defaultCountryCode: nil))
+        #expect(named.map { $0.fields["fn"] } == [js("Iryna Bondarenko"), js("Nobody")])
     }
 }
 
@@ -409,5 +413,42 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
             #expect(PublicSuffixList.shared.isTopLevel("ngo") && PublicSuffixList.shared.isTopLevel("UA"))
         }
         #expect(!PublicSuffixList(path: "/nonexistent").fromFile)
+    }
+}
+
+// MARK: - Phone and mail-client exports
+
+@Suite struct PhoneExportTests {
+    @Test func aPhoneExportWithCRCRLFQuotedPrintablePhotosAndNamelessCards() throws {
+        let text = try ContactFiles.fixture("phone-export-crcrlf.vcf")
+        #expect(text.contains("\r\r\n"))
+        let results = VCard.parse(text, file: "phone.vcf", defaultCountryCode: "47")
+        #expect(errorsIn(results).isEmpty, "\(errorsIn(results))")
+        let c = cardsIn(results)
+        try #require(c.count == 5)
+        #expect(c.map(\.line) == [1, 13, 17, 21, 26], "a CR CR LF line end is one line end")
+        #expect(c[0].fields["fn"] == js("Håkon Orvedal"))
+        #expect(c[0].fields["n"] == nameParts(family: "Orvedal", given: "Håkon"))
+        #expect(c[0].sets["tel"] == [telEntry("950 45 667", "+4795045667")])
+        #expect(c[0].sets["email"] == [js("hakon.orvedal@npaid.example")], "the photo's base64 lines are skipped")
+        #expect(c[0].remarks.isEmpty && c[0].guessed.isEmpty)
+        #expect(c[1].fields["fn"] == js("Kari Lunde"))
+        #expect(c[1].guessed == ["fn"])
+        #expect(c[1].remarks == ["phone.vcf:13: card has no FN or N; named “Kari Lunde” from its e-mail address"])
+        #expect(c[2].fields["fn"] == js("+380 67 000 1122"))
+        #expect(c[2].remarks.first?.hasSuffix("from its phone number") == true)
+        #expect(c[3].fields["fn"] == js("Norsk Folkehjelp"), "post@ names no one: the organisation does")
+        #expect(c[4].fields["fn"] == js("Bjørn Sørensen"), "ISO-8859-1 quoted-printable")
+        #expect(c[4].fields["title"] == js("Rådgiver for minerydding og humanitær respons"), "a soft line break joins")
+    }
+
+    @Test func latin1FilesAreRead() throws {
+        let bytes = Array("BEGIN:VCARD\r\nVERSION:2.1\r\nN:S".utf8) + [0xF8] + Array("rensen;Bj".utf8) + [0xF8]
+            + Array("rn\r\nTEL:+47 22 00 00 00\r\nEND:VCARD\r\n".utf8)
+        let path = NSTemporaryDirectory() + "fieldsync-latin1-\(UUID().uuidString).vcf"
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let c = cardsIn(try ContactImport.read(file: path, countryCode: nil))
+        #expect(c.first?.fields["fn"] == js("Bjørn Sørensen"))
     }
 }

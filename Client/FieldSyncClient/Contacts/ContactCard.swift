@@ -15,6 +15,8 @@ public struct ContactCard: Sendable, Hashable {
     public var uid: String?
     /// Register fields the reader guessed rather than read: they never overwrite a stored value.
     public var guessed: Set<String> = []
+    /// What the reader made up and the import should say (a display name given to a nameless card).
+    public var remarks: [String] = []
 
     public init(fields: [String: JSONValue] = [:], sets: [String: [JSONValue]] = [:], line: Int, uid: String? = nil) {
         self.fields = fields
@@ -70,10 +72,12 @@ extension ContactCard {
 /// Text helpers shared by the contact importers (a namespace, so the module's other files
 /// cannot collide with them).
 enum ContactText {
-    /// Physical lines (LF, CRLF or CR), 1-based, with a leading byte-order mark removed.
+    /// Physical lines (LF, CRLF, CR, or the CR CR LF of a file that went through a CRLF
+    /// conversion twice), 1-based, with a leading byte-order mark removed.
     static func lines(_ text: String) -> [(number: Int, text: Substring)] {
         var body = Substring(text)
         if body.unicodeScalars.first == "\u{FEFF}" { body = Substring(body.unicodeScalars.dropFirst()) }
+        if body.contains("\r\r\n") { body = Substring(body.replacingOccurrences(of: "\r\r\n", with: "\r\n")) }
         // "\r\n" is one Character in Swift, so it must be named beside "\n" and "\r".
         let lines = body.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" || $0 == "\r" })
         return lines.enumerated().map { (number: $0.offset + 1, text: $0.element) }

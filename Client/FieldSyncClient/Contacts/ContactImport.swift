@@ -6,7 +6,12 @@ import Foundation
 public enum ContactImport {
     public static func read(file: String, countryCode: String?) throws -> [Result<ContactCard, ImportError>] {
         guard let data = FileManager.default.contents(atPath: file) else { throw ClientError("cannot read \(file)") }
-        guard var text = String(data: data, encoding: .utf8) else { throw ClientError("\(file) is not UTF-8 text") }
+        // Older phone exports are Windows-1252 / Latin-1 where no CHARSET says otherwise.
+        let latin = { () -> String? in
+            guard data.starts(with: Array("BEGIN:VCARD".utf8)) || data.starts(with: Array("begin:vcard".utf8)) else { return nil }
+            return String(data: data, encoding: .windowsCP1252) ?? String(data: data, encoding: .isoLatin1)
+        }
+        guard var text = String(data: data, encoding: .utf8) ?? latin() else { throw ClientError("\(file) is not UTF-8 text") }
         if text.hasPrefix("\u{FEFF}") { text.removeFirst() }
         let head = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if head.uppercased().hasPrefix("BEGIN:VCARD") {

@@ -29,10 +29,13 @@ public enum ContactIdentity {
         return keys
     }
 
-    /// The same name from the same source (a press release read twice): only with a source.
-    static func nameKey(_ fields: [String: JSONValue]) -> String? {
-        guard let fn = fields["fn"]?.stringValue, let source = fields["source"]?.stringValue else { return nil }
-        return "s:" + fn.lowercased() + "\u{0}" + source
+    /// The same name with the same source, organisation or title (a press release read twice,
+    /// a card with neither address nor number), or the bare name of a card with nothing else.
+    static func nameKeys(_ fields: [String: JSONValue]) -> [String] {
+        guard let fn = fields["fn"]?.stringValue?.lowercased() else { return [] }
+        var with = [fields["source"]?.stringValue, fields["title"]?.stringValue].compactMap { $0 }
+        with += (fields["org"]?.arrayValue ?? []).compactMap { $0["name"]?.stringValue }
+        return with.map { "s:" + fn + "\u{0}" + $0.lowercased() } + ["s:" + fn + "\u{0}"]
     }
 
     /// Every key of a contact's fields (a listing's "fields" object), strongest first; name and
@@ -40,7 +43,12 @@ public enum ContactIdentity {
     public static func keys(_ fields: [String: JSONValue], nameAlways: Bool = true) -> [String] {
         var out = (fields["email"]?.arrayValue ?? []).compactMap(emailKey)
         out += (fields["tel"]?.arrayValue ?? []).flatMap(phoneKeys)
-        if nameAlways || out.isEmpty, let k = nameKey(fields) { out.append(k) }
+        if nameAlways {
+            out += nameKeys(fields)
+        } else if out.isEmpty {
+            let keys = nameKeys(fields)
+            out += keys.count > 1 ? keys.dropLast() : keys  // the bare name only for a bare card
+        }
         return out
     }
 

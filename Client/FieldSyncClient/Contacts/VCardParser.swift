@@ -26,7 +26,17 @@ enum VCardLines {
     static func unfold(_ text: String) -> [VCardLogicalLine] {
         var out: [VCardLogicalLine] = []
         for (number, physical) in ContactText.lines(text) {
+            // Blank lines mean nothing (a 2.1 BASE64 value ends with one), and must not take a fold.
+            if physical.allSatisfy({ $0 == " " || $0 == "\t" }), !(out.last.map { isQuotedPrintable($0.text) && $0.text.hasSuffix("=") } ?? false) {
+                continue
+            }
             if let last = out.last {
+                // vCard 2.1 writers (phones, Outlook) may continue a BASE64 PHOTO or KEY on
+                // unindented lines; base64 has no colon, so such a line cannot be a property.
+                if isBase64(last.text), !physical.contains(":"), physical.allSatisfy(isBase64Character) {
+                    out[out.count - 1].text += physical.filter { !$0.isWhitespace }
+                    continue
+                }
                 if isQuotedPrintable(last.text), last.text.hasSuffix("=") {
                     out[out.count - 1].text = String(last.text.dropLast()) + physical
                     continue
@@ -40,6 +50,16 @@ enum VCardLines {
             out.append(VCardLogicalLine(text: String(physical), line: number))
         }
         return out
+    }
+
+    static func isBase64(_ line: String) -> Bool {
+        guard let colon = line.firstIndex(of: ":") else { return false }
+        let head = line[..<colon].uppercased()
+        return head.contains("BASE64") || head.contains("ENCODING=B")
+    }
+
+    static func isBase64Character(_ c: Character) -> Bool {
+        c.isASCII && (c.isLetter || c.isNumber || c == "+" || c == "/" || c == "=" || c == " " || c == "\t")
     }
 
     static func isQuotedPrintable(_ line: String) -> Bool {
@@ -387,7 +407,7 @@ struct ContactBuilder {
         case "UID": if card.uid == nil, !text.isEmpty { card.uid = text }
         case VCardWriter.sourceProperty: if !text.isEmpty { card.fields["source"] = .string(text) }
         case "SOURCE": if sourceURI == nil, !text.isEmpty { sourceURI = text }
-        default: break  // unknown properties (PHOTO, ADR, X-…) are not contact fields here
+        default: break  // unknown properties (PHOTO, KEY, ADR, X-…) are not contact fields here: skipped whole
         }
     }
 
@@ -396,8 +416,14 @@ struct ContactBuilder {
         var out = card
         if out.fields["source"] == nil, let sourceURI { out.fields["source"] = .string(sourceURI) }
         if out.fields["fn"] == nil, let fn = Self.formattedName(out.fields["n"]) { out.fields["fn"] = .string(fn) }
-        guard out.fields["fn"] != nil else {
-            return .failure(ImportError(file: file, line: line, message: "card has no FN or N"))
+        if out.fields["fn"] == nil {
+            // Phone and mail-client exports hold cards with only an address or a number.
+            guard let (name, from) = Self.displayName(out) else {
+                return .failure(ImportError(file: file, line: line, message: "card has no name (FN or N), e-mail address, phone number or organisation"))
+            }
+            out.fields["fn"] = .string(name)
+            out.guessed.insert("fn")
+            out.remarks.append("\(file):\(line): card has no FN or N; named “\(name)” from its \(from)")
         }
         return .success(out.normalized())
     }
@@ -447,6 +473,27 @@ struct ContactBuilder {
         guard !text.isEmpty, valueType != "utc-offset", valueType != "uri" else { return false }
         let offsetChars = Set("+-−0123456789:")
         return !(text == "Z" || text.allSatisfy { offsetChars.contains($0) })
+    }
+
+    /// Mailbox names that say nothing about the person.
+    static let roleMailboxes: Set<String> = ["info", "post", "press", "presse", "media", "kontakt", "contact", "office", "mail",
+                                             "admin", "news", "pressekontakt", "kommunikasjon", "communications", "comms", "noreply"]
+
+    /// A display name for a card without one: a personal address's mailbox ("hakon.orvedal" →
+    /// "Hakon Orvedal"), else the organisation, else the address or the number itself.
+    static func displayName(_ card: ContactCard) -> (String, String)? {
+        let email = card.sets["email"]?.first?.stringValue
+        if let email, let at = email.firstIndex(of: "@") {
+            let mailbox = email[..<at]
+            let words = mailbox.split(whereSeparator: { ".-_+".contains($0) }).filter { !$0.isEmpty && !$0.allSatisfy(\.isNumber) }
+            if !roleMailboxes.contains(mailbox.lowercased()), !words.isEmpty, words.allSatisfy({ $0.allSatisfy(\.isLetter) }) {
+                return (words.map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined(separator: " "), "e-mail address")
+            }
+        }
+        if let org = card.sets["org"]?.first?["name"]?.stringValue { return (org, "organisation") }
+        if let email { return (email, "e-mail address") }
+        if let raw = card.sets["tel"]?.first?["raw"]?.stringValue { return (raw, "phone number") }
+        return nil
     }
 
     /// given + family, or whatever parts there are.
