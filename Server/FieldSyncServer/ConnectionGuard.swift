@@ -1,3 +1,4 @@
+import FieldSyncCore
 import HummingbirdCore
 import NIOCore
 import NIOHTTPTypes
@@ -16,14 +17,19 @@ public struct ConnectionLimits: Sendable {
     public var idle = TimeAmount.minutes(10)
     /// A request's head (request line and all header fields).
     public var maxHeaderBytes = 32 * 1024
+    /// From a request's head to the end of its body, on any connection: past it the connection is
+    /// closed (a body trickled in forever). The `Authenticator` refuses a body slower than
+    /// `HTTPSignature.maxTransferSeconds` once it has come; this ends one that never does.
+    public var requestTransfer = TimeAmount.seconds(HTTPSignature.maxTransferSeconds + 30)
 
     public init() {}
 }
 
 /// Per connection: closes one that has not authenticated once it has been idle for
-/// `ConnectionLimits.unauthenticatedIdle`, and ends a connection on which an unauthenticated
-/// request was refused before its body had arrived, so the server neither waits for nor reads a
-/// body it has refused. Told of authentication by `Authenticated`, fired by `Authenticator`.
+/// `ConnectionLimits.unauthenticatedIdle`, one whose request body is still coming
+/// `requestTransfer` after its head, and ends a connection on which an unauthenticated request
+/// was refused before its body had arrived, so the server neither waits for nor reads a body it
+/// has refused. Told of authentication by `Authenticated`, fired by `Authenticator`.
 final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
@@ -34,6 +40,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     struct Authenticated: Sendable {}
 
     let timeout: TimeAmount
+    let transfer: TimeAmount
     var authenticated = false
     var lastActivity = NIODeadline.now()
     /// A request's head has arrived and its end has not.
@@ -41,8 +48,11 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// The answer being written refuses the request.
     var refusing = false
     var check: Scheduled<Void>?
+    /// Requests whose head has come on this connection, and the transfer check of the last.
+    var requests = 0
+    var transferCheck: Scheduled<Void>?
 
-    init(unauthenticatedIdle: TimeAmount) { timeout = unauthenticatedIdle }
+    init(limits: ConnectionLimits) { timeout = limits.unauthenticatedIdle; transfer = limits.requestTransfer }
 
     func handlerAdded(context: ChannelHandlerContext) {
         lastActivity = .now()
@@ -52,13 +62,27 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         check?.cancel()
         check = nil
+        transferCheck?.cancel()
+        transferCheck = nil
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         lastActivity = .now()
         switch unwrapInboundIn(data) {
-        case .head: requestOpen = true
-        case .end: requestOpen = false
+        case .head:
+            requestOpen = true
+            requests += 1
+            let request = requests
+            let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
+            transferCheck?.cancel()
+            transferCheck = context.eventLoop.assumeIsolated().scheduleTask(in: transfer) { [weak self] in
+                guard let self, self.requestOpen, self.requests == request else { return }
+                loopContext.value.close(promise: nil)
+            }
+        case .end:
+            requestOpen = false
+            transferCheck?.cancel()
+            transferCheck = nil
         case .body: break
         }
         context.fireChannelRead(data)

@@ -182,7 +182,7 @@ public struct SyncServer: Sendable {
                                                            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)))
         tls.minimumTLSVersion = .tlsv12
         let http = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionGuard(unauthenticatedIdle: limits.unauthenticatedIdle)], idleTimeout: limits.idle,
+            additionalChannelHandlers: [ConnectionGuard(limits: limits)], idleTimeout: limits.idle,
             httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes, maxHeaderFieldCount: 100))
         return Application(router: router(), server: try .tls(.http1(configuration: http), tlsConfiguration: tls),
                            configuration: .init(address: .hostname(host, port: port), serverName: "fieldsync",

@@ -162,6 +162,22 @@ final class RawSocket {
 
     static func problemType(of body: [UInt8]) -> String? { (try? JSONValue.parse(body))?["type"]?.stringValue }
 
+    /// A known device's body that never ends: the connection is closed `requestTransfer` after
+    /// the head (it was held as long as the client cared to).
+    @Test func aBodyThatNeverEndsIsCutOff() async throws {
+        let ts = try TestServer()
+        let alice = try ts.enroll(.field, "alice")
+        var limits = ConnectionLimits()
+        limits.requestTransfer = .seconds(1)
+        let server = try await InProcessServer(ts, limits: limits)
+        defer { server.stop() }
+        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
+        let start = ContinuousClock.now
+        await #expect(throws: (any Error).self) { _ = try await Self.stalledUpload(client, key: alice, declared: 1 << 20) }
+        #expect(ContinuousClock.now - start < .seconds(5), "cut off after a second, not at the client's 10 s timeout")
+        await client.shutdown()
+    }
+
     @Test func connectionsPastTheCapWaitUntilOneCloses() async throws {
         let ts = try TestServer()
         var limits = ConnectionLimits()
