@@ -184,7 +184,38 @@ struct NoteCommand: ParsableCommand {
 
 struct ContactCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "contact", abstract: "Press contacts.",
-                                                    subcommands: [Add.self, Edit.self, Delete.self, Show.self, List.self, Import.self, Erase.self])
+                                                    subcommands: [Add.self, Edit.self, Delete.self, Show.self, List.self, Import.self, Erase.self,
+                                                                  CountryCode.self])
+
+    /// The replica's default calling code for national numbers (meta, this laptop only).
+    static let countryCodeMeta = "contact_country_code"
+
+    static func checkCountryCode(_ cc: String, option: String) throws {
+        guard (1...3).contains(cc.count), cc.allSatisfy({ $0.isASCII && $0.isNumber }), !cc.hasPrefix("0") else {
+            throw ClientError.usage("\(option) takes 1 to 3 digits, e.g. 47")
+        }
+    }
+
+    struct CountryCode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "country-code",
+            abstract: "Show or set this laptop's calling code for national numbers that no import option, card or release places.")
+        @Argument(help: "1 to 3 digits, e.g. 47; none to show the one set.") var code: String?
+        @Flag(help: "Forget the default.") var clear = false
+        func run() throws {
+            let replica = try openReplica()
+            if clear {
+                guard code == nil else { throw ClientError.usage("give a code or --clear, not both") }
+                try replica.store.setMeta(ContactCommand.countryCodeMeta, "")
+            } else if let code {
+                try ContactCommand.checkCountryCode(code, option: "country-code")
+                try replica.store.setMeta(ContactCommand.countryCodeMeta, code)
+            } else {
+                let current = try replica.store.meta(ContactCommand.countryCodeMeta) ?? ""
+                print(current.isEmpty ? "none set" : current)
+            }
+        }
+    }
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a contact.")
@@ -234,15 +265,16 @@ struct ContactCommand: ParsableCommand {
             abstract: "Import contacts: vCard 3/4 (.vcf), jCard (.json), or a press release's contact block (text).")
         @Argument(help: "The file.") var file: String
         @Flag(name: .customLong("skip-invalid"), help: "Import the good cards and report each bad one, instead of importing nothing.") var skipInvalid = false
-        @Option(name: .customLong("country-code"), help: "Calling code for national numbers without one, e.g. 47.") var countryCode: String?
+        @Option(name: .customLong("country-code"),
+                help: "Calling code for national numbers, e.g. 47 (else the card's or release's country, else `contact country-code`).")
+        var countryCode: String?
         @OptionGroup var output: OutputOptions
 
         func run() throws {
-            if let cc = countryCode, !(1...3).contains(cc.count) || !cc.allSatisfy(\.isNumber) {
-                throw ClientError.usage("--country-code takes 1 to 3 digits, e.g. 47")
-            }
+            if let cc = countryCode { try ContactCommand.checkCountryCode(cc, option: "--country-code") }
             let replica = try openReplica()
-            let results = try ContactImport.read(file: file, countryCode: countryCode)
+            let fallback = try replica.store.meta(ContactCommand.countryCodeMeta).flatMap { $0.isEmpty ? nil : $0 }
+            let results = try ContactImport.read(file: file, countryCode: countryCode, fallbackCountryCode: fallback)
             let (inputs, skipped) = try ContactImport.inputs(results, replica: replica, file: file, skipInvalid: skipInvalid)
             for s in skipped { FileHandle.standardError.write(Data("fieldsync: skipped \(s)\n".utf8)) }
             // Display names made up for nameless cards (phone and mail-client exports).

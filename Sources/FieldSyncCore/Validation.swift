@@ -270,6 +270,14 @@ extension RecordSchema {
 
 /// Telephone numbers: keep what was written, derive E.164 only when the country is clear.
 public enum Phone {
+    /// Digits of a national significant number (after the trunk 0), for the countries whose
+    /// numbers press contacts mostly have (ITU-T E.164 national numbering plans).
+    static let nationalLengths: [String: ClosedRange<Int>] = [
+        "47": 8...8, "46": 7...9, "45": 8...8, "358": 5...10, "354": 7...7, "380": 9...9, "44": 9...10, "49": 6...11,
+        "48": 9...9, "372": 7...8, "371": 8...8, "370": 8...8, "33": 9...9, "31": 9...9, "32": 8...9, "41": 9...9,
+        "43": 4...13, "353": 7...9, "1": 10...10,
+    ]
+
     /// `+CC…` or `00CC…` are clear; a national number needs `defaultCountryCode` (digits, e.g. "47").
     public static func e164(_ raw: String, defaultCountryCode: String?) -> String? {
         var s = raw.trimmingCharacters(in: .whitespaces)
@@ -285,6 +293,8 @@ public enum Phone {
             candidate = "+" + digits.dropFirst(2)
         } else if let cc = defaultCountryCode {
             let national = digits.hasPrefix("0") ? String(digits.dropFirst()) : digits
+            // A number of the wrong length for its country is not that country's: keep it raw.
+            if let lengths = nationalLengths[cc], !lengths.contains(national.count) { return nil }
             candidate = "+" + cc + national
         } else {
             return nil

@@ -299,3 +299,26 @@ extension CLIContactImportTests {
         #expect(again["named"]?.arrayValue?.count == 3)
     }
 }
+
+extension CLIContactImportTests {
+    @Test func aDefaultCountryCodeSetOnce() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "press-laptop", "--role", "press")
+        #expect(try cli.ok("contact", "country-code") == "none set\n")
+        #expect(try cli.run("contact", "country-code", "047").status == 2)
+        _ = try cli.ok("contact", "country-code", "47")
+        #expect(try cli.ok("contact", "country-code") == "47\n")
+        let file = cli.home + "/k.vcf"
+        try "BEGIN:VCARD\nVERSION:3.0\nFN:Kari Nordmann\nTEL:900 00 000\nEND:VCARD\n".write(toFile: file, atomically: true, encoding: .utf8)
+        _ = try cli.ok("contact", "import", file)
+        let list = try JSONValue.parse(try cli.ok("contact", "list", "--json"))
+        #expect(list.arrayValue?.first?["fields"]?["tel"] == .array([.object(["raw": "900 00 000", "e164": "+4790000000"])]))
+        // A Ukrainian release still gives Ukrainian numbers.
+        _ = try cli.ok("contact", "import", Self.fixtures + "/press-release-uk.txt")
+        let tels = (try JSONValue.parse(try cli.ok("contact", "list", "--json")).arrayValue ?? []).flatMap { $0["fields"]?["tel"]?.arrayValue ?? [] }
+        #expect(tels.contains(.object(["raw": "067 000 11 22", "e164": "+380670001122"])))
+        _ = try cli.ok("contact", "country-code", "--clear")
+        #expect(try cli.ok("contact", "country-code") == "none set\n")
+    }
+}

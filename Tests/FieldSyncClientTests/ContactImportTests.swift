@@ -210,7 +210,8 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(c[0].fields["fn"] == js("Sigrun Ødegård Ås"))
         #expect(c[0].fields["n"] == nameParts(family: "Ås", given: "Sigrun Ødegård"))
         #expect(c[0].sets["org"] == [orgEntry("Norwegian Peoples Aid"), orgEntry("Norsk Folkehjelp")])
-        #expect(c[0].sets["tel"] == [defaultCountryCode == nil ? telEntry("90000000") : telEntry("90000000", "+4790000000")])
+        // Without a country code, the organisation (Norwegian Peoples Aid/Norsk Folkehjelp) says Norway.
+        #expect(c[0].sets["tel"] == [telEntry("90000000", "+4790000000")])
         #expect(c[0].sets["email"] == [js("sigrun.as@npaid.example")])
         #expect(c[0].fields["source"] == js(Self.headline))
 
@@ -334,7 +335,7 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(lines.allSatisfy { $0.utf8.count <= 75 })
         #expect(lines.contains("ORG;LANGUAGE=nb:Norsk Folkehjelp"))
         #expect(lines.contains("TEL;VALUE=uri:tel:+4790000000"))
-        #expect(lines.contains("TEL;VALUE=text:90000000"))
+        #expect(lines.contains("TEL;VALUE=text:22 00 00 00"))
         #expect(lines.contains("TEL;VALUE=uri;X-FIELDSYNC-RAW=\"+358 40 000 0000\":tel:+358400000000"))
         #expect(lines.contains("CATEGORIES:landmines,APMBC"))
     }
@@ -376,7 +377,7 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         let c = cardsIn(PressRelease.parseContacts(text, file: "i.txt", defaultCountryCode: nil))
         try #require(c.count == 1)
         #expect(c[0].sets["email"] == [js("hakono@npaid.org")])
-        #expect(c[0].sets["tel"] == [telEntry("95045667")])
+        #expect(c[0].sets["tel"] == [telEntry("95045667", "+4795045667")], "Norwegian Peoples Aid: a Norwegian number")
     }
 
     @Test func whenInDoubtTheTextIsKeptAndFlagged() throws {
@@ -450,5 +451,48 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         defer { try? FileManager.default.removeItem(atPath: path) }
         let c = cardsIn(try ContactImport.read(file: path, countryCode: nil))
         #expect(c.first?.fields["fn"] == js("Bjørn Sørensen"))
+    }
+}
+
+// MARK: - Phone numbers: the country from the source
+
+@Suite struct PhoneCountryTests {
+    @Test func aNorwegianReleaseGivesNorwegianNumbers() throws {
+        let c = cardsIn(PressRelease.parseContacts(try ContactFiles.fixture("press-release-glued-nb.txt"), file: "nb.txt",
+                                                   defaultCountryCode: nil))
+        try #require(c.count == 2)
+        #expect(c[0].sets["tel"] == [telEntry("95045667", "+4795045667")], "the publisher and the organisation are Norwegian")
+        #expect(c[1].sets["tel"] == [telEntry("+47 913 37 001", "+4791337001")])
+    }
+
+    @Test func aUkrainianReleaseGivesUkrainianNumbers() throws {
+        let results = PressRelease.parseContacts(try ContactFiles.fixture("press-release-uk.txt"), file: "uk.txt", defaultCountryCode: nil)
+        #expect(errorsIn(results).isEmpty, "\(errorsIn(results))")
+        let c = cardsIn(results)
+        try #require(c.count == 2)
+        #expect(c[0].fields["fn"] == js("Оксана Коваленко"))
+        #expect(c[0].sets["org"] == [orgEntry("Центр протимінної діяльності")])
+        #expect(c[0].sets["tel"] == [telEntry("067 000 11 22", "+380670001122")], "the release is in Ukrainian")
+        #expect(c[1].sets["tel"] == [telEntry("+380 50 000 3344", "+380500003344"), telEntry("22 00 00")],
+                "a number too short for Ukraine stays raw")
+    }
+
+    @Test func theCountryComesFromWhatTheSourceSays() {
+        #expect(Phone.e164("95045667", defaultCountryCode: "47") == "+4795045667")
+        #expect(Phone.e164("950 45 66", defaultCountryCode: "47") == nil, "seven digits are no Norwegian number")
+        #expect(Phone.e164("067 000 11 22", defaultCountryCode: "380") == "+380670001122")
+        #expect(Phone.e164("22 00 00 00", defaultCountryCode: "380") == nil)
+        #expect(PhoneCountry.fromEmail("kari.lunde@npaid.no") == "47")
+        #expect(PhoneCountry.fromEmail("o.melnyk@umac.example") == nil)
+        #expect(PhoneCountry.fromOrganisation("Norwegian Peoples Aid") == "47")
+        #expect(PhoneCountry.fromOrganisation("Danish Red Cross Society") == "45")
+        #expect(PhoneCountry.fromOrganisation("Demining Partners") == nil)
+        #expect(PhoneCountry.fromLanguage("Finlands Röda Kors skickar två experter som utbildar lokala team och är där i mars, säger hon") == "46")
+        #expect(PhoneCountry.fromLanguage("Field teams returned to three confirmed hazardous areas") == nil)
+        // A card's own address says its country; a given code wins; the replica default comes last.
+        let text = "BEGIN:VCARD\nVERSION:3.0\nFN:Kari Nordmann\nEMAIL:kari@frilans.no\nTEL:900 00 000\nEND:VCARD\n"
+            + "BEGIN:VCARD\nVERSION:3.0\nFN:Per Hansen\nTEL:900 00 001\nEND:VCARD\n"
+        let cards = cardsIn(VCard.parse(text, file: "k.vcf", defaultCountryCode: nil, fallbackCountryCode: "45"))
+        #expect(cards.map { $0.sets["tel"] } == [[telEntry("900 00 000", "+4790000000")], [telEntry("900 00 001", "+4590000001")]])
     }
 }

@@ -4,7 +4,9 @@ import Foundation
 /// `fieldsync contact import`: picks the reader by content, then checks every card against the
 /// schema. Without `skipInvalid`, one bad card means nothing is imported.
 public enum ContactImport {
-    public static func read(file: String, countryCode: String?) throws -> [Result<ContactCard, ImportError>] {
+    /// `countryCode` (`--country-code`) wins; `fallbackCountryCode` (the replica's default)
+    /// serves where neither the card nor the release names a country.
+    public static func read(file: String, countryCode: String?, fallbackCountryCode: String? = nil) throws -> [Result<ContactCard, ImportError>] {
         guard let data = FileManager.default.contents(atPath: file) else { throw ClientError("cannot read \(file)") }
         // Older phone exports are Windows-1252 / Latin-1 where no CHARSET says otherwise.
         let latin = { () -> String? in
@@ -15,14 +17,14 @@ public enum ContactImport {
         if text.hasPrefix("\u{FEFF}") { text.removeFirst() }
         let head = text.trimmingCharacters(in: .whitespacesAndNewlines)
         if head.uppercased().hasPrefix("BEGIN:VCARD") {
-            return VCard.parse(text, file: file, defaultCountryCode: countryCode)
+            return VCard.parse(text, file: file, defaultCountryCode: countryCode, fallbackCountryCode: fallbackCountryCode)
         }
         if head.hasPrefix("[") || head.hasPrefix("{") {
             let value: JSONValue
             do { value = try JSONValue.parse(head) } catch { throw ClientError("\(file): not valid JSON (expected jCard)") }
             return VCardWriter.parseJCard(value, file: file)
         }
-        return PressRelease.parseContacts(text, file: file, defaultCountryCode: countryCode)
+        return PressRelease.parseContacts(text, file: file, defaultCountryCode: countryCode, fallbackCountryCode: fallbackCountryCode)
     }
 
     public static func inputs(_ results: [Result<ContactCard, ImportError>], replica: Replica, file: String,

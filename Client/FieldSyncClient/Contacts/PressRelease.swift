@@ -7,14 +7,18 @@ import FieldSyncCore
 public enum PressRelease {
     /// One result per contact (and per line that cannot be read), in file order. "source" is
     /// the release's headline, its first non-empty line.
-    public static func parseContacts(_ text: String, file: String, defaultCountryCode: String?) -> [Result<ContactCard, ImportError>] {
+    /// National numbers take `defaultCountryCode` when given, else the country the contact or the
+    /// release names (e-mail domain, organisation, publisher, language), else `fallbackCountryCode`.
+    public static func parseContacts(_ text: String, file: String, defaultCountryCode: String?,
+                                     fallbackCountryCode: String? = nil) -> [Result<ContactCard, ImportError>] {
         let lines = ContactText.lines(text.precomposedStringWithCanonicalMapping).map { (number: $0.number, text: ContactText.trim($0.text)) }
         let blocks = PressContactBlocks.find(in: lines)
         guard !blocks.isEmpty else {
             return [.failure(ImportError(file: file, line: 1, message: "no Contacts heading found"))]
         }
         let source = lines.first { !$0.text.isEmpty }.map { String($0.text.prefix(500)) }
-        let reader = PressContactReader(file: file, source: source, defaultCountryCode: defaultCountryCode)
+        let reader = PressContactReader(file: file, source: source, defaultCountryCode: defaultCountryCode,
+                                        releaseCountry: releaseCountry(lines), fallbackCountryCode: fallbackCountryCode)
         var results: [Result<ContactCard, ImportError>] = []
         for block in blocks {
             if block.lines.isEmpty {
@@ -24,6 +28,26 @@ public enum PressRelease {
             }
         }
         return results
+    }
+}
+
+extension PressRelease {
+    /// Lines that name the release's publisher: "About Norsk Folkehjelp", "Subscribe to releases
+    /// from …", the "date | organisation | Press release" line under the headline.
+    static let publisherPrefixes = ["about ", "om ", "subscribe", "latest releases", "more releases", "abonner", "prenumerera",
+                                    "tilaa", "siste pressemeldinger", "senaste pressmeddelanden", "uusimmat"]
+
+    /// The publisher's country, else the country of the release's language (body text, not the
+    /// places it reports on: "Ukraina" in a Swedish release says nothing of its numbers).
+    static func releaseCountry(_ lines: [(number: Int, text: String)]) -> String? {
+        var named: Set<String> = []
+        for (i, line) in lines.enumerated() {
+            let key = line.text.lowercased()
+            guard publisherPrefixes.contains(where: { key.hasPrefix($0) }) || (i < 5 && line.text.contains(" | ")) else { continue }
+            if let c = PhoneCountry.fromOrganisation(line.text) { named.insert(c) }
+        }
+        if named.count == 1 { return named.first }
+        return PhoneCountry.fromLanguage(lines.map(\.text).joined(separator: " "))
     }
 }
 
@@ -40,12 +64,14 @@ enum PressContactBlocks {
         "contacts", "contact", "press contacts", "press contact", "media contacts", "media contact",
         "kontakter", "kontakt", "pressekontakter", "pressekontakt", "presskontakter", "presskontakt",
         "mediekontakter", "mediekontakt", "yhteystiedot", "yhteyshenkilöt",
+        "контакти", "контакти для змі", "контакти для преси", "для змі", "контакти для медіа",
     ]
     /// Headings that close the block: the sections wire-service pages put after it.
     static let endHeadings: Set<String> = [
         "images", "image", "keywords", "documents", "links", "videos", "attachments", "quotes", "tags", "downloads",
         "bilder", "nøkkelord", "nyckelord", "dokumenter", "dokument", "lenker", "länkar", "vedlegg", "bilagor",
         "kuvat", "avainsanat", "liitteet", "linkit", "asiasanat",
+        "зображення", "фото", "документи", "ключові слова", "теги", "посилання",
     ]
     static let endPrefixes = [
         "about ", "subscribe", "latest releases", "latest news", "more releases", "read more", "related",
@@ -115,6 +141,8 @@ struct PressContactReader {
     let file: String
     let source: String?
     let defaultCountryCode: String?
+    let releaseCountry: String?
+    let fallbackCountryCode: String?
 
     /// A name(+org) line starts a contact; phone/e-mail lines and a title line belong to the
     /// contact above them.
@@ -170,10 +198,12 @@ struct PressContactReader {
         for org in d.orgs { card.insert(.object(["name": .string(org)]), into: "org") }
         for raw in d.phones {
             var tel: [String: JSONValue] = ["raw": .string(raw)]
-            if let e164 = Phone.e164(raw, defaultCountryCode: defaultCountryCode) { tel["e164"] = .string(e164) }
+            if let e164 = Phone.e164(raw, defaultCountryCode: nil) { tel["e164"] = .string(e164) }
             card.insert(.object(tel), into: "tel")
         }
         for email in d.emails { card.insert(.string(email), into: "email") }
+        PhoneCountry.normalise(&card, code: PhoneCountry.code(explicit: defaultCountryCode, card: card, release: releaseCountry,
+                                                              fallback: fallbackCountryCode))
         for text in d.toCheck { card.insert(.string(String(text.prefix(500))), into: "to_check") }
         return .success(card.normalized())
     }
@@ -203,7 +233,7 @@ enum PressContactLine {
     case invalid(String)
 
     static let phoneLabels = ["telephone", "telefon", "phone", "mobile", "mobil", "mob", "tel", "tlf", "cell", "gsm",
-                              "puhelin", "puh", "телефон", "тел"]
+                              "puhelin", "puh", "телефон", "тел", "моб"]
     static let emailLabels = ["e-mail", "email", "e-post", "epost", "mail", "sähköposti", "s-posti"]
     /// Between two numbers or a number and an address: "Tel: 22 00 00 00 / Mob: 900 00 000".
     static let separators = Set(" \t/,;|·•–—")

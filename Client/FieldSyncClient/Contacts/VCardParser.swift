@@ -5,8 +5,12 @@ import FieldSyncCore
 public enum VCard {
     /// One result per card, in file order, so a caller can refuse the whole file or skip bad
     /// cards. `defaultCountryCode` (digits, e.g. "47") makes national numbers E.164.
-    public static func parse(_ text: String, file: String, defaultCountryCode: String?) -> [Result<ContactCard, ImportError>] {
+    /// Without it, a card's own e-mail domain or organisation may name the country, else
+    /// `fallbackCountryCode` (the replica's default).
+    public static func parse(_ text: String, file: String, defaultCountryCode: String?,
+                             fallbackCountryCode: String? = nil) -> [Result<ContactCard, ImportError>] {
         var reader = VCardReader(file: file, defaultCountryCode: defaultCountryCode)
+        reader.fallbackCountryCode = fallbackCountryCode
         for line in VCardLines.unfold(text) { reader.take(line) }
         return reader.finish()
     }
@@ -299,6 +303,7 @@ enum QuotedPrintable {
 struct VCardReader {
     let file: String
     let defaultCountryCode: String?
+    var fallbackCountryCode: String?
     private(set) var results: [Result<ContactCard, ImportError>] = []
     private var open: ContactBuilder?
     private var reportedStray = false
@@ -321,6 +326,7 @@ struct VCardReader {
                 results.append(.failure(error(card.line, "card has no END:VCARD (a new BEGIN:VCARD starts at line \(content.line))")))
             }
             open = ContactBuilder(file: file, line: content.line, defaultCountryCode: defaultCountryCode)
+            open?.fallbackCountryCode = fallbackCountryCode
             reportedStray = false
         case ("END", true):
             if let card = open {
@@ -366,6 +372,7 @@ struct ContactBuilder {
     let file: String
     let line: Int
     let defaultCountryCode: String?
+    var fallbackCountryCode: String?
     private var card: ContactCard
     private var error: ImportError?
     private var sourceURI: String?
@@ -416,6 +423,9 @@ struct ContactBuilder {
         var out = card
         if out.fields["source"] == nil, let sourceURI { out.fields["source"] = .string(sourceURI) }
         if out.fields["fn"] == nil, let fn = Self.formattedName(out.fields["n"]) { out.fields["fn"] = .string(fn) }
+        if defaultCountryCode == nil {
+            PhoneCountry.normalise(&out, code: PhoneCountry.code(explicit: nil, card: out, release: nil, fallback: fallbackCountryCode))
+        }
         if out.fields["fn"] == nil {
             // Phone and mail-client exports hold cards with only an address or a number.
             guard let (name, from) = Self.displayName(out) else {
