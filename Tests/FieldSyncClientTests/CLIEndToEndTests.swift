@@ -322,3 +322,16 @@ extension CLIContactImportTests {
         #expect(try cli.ok("contact", "country-code") == "none set\n")
     }
 }
+
+extension CLIContactImportTests {
+    @Test func anArticlesBylinesTwice() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "press-laptop", "--role", "press")
+        let file = Self.fixtures + "/article-bylines-en.txt"
+        #expect(try cli.ok("contact", "import", file).hasSuffix("new 3, updated 0, unchanged 0\n"))
+        #expect(try cli.ok("contact", "import", file).hasSuffix("new 0, updated 0, unchanged 3\n"))
+        let list = try JSONValue.parse(try cli.ok("contact", "list", "--json")).arrayValue ?? []
+        #expect(list.allSatisfy { $0["fields"]?["source"] == "Clearing the fields is only half the job: why mine action needs long-term funding" })
+    }
+}

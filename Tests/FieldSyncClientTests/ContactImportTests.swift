@@ -265,7 +265,7 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
 
     @Test func noContactsHeading() {
         let results = PressRelease.parseContacts("Headline\nBody text.\n", file: "n.txt", defaultCountryCode: nil)
-        #expect(errorsIn(results).map(\.message) == ["no Contacts heading found"])
+        #expect(errorsIn(results).map(\.message) == ["no Contacts heading found, and no byline (a name, then a “Title, Organisation” line)"])
     }
 
     @Test func unreadableLinesAreErrors() {
@@ -494,5 +494,35 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
             + "BEGIN:VCARD\nVERSION:3.0\nFN:Per Hansen\nTEL:900 00 001\nEND:VCARD\n"
         let cards = cardsIn(VCard.parse(text, file: "k.vcf", defaultCountryCode: nil, fallbackCountryCode: "45"))
         #expect(cards.map { $0.sets["tel"] } == [[telEntry("900 00 000", "+4790000000")], [telEntry("900 00 001", "+4590000001")]])
+    }
+}
+
+// MARK: - Article bylines
+
+@Suite struct BylineTests {
+    static let title = "Clearing the fields is only half the job: why mine action needs long-term funding"
+
+    @Test func authorsUnderAnAnalysis() throws {
+        let results = PressRelease.parseContacts(try ContactFiles.fixture("article-bylines-en.txt"), file: "a.txt", defaultCountryCode: nil)
+        #expect(errorsIn(results).isEmpty, "\(errorsIn(results))")
+        let c = cardsIn(results)
+        try #require(c.count == 3)
+        #expect(c.map(\.line) == [6, 8, 10])
+        #expect(c[0].fields["fn"] == js("Anna Bech Jensen"))
+        #expect(c[0].fields["n"] == nameParts(family: "Jensen", given: "Anna Bech"))
+        #expect(c[0].fields["title"] == js("Secretary General"))
+        #expect(c[0].sets["org"] == [orgEntry("Danish Red Cross Society")])
+        #expect(c[0].fields["source"] == js(Self.title))
+        #expect(c[1].fields["title"] == js("Head of Mine Action"))
+        #expect(c[1].sets["org"] == [orgEntry("Ukrainian Red Cross Society")])
+        #expect(c[2].fields["fn"] == js("Ingrid Solberg"), "“By” is not part of the name")
+        #expect(c[2].fields["title"] == js("Senior Adviser, Humanitarian Disarmament"))
+        #expect(c[2].sets["org"] == [orgEntry("Norwegian People's Aid")])
+        #expect(c.allSatisfy { $0.sets["tel"] == nil && $0.sets["email"] == nil })
+    }
+
+    @Test func bodyTextIsNoByline() {
+        let text = "Title\nThe Minister\nSaid today, in Kyiv\nAnna Jensen\nspoke at the meeting, then left\n"
+        #expect(cardsIn(PressRelease.parseContacts(text, file: "b.txt", defaultCountryCode: nil)).isEmpty)
     }
 }

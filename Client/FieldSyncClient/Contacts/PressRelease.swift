@@ -13,10 +13,14 @@ public enum PressRelease {
                                      fallbackCountryCode: String? = nil) -> [Result<ContactCard, ImportError>] {
         let lines = ContactText.lines(text.precomposedStringWithCanonicalMapping).map { (number: $0.number, text: ContactText.trim($0.text)) }
         let blocks = PressContactBlocks.find(in: lines)
-        guard !blocks.isEmpty else {
-            return [.failure(ImportError(file: file, line: 1, message: "no Contacts heading found"))]
-        }
         let source = lines.first { !$0.text.isEmpty }.map { String($0.text.prefix(500)) }
+        guard !blocks.isEmpty else {
+            // An article signed by its authors: each a name, then a "Title, Organisation" line.
+            let bylines = Bylines.read(lines, file: file, source: source)
+            guard bylines.isEmpty else { return bylines }
+            return [.failure(ImportError(file: file, line: 1,
+                                         message: "no Contacts heading found, and no byline (a name, then a “Title, Organisation” line)"))]
+        }
         let reader = PressContactReader(file: file, source: source, defaultCountryCode: defaultCountryCode,
                                         releaseCountry: releaseCountry(lines), fallbackCountryCode: fallbackCountryCode)
         var results: [Result<ContactCard, ImportError>] = []
@@ -48,6 +52,62 @@ extension PressRelease {
         }
         if named.count == 1 { return named.first }
         return PhoneCountry.fromLanguage(lines.map(\.text).joined(separator: " "))
+    }
+}
+
+// MARK: - Bylines
+
+/// The authors of an analysis or opinion piece, listed under it (or under its headline):
+///
+///     Anna Jensen
+///     Secretary General, Danish Red Cross Society
+///
+/// The article's title (its first line) is each contact's source.
+enum Bylines {
+    static let byPrefixes = ["by ", "av ", "af ", "written by ", "автор ", "автори "]
+
+    static func read(_ lines: [(number: Int, text: String)], file: String, source: String?) -> [Result<ContactCard, ImportError>] {
+        let filled = lines.filter { !$0.text.isEmpty }
+        var out: [Result<ContactCard, ImportError>] = []
+        var i = 1  // the first line is the title
+        while i + 1 < filled.count {
+            guard let name = self.name(filled[i].text), let (title, org) = titleAndOrganisation(filled[i + 1].text) else {
+                i += 1
+                continue
+            }
+            var card = ContactCard(line: filled[i].number)
+            card.fields["fn"] = .string(name)
+            let words = name.split(separator: " ").map(String.init)
+            card.fields["n"] = ContactCard.nameParts(family: words.last ?? "", given: words.dropLast().joined(separator: " "))
+            card.fields["title"] = .string(title)
+            card.insert(.object(["name": .string(org)]), into: "org")
+            if let source { card.fields["source"] = .string(source) }
+            card.guessed = ["n", "source"]
+            out.append(.success(card.normalized()))
+            i += 2
+        }
+        return out
+    }
+
+    /// "Anna Jensen", "By Anna Jensen": two to five capitalised words.
+    static func name(_ line: String) -> String? {
+        var text = Substring(line)
+        if let p = byPrefixes.first(where: { line.lowercased().hasPrefix($0) }) { text = text.dropFirst(p.count) }
+        let name = ContactText.trim(text)
+        guard name.count <= 100, PressContactLine.readsLikeName(name) else { return nil }
+        return name.split(whereSeparator: \.isWhitespace).joined(separator: " ")
+    }
+
+    /// "Secretary General, Danish Red Cross Society": the title reads like one, the organisation
+    /// (after the last comma) starts with a capital.
+    static func titleAndOrganisation(_ line: String) -> (String, String)? {
+        guard line.count <= 200, let comma = line.lastIndex(of: ",") else { return nil }
+        let title = ContactText.trim(line[..<comma])
+        let org = ContactText.trim(line[line.index(after: comma)...])
+        guard !title.isEmpty, !org.isEmpty, org.first?.isUppercase == true, !line.contains(where: \.isNumber),
+              !title.hasSuffix("."), PressContactLine.readsLikeTitle(title),
+              PressContactLine.titleWords.contains(where: { title.lowercased().contains($0) }) else { return nil }
+        return (title, org)
     }
 }
 
