@@ -185,7 +185,43 @@ struct NoteCommand: ParsableCommand {
 struct ContactCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "contact", abstract: "Press contacts.",
                                                     subcommands: [Add.self, Edit.self, Delete.self, Show.self, List.self, Import.self, Erase.self,
-                                                                  CountryCode.self])
+                                                                  CountryCode.self, Duplicates.self, Merge.self])
+
+    struct Duplicates: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List contacts that look like one person (a shared e-mail address, phone number or name).")
+        @OptionGroup var output: OutputOptions
+        func run() throws {
+            let groups = try ContactDuplicates.find(try openReplica())
+            if output.json {
+                printJSON(.array(groups.map { g in
+                    .object(["ids": .array(g.ids.map { .string($0.description) }), "names": .array(g.names.map { .string($0) }),
+                             "shared": .array(g.shared.map { .string($0) })])
+                }))
+                return
+            }
+            if groups.isEmpty { print("no duplicates"); return }
+            for g in groups {
+                print("same \(g.shared.joined(separator: ", ")):")
+                for (id, name) in zip(g.ids, g.names) { print("  \(id)  \(name)") }
+            }
+            print("merge two with `fieldsync contact merge KEEP OTHER`")
+        }
+    }
+
+    struct Merge: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Merge OTHER into KEEP in one change: KEEP gains what it lacks, OTHER is deleted.")
+        @Argument(help: "The contact to keep (id or unique prefix).") var keep: String
+        @Argument(help: "The contact merged into it and deleted.") var other: String
+        func run() throws {
+            let r = try openReplica()
+            let k = try r.store.resolveID(keep, type: .contact), o = try r.store.resolveID(other, type: .contact)
+            let gained = try r.mergeContacts(keep: k, other: o)
+            print("merged \(o) into \(k)" + (gained.isEmpty ? " (it held nothing more)" : ": gained \(gained.joined(separator: ", "))")
+                  + "; \(o) deleted")
+        }
+    }
 
     /// The replica's default calling code for national numbers (meta, this laptop only).
     static let countryCodeMeta = "contact_country_code"

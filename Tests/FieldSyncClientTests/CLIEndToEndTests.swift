@@ -335,3 +335,26 @@ extension CLIContactImportTests {
         #expect(list.allSatisfy { $0["fields"]?["source"] == "Clearing the fields is only half the job: why mine action needs long-term funding" })
     }
 }
+
+extension CLIContactImportTests {
+    @Test func duplicatesListedAndMerged() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "press-laptop", "--role", "press")
+        _ = try cli.ok("contact", "import", CLI.samples + "/contacts.vcf")
+        #expect(try cli.ok("contact", "duplicates") == "no duplicates\n")
+        let other = try cli.ok("contact", "add", "--set", "fn=Aino Rämö-Lindqvist", "--set", "tel=+358 40 000 0000",
+                               "--set", "beats=EORE").trimmingCharacters(in: .whitespacesAndNewlines)
+        let groups = try JSONValue.parse(try cli.ok("contact", "duplicates", "--json")).arrayValue ?? []
+        try #require(groups.count == 1)
+        #expect(groups[0]["shared"] == .array(["phone +358400000000", "name aino rämö-lindqvist"]))
+        let ids = groups[0]["ids"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        let keep = try #require(ids.first { $0 != other })
+        let merged = try cli.ok("contact", "merge", keep, other)
+        #expect(merged == "merged \(other) into \(keep): gained beats; \(other) deleted\n")
+        #expect(try cli.ok("contact", "duplicates") == "no duplicates\n")
+        #expect(try cli.run("contact", "merge", keep, keep).status == 2)
+        let shown = try JSONValue.parse(try cli.ok("contact", "show", keep, "--json"))
+        #expect(shown["fields"]?["beats"] == .array(["EORE"]))
+    }
+}

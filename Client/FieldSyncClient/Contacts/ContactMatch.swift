@@ -210,3 +210,101 @@ extension ContactImport {
         return changed
     }
 }
+
+// MARK: - Duplicates and merging
+
+/// Contacts that look like one person: they share an e-mail address, a phone number or a name.
+public struct ContactDuplicates: Sendable {
+    public struct Group: Sendable {
+        public var ids: [RecordID]
+        public var names: [String]
+        /// What they share, as shown: "e-mail a@b.org", "phone +4795045667", "name Kari Lunde".
+        public var shared: [String]
+    }
+
+    static func shown(_ key: String) -> String {
+        let body = String(key.dropFirst(2))
+        switch key.prefix(2) {
+        case "e:": return "e-mail " + body
+        case "t:", "n:": return "phone " + body
+        default: return "name " + body
+        }
+    }
+
+    /// Groups of two or more live contacts, each in id order, the groups in order of their first id.
+    public static func find(_ replica: Replica) throws -> [Group] {
+        var ids: [RecordID] = []
+        var names: [String] = []
+        var keysOf: [[String]] = []
+        for row in try replica.store.listing(type: .contact) {
+            let v = try JSONValue.parse(row)
+            guard let id = v["id"]?.stringValue.flatMap(RecordID.init), v["erased"] == nil else { continue }
+            let f = v["fields"]?.objectValue ?? [:]
+            var keys = ContactIdentity.keys(f, nameAlways: false).filter { !$0.hasPrefix("s:") }
+            if let fn = f["fn"]?.stringValue { keys.append("f:" + fn.lowercased()) }
+            ids.append(id)
+            names.append(f["fn"]?.stringValue ?? "")
+            keysOf.append(keys)
+        }
+        // Union-find over shared keys.
+        var parent = Array(ids.indices)
+        func root(_ i: Int) -> Int {
+            var i = i
+            while parent[i] != i { parent[i] = parent[parent[i]]; i = parent[i] }
+            return i
+        }
+        var firstWith: [String: Int] = [:]
+        var sharedKeys: Set<String> = []
+        for (i, keys) in keysOf.enumerated() {
+            for k in keys {
+                if let j = firstWith[k] {
+                    parent[root(i)] = root(j)
+                    sharedKeys.insert(k)
+                } else {
+                    firstWith[k] = i
+                }
+            }
+        }
+        var groups: [Int: [Int]] = [:]
+        for i in ids.indices { groups[root(i), default: []].append(i) }
+        return groups.values.filter { $0.count > 1 }.sorted { $0[0] < $1[0] }.map { members in
+            var shared: [String] = []
+            for i in members { for k in keysOf[i] where sharedKeys.contains(k) && !shared.contains(shown(k)) { shared.append(shown(k)) } }
+            return Group(ids: members.map { ids[$0] }, names: members.map { names[$0] }, shared: shared)
+        }
+    }
+}
+
+extension Replica {
+    /// `contact merge KEEP OTHER`: one change in which KEEP gains what OTHER has and it lacks (its
+    /// own values stay where both have one) and OTHER is deleted. Two laptops merging the same pair
+    /// differently while offline converge like any concurrent edit and delete: a record edited by
+    /// one and deleted by the other stays, with a delete/edit conflict for a coordinator.
+    /// Returns the fields KEEP gained.
+    @discardableResult
+    public func mergeContacts(keep: RecordID, other: RecordID) throws -> [String] {
+        guard keep != other else { throw ClientError.usage("give two different contacts") }
+        var gained: [String] = []
+        try store.commitLocal(key: key) { reader in
+            let keepOps = try reader.ops(keep), otherOps = try reader.ops(other)
+            guard let k = keepOps.materialize(schema: schema), !k.deleted, k.type == .contact else { throw ClientError("no contact \(keep)") }
+            guard let o = otherOps.materialize(schema: schema), !o.deleted, o.type == .contact else { throw ClientError("no contact \(other)") }
+            guard k.erasedBy == nil, o.erasedBy == nil else { throw ClientError("an erased contact is not merged: delete it instead") }
+            var input = RecordInput(id: keep)
+            for (name, f) in o.fields.sorted(by: { $0.key < $1.key }) {
+                switch f.merge {
+                case .register:
+                    if let v = f.value { input.registers.append((name, v)); input.fillOnly.insert(name) }
+                case .set:
+                    for e in f.elements { if let v = e.value { input.elements.append((name, v)) } }
+                }
+            }
+            var d = ChangeDraft()
+            _ = ContactImport.update(&d, ops: keepOps, view: k, with: input)
+            gained = Array(Set(d.ops.compactMap { $0.field.isEmpty ? nil : $0.field })).sorted()
+            d.delete(otherOps, type: .contact)
+            return d
+        }
+        return gained
+    }
+}
