@@ -28,6 +28,20 @@ final class InProcessServer: Sendable {
     func stop() { task.cancel() }
 }
 
+/// Runs `body` with a `LiveClient`, shut down however `body` ends (a client dropped unshut
+/// crashes the test process instead of failing the test).
+func withLiveClient<T>(_ ts: TestServer, _ server: InProcessServer, _ body: (LiveClient) async throws -> T) async throws -> T {
+    let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
+    do {
+        let result = try await body(client)
+        await client.shutdown()
+        return result
+    } catch {
+        await client.shutdown()
+        throw error
+    }
+}
+
 /// A plain TCP connection to the loopback port, nothing sent.
 final class RawSocket {
     let fd: Int32
@@ -115,17 +129,17 @@ final class RawSocket {
         let ts = try TestServer()
         let server = try await InProcessServer(ts)
         defer { server.stop() }
-        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
-        let start = ContinuousClock.now
-        let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
-            for _ in 0..<16 {
-                group.addTask { try await Self.stalledUpload(client, key: DeviceKey(), declared: 10 << 20) }
+        try await withLiveClient(ts, server) { client in
+            let start = ContinuousClock.now
+            let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
+                for _ in 0..<16 {
+                    group.addTask { try await Self.stalledUpload(client, key: DeviceKey(), declared: 10 << 20) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
             }
-            return try await group.reduce(into: []) { $0.append($1) }
+            #expect(answers.allSatisfy { $0 == (401, Problem.Code.unknownKey.uri) }, "\(answers)")
+            #expect(ContinuousClock.now - start < .seconds(8))
         }
-        #expect(answers.allSatisfy { $0 == (401, Problem.Code.unknownKey.uri) }, "\(answers)")
-        #expect(ContinuousClock.now - start < .seconds(8))
-        await client.shutdown()
     }
 
     /// A declared length past the limit is refused from the head, for a known device too; an
@@ -135,12 +149,12 @@ final class RawSocket {
         let alice = try ts.enroll(.field, "alice")
         let server = try await InProcessServer(ts)
         defer { server.stop() }
-        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
-        let big = try await Self.stalledUpload(client, key: alice, declared: SyncProtocol.maxBodyBytes + 1)
-        #expect(big == (413, Problem.Code.bodyTooLarge.uri))
-        let enrol = try await Self.stalledUpload(client, key: DeviceKey(), declared: Authenticator.maxEnrollBytes + 1, path: "/v1/enroll")
-        #expect(enrol == (413, Problem.Code.bodyTooLarge.uri))
-        await client.shutdown()
+        try await withLiveClient(ts, server) { client in
+            let big = try await Self.stalledUpload(client, key: alice, declared: SyncProtocol.maxBodyBytes + 1)
+            #expect(big == (413, Problem.Code.bodyTooLarge.uri))
+            let enrol = try await Self.stalledUpload(client, key: DeviceKey(), declared: Authenticator.maxEnrollBytes + 1, path: "/v1/enroll")
+            #expect(enrol == (413, Problem.Code.bodyTooLarge.uri))
+        }
     }
 
     /// Sends a signed request declaring `declared` bytes of body, 64 kB of which come and the
@@ -171,11 +185,11 @@ final class RawSocket {
         limits.requestTransfer = .seconds(1)
         let server = try await InProcessServer(ts, limits: limits)
         defer { server.stop() }
-        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
-        let start = ContinuousClock.now
-        await #expect(throws: (any Error).self) { _ = try await Self.stalledUpload(client, key: alice, declared: 1 << 20) }
-        #expect(ContinuousClock.now - start < .seconds(5), "cut off after a second, not at the client's 10 s timeout")
-        await client.shutdown()
+        try await withLiveClient(ts, server) { client in
+            let start = ContinuousClock.now
+            await #expect(throws: (any Error).self) { _ = try await Self.stalledUpload(client, key: alice, declared: 1 << 20) }
+            #expect(ContinuousClock.now - start < .seconds(5), "cut off after a second, not at the client's 10 s timeout")
+        }
     }
 
     @Test func connectionsPastTheCapWaitUntilOneCloses() async throws {
@@ -186,17 +200,17 @@ final class RawSocket {
         defer { server.stop() }
         var held = [try RawSocket(port: server.port), try RawSocket(port: server.port)]
         try await Task.sleep(for: .milliseconds(300))
-        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
         var health = HTTPClientRequest(url: "https://127.0.0.1:\(server.port)/healthz")
         health.method = .GET
-        await #expect(throws: (any Error).self, "a third connection is not served while two are open") {
-            _ = try await client.http.execute(health, timeout: .seconds(2))
+        try await withLiveClient(ts, server) { client in
+            await #expect(throws: (any Error).self, "a third connection is not served while two are open") {
+                _ = try await client.http.execute(health, timeout: .seconds(2))
+            }
+            held.removeAll()
+            let res = try await client.http.execute(health, timeout: .seconds(10))
+            #expect(res.status == .ok)
+            _ = try await res.body.collect(upTo: 1 << 16)
         }
-        held.removeAll()
-        let res = try await client.http.execute(health, timeout: .seconds(10))
-        #expect(res.status == .ok)
-        _ = try await res.body.collect(upTo: 1 << 16)
-        await client.shutdown()
     }
 
     @Test func aConnectionThatNeverAuthenticatesIsClosedSoon() async throws {
@@ -211,13 +225,11 @@ final class RawSocket {
         #expect(ContinuousClock.now - start < .seconds(3))
         // One that authenticated is not: two syncs a second apart on one kept connection.
         let alice = try ts.enroll(.field, "alice")
-        let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
-        var first = try await client.sync(alice, changes: [])
-        #expect(first.0 == 200)
-        try await Task.sleep(for: .seconds(1))
-        first = try await client.sync(alice, changes: [])
-        #expect(first.0 == 200)
-        await client.shutdown()
+        try await withLiveClient(ts, server) { client in
+            #expect(try await client.sync(alice, changes: []).0 == 200)
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await client.sync(alice, changes: []).0 == 200)
+        }
     }
 
     // MARK: 6. The clock steps back
