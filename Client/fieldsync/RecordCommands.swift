@@ -336,17 +336,38 @@ struct ContactCommand: ParsableCommand {
     }
 
     struct Erase: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Coordinator: erase a contact's personal data on every replica.")
+        static let configuration = CommandConfiguration(
+            abstract: "Coordinator: erase a person's personal data on every replica: this contact and every contact sharing an e-mail address or phone number with it.")
         @Argument var id: String
+        @Flag(name: .customLong("only-this"), help: "Erase this contact only, and name the others that share an address or number.")
+        var onlyThis = false
+        @OptionGroup var output: OutputOptions
         func run() throws {
             let r = try openReplica()
             let rid = try r.store.resolveID(id, type: .contact)
             guard try r.myEntry().role == .coordinator else { throw ClientError("only a coordinator may erase a contact") }
+            let name = try r.store.view(rid)?.values["fn"]?.stringValue ?? ""
+            // A data-protection request is about a person, not one record of her.
+            let others = try r.samePerson(as: rid)
+            let erased = [(id: rid, name: name, shares: "")] + (onlyThis ? [] : others)
             try r.store.commitLocal(key: r.key) { reader in
                 guard try reader.view(rid) != nil else { throw ClientError("no contact \(id)") }
-                var d = ChangeDraft(); d.erase(rid); return d
+                var d = ChangeDraft()
+                for e in erased { d.erase(e.id) }
+                return d
             }
             try r.store.checkpoint()
+            if output.json {
+                func list(_ rows: [(id: RecordID, name: String, shares: String)]) -> JSONValue {
+                    .array(rows.map { .object(["id": .string($0.id.description), "name": .string($0.name), "shares": .string($0.shares)]) })
+                }
+                printJSON(.object(["erased": .array(erased.map { .string($0.id.description) }),
+                                   "not_erased": onlyThis ? list(others) : .array([]), "reached": onlyThis ? .array([]) : list(others)]))
+                return
+            }
+            print("erased \(rid)  \(name)")
+            for o in others where !onlyThis { print("erased \(o.id)  \(o.name)  (same person: \(o.shares))") }
+            for o in others where onlyThis { print("not erased (--only-this) \(o.id)  \(o.name)  (shares \(o.shares))") }
         }
     }
 }

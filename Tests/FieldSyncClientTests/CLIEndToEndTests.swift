@@ -358,3 +358,39 @@ extension CLIContactImportTests {
         #expect(shown["fields"]?["beats"] == .array(["EORE"]))
     }
 }
+
+extension CLIContactImportTests {
+    @Test func anErasureReachesTheWholePerson() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "hq", "--role", "coordinator")
+        _ = try cli.ok("contact", "import", CLI.samples + "/contacts.vcf")
+        let sigrun = "0198f2a1-7c3e-7b2a-9d41-3f5e8c2b1a07"  // the sample card's UID
+        let byMail = try cli.ok("contact", "add", "--set", "fn=Sigrun Ås", "--set", "email=Sigrun.As@npaid.example")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let byPhone = try cli.ok("contact", "add", "--set", "fn=S. Ås", "--set", "tel=+47 900 00 000", "--set", "email=sas@private.example")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        // Reached through byPhone's private address: the same person, two steps away.
+        let viaPrivate = try cli.ok("contact", "add", "--set", "fn=Sigrun", "--set", "email=sas@private.example")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let out = try cli.ok("contact", "erase", sigrun)
+        #expect(out.hasPrefix("erased \(sigrun)  Sigrun Ødegård Ås\n"))
+        for id in [byMail, byPhone, viaPrivate] { #expect(out.contains("erased \(id)")) }
+        #expect(out.contains("(same person: e-mail sigrun.as@npaid.example)") && out.contains("(same person: phone +4790000000)"))
+        let exported = try cli.ok("export", "--format", "vcard")
+        #expect(!exported.contains("npaid.example") && !exported.contains("+4790000000") && !exported.contains("private.example"))
+        #expect(exported.contains("Aino Rämö-Lindqvist"), "another person is untouched")
+    }
+
+    @Test func eraseOnlyThisNamesTheOthers() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "hq", "--role", "coordinator")
+        let a = try cli.ok("contact", "add", "--set", "fn=Kari Lunde", "--set", "email=kari.lunde@npaid.no").trimmingCharacters(in: .whitespacesAndNewlines)
+        let b = try cli.ok("contact", "add", "--set", "fn=K. Lunde", "--set", "email=kari.lunde@npaid.no").trimmingCharacters(in: .whitespacesAndNewlines)
+        let r = try JSONValue.parse(try cli.ok("contact", "erase", a, "--only-this", "--json"))
+        #expect(r["erased"] == .array([.string(a)]))
+        #expect(r["not_erased"]?.arrayValue?.first?["id"] == .string(b))
+        #expect(try JSONValue.parse(try cli.ok("contact", "show", b, "--json"))["fields"]?["email"] == .array(["kari.lunde@npaid.no"]))
+    }
+}

@@ -308,3 +308,34 @@ extension Replica {
         return gained
     }
 }
+
+extension Replica {
+    /// The other contacts of the same person as `id`: every record, deleted ones too, reached
+    /// from it through a shared e-mail address or phone number (and from those, the same way).
+    /// Names alone do not count: two people may share one. Each with its name and what it shares.
+    public func samePerson(as id: RecordID) throws -> [(id: RecordID, name: String, shares: String)] {
+        var records: [(id: RecordID, name: String, keys: [String])] = []
+        for row in try store.listing(type: .contact, includeDeleted: true) {
+            let v = try JSONValue.parse(row)
+            guard let rid = v["id"]?.stringValue.flatMap(RecordID.init), v["erased"] == nil else { continue }
+            let f = v["fields"]?.objectValue ?? [:]
+            records.append((rid, f["fn"]?.stringValue ?? "", ContactIdentity.keys(f, nameAlways: false).filter { !$0.hasPrefix("s:") }))
+        }
+        guard let start = records.first(where: { $0.id == id }) else { return [] }
+        var reached: Set<RecordID> = [id]
+        var frontier = Set(start.keys)
+        var out: [(id: RecordID, name: String, shares: String)] = []
+        var grew = true
+        while grew {
+            grew = false
+            for r in records where !reached.contains(r.id) {
+                guard let k = r.keys.first(where: frontier.contains) else { continue }
+                reached.insert(r.id)
+                frontier.formUnion(r.keys)
+                out.append((r.id, r.name, ContactDuplicates.shown(k)))
+                grew = true
+            }
+        }
+        return out
+    }
+}
