@@ -66,7 +66,8 @@ struct Authenticator: RouterMiddleware {
         guard params.components == HTTPSignature.requestComponents else {
             throw Problem(.signatureComponents, "the signature must cover \(HTTPSignature.requestComponents.joined(separator: " "))")
         }
-        guard params.alg == "ed25519" else { throw Problem(.signatureAlgorithm, "alg must be ed25519") }
+        // RFC 9421 §2.3: alg is optional (the key determines it); named, it must be ours.
+        guard params.alg.isEmpty || params.alg == "ed25519" else { throw Problem(.signatureAlgorithm, "alg must be ed25519") }
         // Judged as of the head's arrival: the signature was fresh when the request was sent.
         let expires = try Self.checkFreshness(created: params.created, expires: params.expires, nowMillis: arrived)
         var publicKey: [UInt8] = []

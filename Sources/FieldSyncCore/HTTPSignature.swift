@@ -64,7 +64,8 @@ public enum HTTPSignature {
             if let received { return received }
             var s = "(" + components.map { "\"\($0)\"" }.joined(separator: " ") + ");created=\(created)"
             if let expires { s += ";expires=\(expires)" }
-            return s + ";nonce=\"\(nonce)\";keyid=\"\(keyid)\";alg=\"\(alg)\""
+            s += ";nonce=\"\(nonce)\";keyid=\"\(keyid)\""
+            return alg.isEmpty ? s : s + ";alg=\"\(alg)\""  // optional (RFC 9421 §2.3)
         }
     }
 

@@ -56,4 +56,21 @@ import Testing
         let view = try #require(try ts.store.view(id))
         #expect(view.type == .contact && !view.deleted && view.fields["fn"]?.value == "Olena Melnyk")
     }
+
+    /// RFC 9421 makes `alg` optional (the key says what it is): a signature without it is
+    /// accepted; one naming another algorithm is refused with its code.
+    @Test func aSignatureWithoutAlgIsAcceptedAndAnotherAlgRefused() async throws {
+        let ts = try TestServer()
+        let key = try ts.enroll(.field, "a")
+        let body = syncBody([])
+        var signer = Signer(key)
+        signer.alg = ""
+        var (status, _, _, _) = try await send(ts, headers: signer.headers(body: body), body: body)
+        #expect(status == 200)
+        signer = Signer(key)
+        signer.alg = "ed448"
+        let problem: JSONValue
+        (status, problem, _, _) = try await send(ts, headers: signer.headers(body: body), body: body)
+        #expect(status == 401 && problem["type"]?.stringValue == Problem.Code.signatureAlgorithm.uri)
+    }
 }
