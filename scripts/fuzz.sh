@@ -39,9 +39,11 @@ run() {
     mkdir -p "Fuzz/crashes/$target" "$scratch/corpus/$target"
     echo "== $target for ${seconds}s" >&2
     # The Swift runtime's backtracer would take over libFuzzer's crash handling (and take
-    # half a minute per crash): libFuzzer and ASan print the stack instead.
+    # half a minute per crash): libFuzzer and ASan print the stack instead. One process, one
+    # thread (the machine has two cores): libFuzzer's default. `-jobs=1 -workers=1` would say the
+    # same but run a child whose output goes to ./fuzz-0.log instead of here.
     SWIFT_BACKTRACE=enable=no FUZZ_TARGET=$target ASAN_OPTIONS=detect_leaks=0:${ASAN_OPTIONS:-} \
-        "$bin" -max_total_time="$seconds" -workers=1 -jobs=1 -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
+        "$bin" -max_total_time="$seconds" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 \
         -artifact_prefix="Fuzz/crashes/$target/" "$@" "$scratch/corpus/$target" "Fuzz/corpus/$target"
 }
 
