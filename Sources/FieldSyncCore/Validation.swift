@@ -75,12 +75,20 @@ extension RecordSchema {
             try checkDeviceItem(v, field: field)
         case "tel":
             guard let o = v.objectValue, let raw = o["raw"]?.stringValue, !raw.isEmpty, raw.count <= 64,
-                  Set(o.keys).isSubset(of: ["raw", "e164"]) else {
-                throw refuse(field, v, "must be {\"raw\": text, \"e164\": \"+…\" (optional)}")
+                  Set(o.keys).isSubset(of: ["raw", "e164", "type", "pref"]) else {
+                throw refuse(field, v, "must be {\"raw\": text, \"e164\": \"+…\", \"type\": [words], \"pref\": 1-100 (each optional)}")
             }
             if let e = o["e164"] {
                 guard let s = e.stringValue, isE164(s) else { throw refuse(field, v, "e164 must be + and 8 to 15 digits") }
             }
+            try checkTypeAndPref(o, v, field: field)
+        case "email_params":
+            // vCard TYPE and PREF of one of the contact's addresses, kept for exports.
+            guard let o = v.objectValue, let email = o["email"]?.stringValue, isEmail(email),
+                  Set(o.keys).isSubset(of: ["email", "type", "pref"]), o.count > 1 else {
+                throw refuse(field, v, "must be {\"email\": address, \"type\": [words], \"pref\": 1-100}")
+            }
+            try checkTypeAndPref(o, v, field: field)
         case "email":
             let s = try string()
             guard isEmail(s) else { throw refuse(field, v, "must be an e-mail address") }
@@ -144,6 +152,19 @@ extension RecordSchema {
         if f.date(from: String(text)) != nil { return true }
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
         return f.date(from: String(text)) != nil
+    }
+
+    /// vCard TYPE values (words such as work, cell, x-mobile) and PREF (RFC 6350: 1 to 100).
+    static func checkTypeAndPref(_ o: [String: JSONValue], _ v: JSONValue, field: String) throws(CoreError) {
+        if let t = o["type"] {
+            guard let items = t.arrayValue, !items.isEmpty, items.count <= 10, items.allSatisfy({ item in
+                guard let s = item.stringValue, (1...40).contains(s.count) else { return false }
+                return s.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }
+            }) else { throw refuse(field, v, "type must be a list of up to 10 words (work, cell, x-…)") }
+        }
+        if let p = o["pref"] {
+            guard let n = p.intValue, (1...100).contains(n) else { throw refuse(field, v, "pref must be a whole number from 1 to 100") }
+        }
     }
 
     static func isE164(_ s: String) -> Bool {
@@ -257,7 +278,7 @@ extension RecordSchema {
             var o: [String: JSONValue] = ["raw": .string(text)]
             if let e = Phone.e164(text, defaultCountryCode: nil) { o["e164"] = .string(e) }
             value = .object(o)
-        case "geojson", "device_item", "org_name", "name_parts", "tel", "review":
+        case "geojson", "device_item", "org_name", "name_parts", "tel", "review", "email_params":
             do { value = try JSONValue.parse(text) } catch {
                 throw Self.refuse(field, .string(text), "must be JSON for a \(spec.type)")
             }

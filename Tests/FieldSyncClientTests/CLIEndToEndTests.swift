@@ -104,8 +104,8 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         let names = Set(contacts.compactMap { $0["fields"]?["fn"]?.stringValue })
         #expect(names.isSuperset(of: ["Sigrun Ødegård Ås", "Aino Rämö-Lindqvist", "Олена Мельник", "Mykola Shevchuk-Petrenko"]))
         let tels = contacts.flatMap { $0["fields"]?["tel"]?.arrayValue ?? [] }
-        #expect(tels.contains(.object(["raw": "+358 40 000 0000", "e164": "+358400000000"])))
-        #expect(tels.contains(.object(["raw": "+4790000000", "e164": "+4790000000"])))
+        #expect(tels.contains(.object(["raw": "+358 40 000 0000", "e164": "+358400000000", "type": .array(["work", "voice"])])))
+        #expect(tels.contains(.object(["raw": "+4790000000", "e164": "+4790000000", "type": .array(["work", "cell"]), "pref": .int(1)])))
         #expect(!tels.contains(.object(["raw": "90000000", "e164": "+4790000000"])), "the same number is not added twice")
 
         // Exports.
@@ -118,6 +118,15 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         let vcf = try cli.ok("export", "--format", "vcard")
         #expect(vcf.components(separatedBy: "BEGIN:VCARD").count - 1 == 4)
         #expect(vcf.contains("FN:Олена Мельник"))
+        #expect(vcf.contains("TEL;VALUE=uri;TYPE=work,cell;PREF=1:tel:+4790000000\r\n"), "TYPE and PREF kept")
+        #expect(vcf.contains("EMAIL;TYPE=work:sigrun.as@npaid.example\r\n"))
+        // Contacts as CSV: one value or ;-joined values a cell, no JSON.
+        let contactCSV = try cli.ok("export", "--format", "csv", "--type", "contact").split(separator: "\r\n").map(String.init)
+        #expect(contactCSV.count == 1 + 4)
+        #expect(!contactCSV.dropFirst().contains { $0.contains("{") || $0.contains("[") })
+        let sigrunRow = try #require(contactCSV.first { $0.contains("Sigrun Ødegård Ås") })
+        #expect(sigrunRow.contains(",+4790000000,") && sigrunRow.contains("Norwegian People's Aid; Norsk Folkehjelp"), "\(sigrunRow)")
+        #expect(sigrunRow.contains(",en; nb,") && sigrunRow.contains("APMBC; landmines") && sigrunRow.contains(",sigrun.as@npaid.example (work),"))
 
         // Log and status.
         let log = try cli.ok("log", "--record", id)

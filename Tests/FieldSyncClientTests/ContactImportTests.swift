@@ -28,9 +28,11 @@ private func orgEntry(_ name: String, lang: String? = nil, unit: String? = nil) 
     return .object(o)
 }
 
-private func telEntry(_ raw: String, _ e164: String? = nil) -> JSONValue {
+private func telEntry(_ raw: String, _ e164: String? = nil, type: [String] = [], pref: Int64? = nil) -> JSONValue {
     var o: [String: JSONValue] = ["raw": js(raw)]
     if let e164 { o["e164"] = js(e164) }
+    if !type.isEmpty { o["type"] = .array(type.map(js)) }
+    if let pref { o["pref"] = .int(pref) }
     return .object(o)
 }
 
@@ -69,8 +71,9 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(sigrun.fields["n"] == nameParts(family: "Ås", given: "Sigrun", additional: "Ødegård"))
         #expect(sigrun.sets["org"] == [orgEntry("Norsk Folkehjelp", lang: "nb"), orgEntry("Norwegian People's Aid", lang: "en")])
         #expect(sigrun.fields["title"] == js("Press officer"))
-        #expect(sigrun.sets["tel"] == [telEntry("+4790000000", "+4790000000")])
+        #expect(sigrun.sets["tel"] == [telEntry("+4790000000", "+4790000000", type: ["work", "cell"], pref: 1)])
         #expect(sigrun.sets["email"] == [js("sigrun.as@npaid.example")])
+        #expect(sigrun.sets["email_params"] == [.object(["email": js("sigrun.as@npaid.example"), "type": .array([js("work")])])])
         #expect(sigrun.sets["lang"] == [js("nb"), js("en")])
         #expect(sigrun.fields["tz"] == js("Europe/Oslo"))
         #expect(sigrun.sets["beats"] == [js("landmines"), js("APMBC")])
@@ -81,7 +84,7 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(aino.fields["fn"] == js("Aino Rämö-Lindqvist"))
         #expect(aino.fields["title"] == js("Viestintäpäällikkö"))
         #expect(aino.sets["org"] == [orgEntry("Suomen Punainen Risti")])
-        #expect(aino.sets["tel"] == [telEntry("+358 40 000 0000", "+358400000000")])
+        #expect(aino.sets["tel"] == [telEntry("+358 40 000 0000", "+358400000000", type: ["work", "voice"])])
         #expect(aino.sets["email"] == [js("aino.ramo@redcross.example")])
 
         let olena = c[2]
@@ -137,7 +140,7 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(card.fields["n"] == nameParts(family: "Мельник", given: "Олена"))
         #expect(card.fields["fn"] == js("Ødegård Ås"))
         #expect(card.fields["title"] == js("Rådgiver"))
-        #expect(card.sets["tel"] == [telEntry("+47 900 00 000", "+4790000000")])
+        #expect(card.sets["tel"] == [telEntry("+47 900 00 000", "+4790000000", type: ["work", "voice"])], "2.1's bare parameters are TYPEs")
     }
 
     @Test func nationalNumbersNeedACountryCode() throws {
@@ -323,7 +326,8 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(props.first == .array([js("version"), .object([:]), js("text"), js("4.0")]))
         #expect(props.contains(.array([js("fn"), .object([:]), js("text"), js("Sigrun Ødegård Ås")])))
         #expect(props.contains(.array([js("org"), .object(["language": js("nb")]), js("text"), js("Norsk Folkehjelp")])))
-        #expect(props.contains(.array([js("tel"), .object([:]), js("uri"), js("tel:+4790000000")])))
+        #expect(props.contains(.array([js("tel"), .object(["type": .array([js("work"), js("cell")]), "pref": js("1")]), js("uri"), js("tel:+4790000000")])))
+        #expect(props.contains(.array([js("email"), .object(["type": js("work")]), js("text"), js("sigrun.as@npaid.example")])))
         #expect(VCardWriter.jcard([sigrun, sigrun], uids: []).arrayValue?.first?.arrayValue?.first == js("vcard"))
     }
 
@@ -334,7 +338,9 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(!text.replacingOccurrences(of: "\r\n", with: "").contains("\n"), "CRLF line endings only")
         #expect(lines.allSatisfy { $0.utf8.count <= 75 })
         #expect(lines.contains("ORG;LANGUAGE=nb:Norsk Folkehjelp"))
-        #expect(lines.contains("TEL;VALUE=uri:tel:+4790000000"))
+        #expect(lines.contains("TEL;VALUE=uri;TYPE=work,cell;PREF=1:tel:+4790000000"), "TYPE and PREF kept")
+        #expect(lines.contains("EMAIL;TYPE=work:sigrun.as@npaid.example"))
+        #expect(lines.contains("TEL;VALUE=uri:tel:+380440000001"))
         #expect(lines.contains("TEL;VALUE=text:22 00 00 00"))
         #expect(lines.contains("TEL;VALUE=uri;X-FIELDSYNC-RAW=\"+358 40 000 0000\":tel:+358400000000"))
         #expect(lines.contains("CATEGORIES:landmines,APMBC"))
@@ -430,7 +436,7 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(c.map(\.line) == [1, 13, 17, 21, 26], "a CR CR LF line end is one line end")
         #expect(c[0].fields["fn"] == js("Håkon Orvedal"))
         #expect(c[0].fields["n"] == nameParts(family: "Orvedal", given: "Håkon"))
-        #expect(c[0].sets["tel"] == [telEntry("950 45 667", "+4795045667")])
+        #expect(c[0].sets["tel"] == [telEntry("950 45 667", "+4795045667", type: ["cell"], pref: 1)], "2.1's bare PREF")
         #expect(c[0].sets["email"] == [js("hakon.orvedal@npaid.example")], "the photo's base64 lines are skipped")
         #expect(c[0].remarks.isEmpty && c[0].guessed.isEmpty)
         #expect(c[1].fields["fn"] == js("Kari Lunde"))

@@ -70,8 +70,10 @@ public enum PhoneCountry {
     static func normalise(_ card: inout ContactCard, code: String?) {
         guard let code, let tels = card.sets["tel"] else { return }
         card.sets["tel"] = tels.map { tel in
-            guard tel["e164"] == nil, let raw = tel["raw"]?.stringValue, let e164 = Phone.e164(raw, defaultCountryCode: code) else { return tel }
-            return .object(["raw": .string(raw), "e164": .string(e164)])
+            guard tel["e164"] == nil, var o = tel.objectValue, let raw = o["raw"]?.stringValue,
+                  let e164 = Phone.e164(raw, defaultCountryCode: code) else { return tel }
+            o["e164"] = .string(e164)
+            return .object(o)
         }
     }
 }

@@ -403,7 +403,14 @@ struct ContactBuilder {
         case "TEL": applyTel(p)
         case "EMAIL":
             let email = text.lowercased().hasPrefix("mailto:") ? ContactText.trim(text.dropFirst(7)) : text
-            if !email.isEmpty { card.insert(.string(email), into: "email") }
+            if !email.isEmpty {
+                card.insert(.string(email), into: "email")
+                var params = Self.typeAndPref(p)
+                if !params.isEmpty {
+                    params["email"] = .string(email)
+                    card.insert(.object(params), into: "email_params")
+                }
+            }
         case "LANG": if !text.isEmpty { card.insert(.string(text), into: "lang") }
         case "TZ": if isZoneName(text, valueType: p.valueType) { setOnce("tz", text) }
         case "CATEGORIES":
@@ -473,9 +480,28 @@ struct ContactBuilder {
         // The written form rides beside an E.164 URI only (`VCardWriter`): beside anything else
         // it names no number, and the card would show it while holding another.
         let raw = e164 == nil ? value : p.param(VCardWriter.rawTelParam) ?? value
-        var tel: [String: JSONValue] = ["raw": .string(raw)]
+        var tel = Self.typeAndPref(p)
+        tel["raw"] = .string(raw)
         if let e164 { tel["e164"] = .string(e164) }
         card.insert(.object(tel), into: "tel")
+    }
+
+    /// TYPE (lower case, "pref" aside) and PREF of a TEL or EMAIL, kept for exports: 4.0's
+    /// PREF=n, 3.0's TYPE=pref and 2.1's bare PREF. Values that are not plain words are dropped.
+    static func typeAndPref(_ p: ContactProperty) -> [String: JSONValue] {
+        var types: [String] = []
+        var pref = p.param("PREF").flatMap { Int(ContactText.trim($0)) }.flatMap { (1...100).contains($0) ? $0 : nil }
+        for t in (p.params["TYPE"] ?? []).flatMap({ $0.split(separator: ",") }) {
+            let w = ContactText.trim(t).lowercased()
+            if w == "pref" { pref = pref ?? 1; continue }
+            guard (1...40).contains(w.count), w.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") }),
+                  !types.contains(w), types.count < 10 else { continue }
+            types.append(w)
+        }
+        var out: [String: JSONValue] = [:]
+        if !types.isEmpty { out["type"] = .array(types.map { .string($0) }) }
+        if let pref { out["pref"] = .int(Int64(pref)) }
+        return out
     }
 
     /// IANA names only: UTC offsets (`-05:00`, `+0100`, `Z`) and URIs say nothing about the zone's rules.

@@ -63,14 +63,17 @@ extension VCardWriter {
         if let title = card.fields["title"]?.stringValue { lines.append("TITLE:" + esc(title)) }
         for tel in card.sets["tel"] ?? [] {
             guard let raw = tel["raw"]?.stringValue else { continue }
+            let kept = typeAndPrefParams(tel)
             if let e164 = tel["e164"]?.stringValue {
                 let rawParam = raw == e164 ? "" : ";\(rawTelParam)=" + VCardEscape.encodeParam(raw)
-                lines.append("TEL;VALUE=uri\(rawParam):tel:" + e164)
+                lines.append("TEL;VALUE=uri\(kept)\(rawParam):tel:" + e164)
             } else {
-                lines.append("TEL;VALUE=text:" + esc(raw))
+                lines.append("TEL;VALUE=text\(kept):" + esc(raw))
             }
         }
-        for email in strings(card.sets["email"]) { lines.append("EMAIL:" + esc(email)) }
+        for email in strings(card.sets["email"]) {
+            lines.append("EMAIL\(typeAndPrefParams(emailParams(card, email) ?? .null)):" + esc(email))
+        }
         for lang in strings(card.sets["lang"]) { lines.append("LANG:" + esc(lang)) }
         if let tz = card.fields["tz"]?.stringValue { lines.append("TZ:" + esc(tz)) }
         let beats = strings(card.sets["beats"])
@@ -117,6 +120,30 @@ extension VCardWriter {
     }
 
     static func strings(_ values: [JSONValue]?) -> [String] { (values ?? []).compactMap(\.stringValue) }
+
+    /// `;TYPE=work,cell;PREF=1` from a stored tel or email_params element (words only: the schema
+    /// refuses anything else, so nothing here needs quoting).
+    static func typeAndPrefParams(_ v: JSONValue) -> String {
+        var out = ""
+        let types = strings(v["type"]?.arrayValue).filter { $0.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == ".") } }
+        if !types.isEmpty { out += ";TYPE=" + types.joined(separator: ",") }
+        if let pref = v["pref"]?.intValue { out += ";PREF=\(pref)" }
+        return out
+    }
+
+    /// The TYPE/PREF element kept for one of the card's addresses.
+    static func emailParams(_ card: ContactCard, _ email: String) -> JSONValue? {
+        (card.sets["email_params"] ?? []).first { $0["email"]?.stringValue?.lowercased() == email.lowercased() }
+    }
+
+    /// The same as jCard parameters.
+    static func jcardParams(_ v: JSONValue?) -> [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        let types = strings(v?["type"]?.arrayValue)
+        if !types.isEmpty { out["type"] = types.count == 1 ? .string(types[0]) : .array(types.map { .string($0) }) }
+        if let pref = v?["pref"]?.intValue { out["pref"] = .string(String(pref)) }
+        return out
+    }
 }
 
 // MARK: - jCard
@@ -141,14 +168,15 @@ extension VCardWriter {
         if let title = card.fields["title"]?.stringValue { props.append(prop("title", title)) }
         for tel in card.sets["tel"] ?? [] {
             guard let raw = tel["raw"]?.stringValue else { continue }
+            var params = jcardParams(tel)
             if let e164 = tel["e164"]?.stringValue {
-                let params: [String: JSONValue] = raw == e164 ? [:] : [rawTelParam.lowercased(): .string(raw)]
+                if raw != e164 { params[rawTelParam.lowercased()] = .string(raw) }
                 props.append(prop("tel", "tel:" + e164, type: "uri", params: params))
             } else {
-                props.append(prop("tel", raw))
+                props.append(prop("tel", raw, params: params))
             }
         }
-        for email in strings(card.sets["email"]) { props.append(prop("email", email)) }
+        for email in strings(card.sets["email"]) { props.append(prop("email", email, params: jcardParams(emailParams(card, email)))) }
         for lang in strings(card.sets["lang"]) { props.append(prop("lang", lang, type: "language-tag")) }
         if let tz = card.fields["tz"]?.stringValue { props.append(prop("tz", tz)) }
         let beats = strings(card.sets["beats"])

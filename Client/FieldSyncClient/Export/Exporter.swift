@@ -67,12 +67,33 @@ public enum Exporter {
                 switch v {
                 case nil, .null?: return ""
                 case .string(let s)?: return cell(s)
+                case let other? where type == .contact: return cell(plain(other))
                 case let other?: return cell(other.canonicalString)
                 }
             }
             out += row.joined(separator: ",") + "\r\n"
         }
         return out
+    }
+
+    /// A contact's structured value as a person reads it: set elements joined by "; ", a phone as
+    /// its E.164 form (else as written), an organisation or address by its name, a name by its parts.
+    static func plain(_ v: JSONValue) -> String {
+        switch v {
+        case .string(let s): return s
+        case .array(let items): return items.map(plain).filter { !$0.isEmpty }.joined(separator: "; ")
+        case .object(let o):
+            if let e164 = o["e164"]?.stringValue ?? o["raw"]?.stringValue { return e164 }
+            if let name = o["name"]?.stringValue { return name }
+            if let email = o["email"]?.stringValue {
+                let types = (o["type"]?.arrayValue ?? []).compactMap(\.stringValue)
+                return types.isEmpty ? email : "\(email) (\(types.joined(separator: ", ")))"
+            }
+            return ["prefix", "given", "additional", "family", "suffix"].compactMap { o[$0]?.stringValue }.joined(separator: " ")
+        case .null: return ""
+        case .bool(let b): return b ? "true" : "false"
+        default: return v.canonicalString
+        }
     }
 
     static func cell(_ s: String) -> String {
