@@ -420,6 +420,7 @@ struct ContactBuilder {
         case "NOTE": setOnce("note", text)
         case "UID": if card.uid == nil, !text.isEmpty { card.uid = text }
         case VCardWriter.sourceProperty: if !text.isEmpty { card.fields["source"] = .string(text) }
+        case VCardWriter.checkProperty: if !text.isEmpty { card.insert(.string(text), into: "to_check") }
         case "SOURCE": if sourceURI == nil, !text.isEmpty { sourceURI = text }
         default: break  // unknown properties (PHOTO, KEY, ADR, X-…) are not contact fields here: skipped whole
         }

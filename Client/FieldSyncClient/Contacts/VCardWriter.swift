@@ -6,6 +6,8 @@ import FieldSyncCore
 public enum VCardWriter {
     /// Carries "source" (free text such as a press-release headline; SOURCE must be a URI).
     static let sourceProperty = "X-FIELDSYNC-SOURCE"
+    /// Carries "to_check": text an import kept for a person to look at.
+    static let checkProperty = "X-FIELDSYNC-CHECK"
     /// The number as written, beside a `tel:` URI that holds only the E.164 form.
     static let rawTelParam = "X-FIELDSYNC-RAW"
     /// RFC 6350 §3.2: lines longer than 75 octets are folded.
@@ -80,6 +82,7 @@ extension VCardWriter {
         if !beats.isEmpty { lines.append("CATEGORIES:" + beats.map(esc).joined(separator: ",")) }
         if let note = card.fields["note"]?.stringValue { lines.append("NOTE:" + esc(note)) }
         if let source = card.fields["source"]?.stringValue { lines.append("\(sourceProperty):" + esc(source)) }
+        for check in strings(card.sets["to_check"]) { lines.append("\(checkProperty):" + esc(check)) }
         lines.append("END:VCARD")
         return lines
     }
@@ -185,6 +188,7 @@ extension VCardWriter {
         }
         if let note = card.fields["note"]?.stringValue { props.append(prop("note", note)) }
         if let source = card.fields["source"]?.stringValue { props.append(prop(sourceProperty.lowercased(), source)) }
+        for check in strings(card.sets["to_check"]) { props.append(prop(checkProperty.lowercased(), check)) }
         return .array([.string("vcard"), .array(props)])
     }
 
