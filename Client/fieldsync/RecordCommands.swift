@@ -325,6 +325,7 @@ struct ContactCommand: ParsableCommand {
                 var o = outcome.json.objectValue ?? [:]
                 o["skipped"] = .array(skipped.map { .string($0) })
                 o["named"] = .array(remarks.map { .string($0) })
+                o["to_check"] = .array(inputs.flatMap { $0.elements.filter { $0.0 == "to_check" }.map(\.1) })
                 printJSON(.object(o))
             } else {
                 for row in outcome.rows {
@@ -348,7 +349,7 @@ struct ContactCommand: ParsableCommand {
             guard try r.myEntry().role == .coordinator else { throw ClientError("only a coordinator may erase a contact") }
             let name = try r.store.view(rid)?.values["fn"]?.stringValue ?? ""
             // A data-protection request is about a person, not one record of her.
-            let others = try r.samePerson(as: rid)
+            let (others, colleagues) = try r.samePerson(as: rid)
             let erased = [(id: rid, name: name, shares: "")] + (onlyThis ? [] : others)
             try r.store.commitLocal(key: r.key) { reader in
                 guard try reader.view(rid) != nil else { throw ClientError("no contact \(id)") }
@@ -362,12 +363,16 @@ struct ContactCommand: ParsableCommand {
                     .array(rows.map { .object(["id": .string($0.id.description), "name": .string($0.name), "shares": .string($0.shares)]) })
                 }
                 printJSON(.object(["erased": .array(erased.map { .string($0.id.description) }),
-                                   "not_erased": onlyThis ? list(others) : .array([]), "reached": onlyThis ? .array([]) : list(others)]))
+                                   "not_erased": onlyThis ? list(others) : .array([]), "reached": onlyThis ? .array([]) : list(others),
+                                   "other_names": list(colleagues)]))
                 return
             }
             print("erased \(rid)  \(name)")
             for o in others where !onlyThis { print("erased \(o.id)  \(o.name)  (same person: \(o.shares))") }
             for o in others where onlyThis { print("not erased (--only-this) \(o.id)  \(o.name)  (shares \(o.shares))") }
+            for o in colleagues {
+                print("not erased \(o.id)  \(o.name)  (shares \(o.shares) under another name: erase it by its id if it is the same person)")
+            }
         }
     }
 }

@@ -382,12 +382,18 @@ extension CLIContactImportTests {
         // Reached through byPhone's private address: the same person, two steps away.
         let viaPrivate = try cli.ok("contact", "add", "--set", "fn=Sigrun", "--set", "email=sas@private.example")
             .trimmingCharacters(in: .whitespacesAndNewlines)
+        // A colleague behind the same switchboard number is another person.
+        let colleague = try cli.ok("contact", "add", "--set", "fn=Kari Lunde", "--set", "tel=+47 900 00 000")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         let out = try cli.ok("contact", "erase", sigrun)
+        #expect(out.contains("not erased \(colleague)  Kari Lunde  (shares phone +4790000000 under another name"))
+        #expect(try JSONValue.parse(try cli.ok("contact", "show", colleague, "--json"))["fields"]?["fn"] == "Kari Lunde")
         #expect(out.hasPrefix("erased \(sigrun)  Sigrun Ødegård Ås\n"))
         for id in [byMail, byPhone, viaPrivate] { #expect(out.contains("erased \(id)")) }
         #expect(out.contains("(same person: e-mail sigrun.as@npaid.example)") && out.contains("(same person: phone +4790000000)"))
         let exported = try cli.ok("export", "--format", "vcard")
-        #expect(!exported.contains("npaid.example") && !exported.contains("+4790000000") && !exported.contains("private.example"))
+        #expect(!exported.contains("npaid.example") && !exported.contains("private.example") && !exported.contains("Ødegård"))
+        #expect(exported.components(separatedBy: "+4790000000").count == 2, "only in the colleague's card")
         #expect(exported.contains("Aino Rämö-Lindqvist"), "another person is untouched")
     }
 

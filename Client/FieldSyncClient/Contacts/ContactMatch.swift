@@ -312,8 +312,11 @@ extension Replica {
 extension Replica {
     /// The other contacts of the same person as `id`: every record, deleted ones too, reached
     /// from it through a shared e-mail address or phone number (and from those, the same way).
-    /// Names alone do not count: two people may share one. Each with its name and what it shares.
-    public func samePerson(as id: RecordID) throws -> [(id: RecordID, name: String, shares: String)] {
+    /// Names alone do not link: two people may share one. But a shared switchboard number or
+    /// press@ address links colleagues too, so a record whose name has no word in common with
+    /// the first one's is listed in `colleagues` and not reached through.
+    public func samePerson(as id: RecordID) throws -> (same: [(id: RecordID, name: String, shares: String)],
+                                                      colleagues: [(id: RecordID, name: String, shares: String)]) {
         var records: [(id: RecordID, name: String, keys: [String])] = []
         for row in try store.listing(type: .contact, includeDeleted: true) {
             let v = try JSONValue.parse(row)
@@ -321,21 +324,30 @@ extension Replica {
             let f = v["fields"]?.objectValue ?? [:]
             records.append((rid, f["fn"]?.stringValue ?? "", ContactIdentity.keys(f, nameAlways: false).filter { !$0.hasPrefix("s:") }))
         }
-        guard let start = records.first(where: { $0.id == id }) else { return [] }
+        guard let start = records.first(where: { $0.id == id }) else { return ([], []) }
+        func words(_ name: String) -> Set<String> {
+            Set(name.lowercased().split(whereSeparator: { !$0.isLetter }).filter { $0.count >= 2 }.map(String.init))
+        }
+        let startWords = words(start.name)
         var reached: Set<RecordID> = [id]
         var frontier = Set(start.keys)
-        var out: [(id: RecordID, name: String, shares: String)] = []
+        var same: [(id: RecordID, name: String, shares: String)] = []
+        var colleagues: [(id: RecordID, name: String, shares: String)] = []
         var grew = true
         while grew {
             grew = false
             for r in records where !reached.contains(r.id) {
                 guard let k = r.keys.first(where: frontier.contains) else { continue }
                 reached.insert(r.id)
+                if startWords.isDisjoint(with: words(r.name)) && !startWords.isEmpty && !words(r.name).isEmpty {
+                    colleagues.append((r.id, r.name, ContactDuplicates.shown(k)))
+                    continue
+                }
                 frontier.formUnion(r.keys)
-                out.append((r.id, r.name, ContactDuplicates.shown(k)))
+                same.append((r.id, r.name, ContactDuplicates.shown(k)))
                 grew = true
             }
         }
-        return out
+        return (same, colleagues)
     }
 }
