@@ -5,8 +5,25 @@ import Testing
 /// The merge is a function of the set of changes: replicas that exchange changes in any order,
 /// with duplicates, end equal to each other and to one replica fed every change in one order.
 ///
+/// Most scenarios also enrol hostile devices (issue 23, `HostileScenario.swift`): enrolled keys
+/// that sign arbitrary well-formed ops. Over every seed:
+/// (a) honest replicas converge;
+/// (b) nothing an honest device wrote (a register write, a set element's tag, a tombstone) stops
+///     counting unless an op that may end it does: same record, the record's type, same field,
+///     allowed to its author's role, in a change policy did not refuse; and no honest record is
+///     deleted but by such deletes;
+/// (c) a record's type is the type its honest create gave it, at every replica, after every
+///     delivered change;
+/// (d) no honest replica's clock runs more than `HybridClock.maxLeadMillis` ahead of its wall
+///     clock, after every delivered change, and an honest device's own writes are never dated
+///     before its wall clock or its previous reading (the tick never wraps);
+/// (e) nothing traps (a `CoreError` refusing a hostile change outright is fine); a trap prints
+///     the seeds running (`CrashSeeds`);
+/// (f) every hostile op whose type is not the one its record id names is refused everywhere.
+///
 /// Replay one scenario: `FIELDSYNC_SEED=<seed> swift test --filter Convergence`.
 /// More scenarios: `FIELDSYNC_SCENARIOS=20000 swift test --filter Convergence`.
+/// Honest devices only (the generator as it was): `FIELDSYNC_HOSTILE=0`.
 @Suite struct ConvergenceTests {
     static let baseSeed: UInt64 = 0x5EED_F1E1_D500_0001
 
@@ -20,26 +37,32 @@ import Testing
             var g = SeededRNG(seed: Self.baseSeed)
             seeds = (0..<n).map { _ in g.next() }
         }
+        let hostile = env["FIELDSYNC_HOSTILE"] != "0"
         let workers = max(2, ProcessInfo.processInfo.activeProcessorCount)
-        let failures = await withTaskGroup(of: [String].self) { group in
+        _ = CrashSeeds.installed
+        let (failures, stats) = await withTaskGroup(of: ([String], HostileStats).self) { group in
             for w in 0..<workers {
                 group.addTask {
                     var out: [String] = []
+                    var stats = HostileStats()
                     for i in stride(from: w, to: seeds.count, by: workers) {
-                        if let f = Scenario(seed: seeds[i]).run() {
+                        CrashSeeds.running(seeds[i], worker: w)
+                        if let f = Scenario(seed: seeds[i], hostile: hostile).run(stats: &stats) {
                             out.append("seed \(String(seeds[i], radix: 16)) failed: \(f) (replay: FIELDSYNC_SEED=\(String(seeds[i], radix: 16)) swift test --filter Convergence)")
                         }
                     }
-                    return out
+                    CrashSeeds.idle(worker: w)
+                    return (out, stats)
                 }
             }
             var all: [String] = []
-            for await f in group { all += f }
-            return all
+            var stats = HostileStats()
+            for await (f, s) in group { all += f; stats.add(s) }
+            return (all, stats)
         }
         for f in failures.prefix(5) { Issue.record(Comment(rawValue: f)) }
-        #expect(failures.isEmpty, "\(failures.count) of \(seeds.count) scenarios diverged")
-        print("convergence: \(seeds.count) scenarios, \(failures.count) failed")
+        #expect(failures.isEmpty, "\(failures.count) of \(seeds.count) scenarios failed an invariant")
+        print("convergence: \(seeds.count) scenarios, \(failures.count) failed; \(stats.summary)")
     }
 
     /// The property must be able to fail: a replica that skips one change must differ.
@@ -48,21 +71,38 @@ import Testing
         var g = SeededRNG(seed: 42)
         for _ in 0..<50 where !found {
             let seed = g.next()
-            found = Scenario(seed: seed, dropOneChangeAtReplica0: true).run() != nil
+            found = Scenario(seed: seed, dropOneChangeAtReplica0: true).run()?.hasPrefix("(a)") ?? false
         }
         #expect(found, "dropping a change never showed as divergence: the comparison is blind")
+    }
+
+    /// Invariant (b) must be able to fail too: hostile ops do end honest values (legitimately:
+    /// a hostile coordinator may), so an oracle that holds every hostile op illegitimate must object.
+    @Test func hostileEndingsAreSeen() throws {
+        var found = false
+        var g = SeededRNG(seed: 23)
+        for _ in 0..<50 where !found {
+            found = Scenario(seed: g.next(), strictOracle: true).run()?.hasPrefix("(b)") ?? false
+        }
+        #expect(found, "no hostile op ever ended an honest value: the hostile devices miss the merge, or (b) is blind")
     }
 }
 
 /// One random scenario: 2 to 8 replicas, up to 200 ops each, random partial syncs in random
-/// order with duplicates, then a final full exchange.
+/// order with duplicates, then a final full exchange. Three scenarios in four also enrol one or
+/// two hostile devices, which sign changes and push them (in random order, with duplicates) to
+/// random honest replicas, whose syncs then carry them on.
 struct Scenario {
     let seed: UInt64
     var dropOneChangeAtReplica0 = false
+    var hostile = true
+    var strictOracle = false
 
-    init(seed: UInt64, dropOneChangeAtReplica0: Bool = false) {
+    init(seed: UInt64, hostile: Bool = true, dropOneChangeAtReplica0: Bool = false, strictOracle: Bool = false) {
         self.seed = seed
+        self.hostile = hostile
         self.dropOneChangeAtReplica0 = dropOneChangeAtReplica0
+        self.strictOracle = strictOracle
     }
 
     static let noteFields = ["ref", "team", "narrative", "status"]
@@ -78,7 +118,15 @@ struct Scenario {
     }
 
     func run() -> String? {
+        var stats = HostileStats()
+        return run(stats: &stats)
+    }
+
+    func run(stats: inout HostileStats) -> String? {
         var rng = SeededRNG(seed: seed)
+        // The hostile devices draw from a stream of their own: with none enrolled, the honest
+        // devices do exactly what they did before hostile ones existed.
+        var hrng = SeededRNG(seed: seed ^ 0x4057_11E0_DE71_CE00)
         let n = Int.random(in: 2...8, using: &rng)
         var entries: [RosterEntry] = []
         for i in 0..<n {
@@ -86,7 +134,14 @@ struct Scenario {
             let role: Role = r < 13 ? .coordinator : (r < 17 ? .field : .press)
             entries.append(.fake(&rng, role: role, name: "d\(i)"))
         }
-        let roster = Roster(entries)
+        var hostiles = (0..<(hostile ? [0, 1, 1, 2].randomElement(using: &hrng)! : 0)).map { HostileDevice(&hrng, name: "h\($0)") }
+        stats.scenarios += 1
+        if !hostiles.isEmpty { stats.withHostile += 1 }
+        var ledger = Ledger()
+        ledger.harvest = !hostiles.isEmpty
+        for e in entries { ledger.roles[e.device] = e.role }
+        for h in hostiles { ledger.roles[h.entry.device] = h.entry.role; ledger.hostile.insert(h.entry.device) }
+        let roster = Roster(entries + hostiles.map(\.entry))
         var devices = entries.map { e -> Device in
             // Some laptops run days behind or ahead.
             let skew = [Int64(0), 0, 0, -3 * Int64(day), 3 * Int64(day)].randomElement(using: &rng)!
@@ -97,6 +152,24 @@ struct Scenario {
         do {
             while devices.contains(where: { $0.budget > 0 }) {
                 now += UInt64.random(in: 1...2000, using: &rng)
+                // A hostile device, now and then: signs its next change, or pushes some of its
+                // changes (any order, duplicates) to an honest replica.
+                if !hostiles.isEmpty, Int.random(in: 0..<6, using: &hrng) == 0 {
+                    let h = Int.random(in: 0..<hostiles.count, using: &hrng)
+                    if hostiles[h].budget > 0 && (hostiles[h].chain.isEmpty || Int.random(in: 0..<5, using: &hrng) < 3) {
+                        let c = try hostiles[h].next(now: now, ledger: ledger, rng: &hrng)
+                        ledger.note(c, honest: false, refused: false)
+                    } else if !hostiles[h].chain.isEmpty {
+                        let j = Int.random(in: 0..<n, using: &hrng)
+                        var push = hostiles[h].chain.filter { _ in Int.random(in: 0..<3, using: &hrng) > 0 }
+                        push += push.filter { _ in Int.random(in: 0..<4, using: &hrng) == 0 }
+                        push.shuffle(using: &hrng)
+                        let w = wall(now, devices[j])
+                        for c in push {
+                            if let f = try deliver(c, to: &devices[j], first: j == 0, wall: w, ledger: ledger) { return f }
+                        }
+                    }
+                }
                 let i = devices.indices.filter { devices[$0].budget > 0 }.randomElement(using: &rng)!
                 if Int.random(in: 0..<4, using: &rng) == 0 {
                     let j = Int.random(in: 0..<n, using: &rng)
@@ -105,23 +178,35 @@ struct Scenario {
                     missing = missing.filter { _ in Bool.random(using: &rng) }
                     missing += missing.filter { _ in Int.random(in: 0..<5, using: &rng) == 0 }
                     missing.shuffle(using: &rng)
+                    let w = wall(now, devices[i])
                     for c in missing {
-                        _ = try Replicator.receive(c, into: &devices[i].replica, wallMillis: wall(now, devices[i]), verified: true)
+                        if let f = try deliver(c, to: &devices[i], first: i == 0, wall: w, ledger: ledger) { return f }
                     }
                 } else {
                     let draft = makeDraft(&devices[i], created: &created, rng: &rng)
                     guard !draft.isEmpty else { devices[i].budget -= 1; continue }
                     devices[i].budget -= draft.ops.count
-                    try devices[i].replica.commitUnsigned(draft, device: devices[i].entry.device, wallMillis: wall(now, devices[i]))
+                    if let f = try commit(draft, at: &devices[i], first: i == 0, wall: wall(now, devices[i]), ledger: &ledger) { return f }
                 }
             }
             // Every change, from everyone, to everyone: random order, with duplicates.
             var all: [SignedChange] = []
             for d in devices { all += d.replica.missing(for: VersionVector()) }
+            for h in hostiles { all += h.chain }
             let unique = Dictionary(all.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             var reference = MemoryReplica(roster: roster)
             let ordered = unique.values.sorted { ($0.change.device, $0.change.seq) < ($1.change.device, $1.change.seq) }
-            for c in ordered { _ = try Replicator.receive(c, into: &reference, wallMillis: now, verified: true) }
+            for c in ordered {
+                // Some hostile changes through the whole receiving path, their signatures checked
+                // (every one would be a fifth of the test's time: Ed25519 is built without
+                // optimisation in a debug build).
+                let signed = ledger.hostile.contains(c.change.device)
+                do {
+                    _ = try Replicator.receive(c, into: &reference, wallMillis: now, verified: !(signed && c.change.seq % 8 == 1))
+                } catch let e as CoreError where signed && e.code != .badSignature && e.code != .keyMismatch {
+                    continue  // (e) refused outright: fine, if every replica does the same (a)
+                }
+            }
 
             for i in devices.indices {
                 // What it lacks, plus a fifth of everything again as duplicates.
@@ -129,6 +214,7 @@ struct Scenario {
                 var deliveries = lacking + lacking.filter { _ in Int.random(in: 0..<3, using: &rng) == 0 }
                 deliveries += all.filter { _ in Int.random(in: 0..<5, using: &rng) == 0 }
                 deliveries.shuffle(using: &rng)
+                let w = wall(now, devices[i])
                 if i == 0 && dropOneChangeAtReplica0 {
                     // Withhold one change replica 0 lacks: the comparison below must see it.
                     let have = Set(devices[0].replica.missing(for: VersionVector()).map(\.id))
@@ -136,27 +222,92 @@ struct Scenario {
                     deliveries.removeAll { $0.id == victim.id }
                 }
                 for c in deliveries {
-                    _ = try Replicator.receive(c, into: &devices[i].replica, wallMillis: now, verified: true)
+                    if let f = try deliver(c, to: &devices[i], first: i == 0, wall: w, ledger: ledger) { return f }
                 }
             }
             let want = reference.allRecords
             for v in want where v.listingBytes != Self.listingTree(v).canonicalBytes {
                 return "record \(v.id): the listing written directly differs from its JSON tree"
             }
+            // (c) at the end, everywhere (the others equal the reference, or (a) fails below).
+            for v in want where ledger.honestType[v.id].map({ $0 != v.type }) ?? false {
+                return "(c) reference: \(ledger.honestType[v.id]!) \(v.id) shows as a \(v.type)"
+            }
             for d in devices {
                 let r = d.replica
                 let got = r.allRecords
                 if got != want {
                     let diff = zip(got, want).first { $0 != $1 }.map { "record \($0.0.id)" } ?? "record count \(got.count) vs \(want.count)"
-                    return "\(d.entry.name): records differ from reference at \(diff)"
+                    return "(a) \(d.entry.name): records differ from reference at \(diff)"
                 }
-                if r.vector != reference.vector { return "\(d.entry.name): vector \(r.vector.total) != reference \(reference.vector.total)" }
-                if Set(r.refusals.keys) != Set(reference.refusals.keys) { return "\(d.entry.name): policy refusals differ" }
+                if r.vector != reference.vector { return "(a) \(d.entry.name): vector \(r.vector.total) != reference \(reference.vector.total)" }
+                if Set(r.refusals.keys) != Set(reference.refusals.keys) { return "(a) \(d.entry.name): policy refusals differ" }
             }
+            // (f) An op typed otherwise than its record id is refused, wherever it arrives.
+            for c in ledger.hostileChanges where reference.refusals[c.id] == nil {
+                if let op = c.change.ops.first(where: { $0.record.type != $0.recordType }) {
+                    return "(f) hostile change \(c.id.hex.prefix(12)) was applied with a \(op.action) typed \(op.recordType) on \(op.record.type) \(op.record)"
+                }
+            }
+            // (b)
+            let views = Dictionary(uniqueKeysWithValues: want.map { ($0.id, $0) })
+            if let f = Legitimacy.check(reference, views: views, ledger: ledger, strict: strictOracle, stats: &stats) { return f }
+            stats.changes += ledger.hostileChanges.count
+            stats.refused += ledger.hostileChanges.filter { reference.refusals[$0.id] != nil }.count
+            stats.takenOver += ledger.honestRecords.filter { views[$0].map { ledger.hostile.contains($0.createdBy) } ?? false }.count
             return nil
         } catch {
-            return "error \(error)"
+            return "(e) error \(error)"
         }
+    }
+
+    /// Delivers one change to an honest replica at its wall clock, then checks (d) there, and (c)
+    /// on replica 0 (`first`). A hostile change refused outright with a `CoreError` is fine (e);
+    /// an honest one is not. (The device inout, not the array and an index: a debug build copies
+    /// an array element it reads, a whole replica.)
+    func deliver(_ c: SignedChange, to d: inout Device, first: Bool, wall: UInt64, ledger: Ledger) throws -> String? {
+        let outcome: ReceiveOutcome
+        do {
+            outcome = try Replicator.receive(c, into: &d.replica, wallMillis: wall, verified: true)
+        } catch is CoreError where ledger.hostile.contains(c.change.device) {
+            return nil
+        }
+        let last = d.replica.clock.last
+        if last.millis > wall && last.millis - wall > HybridClock.maxLeadMillis {
+            return "(d) \(d.entry.name): clock \(last) is \(last.millis - wall) ms ahead of its wall clock \(wall) after change \(c.id.hex.prefix(12)) (hlc \(c.change.hlc))"
+        }
+        guard first, case .applied(let ids) = outcome else { return nil }
+        for id in ids {
+            if let f = checkTypes(ledger.touched[id] ?? [], at: d, ledger: ledger, after: id) { return f }
+        }
+        return nil
+    }
+
+    /// Commits an honest draft, checks the reading it was dated with (d), and notes it.
+    func commit(_ draft: ChangeDraft, at d: inout Device, first: Bool, wall: UInt64, ledger: inout Ledger) throws -> String? {
+        let before = d.replica.clock.last
+        let c = try d.replica.commitUnsigned(draft, device: d.entry.device, wallMillis: wall)
+        // (d) An honest device's own reading: never before its wall clock or its last one.
+        if c.change.hlc.millis < wall || c.change.hlc < before {
+            return "(d) \(d.entry.name) dated its own change \(c.change.hlc) at wall clock \(wall), after reading \(before)"
+        }
+        ledger.note(c, honest: true, refused: d.replica.refusals[c.id] != nil)
+        return first ? checkTypes(ledger.touched[c.id] ?? [], at: d, ledger: ledger, after: c.id) : nil
+    }
+
+    /// (c) The records a change touched keep their honest type. Checked after every change on
+    /// replica 0, by the create that counts (`RecordOps.header`, what `materialize` takes a view's
+    /// type from: materialising every touched record after every change cost a twentieth of the
+    /// test), and on every replica's full views at the end. Every replica runs the same code on
+    /// the same kinds of deliveries: checking all of them every time cost another tenth.
+    func checkTypes(_ records: [RecordID], at d: Device, ledger: Ledger, after change: ChangeID) -> String? {
+        for id in records {
+            guard let want = ledger.honestType[id] else { continue }
+            if let type = d.replica.records[id]?.header?.op.recordType, type != want {
+                return "(c) \(d.entry.name): \(want) \(id) shows as a \(type) after change \(change.hex.prefix(12))"
+            }
+        }
+        return nil
     }
 
     /// The listing form built as a `JSONValue` tree, as it was before `listingBytes` wrote it
