@@ -409,3 +409,28 @@ extension CLIContactImportTests {
         #expect(try JSONValue.parse(try cli.ok("contact", "show", b, "--json"))["fields"]?["email"] == .array(["kari.lunde@npaid.no"]))
     }
 }
+
+extension CLIContactImportTests {
+    @Test func colleaguesBehindOneSwitchboardStayTwo() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "press-laptop", "--role", "press")
+        let file = cli.home + "/release.txt"
+        try """
+            Minerydding i Kharkiv
+            Kontakter
+            Håkon OrvedalNorsk Folkehjelp
+            Tel: 22 03 77 00
+            Kari LundeNorsk Folkehjelp
+            Tel: 22 03 77 00 / Mob: 913 37 001
+            Bilder
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(try cli.ok("contact", "import", file).hasSuffix("new 2, updated 0, unchanged 0\n"))
+        #expect(try cli.ok("contact", "import", file).hasSuffix("new 0, updated 0, unchanged 2\n"))
+        // A later release with Kari's mobile only finds her, not Håkon.
+        try "Ny pressemelding\nKontakter\nKari LundeNorsk Folkehjelp\nSeniorrådgiver\nMob: 913 37 001\nBilder\n"
+            .write(toFile: file, atomically: true, encoding: .utf8)
+        let third = try cli.ok("contact", "import", file)
+        #expect(third.hasSuffix("new 0, updated 1, unchanged 0\n") && third.contains("Kari Lunde"))
+    }
+}

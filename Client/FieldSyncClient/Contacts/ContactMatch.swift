@@ -60,6 +60,21 @@ public enum ContactIdentity {
     }
 
     static func keys(_ input: RecordInput) -> [String] { keys(fields(input), nameAlways: false) }
+
+    /// The input's name, or "" when the importer made it up (it names no one).
+    static func name(_ input: RecordInput) -> String {
+        input.fillOnly.contains("fn") ? "" : input.registers.first { $0.0 == "fn" }?.1.stringValue ?? ""
+    }
+
+    /// Whether two names may be one person's: a word in common ("Sigrun Ås", "S. Ås"), or either
+    /// names no one. Colleagues behind one switchboard number or press@ address are not.
+    public static func sameName(_ a: String, _ b: String) -> Bool {
+        func words(_ s: String) -> Set<String> {
+            Set(s.lowercased().split(whereSeparator: { !$0.isLetter }).filter { $0.count >= 2 }.map(String.init))
+        }
+        let (wa, wb) = (words(a), words(b))
+        return wa.isEmpty || wb.isEmpty || !wa.isDisjoint(with: wb)
+    }
 }
 
 /// What one `contact import` did.
@@ -102,10 +117,13 @@ extension ContactImport {
     /// and a contact deleted or erased here is never written to.
     public static func apply(_ inputs: [RecordInput], replica: Replica) throws -> ContactImportOutcome {
         var known: [String: RecordID] = [:]
+        var knownName: [RecordID: String] = [:]
         for row in try replica.store.listing(type: .contact) {
             let v = try JSONValue.parse(row)
             guard let id = v["id"]?.stringValue.flatMap(RecordID.init) else { continue }
-            for k in ContactIdentity.keys(v["fields"]?.objectValue ?? [:]) where known[k] == nil { known[k] = id }
+            let f = v["fields"]?.objectValue ?? [:]
+            knownName[id] = f["fn"]?.stringValue ?? ""
+            for k in ContactIdentity.keys(f) where known[k] == nil { known[k] = id }
         }
         var outcome = ContactImportOutcome()
         try replica.store.commitLocal(key: replica.key) { reader in
@@ -116,12 +134,15 @@ extension ContactImport {
             var groupOfID: [RecordID: Int] = [:]
             for input in inputs {
                 let keys = ContactIdentity.keys(input)
-                var target = input.id.flatMap { groupOfID[$0] } ?? keys.lazy.compactMap { groupOfKey[$0] }.first
+                let name = ContactIdentity.name(input)
+                var target = input.id.flatMap { groupOfID[$0] } ?? keys.lazy.compactMap { groupOfKey[$0] }.first {
+                    ContactIdentity.sameName(name, ContactIdentity.name(groups[$0].input))
+                }
                 if target == nil {
                     var id = input.id
                     var exists = false
                     if let uid = id { exists = try reader.view(uid) != nil }
-                    if !exists, let matched = keys.lazy.compactMap({ known[$0] }).first {
+                    if !exists, let matched = keys.lazy.compactMap({ known[$0] }).first(where: { ContactIdentity.sameName(name, knownName[$0] ?? "") }) {
                         id = matched
                         exists = true
                     }
