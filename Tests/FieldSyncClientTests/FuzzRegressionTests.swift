@@ -19,4 +19,14 @@ import FieldSyncCore
         let okCard = try #require(VCard.parse(ok, file: "t.vcf", defaultCountryCode: "46").first).get()
         #expect(okCard.sets["tel"] == [.object(["raw": "040-00 00 00", "e164": "+4640000000"])])
     }
+
+    /// Fuzz/corpus/vcard/crash-tel-space-after-scheme: `TEL:tel: 1` kept the space after the
+    /// scheme in the number as written (the line was trimmed before `tel:` came off), so the
+    /// card read back from its own export as another card.
+    @Test func aSpaceAfterTheTelSchemeIsNotPartOfTheNumber() throws {
+        let card = try #require(VCard.parse("BEGIN:VCARD\r\nFN:A\r\nTEL:tel: 1\r\nEND:VCARD\r\n", file: "t.vcf", defaultCountryCode: "46").first).get()
+        #expect(card.sets["tel"] == [.object(["raw": "1"])])
+        let again = try #require(VCard.parse(VCardWriter.vcard4([card], uids: []), file: "e.vcf", defaultCountryCode: "46").first).get()
+        #expect(again.sets == card.sets)
+    }
 }

@@ -475,7 +475,7 @@ struct ContactBuilder {
     /// export keeps the written form in a parameter beside the tel: URI.
     private mutating func applyTel(_ p: ContactProperty) {
         var value = ContactText.trim(p.text)
-        if value.lowercased().hasPrefix("tel:") { value = String(value.dropFirst(4)) }
+        if value.lowercased().hasPrefix("tel:") { value = ContactText.trim(value.dropFirst(4)) }
         guard !value.isEmpty else { return }
         let e164 = Phone.e164(value, defaultCountryCode: defaultCountryCode)
         // The written form rides beside an E.164 URI only (`VCardWriter`): beside anything else
