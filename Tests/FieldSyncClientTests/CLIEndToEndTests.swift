@@ -434,3 +434,18 @@ extension CLIContactImportTests {
         #expect(third.hasSuffix("new 0, updated 1, unchanged 0\n") && third.contains("Kari Lunde"))
     }
 }
+
+extension CLIContactImportTests {
+    @Test func aReimportDoesNotBringBackADeletedContact() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "press-laptop", "--role", "press")
+        let file = Self.fixtures + "/press-release-glued-nb.txt"
+        let first = try JSONValue.parse(try cli.ok("contact", "import", file, "--json"))
+        let kari = try #require(first["new"]?.arrayValue?.last?.stringValue)
+        _ = try cli.ok("contact", "delete", kari)
+        let again = try cli.ok("contact", "import", file)
+        #expect(again.hasSuffix("new 0, updated 0, unchanged 1, left alone 1 (deleted or erased here)\n"), "\(again)")
+        #expect(try JSONValue.parse(try cli.ok("contact", "list", "--json")).arrayValue?.count == 1)
+    }
+}

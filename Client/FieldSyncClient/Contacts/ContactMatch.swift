@@ -118,12 +118,16 @@ extension ContactImport {
     public static func apply(_ inputs: [RecordInput], replica: Replica) throws -> ContactImportOutcome {
         var known: [String: RecordID] = [:]
         var knownName: [RecordID: String] = [:]
-        for row in try replica.store.listing(type: .contact) {
-            let v = try JSONValue.parse(row)
-            guard let id = v["id"]?.stringValue.flatMap(RecordID.init) else { continue }
-            let f = v["fields"]?.objectValue ?? [:]
-            knownName[id] = f["fn"]?.stringValue ?? ""
-            for k in ContactIdentity.keys(f) where known[k] == nil { known[k] = id }
+        // Live contacts first; a deleted one only where no live one matches, so that re-importing
+        // an old file does not bring back what someone deleted (it is left alone, and said so).
+        let rows = try replica.store.listing(type: .contact, includeDeleted: true).map { try JSONValue.parse($0) }
+        for deleted in [false, true] {
+            for v in rows where (v["deleted"] == .bool(true)) == deleted {
+                guard let id = v["id"]?.stringValue.flatMap(RecordID.init) else { continue }
+                let f = v["fields"]?.objectValue ?? [:]
+                knownName[id] = f["fn"]?.stringValue ?? ""
+                for k in ContactIdentity.keys(f) where known[k] == nil { known[k] = id }
+            }
         }
         var outcome = ContactImportOutcome()
         try replica.store.commitLocal(key: replica.key) { reader in
