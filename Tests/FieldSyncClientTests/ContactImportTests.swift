@@ -535,3 +535,17 @@ private func sameContactContent(_ a: [ContactCard], _ b: [ContactCard]) -> Bool 
         #expect(cardsIn(PressRelease.parseContacts(text, file: "b.txt", defaultCountryCode: nil)).isEmpty)
     }
 }
+
+extension GluedPressReleaseTests {
+    @Test func aHeadingOrANameGluedToANumber() throws {
+        let text = "Headline\nKontakter\nHåkon OrvedalNorsk Folkehjelp\nTel: 95045667Kari LundeNorsk Folkehjelp\n"
+            + "Mob: 913 37 001Dokumenter\nFaktaark.pdf\n"
+        let results = PressRelease.parseContacts(text, file: "g.txt", defaultCountryCode: nil)
+        #expect(errorsIn(results).isEmpty, "\(errorsIn(results))")
+        let c = cardsIn(results)
+        try #require(c.count == 2)
+        #expect(c[0].sets["tel"] == [telEntry("95045667", "+4795045667")])
+        #expect(c[1].fields["fn"] == js("Kari Lunde") && c[1].sets["org"] == [orgEntry("Norsk Folkehjelp")])
+        #expect(c[1].sets["tel"] == [telEntry("913 37 001", "+4791337001")], "“Dokumenter” ends the block; the file name is no contact")
+    }
+}

@@ -345,6 +345,12 @@ enum PressContactLine {
                     d.unclear.append(raw)
                     rest = after
                 }
+            } else if !(d.phones.isEmpty && d.emails.isEmpty), GluedAddress.isHeading(String(rest.prefix(40))) {
+                d.endsBlock = true  // "Tel: 913 37 001Documents": the next heading, glued to a number
+                break reading
+            } else if !(d.phones.isEmpty && d.emails.isEmpty), rest.first?.isUppercase == true, splitNameOrg(String(rest)) != nil || PressContactLine.readsLikeName(String(rest)) {
+                d.leftover = ContactText.trim(rest)  // "Tel: 95045667Kari Lunde": the next contact
+                break reading
             } else {
                 return .invalid("cannot read “\(rest)” as a phone number or e-mail address in “\(line)”")
             }
