@@ -406,7 +406,10 @@ struct ContactBuilder {
             if !email.isEmpty {
                 card.insert(.string(email), into: "email")
                 var params = Self.typeAndPref(p)
-                if !params.isEmpty {
+                // One entry per address: the first line that gives it parameters (the export
+                // writes one EMAIL line per address, so a second entry could not come back).
+                let known = (card.sets["email_params"] ?? []).contains { $0["email"]?.stringValue?.lowercased() == email.lowercased() }
+                if !params.isEmpty && !known {
                     params["email"] = .string(email)
                     card.insert(.object(params), into: "email_params")
                 }
