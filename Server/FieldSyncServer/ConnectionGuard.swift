@@ -50,6 +50,9 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     var check: Scheduled<Void>?
     /// Requests whose head has come on this connection, and the transfer check of the last.
     var requests = 0
+    /// A request's head has come and its answer has not yet been written: the server is working
+    /// on it (under load, authenticating can take longer than the idle limit), so it is not idle.
+    var awaitingAnswer = false
     var transferCheck: Scheduled<Void>?
 
     init(limits: ConnectionLimits) { timeout = limits.unauthenticatedIdle; transfer = limits.requestTransfer }
@@ -71,6 +74,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapInboundIn(data) {
         case .head:
             requestOpen = true
+            awaitingAnswer = true
             requests += 1
             let request = requests
             let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
@@ -93,6 +97,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         switch unwrapOutboundIn(data) {
         case .head(let head):
             refusing = head.status.code >= 400
+            awaitingAnswer = false
             context.write(data, promise: promise)
         case .end where refusing && requestOpen && !authenticated:
             // Refused from its head while its body is still coming: answer, then hang up rather
@@ -119,6 +124,7 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         let loopContext = NIOLoopBound(context, eventLoop: context.eventLoop)
         check = context.eventLoop.assumeIsolated().scheduleTask(deadline: lastActivity + timeout) { [weak self] in
             guard let self, !self.authenticated else { return }
+            if self.awaitingAnswer { self.lastActivity = .now() }
             if NIODeadline.now() >= self.lastActivity + self.timeout {
                 loopContext.value.close(promise: nil)
             } else {

@@ -43,16 +43,18 @@ import Testing
         let (failures, stats) = await withTaskGroup(of: ([String], HostileStats).self) { group in
             for w in 0..<workers {
                 group.addTask {
-                    var out: [String] = []
-                    var stats = HostileStats()
-                    for i in stride(from: w, to: seeds.count, by: workers) {
-                        CrashSeeds.running(seeds[i], worker: w)
-                        if let f = Scenario(seed: seeds[i], hostile: hostile).run(stats: &stats) {
-                            out.append("seed \(String(seeds[i], radix: 16)) failed: \(f) (replay: FIELDSYNC_SEED=\(String(seeds[i], radix: 16)) swift test --filter Convergence)")
+                    await Self.onOwnThread {
+                        var out: [String] = []
+                        var stats = HostileStats()
+                        for i in stride(from: w, to: seeds.count, by: workers) {
+                            CrashSeeds.running(seeds[i], worker: w)
+                            if let f = Scenario(seed: seeds[i], hostile: hostile).run(stats: &stats) {
+                                out.append("seed \(String(seeds[i], radix: 16)) failed: \(f) (replay: FIELDSYNC_SEED=\(String(seeds[i], radix: 16)) swift test --filter Convergence)")
+                            }
                         }
+                        CrashSeeds.idle(worker: w)
+                        return (out, stats)
                     }
-                    CrashSeeds.idle(worker: w)
-                    return (out, stats)
                 }
             }
             var all: [String] = []
@@ -63,6 +65,17 @@ import Testing
         for f in failures.prefix(5) { Issue.record(Comment(rawValue: f)) }
         #expect(failures.isEmpty, "\(failures.count) of \(seeds.count) scenarios failed an invariant")
         print("convergence: \(seeds.count) scenarios, \(failures.count) failed; \(stats.summary)")
+    }
+
+    /// Runs `body` on a thread of its own. The scenarios are minutes of CPU: run as tasks they
+    /// held both threads of the cooperative pool (two cores) for all that time, and every other
+    /// test's awaits waited with them, until their signatures expired and their deadlines passed.
+    static func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { (done: CheckedContinuation<T, Never>) in
+            let thread = Thread { done.resume(returning: body()) }
+            thread.stackSize = 16 << 20
+            thread.start()
+        }
     }
 
     /// The property must be able to fail: a replica that skips one change must differ.

@@ -130,15 +130,16 @@ final class RawSocket {
         let server = try await InProcessServer(ts)
         defer { server.stop() }
         try await withLiveClient(ts, server) { client in
-            let start = ContinuousClock.now
             let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
                 for _ in 0..<16 {
                     group.addTask { try await Self.stalledUpload(client, key: DeviceKey(), declared: 10 << 20) }
                 }
                 return try await group.reduce(into: []) { $0.append($1) }
             }
+            // An answer at all is the proof: the body never completes, so a server that read it
+            // first would leave every client to its timeout. (No wall-clock bound: on two loaded
+            // cores a bound measured the machine, not the server.)
             #expect(answers.allSatisfy { $0 == (401, Problem.Code.unknownKey.uri) }, "\(answers)")
-            #expect(ContinuousClock.now - start < .seconds(8))
         }
     }
 
@@ -159,7 +160,8 @@ final class RawSocket {
 
     /// Sends a signed request declaring `declared` bytes of body, 64 kB of which come and the
     /// rest never; returns the answer's status and problem type.
-    static func stalledUpload(_ client: LiveClient, key: DeviceKey, declared: Int, path: String = "/v1/sync") async throws -> (Int, String?) {
+    static func stalledUpload(_ client: LiveClient, key: DeviceKey, declared: Int, path: String = "/v1/sync",
+                              timeout: TimeAmount = .seconds(10)) async throws -> (Int, String?) {
         var s = Signer(key)
         s.target = "https://127.0.0.1:\(client.port)\(path)"
         var req = HTTPClientRequest(url: s.target)
@@ -168,7 +170,7 @@ final class RawSocket {
         let (chunks, more) = AsyncStream<ByteBuffer>.makeStream()
         more.yield(ByteBuffer(repeating: 0, count: min(declared, 64 << 10)))
         req.body = .stream(chunks, length: .known(Int64(declared)))
-        let res = try await client.http.execute(req, timeout: .seconds(10))
+        let res = try await client.http.execute(req, timeout: timeout)
         let bytes = try await res.body.collect(upTo: 1 << 20)
         more.finish()
         return (Int(res.status.code), problemType(of: Array(bytes.readableBytesView)))
@@ -187,8 +189,8 @@ final class RawSocket {
         defer { server.stop() }
         try await withLiveClient(ts, server) { client in
             let start = ContinuousClock.now
-            await #expect(throws: (any Error).self) { _ = try await Self.stalledUpload(client, key: alice, declared: 1 << 20) }
-            #expect(ContinuousClock.now - start < .seconds(5), "cut off after a second, not at the client's 10 s timeout")
+            await #expect(throws: (any Error).self) { _ = try await Self.stalledUpload(client, key: alice, declared: 1 << 20, timeout: .seconds(120)) }
+            #expect(ContinuousClock.now - start < .seconds(60), "cut off after a second, not at the client's 120 s timeout")
         }
     }
 
@@ -216,18 +218,19 @@ final class RawSocket {
     @Test func aConnectionThatNeverAuthenticatesIsClosedSoon() async throws {
         let ts = try TestServer()
         var limits = ConnectionLimits()
-        limits.unauthenticatedIdle = .milliseconds(300)
+        // Long enough for a loaded machine's TLS handshake and first request (30 s in service).
+        limits.unauthenticatedIdle = .seconds(2)
         let server = try await InProcessServer(ts, limits: limits)
         defer { server.stop() }
         let silent = try RawSocket(port: server.port)
         let start = ContinuousClock.now
-        #expect(silent.closedByServer(within: 5), "a silent connection is closed (it was kept ten minutes)")
-        #expect(ContinuousClock.now - start < .seconds(3))
+        #expect(silent.closedByServer(within: 30), "a silent connection is closed (it was kept ten minutes)")
+        #expect(ContinuousClock.now - start < .seconds(30))
         // One that authenticated is not: two syncs a second apart on one kept connection.
         let alice = try ts.enroll(.field, "alice")
         try await withLiveClient(ts, server) { client in
             #expect(try await client.sync(alice, changes: []).0 == 200)
-            try await Task.sleep(for: .seconds(1))
+            try await Task.sleep(for: .seconds(3))
             #expect(try await client.sync(alice, changes: []).0 == 200)
         }
     }
