@@ -284,7 +284,7 @@ final class RawSocket {
 
     @Test func theRosterNameIsTheInvitesNotTheDevicesChoice() async throws {
         let ts = try TestServer()
-        let token = try ts.store.createInvite(role: .field, name: "mt3-laptop", ttlMillis: 60_000, now: Timestamps.nowMillis)
+        let token = try ts.store.createInvite(role: .field, name: "mt3-laptop", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
         let key = DeviceKey()
         let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: "coordinator-laptop")))
         var s = Signer(key); s.target = "https://localhost/v1/enroll"
@@ -309,7 +309,7 @@ final class RawSocket {
         let refused = try runServerCLI(["invite", "--data", ts.dir, "--role", "field", "--name", "ok\u{1B}]0;pwned\u{07}"])
         #expect(refused.status == 2 && refused.err.contains("--name"), "\(refused)")
         // A name stored before names were checked is printed escaped.
-        let token = try ts.store.createInvite(role: .field, name: "old\u{1B}[31mred", ttlMillis: 60_000, now: Timestamps.nowMillis)
+        let token = try ts.store.createInvite(role: .field, name: "old\u{1B}[31mred", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
         _ = try ts.store.enroll(token: token, publicKey: DeviceKey().publicKey, name: "", now: Timestamps.nowMillis)
         let list = try runServerCLI(["devices", "list", "--data", ts.dir])
         #expect(list.status == 0 && list.out.contains("old\\u{001B}[31mred") && !list.out.contains("\u{1B}"), "\(list)")

@@ -274,7 +274,7 @@ import Testing
     }
 
     @Test func enrolmentSignedByAnotherKeyIsRefused() async throws {
-        let token = try ts.store.createInvite(role: .field, name: "x", ttlMillis: 60_000, now: Timestamps.nowMillis)
+        let token = try ts.store.createInvite(role: .field, name: "x", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
         let claimed = DeviceKey(), actual = DeviceKey()
         let b = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: claimed.publicKey, name: "x")))
         var s = Signer(actual); s.target = "https://localhost/v1/enroll"

@@ -215,14 +215,15 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
 
     @Test func enrolmentUsesTheInviteOnce() async throws {
         let ts = try TestServer()
-        let token = try ts.store.createInvite(role: .press, name: "press-1", ttlMillis: 60_000, now: Timestamps.nowMillis)
+        let token = try ts.store.createInvite(role: .press, name: "press-1", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
         let key = DeviceKey()
         let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: "press-1")))
         var s = Signer(key); s.target = "https://localhost/v1/enroll"
         let (status, answer, _, _) = try await send(ts, uri: "/v1/enroll", headers: s.headers(body: body), body: body)
         #expect(status == 200)
         #expect(answer["role"] == "press" && answer["device"] == .string(key.deviceID.description))
-        let roster = try SignedRoster(entries: answer["roster"]!["entries"]!.stringValue!, signature: answer["roster"]!["signature"]!.stringValue!)
+        let roster = try SignedRoster(entries: #require(answer["roster"]?["entries"]?.stringValue),
+                                      signature: #require(answer["roster"]?["signature"]?.stringValue))
             .verified(serverKey: ts.serverKey.publicKey)
         #expect(roster[key.deviceID]?.role == .press)
         // Used twice: refused.
