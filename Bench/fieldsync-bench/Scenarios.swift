@@ -252,7 +252,7 @@ func b3DepotLoad(laptops: Int, changesEach: Int) async throws -> Result {
         // 10 ops a change: one note of nine fields.
         let changes = (0..<changesEach).map { n -> SignedChange in
             var d = ChangeDraft()
-            let id = RecordID.make(.note)
+            let id = RecordID.make(.note, by: author.key.deviceID)
             d.create(id, type: .note, kind: "observation")
             for (f, v) in Workload.fields(n).prefix(9) { d.set(f, to: v, onNew: id, type: .note) }
             return author.sign(d)

@@ -47,8 +47,8 @@ enum Workload {
     }
 
     /// One note as ops: a create and one write per field.
-    static func add(note n: Int, to d: inout ChangeDraft) {
-        let id = RecordID.make(.note)
+    static func add(note n: Int, by author: DeviceID, to d: inout ChangeDraft) {
+        let id = RecordID.make(.note, by: author)
         d.create(id, type: .note, kind: "observation")
         for (f, v) in fields(n) { d.set(f, to: v, onNew: id, type: .note) }
     }
@@ -61,7 +61,8 @@ enum Workload {
         var n = 0, turn = 0
         while n < notes {
             var d = ChangeDraft()
-            for _ in 0..<min(perChange, notes - n) { add(note: n, to: &d); n += 1 }
+            let author = authors[turn % authors.count].key.deviceID
+            for _ in 0..<min(perChange, notes - n) { add(note: n, by: author, to: &d); n += 1 }
             out.append(authors[turn % authors.count].sign(d))
             turn += 1
         }

@@ -96,12 +96,14 @@ extension Replica {
         var ids: [RecordID] = []
         try store.commitLocal(key: key) { reader in
             var d = ChangeDraft()
-            // Fresh UUIDv7s made in the same millisecond are ordered by their random bits; sort
-            // them so records list in the order they were given.
-            var fresh = inputs.map { _ in RecordID.make(type) }.sorted().makeIterator()
+            // One batch of ids counts up, so records list in the order they were given.
+            var fresh = RecordID.make(inputs.count { $0.id == nil }, type, by: key.deviceID).makeIterator()
             for input in inputs {
                 let id = input.id ?? fresh.next()!
                 if input.id != nil, try reader.view(id) != nil { throw ClientError("record \(id) already exists") }
+                if input.id != nil, !id.mayBeCreated(by: key.deviceID) {
+                    throw ClientError("record \(id) was made by another device: sync to receive it, or leave out its 'id' to add it as a new record")
+                }
                 d.create(id, type: type, kind: type == .note ? input.kind : nil)
                 for (f, v) in input.registers { d.set(f, to: v, onNew: id, type: type) }
                 for (f, v) in input.elements { d.add(f, v, record: id, type: type) }

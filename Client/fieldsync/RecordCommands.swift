@@ -41,9 +41,10 @@ enum RecordCommands {
         return out
     }
 
-    static func add(type: RecordType, kind: String?, sets: [String], jsonFile: String?, json: Bool) throws {
+    static func add(type: RecordType, kind: String?, sets: [String], jsonFile: String?, newIDs: Bool, json: Bool) throws {
         let replica = try openReplica()
         var inputs: [RecordInput] = []
+        guard !newIDs || jsonFile != nil else { throw ClientError.usage("--new-ids goes with --json-file") }
         if let jsonFile {
             guard sets.isEmpty, kind == nil || type == .contact else { throw ClientError.usage("give either --json-file or --kind/--set, not both") }
             for (v, place) in try readJSONObjects(jsonFile) {
@@ -63,6 +64,8 @@ enum RecordCommands {
                 }
             }
             guard !inputs.isEmpty else { throw ClientError("\(jsonFile) holds no records") }
+            // Another laptop's export: only the device that made an id may create it (`RecordID`).
+            if newIDs { for i in inputs.indices { inputs[i].id = nil } }
         } else {
             if type == .note {
                 guard let kind else { throw ClientError.usage("--kind is required: one of \(replica.schema.kinds(of: .note).joined(separator: ", "))") }
@@ -140,8 +143,10 @@ struct NoteCommand: ParsableCommand {
         @Option(help: "hazard_area, survey, clearance_day, eod_spot, accident, eore_session or observation.") var kind: String?
         @Option(name: .customLong("set"), help: "FIELD=VALUE (repeatable; a set field takes one element each time).") var sets: [String] = []
         @Option(name: .customLong("json-file"), help: "Add the notes in this file.") var jsonFile: String?
+        @Flag(name: .customLong("new-ids"), help: "Give every note of the file a new id (an export from another laptop: only the laptop that made an id may create it).")
+        var newIDs = false
         @OptionGroup var output: OutputOptions
-        func run() throws { try RecordCommands.add(type: .note, kind: kind, sets: sets, jsonFile: jsonFile, json: output.json) }
+        func run() throws { try RecordCommands.add(type: .note, kind: kind, sets: sets, jsonFile: jsonFile, newIDs: newIDs, json: output.json) }
     }
 
     struct Edit: ParsableCommand {
@@ -257,8 +262,10 @@ struct ContactCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add a contact.")
         @Option(name: .customLong("set"), help: "FIELD=VALUE (repeatable).") var sets: [String] = []
         @Option(name: .customLong("json-file"), help: "Add the contacts in this JSON / JSON Lines file.") var jsonFile: String?
+        @Flag(name: .customLong("new-ids"), help: "Give every contact of the file a new id (an export from another laptop).")
+        var newIDs = false
         @OptionGroup var output: OutputOptions
-        func run() throws { try RecordCommands.add(type: .contact, kind: nil, sets: sets, jsonFile: jsonFile, json: output.json) }
+        func run() throws { try RecordCommands.add(type: .contact, kind: nil, sets: sets, jsonFile: jsonFile, newIDs: newIDs, json: output.json) }
     }
 
     struct Edit: ParsableCommand {

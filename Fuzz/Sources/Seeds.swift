@@ -34,7 +34,7 @@ enum FuzzSeeds {
         for (i, line) in notesText.split(separator: "\n").enumerated() {
             guard case .object(let o) = try JSONValue.parse(String(line)) else { continue }
             let input = try replica.input(type: .note, object: o, where: "sample line \(i + 1)")
-            let id = RecordID.make(.note, unixMillis: now)
+            let id = RecordID.make(.note, by: fieldKey.deviceID, unixMillis: now)
             var d = ChangeDraft()
             d.create(id, type: .note, kind: input.kind)
             for (f, v) in input.registers { d.set(f, to: v, onNew: id, type: .note) }
@@ -47,7 +47,7 @@ enum FuzzSeeds {
         let (contactInputs, _) = try ContactImport.inputs(cards, replica: replica, file: "contacts.vcf", skipInvalid: true)
         var contactIDs: [RecordID] = []
         for input in contactInputs {
-            let id = RecordID.make(.contact, unixMillis: now)
+            let id = RecordID.make(.contact, by: coordinatorKey.deviceID, unixMillis: now)
             var d = ChangeDraft()
             d.create(id, type: .contact, kind: input.kind)
             for (f, v) in input.registers { d.set(f, to: v, onNew: id, type: .contact) }

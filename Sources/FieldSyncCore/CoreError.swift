@@ -39,6 +39,8 @@ public struct CoreError: Error, Hashable, CustomStringConvertible, Sendable {
         /// An op claims a record type other than the one its record's id names, or a shape
         /// (field, refs) its action never has: ops never cross records, types or fields.
         public static let crossRecord = Code("cross_record")
+        /// A create of a record whose id carries another device's mark (`RecordID`).
+        public static let foreignCreate = Code("foreign_create")
         /// A change whose HLC is too far ahead of the receiver's clock to be taken now, or a
         /// device with too many changes held back for a gap.
         public static let tooFarAhead = Code("too_far_ahead")

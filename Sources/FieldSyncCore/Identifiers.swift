@@ -22,24 +22,85 @@ private func bytes(hi: UInt64, lo: UInt64) -> [UInt8] {
 /// of `rand_a`: 0 note, 1 contact), so every replica can refuse, from the signed bytes alone, an
 /// op that claims another type for a record: a record's type can never change, whatever order
 /// changes arrive in (DESIGN.md §6, "ops never cross records, types or fields").
+///
+/// The id also names its creator: the low 48 bits of `rand_b` are SHA-256 of the creator's
+/// device id and the rest of the id. Every replica refuses a create from any other device, so an
+/// enrolled device cannot re-create someone else's record with an earlier HLC and take over its
+/// author, date and kind. A device cannot choose its id once enrolled; to forge one record's mark
+/// it would have to make about 2^48 keys before enrolment and then be enrolled with the one that
+/// fits. The 25 random bits (11 in `rand_a`, 14 in `rand_b`) keep one device's ids apart within
+/// a millisecond; a batch counts instead. Contacts named by an outside identifier
+/// (`contact(named:)`, UUIDv8) name no creator: any device that may write contacts may create
+/// them, the earliest create counting.
 public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible {
     // Two words: records are keyed and sorted by id everywhere, so comparing must be cheap.
     let hi: UInt64
     let lo: UInt64
 
     static let contactBit: UInt64 = 0x0800
+    static let variantBits: UInt64 = 0x8000_0000_0000_0000
+    static let randBMask: UInt64 = 0x3FFF_FFFF_FFFF_FFFF
+    static let markMask: UInt64 = 0x0000_FFFF_FFFF_FFFF
 
-    /// A new UUIDv7 for a record of `type` at `unixMillis`, with 73 random bits.
-    public static func make(_ type: RecordType, unixMillis: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> RecordID {
+    /// A new id for a record of `type` made by `creator` now: a UUIDv7 with 25 random bits and
+    /// the creator's mark.
+    public static func make(_ type: RecordType, by creator: DeviceID,
+                            unixMillis: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> RecordID {
         var g = SystemRandomNumberGenerator()
-        return make(type, unixMillis: unixMillis, using: &g)
+        return make(type, by: creator, unixMillis: unixMillis, using: &g)
     }
 
-    public static func make(_ type: RecordType, unixMillis: UInt64, using rng: inout some RandomNumberGenerator) -> RecordID {
+    public static func make(_ type: RecordType, by creator: DeviceID, unixMillis: UInt64,
+                            using rng: inout some RandomNumberGenerator) -> RecordID {
         let randA = rng.next() & 0x07FF | (type == .contact ? contactBit : 0)
-        let randB = rng.next() & 0x3FFF_FFFF_FFFF_FFFF
-        return RecordID(hi: (unixMillis & 0xFFFF_FFFF_FFFF) << 16 | 0x7000 | randA,  // version 7
-                        lo: 0x8000_0000_0000_0000 | randB)                           // RFC 9562 variant
+        return made(by: creator, hi: (unixMillis & 0xFFFF_FFFF_FFFF) << 16 | 0x7000 | randA, random: rng.next())  // version 7
+    }
+
+    /// `count` distinct ids made by `creator`, in order: a batch counts up through `rand_a` from a
+    /// random start (RFC 9562 §6.2, method 1) rather than leave its ids to birthdays, and runs on
+    /// into the next milliseconds when one millisecond has no more room.
+    public static func make(_ count: Int, _ type: RecordType, by creator: DeviceID,
+                            unixMillis: UInt64 = UInt64(Date().timeIntervalSince1970 * 1000)) -> [RecordID] {
+        var g = SystemRandomNumberGenerator()
+        // Milliseconds and rand_a's 11 low bits as one counter: 48 + 11 bits.
+        var counter = (unixMillis & 0xFFFF_FFFF_FFFF) << 11 | g.next() & 0x03FF
+        let random = g.next()
+        var ids: [RecordID] = []
+        ids.reserveCapacity(max(0, count))
+        for _ in 0..<max(0, count) {
+            let ms = counter >> 11 & 0xFFFF_FFFF_FFFF, randA = counter & 0x07FF
+            ids.append(made(by: creator, hi: ms << 16 | 0x7000 | randA | (type == .contact ? contactBit : 0), random: random))
+            counter &+= 1
+        }
+        return ids
+    }
+
+    /// The creator's mark for an id whose other bits are `hi` and `random`'s 14 bits.
+    private static func mark(_ creator: DeviceID, hi: UInt64, random: UInt64) -> UInt64 {
+        var input = Array("fieldsync record id\0".utf8)
+        input += creator.bytes
+        for i in 0..<8 { input.append(UInt8(truncatingIfNeeded: hi >> UInt64(56 - 8 * i))) }
+        input.append(UInt8(truncatingIfNeeded: random >> 8))
+        input.append(UInt8(truncatingIfNeeded: random))
+        let (h, _) = words(Array(SHA256.hash(data: input).prefix(16)))
+        return h & markMask
+    }
+
+    private static func made(by creator: DeviceID, hi: UInt64, random: UInt64) -> RecordID {
+        let random14 = random & 0x3FFF
+        return RecordID(hi: hi, lo: variantBits | random14 << 48 | mark(creator, hi: hi, random: random14))
+    }
+
+    /// Whether `device` may create the record this id names: the device whose mark it carries,
+    /// or anyone for an id named by an outside identifier. Any other 16 bytes (another version,
+    /// a wrong variant) name no record anyone may create.
+    public func mayBeCreated(by device: DeviceID) -> Bool {
+        guard lo & ~Self.randBMask == Self.variantBits else { return false }
+        switch hi >> 12 & 0xF {
+        case 7: return lo & Self.markMask == Self.mark(device, hi: hi, random: lo >> 48 & 0x3FFF)
+        case 8: return type == .contact
+        default: return false
+        }
     }
 
     /// The id of a contact named by an outside identifier (a vCard UID that is not one of ours):
@@ -48,7 +109,7 @@ public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible 
     public static func contact(named uid: String) -> RecordID {
         let h = Array(SHA256.hash(data: Array("fieldsync contact uid\0\(uid)".utf8)))
         let (hi, lo) = words(Array(h.prefix(16)))
-        return RecordID(hi: hi & ~0xF000 & ~contactBit | 0x8000 | contactBit, lo: lo & 0x3FFF_FFFF_FFFF_FFFF | 0x8000_0000_0000_0000)
+        return RecordID(hi: hi & ~0xF000 & ~contactBit | 0x8000 | contactBit, lo: lo & randBMask | variantBits)
     }
 
     /// The record type this id names.

@@ -48,7 +48,7 @@ public enum Policy {
         // Adds per (record, field): a change may not hold more elements of a set than the schema allows.
         var adds: [RecordID: [String: Int]] = [:]
         for (i, op) in change.ops.enumerated() {
-            if let reason = judge(op, role: role, schema: schema) {
+            if let reason = judge(op, author: change.device, role: role, schema: schema) {
                 return CoreError(reason.code, "op \(i) (\(op.action) on \(op.recordType) \(op.record)): \(reason.message)")
             }
             refs += op.refs.count
@@ -66,7 +66,7 @@ public enum Policy {
         return nil
     }
 
-    static func judge(_ op: Op, role: Role, schema: RecordSchema) -> CoreError? {
+    static func judge(_ op: Op, author: DeviceID, role: Role, schema: RecordSchema) -> CoreError? {
         // The record's type is in its id: an op claiming another type would reach into a record
         // of that other type (a note's delete over a contact, a note create over a contact).
         guard op.record.type == op.recordType else {
@@ -96,6 +96,11 @@ public enum Policy {
         }
         switch op.action {
         case .create:
+            // Only the device whose mark the id carries creates it: a create by anyone else would
+            // take over the record's author, date and kind with an earlier HLC (`RecordID`).
+            guard op.record.mayBeCreated(by: author) else {
+                return CoreError(.foreignCreate, "record \(op.record) is not one this device made")
+            }
             let kinds = schema.kinds(of: op.recordType)
             if op.recordType == .note ? !kinds.contains(op.kind) : !op.kind.isEmpty {
                 return CoreError(.unknownField, "kind '\(op.kind)' is not a \(op.recordType) kind")

@@ -149,16 +149,28 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         defer { try? FileManager.default.removeItem(atPath: dir) }
 
         _ = try a.ok("export", "--format", "jsonl", "--type", "note", "--out", dir + "/notes.jsonl")
-        _ = try b.ok("note", "add", "--json-file", dir + "/notes.jsonl")
+        // Only the laptop that made an id may create it: another laptop refuses the ids, writing
+        // nothing, and takes the notes under new ids when told to.
+        let refused = try b.run("note", "add", "--json-file", dir + "/notes.jsonl")
+        #expect(refused.status == 1 && refused.err.contains("was made by another device"))
+        #expect(try JSONValue.parse(try b.ok("note", "list", "--json")).arrayValue?.isEmpty == true)
+        _ = try b.ok("note", "add", "--json-file", dir + "/notes.jsonl", "--new-ids")
         func fields(_ cli: CLI, _ type: String) throws -> [JSONValue] {
             (try JSONValue.parse(try cli.ok(type, "list", "--json")).arrayValue ?? []).map { v in
-                .object(["id": v["id"]!, "kind": v["kind"] ?? .null, "fields": v["fields"]!])
-            }
+                .object(["kind": v["kind"] ?? .null, "fields": v["fields"]!])
+            }.sorted { $0.canonicalString < $1.canonicalString }
         }
         #expect(try fields(a, "note") == fields(b, "note"))
+        // On the laptop that made them, the same ids come back as the same records.
+        let ids = { (cli: CLI) throws -> [String] in (try JSONValue.parse(try cli.ok("note", "list", "--json")).arrayValue ?? []).compactMap { $0["id"]?.stringValue } }
+        let again = CLI()
+        defer { again.cleanUp() }
+        try FileManager.default.copyItem(atPath: a.home, toPath: again.home)
+        #expect(try again.run("note", "add", "--json-file", dir + "/notes.jsonl").err.contains("already exists"))
+        #expect(try ids(again) == ids(a))
 
         _ = try a.ok("export", "--format", "geojson", "--out", dir + "/notes.geojson")
-        _ = try c.ok("note", "add", "--json-file", dir + "/notes.geojson")
+        _ = try c.ok("note", "add", "--json-file", dir + "/notes.geojson", "--new-ids")
         let located = try fields(a, "note").filter { $0["fields"]?["location"] != nil }
         #expect(try fields(c, "note") == located)
 
@@ -374,7 +386,9 @@ extension CLIContactImportTests {
         defer { cli.cleanUp() }
         _ = try cli.ok("init", "--name", "hq", "--role", "coordinator")
         _ = try cli.ok("contact", "import", CLI.samples + "/contacts.vcf")
-        let sigrun = "0198f2a1-7c3e-7b2a-9d41-3f5e8c2b1a07"  // the sample card's UID
+        // The sample card's UID names a contact this laptop did not make: it becomes the contact
+        // named by that UID, the same on every laptop (`RecordID.contact(named:)`).
+        let sigrun = RecordID.contact(named: "urn:uuid:0198f2a1-7c3e-7b2a-9d41-3f5e8c2b1a07").description
         let byMail = try cli.ok("contact", "add", "--set", "fn=Sigrun Ås", "--set", "email=Sigrun.As@npaid.example")
             .trimmingCharacters(in: .whitespacesAndNewlines)
         let byPhone = try cli.ok("contact", "add", "--set", "fn=S. Ås", "--set", "tel=+47 900 00 000", "--set", "email=sas@private.example")

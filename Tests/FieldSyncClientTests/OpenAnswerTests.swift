@@ -15,7 +15,7 @@ import Testing
         var changes: [SignedChange] = []
         for i in 0..<150 {
             var d = ChangeDraft()
-            let id = RecordID.make(.note)
+            let id = RecordID.make(.note, by: (i % 2 == 0 ? a : b).deviceID)
             d.create(id, type: .note, kind: "survey")
             d.set("ref", to: .string("N-\(i)"), onNew: id, type: .note)
             changes.append(i % 2 == 0 ? try ra.commit(d, key: a, wallMillis: Timestamps.nowMillis)

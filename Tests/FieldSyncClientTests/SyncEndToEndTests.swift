@@ -311,7 +311,7 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
             // One op, so one change: with its create, the 1 MB write would go in a change of its own.
             let made = try replica.store.commitLocal(key: replica.key) { _ in
                 var d = ChangeDraft()
-                d.set("narrative", to: .string(narrative), onNew: RecordID.make(.note), type: .note)
+                d.set("narrative", to: .string(narrative), onNew: RecordID.make(.note, by: replica.key.deviceID), type: .note)
                 return d
             }
             let id = try #require(made.first).id.hex

@@ -25,7 +25,7 @@ import Foundation
                              RosterEntry(publicKey: ahead.publicKey, name: "ahead", role: .field, enrolledAtMillis: 0)])
         var b = MemoryReplica(roster: roster)
         var a = MemoryReplica(roster: roster)
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: ahead.deviceID)
         var d1 = ChangeDraft()
         d1.create(id, type: .note, kind: "survey")
         d1.set("ref", to: "from-ahead", onNew: id, type: .note)
@@ -54,7 +54,7 @@ import Foundation
         let roster = Roster([RosterEntry(publicKey: k1.publicKey, name: "1", role: .field, enrolledAtMillis: 0),
                              RosterEntry(publicKey: k2.publicKey, name: "2", role: .field, enrolledAtMillis: 0)])
         var r1 = MemoryReplica(roster: roster), r2 = MemoryReplica(roster: roster)
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: k1.deviceID)
         var d = ChangeDraft()
         d.create(id, type: .note, kind: "survey")
         let base = try r1.commit(d, key: k1, wallMillis: baseMillis)

@@ -6,7 +6,7 @@ import Testing
 
     func sample() -> SignedChange {
         var d = ChangeDraft()
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: key.deviceID)
         d.create(id, type: .note, kind: "clearance_day")
         d.set("ref", to: "UA-KHA-CLR-0042", onNew: id, type: .note)
         d.set("depth_cm", to: .int(13), onNew: id, type: .note)
@@ -73,7 +73,7 @@ import Testing
         beyond[firstIndexAt] = 1
         #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(beyond) }
         // Two records used in reverse order of listing.
-        let a = RecordID.make(.note), b = RecordID.make(.note)
+        let a = RecordID.make(.note, by: key.deviceID), b = RecordID.make(.note, by: key.deviceID)
         let two = Change(device: key.deviceID, seq: 1, prev: .zero, hlc: .zero, wallMillis: 0,
                          ops: [Op(action: .create, recordType: .note, record: a, kind: "survey"), Op(action: .create, recordType: .note, record: b, kind: "survey")])
         var swapped = ChangeCodec.encode(two)
@@ -98,7 +98,7 @@ import Testing
     @Test func unsortedRefsAreRefused() {
         let r1 = OpRef(change: ChangeID(bytes: [UInt8](repeating: 1, count: 32))!, index: 0)
         let r2 = OpRef(change: ChangeID(bytes: [UInt8](repeating: 2, count: 32))!, index: 0)
-        var op = Op(action: .delete, recordType: .note, record: RecordID.make(.note), refs: [r1, r2])
+        var op = Op(action: .delete, recordType: .note, record: RecordID.make(.note, by: key.deviceID), refs: [r1, r2])
         op.refs = [r2, r1]  // bypass the sorting initialiser
         let c = Change(device: key.deviceID, seq: 1, prev: .zero, hlc: .zero, wallMillis: 0, ops: [op])
         #expect(throws: CoreError(.malformed, "")) { _ = try ChangeCodec.decode(ChangeCodec.encode(c)) }
@@ -158,10 +158,10 @@ import Testing
         #expect(DeviceID(d.description.uppercased()) == d)
         #expect(DeviceID(d.description + "a") == nil)
         #expect(DeviceID(String(d.description.dropLast()) + "b") == nil, "non-zero pad bits")
-        let r = RecordID.make(.note, unixMillis: baseMillis)
+        let r = RecordID.make(.note, by: key.deviceID, unixMillis: baseMillis)
         #expect(RecordID(r.description) == r)
         #expect(r.description.dropFirst(14).first == "7", "UUID version 7")
-        #expect(RecordID.make(.note, unixMillis: baseMillis) < RecordID.make(.note, unixMillis: baseMillis + 1))
+        #expect(RecordID.make(.note, by: key.deviceID, unixMillis: baseMillis) < RecordID.make(.note, by: key.deviceID, unixMillis: baseMillis + 1))
     }
 
     /// A record id's text, written directly, against Foundation's UUID form on seeded random ids.
@@ -205,8 +205,9 @@ import Testing
     /// An import larger than 65,535 ops (10,000 notes of 11 fields) splits into changes whose
     /// values stay with their ops.
     @Test func largeDraftsSplitIntoChangesWithTheirValues() {
+        let key = DeviceKey()
         var d = ChangeDraft()
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: key.deviceID)
         d.create(id, type: .note, kind: "survey")
         for i in 0..<70_000 { d.add("tags", .string("t\(i)"), record: id, type: .note) }
         let parts = d.chunks(maxBytes: .max)
@@ -217,7 +218,6 @@ import Testing
         #expect(last.values[0]?.value == "t69999")
         #expect(parts[0].values[0] == nil, "the create carries no value")
         // Signed, each part's ops commit to its own values.
-        let key = DeviceKey()
         let signed = SignedChange.author(Change(device: key.deviceID, seq: 1, prev: .zero, hlc: HLC(raw: 1 << 16), wallMillis: 1, ops: last.ops),
                                          values: last.values, key: key)
         #expect(signed.values[0]?.value == "t69999")
@@ -232,10 +232,11 @@ import Testing
     /// in 1,000-op changes it made one change of 5 MB, which every server refuses.
     @Test func longNotesSplitIntoChangesOfAbout64kBWithEachNoteWhole() throws {
         let narrative = String(repeating: "Strip walked; markers checked. ", count: 645).prefix(19_990)
+        let key = DeviceKey()
         var d = ChangeDraft()
         var ids: [RecordID] = []
         for n in 0..<260 {
-            let id = RecordID.make(.note)
+            let id = RecordID.make(.note, by: key.deviceID)
             ids.append(id)
             d.create(id, type: .note, kind: "survey")
             d.set("ref", to: .string("O-\(n)"), onNew: id, type: .note)
@@ -243,7 +244,6 @@ import Testing
         }
         let parts = d.chunks()
         #expect(parts.count >= 80)
-        let key = DeviceKey()
         var holder: [RecordID: Int] = [:]
         var prev = ChangeID.zero
         for (n, part) in parts.enumerated() {

@@ -19,7 +19,9 @@ import Testing
 ///     before its wall clock or its previous reading (the tick never wraps);
 /// (e) nothing traps (a `CoreError` refusing a hostile change outright is fine); a trap prints
 ///     the seeds running (`CrashSeeds`);
-/// (f) every hostile op whose type is not the one its record id names is refused everywhere.
+/// (f) every hostile op whose type is not the one its record id names is refused everywhere;
+/// (g) no hostile device's create is the one that counts for an honest record (its author, date
+///     and kind): only an id's maker may create it (`RecordID`).
 ///
 /// Replay one scenario: `FIELDSYNC_SEED=<seed> swift test --filter Convergence`.
 /// More scenarios: `FIELDSYNC_SCENARIOS=20000 swift test --filter Convergence`.
@@ -267,7 +269,11 @@ struct Scenario {
             if let f = Legitimacy.check(reference, views: views, ledger: ledger, strict: strictOracle, stats: &stats) { return f }
             stats.changes += ledger.hostileChanges.count
             stats.refused += ledger.hostileChanges.filter { reference.refusals[$0.id] != nil }.count
-            stats.takenOver += ledger.honestRecords.filter { views[$0].map { ledger.hostile.contains($0.createdBy) } ?? false }.count
+            stats.foreignCreates += ledger.hostileChanges.filter { reference.refusals[$0.id]?.code == .foreignCreate }.count
+            // (g) No one takes over an honest record's create (its author, date and kind).
+            if let taken = ledger.honestRecords.first(where: { views[$0].map { ledger.hostile.contains($0.createdBy) } ?? false }) {
+                return "(g) honest record \(taken) shows a hostile device's create"
+            }
             return nil
         } catch {
             return "(e) error \(error)"
@@ -353,7 +359,7 @@ struct Scenario {
                 // Mostly within the role; sometimes a forbidden attempt, which policy must refuse everywhere.
                 var type: RecordType = d.entry.role == .press ? .contact : .note
                 if d.entry.role == .coordinator || Int.random(in: 0..<10, using: &rng) == 0 { type = Bool.random(using: &rng) ? .note : .contact }
-                let id = RecordID.make(type, unixMillis: baseMillis, using: &rng)
+                let id = RecordID.make(type, by: d.entry.device, unixMillis: baseMillis, using: &rng)
                 draft.create(id, type: type, kind: type == .note ? "survey" : nil)
                 let f = type == .note ? Self.noteFields[0] : Self.contactFields[0]
                 draft.set(f, to: Self.texts.randomElement(using: &rng)!, onNew: id, type: type)

@@ -21,7 +21,7 @@ import Testing
 
     /// A contact made by the press device: its `fn` write and its `beats` tag.
     func contact(_ r: inout MemoryReplica) throws -> (id: RecordID, fn: OpRef, beat: OpRef) {
-        let id = RecordID.make(.contact)
+        let id = RecordID.make(.contact, by: press.deviceID)
         var d = ChangeDraft()
         d.create(id, type: .contact, kind: nil)
         d.set("fn", to: "Olena Melnyk", onNew: id, type: .contact)
@@ -32,13 +32,56 @@ import Testing
 
     @Test func recordIDsNameTheirType() {
         for _ in 0..<200 {
-            #expect(RecordID.make(.note).type == .note)
-            #expect(RecordID.make(.contact).type == .contact)
+            #expect(RecordID.make(.note, by: field.deviceID).type == .note)
+            #expect(RecordID.make(.contact, by: press.deviceID).type == .contact)
         }
         let derived = RecordID.contact(named: "urn:uuid:0198f2a1-7c3e-0b2a-9d41-3f5e8c2b1a07")
         #expect(derived.type == .contact)
         #expect(derived.description.dropFirst(14).first == "8")  // UUIDv8: name-based
         #expect(derived == RecordID.contact(named: "urn:uuid:0198f2a1-7c3e-0b2a-9d41-3f5e8c2b1a07"))
+    }
+
+    /// An id carries its maker's mark: only that device may create it, whoever else signs; ids
+    /// named by an outside identifier carry none. A batch's ids are distinct and in order.
+    @Test func recordIDsNameTheirMaker() {
+        let other = DeviceKey()
+        for _ in 0..<200 {
+            let id = RecordID.make(.note, by: field.deviceID)
+            #expect(id.mayBeCreated(by: field.deviceID))
+            #expect(!id.mayBeCreated(by: other.deviceID) && !id.mayBeCreated(by: press.deviceID))
+            #expect(id.description.dropFirst(14).first == "7")
+        }
+        let named = RecordID.contact(named: "urn:uuid:x")
+        #expect(named.mayBeCreated(by: press.deviceID) && named.mayBeCreated(by: other.deviceID))
+        // Another version, or a note id with version 8, is no one's to create.
+        #expect(!RecordID("01a24d22-0000-4000-8000-000000000000")!.mayBeCreated(by: field.deviceID))
+        #expect(!RecordID("01a24d22-0000-8000-8000-000000000000")!.mayBeCreated(by: field.deviceID))
+        let batch = RecordID.make(5_000, .contact, by: press.deviceID, unixMillis: baseMillis)
+        #expect(Set(batch).count == 5_000 && batch == batch.sorted())
+        #expect(batch.allSatisfy { $0.type == .contact && $0.mayBeCreated(by: press.deviceID) })
+    }
+
+    /// A device of the same role re-creating a note it did not make, with an earlier HLC, would
+    /// become the create that counts: its author, date and kind. Refused everywhere instead.
+    @Test func aCreateOfSomeoneElsesRecordIsRefused() throws {
+        let other = DeviceKey()
+        var roster = self.roster
+        roster.upsert(RosterEntry(publicKey: other.publicKey, name: "other field", role: .field, enrolledAtMillis: 0))
+        var r = MemoryReplica(roster: roster)
+        let id = RecordID.make(.note, by: field.deviceID)
+        var d = ChangeDraft()
+        d.create(id, type: .note, kind: "clearance_day")
+        d.set("team", to: "MT-3", onNew: id, type: .note)
+        _ = try r.commit(d, key: field, wallMillis: baseMillis)
+        let evil = sign([Op(action: .create, recordType: .note, record: id, kind: "accident")], key: other, hlc: HLC(millis: 1, counter: 0), on: r)
+        _ = try Replicator.receive(evil, into: &r, wallMillis: baseMillis)
+        #expect(r.refusals[evil.id]?.code == .foreignCreate)
+        let view = try #require(r.record(id))
+        #expect(view.createdBy == field.deviceID && view.kind == "clearance_day")
+        // Nor may a coordinator re-create it.
+        let boss = sign([Op(action: .create, recordType: .note, record: id, kind: "survey")], key: self.boss, hlc: HLC(millis: 1, counter: 0), on: r)
+        _ = try Replicator.receive(boss, into: &r, wallMillis: baseMillis)
+        #expect(r.refusals[boss.id]?.code == .foreignCreate)
     }
 
     @Test func aDeleteTypedAsANoteCannotReachAContact() throws {
@@ -90,8 +133,8 @@ import Testing
         var r = MemoryReplica(roster: roster)
         let c = try contact(&r)
         let shapes = [
-            Op(action: .create, recordType: .contact, record: RecordID.make(.contact), refs: [c.fn]),
-            Op(action: .create, recordType: .contact, record: RecordID.make(.contact), field: "fn"),
+            Op(action: .create, recordType: .contact, record: RecordID.make(.contact, by: press.deviceID), refs: [c.fn]),
+            Op(action: .create, recordType: .contact, record: RecordID.make(.contact, by: press.deviceID), field: "fn"),
             Op(action: .delete, recordType: .contact, record: c.id, field: "fn", refs: [c.fn]),
             Op(action: .erase, recordType: .contact, record: c.id, refs: [c.fn]),
         ]
@@ -120,7 +163,7 @@ import Testing
     @Test func aSeqBeyondSignedSixtyFourBitsIsRefusedByTheCodec() {
         let change = Change(device: field.deviceID, seq: UInt64(Int64.max) + 1, prev: ChangeID(bytes: [UInt8](repeating: 1, count: 32))!,
                             hlc: HLC(millis: baseMillis, counter: 0), wallMillis: baseMillis,
-                            ops: [Op(action: .create, recordType: .note, record: RecordID.make(.note), kind: "survey")])
+                            ops: [Op(action: .create, recordType: .note, record: RecordID.make(.note, by: field.deviceID), kind: "survey")])
         #expect(throws: CoreError(.oversize, "")) { _ = try ChangeCodec.decode(ChangeCodec.encode(change)) }
         var request = SyncRequest(vector: VersionVector(), changes: [])
         request.vector = [field.deviceID.description: UInt64.max]
@@ -129,18 +172,18 @@ import Testing
 
     @Test func aChangeFarAheadOfItsChainIsNotHeld() throws {
         var r = MemoryReplica(roster: roster)
-        let far = sign([Op(action: .create, recordType: .note, record: RecordID.make(.note), kind: "survey")], key: field,
+        let far = sign([Op(action: .create, recordType: .note, record: RecordID.make(.note, by: field.deviceID), kind: "survey")], key: field,
                        seq: Replicator.maxHeldAhead + 1, on: r)
         #expect(throws: CoreError(.tooFarAhead, "")) { _ = try Replicator.receive(far, into: &r, wallMillis: baseMillis) }
         #expect(r.pending(device: field.deviceID, seq: Replicator.maxHeldAhead + 1) == nil)
-        let near = sign([Op(action: .create, recordType: .note, record: RecordID.make(.note), kind: "survey")], key: field,
+        let near = sign([Op(action: .create, recordType: .note, record: RecordID.make(.note, by: field.deviceID), kind: "survey")], key: field,
                         seq: Replicator.maxHeldAhead, on: r)
         #expect(try Replicator.receive(near, into: &r, wallMillis: baseMillis) == .pending)
     }
 
     @Test func aChangeFromTheEndOfTimeDoesNotDragTheClock() throws {
         var r = MemoryReplica(roster: roster)
-        let evil = sign([Op(action: .create, recordType: .note, record: RecordID.make(.note), kind: "survey")], key: field,
+        let evil = sign([Op(action: .create, recordType: .note, record: RecordID.make(.note, by: field.deviceID), kind: "survey")], key: field,
                         hlc: HLC(raw: .max), on: r)
         _ = try Replicator.receive(evil, into: &r, wallMillis: baseMillis)
         #expect(r.clock.last.millis <= baseMillis + HybridClock.maxLeadMillis)

@@ -66,17 +66,17 @@ struct HostileStats: Sendable {
     var refused = 0
     /// Honest writes, tags and tombstones ended by a hostile device's legitimate op.
     var honestEnded = 0
-    /// Honest records whose create that counts (kind, author, date) is a hostile same-type create.
-    var takenOver = 0
+    /// Hostile creates of ids another device made, refused (without which (g) would fail).
+    var foreignCreates = 0
 
     mutating func add(_ o: HostileStats) {
         scenarios += o.scenarios; withHostile += o.withHostile; changes += o.changes; refused += o.refused
-        honestEnded += o.honestEnded; takenOver += o.takenOver
+        honestEnded += o.honestEnded; foreignCreates += o.foreignCreates
     }
 
     var summary: String {
         "\(withHostile) of \(scenarios) with hostile devices: \(changes) hostile changes, \(refused) refused by policy; "
-            + "\(honestEnded) honest values ended by legitimate hostile ops; \(takenOver) honest records whose create that counts is a hostile one"
+            + "\(honestEnded) honest values ended by legitimate hostile ops; \(foreignCreates) creates of ids another device made refused"
     }
 }
 
@@ -205,9 +205,12 @@ struct HostileDevice {
         } else if r < 9 {
             record = sneaky ? ledger.records.filter(writable).randomElement(using: &rng) : ledger.records.randomElement(using: &rng)
         }
+        // A new id: the device's own, or (blatant, a fifth) one marked as another device's.
+        let maker = !sneaky && Int.random(in: 0..<5, using: &rng) == 0
+            ? DeviceID(bytes: (0..<16).map { _ in UInt8.random(in: 0...255, using: &rng) })! : entry.device
         let id = record ?? RecordID.make(
             sneaky && role != .coordinator ? (role == .press ? .contact : .note) : (Bool.random(using: &rng) ? .note : .contact),
-            unixMillis: baseMillis, using: &rng)
+            by: maker, unixMillis: baseMillis, using: &rng)
         let own = ledger.madeIn[id] ?? []
         // The type claimed: the record's own, or (a third of blatant ops) the other.
         let trueType = ledger.honestType[id] ?? id.type

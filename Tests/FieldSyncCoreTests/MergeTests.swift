@@ -13,7 +13,7 @@ import Testing
     /// Two replicas that both hold a note (or contact) created by `creator`.
     func pair(type: RecordType = .note, creator: DeviceKey? = nil) throws -> (MemoryReplica, MemoryReplica, RecordID) {
         var a = MemoryReplica(roster: roster), b = MemoryReplica(roster: roster)
-        let id = RecordID.make(type)
+        let id = RecordID.make(type, by: (creator ?? (type == .note ? k1 : k2)).deviceID)
         var d = ChangeDraft()
         d.create(id, type: type, kind: type == .note ? "hazard_area" : nil)
         d.set(type == .note ? "team" : "fn", to: "start", onNew: id, type: type)

@@ -12,7 +12,7 @@ import Testing
 
     func note(_ replica: inout MemoryReplica, ref: String, wall: UInt64 = baseMillis) throws -> SignedChange {
         var d = ChangeDraft()
-        let id = RecordID.make(.note, unixMillis: wall)
+        let id = RecordID.make(.note, by: alice.deviceID, unixMillis: wall)
         d.create(id, type: .note, kind: "survey")
         d.set("ref", to: .string(ref), onNew: id, type: .note)
         return try replica.commit(d, key: alice, wallMillis: wall)
@@ -133,7 +133,7 @@ import Testing
         let c2 = try note(&a, ref: "A-2")
         // A second, different seq 2 from the same device.
         var other = ChangeDraft()
-        other.create(RecordID.make(.note), type: .note, kind: "survey")
+        other.create(RecordID.make(.note, by: alice.deviceID), type: .note, kind: "survey")
         let fork = SignedChange.author(Change(device: alice.deviceID, seq: 2, prev: c1.id, hlc: HLC(millis: baseMillis + 9, counter: 0),
                                               wallMillis: baseMillis, ops: other.ops), values: other.values, key: alice)
         var b = MemoryReplica(roster: roster)
@@ -201,7 +201,7 @@ import Testing
     @Test func roleForbiddenChangeIsKeptButNotApplied() throws {
         var a = MemoryReplica(roster: roster)
         var d = ChangeDraft()
-        d.create(RecordID.make(.contact), type: .contact, kind: nil)  // a field device may not write contacts
+        d.create(RecordID.make(.contact, by: alice.deviceID), type: .contact, kind: nil)  // a field device may not write contacts
         let c = try a.commit(d, key: alice, wallMillis: baseMillis)
         #expect(a.refusals[c.id]?.code == .forbidden)
         #expect(a.allRecords.isEmpty)

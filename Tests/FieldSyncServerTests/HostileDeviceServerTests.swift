@@ -16,7 +16,7 @@ import Testing
     @Test func aSeqBeyondSixtyThreeBitsIsRefusedAndTheServerServesOn() async throws {
         let ts = try TestServer()
         let key = try ts.enroll(.field, "mallory")
-        let huge = signed([Op(action: .create, recordType: .note, record: RecordID.make(.note), kind: "survey")],
+        let huge = signed([Op(action: .create, recordType: .note, record: RecordID.make(.note, by: key.deviceID), kind: "survey")],
                           key: key, seq: UInt64(Int64.max) + 1, prev: ChangeID(bytes: [UInt8](repeating: 7, count: 32))!)
         var body = syncBody([huge])
         var (status, answer, _, _) = try await send(ts, headers: Signer(key).headers(body: body), body: body)
@@ -39,7 +39,7 @@ import Testing
     @Test func aFieldDevicesDeleteTypedAsANoteLeavesAContactAlone() async throws {
         let ts = try TestServer()
         let press = try ts.enroll(.press, "press"), field = try ts.enroll(.field, "mallory")
-        let id = RecordID.make(.contact)
+        let id = RecordID.make(.contact, by: press.deviceID)
         let name = OpValue(salt: [], value: "Olena Melnyk")
         let made = signed([Op(action: .create, recordType: .contact, record: id),
                            Op(action: .set, recordType: .contact, record: id, field: "fn", commitment: name.commitment)],

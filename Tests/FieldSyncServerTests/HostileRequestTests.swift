@@ -161,7 +161,7 @@ final class RawSocket {
     /// Sends a signed request declaring `declared` bytes of body, 64 kB of which come and the
     /// rest never; returns the answer's status and problem type.
     static func stalledUpload(_ client: LiveClient, key: DeviceKey, declared: Int, path: String = "/v1/sync",
-                              timeout: TimeAmount = .seconds(10)) async throws -> (Int, String?) {
+                              timeout: TimeAmount = .seconds(30)) async throws -> (Int, String?) {
         var s = Signer(key)
         s.target = "https://127.0.0.1:\(client.port)\(path)"
         var req = HTTPClientRequest(url: s.target)

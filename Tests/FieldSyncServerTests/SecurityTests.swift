@@ -237,7 +237,7 @@ import Testing
     /// would never make.
     func negativeDepth(_ laptop: inout TestLaptop) throws -> SignedChange {
         var d = ChangeDraft()
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: laptop.key.deviceID)
         d.create(id, type: .note, kind: "clearance_day")
         d.set("depth_cm", to: .int(-5), onNew: id, type: .note)
         return try laptop.replica.commit(d, key: laptop.key, wallMillis: Timestamps.nowMillis)

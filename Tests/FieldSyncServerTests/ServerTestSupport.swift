@@ -101,7 +101,7 @@ struct TestLaptop {
 
     mutating func note(_ ref: String, kind: String = "survey") throws -> (RecordID, SignedChange) {
         var d = ChangeDraft()
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: key.deviceID)
         d.create(id, type: .note, kind: kind)
         d.set("ref", to: .string(ref), onNew: id, type: .note)
         return (id, try replica.commit(d, key: key, wallMillis: Timestamps.nowMillis))

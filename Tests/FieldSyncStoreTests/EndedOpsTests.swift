@@ -49,7 +49,7 @@ import Testing
         let b = DeviceKey(), a = DeviceKey(), d = DeviceKey()
         let roster = Roster([b, a, d].enumerated().map { RosterEntry(publicKey: $1.publicKey, name: "c\($0)", role: .coordinator, enrolledAtMillis: 0) })
         var rb = MemoryReplica(roster: roster), ra = MemoryReplica(roster: roster), rd = MemoryReplica(roster: roster)
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: b.deviceID)
         var draft = ChangeDraft()
         draft.create(id, type: .note, kind: "survey")
         let c0 = try rb.commit(draft, key: b, wallMillis: 1_000)
@@ -81,7 +81,7 @@ import Testing
         let key = DeviceKey()
         let store = try ReplicaStore.open(path: dir.path + "/r.sqlite", create: true)
         try store.upsertRoster([RosterEntry(publicKey: key.publicKey, name: "field", role: .field, enrolledAtMillis: 0)])
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: key.deviceID)
         try store.commitLocal(key: key) { _ in
             var d = ChangeDraft()
             d.create(id, type: .note, kind: "survey")
@@ -158,7 +158,7 @@ struct History {
             let ops = target.flatMap { replicas[i].records[$0] }
             switch (Int.random(in: 0..<100, using: &rng), ops) {
             case (_, nil), (0..<10, _):
-                let id = RecordID.make(.note, unixMillis: now, using: &rng)
+                let id = RecordID.make(.note, by: keys[i].deviceID, unixMillis: now, using: &rng)
                 ids.append(id)
                 d.create(id, type: .note, kind: "survey")
                 d.set(field, to: value, onNew: id, type: .note)

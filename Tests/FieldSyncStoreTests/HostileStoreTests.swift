@@ -31,7 +31,7 @@ import Testing
         let dir = TempDir()
         let store = try newStore(dir)
         var reference = MemoryReplica(roster: Roster(entries))
-        let id = RecordID.make(.contact)
+        let id = RecordID.make(.contact, by: press.deviceID)
         let name = OpValue(salt: [], value: "Olena Melnyk")
         let create = signed([Op(action: .create, recordType: .contact, record: id),
                              Op(action: .set, recordType: .contact, record: id, field: "fn", commitment: name.commitment)],
@@ -60,10 +60,10 @@ import Testing
     @Test func eraseDropsValuesOfHeldChanges() throws {
         let dir = TempDir()
         let store = try newStore(dir)
-        let id = RecordID.make(.contact)
+        let id = RecordID.make(.contact, by: press.deviceID)
         let secret = "held.secret@example.org"
         let create = signed([Op(action: .create, recordType: .contact, record: id)], key: press, seq: 1, prev: .zero)
-        let gap = signed([Op(action: .create, recordType: .contact, record: RecordID.make(.contact))], key: press, seq: 2, prev: create.id)
+        let gap = signed([Op(action: .create, recordType: .contact, record: RecordID.make(.contact, by: press.deviceID))], key: press, seq: 2, prev: create.id)
         let mail = OpValue(salt: [], value: .string(secret))
         let held = signed([Op(action: .add, recordType: .contact, record: id, field: "email", commitment: mail.commitment)],
                           values: [0: mail], key: press, seq: 3, prev: gap.id)
@@ -86,7 +86,7 @@ import Testing
     @Test func aCheckpointThatCannotFinishIsReportedAndRetried() throws {
         let dir = TempDir()
         let store = try newStore(dir)
-        let id = RecordID.make(.contact)
+        let id = RecordID.make(.contact, by: press.deviceID)
         let secret = "wal.secret@example.org"
         let mail = OpValue(salt: [], value: .string(secret))
         let create = signed([Op(action: .create, recordType: .contact, record: id),
@@ -100,7 +100,7 @@ import Testing
             #expect(throws: StoreError(.busy, "")) { _ = try store.receive([erase], wallMillis: wall) }
         }
         try reader.close()
-        let later = signed([Op(action: .create, recordType: .contact, record: RecordID.make(.contact))], key: press, seq: 2, prev: create.id)
+        let later = signed([Op(action: .create, recordType: .contact, record: RecordID.make(.contact, by: press.deviceID))], key: press, seq: 2, prev: create.id)
         _ = try store.receive([later], wallMillis: wall)
         let wal = FileManager.default.contents(atPath: dir.path + "/r.sqlite-wal") ?? Data()
         #expect(wal.range(of: Data(secret.utf8)) == nil)
@@ -112,7 +112,7 @@ import Testing
         let dir = TempDir()
         let store = try newStore(dir)
         let evil = SignedChange.author(Change(device: field.deviceID, seq: 1, prev: .zero, hlc: HLC(raw: .max), wallMillis: wall,
-                                              ops: [Op(action: .create, recordType: .note, record: RecordID.make(.note), kind: "survey")]),
+                                              ops: [Op(action: .create, recordType: .note, record: RecordID.make(.note, by: field.deviceID), kind: "survey")]),
                                        values: [:], key: field)
         _ = try store.receive([evil], wallMillis: wall)
         let clock = try store.read { db in try store.storage(db, wallMillis: wall).clock }

@@ -19,7 +19,7 @@ import Testing
         var ids: [RecordID] = []
         for n in 0..<3 {
             try now.commitLocal(key: field) { _ in
-                var d = ChangeDraft(); let id = RecordID.make(.note); ids.append(id)
+                var d = ChangeDraft(); let id = RecordID.make(.note, by: field.deviceID); ids.append(id)
                 d.create(id, type: .note, kind: "survey")
                 d.set("ref", to: .string("UA-\(n)"), onNew: id, type: .note)
                 d.set("narrative", to: .string("Ряд \(n): two PMN-2 found"), onNew: id, type: .note)
@@ -35,7 +35,7 @@ import Testing
                                                  wallMillis: Timestamps.nowMillis, ops: review.ops), values: review.values, key: field)
         _ = try now.receive([refused])
         // An erased contact: its values and its change's seed must stay gone.
-        let contact = RecordID.make(.contact)
+        let contact = RecordID.make(.contact, by: press.deviceID)
         try now.commitLocal(key: press) { _ in
             var d = ChangeDraft()
             d.create(contact, type: .contact, kind: nil)
@@ -143,7 +143,7 @@ import Testing
 @Suite struct LocalChangesTests {
     /// Coordinator change `seq` (after `prev`), stamped `hlc`: one new survey note.
     static func coordNote(_ coord: DeviceKey, seq: UInt64, prev: ChangeID, hlc: HLC) -> SignedChange {
-        var d = ChangeDraft(); let id = RecordID.make(.note)
+        var d = ChangeDraft(); let id = RecordID.make(.note, by: coord.deviceID)
         d.create(id, type: .note, kind: "survey")
         d.set("ref", to: .string("UA-C\(seq)"), onNew: id, type: .note)
         return SignedChange.author(Change(device: coord.deviceID, seq: seq, prev: prev, hlc: hlc, wallMillis: hlc.millis, ops: d.ops),
@@ -289,7 +289,7 @@ func fieldLaptop(_ dir: TempDir) throws -> (store: ReplicaStore, field: DeviceKe
 /// One new survey note, as one change by `key`.
 func addSurveyNote(_ store: ReplicaStore, _ key: DeviceKey) throws {
     try store.commitLocal(key: key) { _ in
-        var d = ChangeDraft(); let id = RecordID.make(.note)
+        var d = ChangeDraft(); let id = RecordID.make(.note, by: key.deviceID)
         d.create(id, type: .note, kind: "survey")
         d.set("ref", to: "UA-1", onNew: id, type: .note)
         return d

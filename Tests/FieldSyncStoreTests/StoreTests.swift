@@ -57,7 +57,7 @@ final class TempDir {
     @Test func sqliteAgreesWithTheInMemoryReference() throws {
         let dir = TempDir()
         var a = MemoryReplica(roster: Roster(entries)), b = MemoryReplica(roster: Roster(entries))
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: field.deviceID)
         var d = ChangeDraft()
         d.create(id, type: .note, kind: "clearance_day")
         d.set("team", to: "MT-3", onNew: id, type: .note)
@@ -92,14 +92,14 @@ final class TempDir {
         struct Boom: Error {}
         #expect(throws: Boom.self) {
             try store.commitLocal(key: field) { _ in
-                var d = ChangeDraft(); d.create(RecordID.make(.note), type: .note, kind: "survey")
+                var d = ChangeDraft(); d.create(RecordID.make(.note, by: field.deviceID), type: .note, kind: "survey")
                 _ = d
                 throw Boom()
             }
         }
         // A change the role forbids is refused locally and not kept.
         #expect(throws: CoreError(.forbidden, "")) {
-            try store.commitLocal(key: field) { _ in var d = ChangeDraft(); d.create(RecordID.make(.contact), type: .contact, kind: nil); return d }
+            try store.commitLocal(key: field) { _ in var d = ChangeDraft(); d.create(RecordID.make(.contact, by: field.deviceID), type: .contact, kind: nil); return d }
         }
         #expect(try store.status(device: field.deviceID).changes == 0)
         #expect(try store.listing(type: .note).isEmpty)
@@ -109,7 +109,7 @@ final class TempDir {
         let dir = TempDir()
         let author = try newStore(dir, "a.sqlite")
         let made = try author.commitLocal(key: field) { _ in
-            var d = ChangeDraft(); let id = RecordID.make(.note)
+            var d = ChangeDraft(); let id = RecordID.make(.note, by: field.deviceID)
             d.create(id, type: .note, kind: "survey"); d.set("ref", to: "A-1", onNew: id, type: .note); return d
         }
         let good = made[0]
@@ -129,9 +129,9 @@ final class TempDir {
         let dir = TempDir()
         let store = try newStore(dir, server: server)
         let secret = "o.melnyk@umac.example"
-        var id = RecordID.make(.contact)
+        var id = RecordID.make(.contact, by: press.deviceID)
         let made = try store.commitLocal(key: press) { _ in
-            var d = ChangeDraft(); id = RecordID.make(.contact)
+            var d = ChangeDraft(); id = RecordID.make(.contact, by: press.deviceID)
             d.create(id, type: .contact, kind: nil)
             d.set("fn", to: "Олена Мельник", onNew: id, type: .contact)
             d.add("email", .string(secret), record: id, type: .contact)
@@ -174,7 +174,7 @@ final class TempDir {
     @Test(arguments: [false, true]) func anEraseBeforeTheCreateStillKeepsValuesOut(server: Bool) throws {
         let roster = Roster(entries)
         var pressSide = MemoryReplica(roster: roster), coordSide = MemoryReplica(roster: roster)
-        let id = RecordID.make(.contact)
+        let id = RecordID.make(.contact, by: press.deviceID)
         var d = ChangeDraft()
         d.create(id, type: .contact, kind: nil)
         d.set("source", to: "press release", onNew: id, type: .contact)
@@ -217,9 +217,9 @@ final class TempDir {
         let dir = TempDir()
         let store = try newStore(dir, server: server)
         let secret = "leaked.by.a.field.laptop@example.org"
-        var id = RecordID.make(.contact)
+        var id = RecordID.make(.contact, by: press.deviceID)
         try store.commitLocal(key: press) { _ in
-            var d = ChangeDraft(); id = RecordID.make(.contact)
+            var d = ChangeDraft(); id = RecordID.make(.contact, by: press.deviceID)
             d.create(id, type: .contact, kind: nil)
             d.set("fn", to: "Olena Melnyk", onNew: id, type: .contact)
             return d
@@ -269,7 +269,7 @@ final class TempDir {
     @Test(arguments: [false, true]) func aBatchOfNewRecordsStoresWhatOneAtATimeStores(server: Bool) async throws {
         let dir = TempDir()
         var ref = MemoryReplica(roster: Roster(entries))
-        let note = RecordID.make(.note), early = RecordID.make(.note), contact = RecordID.make(.contact)
+        let note = RecordID.make(.note, by: field.deviceID), early = RecordID.make(.note, by: coord.deviceID), contact = RecordID.make(.contact, by: coord.deviceID)
         var changes: [SignedChange] = []
         var d = ChangeDraft()
         d.create(note, type: .note, kind: "clearance_day")
@@ -325,14 +325,14 @@ final class TempDir {
     @Test func expectFindsExactlyTheUnstoredRecordsInEveryBatchSize() throws {
         let dir = TempDir()
         let store = try newStore(dir)
-        let stored = (0..<40).map { _ in RecordID.make(.note) }
+        let stored = (0..<40).map { _ in RecordID.make(.note, by: field.deviceID) }
         try store.commitLocal(key: field) { _ in
             var d = ChangeDraft()
             for id in stored { d.create(id, type: .note, kind: "survey") }
             return d
         }
         for count in [1, 2, 16, 17, 250, 251, 300] {
-            let fresh = (0..<count).map { _ in RecordID.make(.note) }
+            let fresh = (0..<count).map { _ in RecordID.make(.note, by: coord.deviceID) }
             // Stored and new ids interleaved, so stored ones fall in every batch, padding included.
             var ids: [RecordID] = []
             for (i, id) in fresh.enumerated() { ids.append(id); if i % 7 == 0 { ids.append(stored[i % stored.count]) } }
@@ -356,7 +356,7 @@ final class TempDir {
         let store = try newStore(dir, server: true)
         for key in [field, field, field, field, coord, coord] {
             try store.commitLocal(key: key) { _ in
-                var d = ChangeDraft(); let id = RecordID.make(.note)
+                var d = ChangeDraft(); let id = RecordID.make(.note, by: key.deviceID)
                 d.create(id, type: .note, kind: "survey")
                 d.set("narrative", to: .string(String(repeating: "seen ", count: 40)), onNew: id, type: .note)
                 return d
@@ -388,7 +388,7 @@ final class TempDir {
         var deep = JSONValue.string("bottom")
         for _ in 0..<63 { deep = .array([deep]) }
         _ = try JSONValue.parseCanonical(deep.canonicalBytes)  // as deep as a value may be
-        let id = RecordID.make(.note)
+        let id = RecordID.make(.note, by: field.deviceID)
         var d = ChangeDraft()
         d.create(id, type: .note, kind: "observation")
         d.add("tags", deep, record: id, type: .note)
@@ -400,7 +400,7 @@ final class TempDir {
     @Test func idPrefixesResolveOrSayWhy() throws {
         let dir = TempDir()
         let store = try newStore(dir)
-        let ids = (0..<2).map { _ in RecordID.make(.note, unixMillis: 1_780_000_000_000) }
+        let ids = (0..<2).map { _ in RecordID.make(.note, by: field.deviceID, unixMillis: 1_780_000_000_000) }
         try store.commitLocal(key: field) { _ in
             var d = ChangeDraft()
             for id in ids { d.create(id, type: .note, kind: "survey") }
@@ -424,7 +424,7 @@ final class TempDir {
         #expect(try server.roster()[field.deviceID]?.revokedAfterSeq == 0)
         // A change by the revoked device is refused through the cached roster too.
         var m = MemoryReplica(roster: Roster(entries))
-        var d = ChangeDraft(); d.create(RecordID.make(.note), type: .note, kind: "survey")
+        var d = ChangeDraft(); d.create(RecordID.make(.note, by: field.deviceID), type: .note, kind: "survey")
         let late = try m.commit(d, key: field, wallMillis: 1_000)
         guard case .failure(let refusal)? = try server.receive([late])[late.id] else {
             Issue.record("a change from a revoked device was taken")
@@ -471,7 +471,7 @@ final class TempDir {
         var store = try newStore(dir)
         func note() throws -> HLC {
             let made = try store.commitLocal(key: field) { _ in
-                var d = ChangeDraft(); let id = RecordID.make(.note)
+                var d = ChangeDraft(); let id = RecordID.make(.note, by: field.deviceID)
                 d.create(id, type: .note, kind: "observation")
                 d.set("narrative", to: "edge cleared", onNew: id, type: .note)
                 return d
@@ -484,7 +484,7 @@ final class TempDir {
         // A coordinator's laptop with its clock set absurdly far ahead.
         let future = HLC(millis: 1 << 47 | 5, counter: 3)
         #expect(Int64(bitPattern: future.raw) < 0)
-        var d = ChangeDraft(); let id = RecordID.make(.note)
+        var d = ChangeDraft(); let id = RecordID.make(.note, by: coord.deviceID)
         d.create(id, type: .note, kind: "observation")
         let skewed = SignedChange.author(Change(device: coord.deviceID, seq: 1, prev: .zero, hlc: future, wallMillis: Timestamps.nowMillis, ops: d.ops),
                                          values: d.values, key: coord)
@@ -508,14 +508,14 @@ final class TempDir {
         let store = try newStore(dir)
         func note() throws -> SignedChange {
             try #require(try store.commitLocal(key: field) { _ in
-                var d = ChangeDraft(); let id = RecordID.make(.note)
+                var d = ChangeDraft(); let id = RecordID.make(.note, by: field.deviceID)
                 d.create(id, type: .note, kind: "observation")
                 d.set("narrative", to: "edge cleared", onNew: id, type: .note)
                 return d
             }.first)
         }
         let made = try (0..<5).map { _ in try note() }
-        var d = ChangeDraft(); d.create(RecordID.make(.note), type: .note, kind: "survey")
+        var d = ChangeDraft(); d.create(RecordID.make(.note, by: coord.deviceID), type: .note, kind: "survey")
         _ = try store.receive([SignedChange.author(Change(device: coord.deviceID, seq: 1, prev: .zero, hlc: HLC(millis: Timestamps.nowMillis, counter: 0),
                                                           wallMillis: Timestamps.nowMillis, ops: d.ops), values: d.values, key: coord)])
         func outbox() throws -> [UInt64] { try store.outbox(device: field.deviceID).map(\.seq) }

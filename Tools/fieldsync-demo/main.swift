@@ -19,7 +19,7 @@ func exchange(_ x: inout MemoryReplica, _ y: inout MemoryReplica) throws {
 }
 
 do {
-    let id = RecordID.make(.note, unixMillis: now)
+    let id = RecordID.make(.note, by: alice.deviceID, unixMillis: now)
     var d = ChangeDraft()
     d.create(id, type: .note, kind: "clearance_day")
     d.set("ref", to: "UA-KHA-CLR-0042", onNew: id, type: .note)

@@ -146,6 +146,14 @@ extension ContactImport {
                     var id = input.id
                     var exists = false
                     if let uid = id { exists = try reader.view(uid) != nil }
+                    // A card of a record this laptop has not received and did not make: only its
+                    // maker may create that id (`RecordID`), so the card becomes the contact named
+                    // by its UID, the same on every laptop that imports it.
+                    if !exists, let uid = id, !uid.mayBeCreated(by: replica.key.deviceID) {
+                        let named = RecordID.contact(named: "urn:uuid:\(uid)")
+                        id = named
+                        exists = try reader.view(named) != nil
+                    }
                     if !exists, let matched = keys.lazy.compactMap({ known[$0] }).first(where: { ContactIdentity.sameName(name, knownName[$0] ?? "") }) {
                         id = matched
                         exists = true
@@ -165,7 +173,7 @@ extension ContactImport {
             }
 
             var d = ChangeDraft()
-            var fresh = groups.filter { $0.id == nil }.map { _ in RecordID.make(.contact) }.sorted().makeIterator()
+            var fresh = RecordID.make(groups.count { $0.id == nil }, .contact, by: replica.key.deviceID).makeIterator()
             for g in groups {
                 let name = g.input.registers.first { $0.0 == "fn" }?.1.stringValue ?? ""
                 if g.exists, let id = g.id {
