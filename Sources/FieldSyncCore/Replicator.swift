@@ -26,12 +26,21 @@ public protocol ReplicaStorage {
 
 /// What happened to a received change.
 public enum ReceiveOutcome: Hashable, Sendable {
-    /// Applied now (with any pending successors it released, in order).
-    case applied([ChangeID])
+    /// Taken now, with any held successors it released, in seq order; each with policy's
+    /// verdict (a refused change is kept in its chain but applied nowhere).
+    case applied([AppliedChange])
     /// Already applied: nothing to do.
     case duplicate
     /// Waits for an earlier seq of its device.
     case pending
+}
+
+/// A change taken into its device's chain, and policy's verdict on it: nil when its ops were
+/// applied, else why none was (`Policy`). Callers read the verdict here, never from the store.
+public struct AppliedChange: Hashable, Sendable {
+    public let id: ChangeID
+    public let refusal: CoreError?
+    public init(id: ChangeID, refusal: CoreError?) { self.id = id; self.refusal = refusal }
 }
 
 /// The one path by which a change enters a replica, local or remote: chain checks, per-device
@@ -79,20 +88,18 @@ public enum Replicator {
             return .pending
         }
         try checkLink(change, head: head)
-        var ids = [change.id]
-        try apply(change, into: &s, wallMillis: wallMillis)
+        var taken = [AppliedChange(id: change.id, refusal: try apply(change, into: &s, wallMillis: wallMillis))]
         // Release successors that were waiting for this one.
         var next = c.seq + 1
         var prevID = change.id
         while let waiting = try s.pending(device: c.device, seq: next) {
             try s.removePending(device: c.device, seq: next)
             guard waiting.change.prev == prevID else { break }  // a broken successor is dropped
-            try apply(waiting, into: &s, wallMillis: wallMillis)
-            ids.append(waiting.id)
+            taken.append(AppliedChange(id: waiting.id, refusal: try apply(waiting, into: &s, wallMillis: wallMillis)))
             prevID = waiting.id
             next += 1
         }
-        return .applied(ids)
+        return .applied(taken)
     }
 
     static func checkLink(_ change: SignedChange, head: (seq: UInt64, id: ChangeID)?) throws(CoreError) {
@@ -102,7 +109,8 @@ public enum Replicator {
         }
     }
 
-    static func apply<S: ReplicaStorage>(_ change: SignedChange, into s: inout S, wallMillis: UInt64) throws {
+    /// Appends `change` to its chain and applies its ops unless policy refuses it; returns the refusal.
+    static func apply<S: ReplicaStorage>(_ change: SignedChange, into s: inout S, wallMillis: UInt64) throws -> CoreError? {
         let c = change.change
         let skewed = s.clock.observe(c.hlc, wallMillis: wallMillis)
         let role = try s.rosterEntry(c.device)?.role ?? .field
@@ -115,7 +123,7 @@ public enum Replicator {
             for (id, indexes) in groups where try s.isErased(id) {
                 try s.eraseValues(record: id, fields: s.schema.personalFields(of: c.ops[indexes[0]].recordType))
             }
-            return
+            return refusal
         }
 
         for (id, indexes) in groups {
@@ -137,5 +145,6 @@ public enum Replicator {
                 try s.eraseValues(record: id, fields: personal)
             }
         }
+        return nil
     }
 }

@@ -180,10 +180,10 @@ public struct ReplicaStore: Sendable {
                 let change = Change(device: device, seq: (head?.seq ?? 0) + 1, prev: head?.id ?? .zero,
                                     hlc: s.clock.tick(wallMillis: wallMillis), wallMillis: wallMillis, ops: part.ops)
                 let signed = SignedChange.author(change, values: part.values, key: key)
-                _ = try Replicator.receive(signed, into: &s, wallMillis: wallMillis, verified: true)
-                if let refused = s.refusedLast, refused.id == signed.id {
-                    // Refused by policy: say so and write nothing, rather than keep a change that applies nowhere.
-                    throw CoreError(.forbidden, refused.message)
+                // Refused by policy: say so and write nothing, rather than keep a change that applies nowhere.
+                if case .applied(let taken) = try Replicator.receive(signed, into: &s, wallMillis: wallMillis, verified: true),
+                   let refusal = taken.first?.refusal {
+                    throw CoreError(.forbidden, refusal.message)
                 }
                 out.append(signed)
             }

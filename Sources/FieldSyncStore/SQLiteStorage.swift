@@ -36,7 +36,6 @@ struct SQLiteStorage: ReplicaStorage {
     /// lookup there (each change asked twice).
     var pendingEmpty: Bool?
     /// The policy refusal of the change appended last, if it was refused.
-    var refusedLast: (id: ChangeID, message: String)?
 
     init(db: Database, schema: RecordSchema, wallMillis: UInt64, keepsEnvelopes: Bool, roster: Roster) throws {
         self.db = db
@@ -117,7 +116,6 @@ struct SQLiteStorage: ReplicaStorage {
         appended = (c.id, n, c.values)
         // A chain grows only at its head (`Replicator` checked the link).
         heads[c.change.device] = (c.change.seq, c.id)
-        refusedLast = refusal.map { (c.id, $0.message) }
         guard refusal != nil else { return }  // its edits are saved record by record (`saveRecord`)
         // Refused: applied nowhere, never loaded (live -1), but kept by record so that an erasure
         // of the record reaches its values too.

@@ -115,12 +115,24 @@ extension ReplicaStore {
                     // a value this schema refuses) is held, not acknowledged. Acknowledged, the
                     // laptop would count it delivered, though no one gets it until the gap is
                     // filled; held, it stays in the laptop's outbox and `status` shows it waiting.
-                    guard try Replicator.receive(c, into: &s, wallMillis: now, verified: verified.contains(c.id)) != .pending else { continue }
+                    let outcome = try Replicator.receive(c, into: &s, wallMillis: now, verified: verified.contains(c.id))
+                    guard outcome != .pending else { continue }
                     result.accepted.append(c.id)
                     known.seqs[device] = max(known[device], c.change.seq)
-                    if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT refusal_code, refusal FROM changes WHERE id = ? AND refusal_code IS NOT NULL"),
-                                                  arguments: [Data(c.id.bytes)]) {
-                        result.refused.append(ChangeRefusal(id: id, code: row["refusal_code"], reason: row["refusal"]))
+                    // Accepted and refused: kept in the chain, applied nowhere. A duplicate (an
+                    // answer lost on the way) gets the verdict it was stored with.
+                    switch outcome {
+                    case .applied(let taken):
+                        if let refusal = taken.first?.refusal {
+                            result.refused.append(ChangeRefusal(id: id, code: refusal.code.description, reason: refusal.message))
+                        }
+                    case .duplicate:
+                        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT refusal_code, refusal FROM changes WHERE id = ? AND refusal_code IS NOT NULL"),
+                                                      arguments: [Data(c.id.bytes)]) {
+                            result.refused.append(ChangeRefusal(id: id, code: row["refusal_code"], reason: row["refusal"]))
+                        }
+                    case .pending:
+                        break
                     }
                 } catch let e as CoreError {
                     result.refused.append(ChangeRefusal(id: id, code: e.code.description, reason: e.message))

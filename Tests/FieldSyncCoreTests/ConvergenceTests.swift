@@ -295,8 +295,8 @@ struct Scenario {
         if last.millis > wall && last.millis - wall > HybridClock.maxLeadMillis {
             return "(d) \(d.entry.name): clock \(last) is \(last.millis - wall) ms ahead of its wall clock \(wall) after change \(c.id.hex.prefix(12)) (hlc \(c.change.hlc))"
         }
-        guard first, case .applied(let ids) = outcome else { return nil }
-        for id in ids {
+        guard first, case .applied(let taken) = outcome else { return nil }
+        for id in taken.map(\.id) {
             if let f = checkTypes(ledger.touched[id] ?? [], at: d, ledger: ledger, after: id) { return f }
         }
         return nil

@@ -49,7 +49,11 @@ struct LiveClient {
         tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMBytes(Array(caPEM.utf8)))
         tls.minimumTLSVersion = .tlsv1
         tls.maximumTLSVersion = maxTLS
-        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: .init(tlsConfiguration: tls))
+        // Generous bounds on reaching the server and getting a pooled connection: on two loaded
+        // cores sixteen TLS handshakes at once take longer than the client's defaults.
+        var config = HTTPClient.Configuration(tlsConfiguration: tls, timeout: .init(connect: .seconds(60)))
+        config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
+        http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
         self.port = port
     }
 
