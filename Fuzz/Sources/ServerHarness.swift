@@ -126,7 +126,7 @@ enum ServerHarness {
             let token = try store.createInvite(role: role, name: name, ttlMillis: 3_600_000, now: now)
             _ = try store.enroll(token: token, publicKey: key.publicKey, name: name, now: now)
         }
-        return SyncServer(store: store, key: try data.serverKey(), caPEM: try data.caPEM(), requestsPerMinute: 1 << 40)
+        return SyncServer(store: SQLiteSyncStore(store), key: try data.serverKey(), caPEM: try data.caPEM(), requestsPerMinute: 1 << 40)
     }
 
     final class Outcome: Sendable {

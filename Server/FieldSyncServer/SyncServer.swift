@@ -17,7 +17,6 @@ public struct SyncServer: Sendable {
     let limiter: RateLimiter
     let metrics: ServerMetrics
     let load = ExchangeLoad()
-    let requests = RequestCount()
     let rosters = RosterSigner()
 
     /// The CA certificate, served at `/ca.pem` so `fieldsync enroll --pin` can check it against the pin.
@@ -45,14 +44,14 @@ public struct SyncServer: Sendable {
         }
         router.get("/metrics") { _, _ in
             var buffer: [UInt8] = []
-            self.metrics.devicesSeen.set(Double((try? await self.store.countDevicesSeen(since: self.clock() - 86_400_000)) ?? 0))
+            self.metrics.devicesSeen.set(Double((try? await self.store.devicesSeen(since: self.clock() - 86_400_000)) ?? 0))
             self.metrics.registry.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
         }
         router.post("/v1/enroll") { _, context in try await self.enroll(context) }
         router.post("/v1/sync") { _, context in try await self.sync(context) }
         router.get("/v1/roster") { _, context in
-            try self.signed(status: .ok, encodable: SignedRoster.sign(try await self.store.currentRoster(alone: false), key: self.key), nonce: context.nonce)
+            try self.signed(status: .ok, encodable: SignedRoster.sign(try await self.store.roster(), key: self.key), nonce: context.nonce)
         }
         return router
     }
@@ -69,7 +68,7 @@ public struct SyncServer: Sendable {
         // the name the laptop asks for is ignored, so a field invite cannot enrol as
         // "coordinator-laptop". An empty name makes the store take the invite's.
         let entry: RosterEntry
-        do { entry = try await store.enrollDevice(token: req.token, publicKey: pk, name: "", now: clock()) } catch let e as StoreError {
+        do { entry = try await store.enroll(token: req.token, publicKey: pk, name: "", now: clock()) } catch let e as SyncStoreError where e.code == .inviteRefused {
             throw Problem(.inviteRefused, e.message)
         }
         // Only now, the token verified, is anything of the request written. A replay of it finds
@@ -77,7 +76,7 @@ public struct SyncServer: Sendable {
         // The device is enrolled whether or not this write succeeds: its answer still goes out.
         _ = try? await store.useNonce(nonce, now: clock())
         let body = EnrollResponse(device: entry.device.description, role: entry.role.rawValue, serverPublicKey: Data(key.publicKey).base64EncodedString(),
-                                  roster: SignedRoster.sign(try await store.currentRoster(alone: false), key: key), serverTime: clock())
+                                  roster: SignedRoster.sign(try await store.roster(), key: key), serverTime: clock())
         return try signed(status: .ok, encodable: body, nonce: context.nonce)
     }
 
@@ -112,14 +111,12 @@ public struct SyncServer: Sendable {
         }
         guard let nonce = context.unrecordedNonce else { throw Problem(.signatureInvalid, "no signature nonce") }
         let roster: Roster
-        // Alone, the store works on this thread: no other request waits for it (`SyncStore`).
-        let alone = requests.alone
-        if let known = context.roster { roster = known } else { roster = try await store.currentRoster(alone: alone) }
-        let result: ReplicaStore.ExchangeResult
+        if let known = context.roster { roster = known } else { roster = try await store.roster() }
+        let result: ExchangeResult
         do {
-            result = try await store.exchange(device: device.device, roster: roster, upload: upload, clientVector: vector, limits: limits,
-                                              now: clock(), nonce: nonce, alone: alone)
-        } catch let e as StoreError where e.code == .replayed {
+            result = try await store.exchange(ExchangeRequest(device: device.device, roster: roster, upload: upload, clientVector: vector,
+                                                              nonce: nonce, now: clock()), limits: limits)
+        } catch let e as SyncStoreError where e.code == .replayed {
             throw Problem(.replayed, Authenticator.replayed)
         }
         let refused = undecodable + result.refused
@@ -190,18 +187,6 @@ public struct SyncServer: Sendable {
                            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },
                            logger: logger)
     }
-}
-
-/// The /v1/ requests in this process, counted from the moment the authenticator takes one until
-/// its answer is made. A request that finds itself the only one (`alone`) may do its storage
-/// work on its own thread (`ReplicaStore.Access.inline`). Each request counts itself before it
-/// asks and uncounts itself only after its last storage access, so two requests are never both
-/// alone: at most one thread of the cooperative pool is ever waiting on SQLite.
-final class RequestCount: Sendable {
-    let inFlight = Atomic<Int>(0)
-    func enter() { inFlight.wrappingAdd(1, ordering: .acquiringAndReleasing) }
-    func leave() { inFlight.wrappingSubtract(1, ordering: .acquiringAndReleasing) }
-    var alone: Bool { inFlight.load(ordering: .acquiring) == 1 }
 }
 
 /// How crowded this process is (exchanges in flight, and exchanges just begun), and from that

@@ -77,7 +77,7 @@ struct Serve: AsyncParsableCommand {
         let files = ServerData(directory: data.data)
         try files.checkSecretModes()
         let store = try files.openStore()
-        let server = SyncServer(store: store, key: try files.serverKey(), caPEM: try files.caPEM(), requestsPerMinute: rateLimit)
+        let server = SyncServer(store: SQLiteSyncStore(store), key: try files.serverKey(), caPEM: try files.caPEM(), requestsPerMinute: rateLimit)
         var limits = ConnectionLimits()
         limits.maxConnections = maxConnections
         let (chain, key) = try files.tlsMaterial()

@@ -5,6 +5,8 @@ public struct CoreError: Error, Hashable, CustomStringConvertible, Sendable {
         private let name: String
         private init(_ name: String) { self.name = name }
         public var description: String { name }
+        /// A code as stored with a refused change (its `description`), read back.
+        public init(stored name: String) { self.name = name }
 
         /// Bytes that are not a well-formed change, envelope or value.
         public static let malformed = Code("malformed")

@@ -525,7 +525,7 @@ extension ReplicaStore {
 
 extension SignedChange {
     /// Holds an `erase`: after applying it, the store folds and truncates its WAL.
-    var erases: Bool { change.ops.contains { $0.action == .erase } }
+    public var erases: Bool { change.ops.contains { $0.action == .erase } }
 }
 
 extension ReplicaStore {

@@ -4,6 +4,7 @@ import FieldSyncStore
 import Foundation
 import NIOCore
 import NIOSSL
+import Synchronization
 import Testing
 @testable import FieldSyncServer
 
@@ -95,26 +96,31 @@ struct LiveClient {
         #expect(server.process.terminationReason == .exit)
     }
 
-    /// Only a request that is the only one counted may work on its own thread, and while it is
-    /// counted no other is alone: at most one pool thread ever waits on SQLite (two waiting for
-    /// the reader pool once deadlocked the server in B3).
-    @Test func twoRequestsInFlightAreNeitherAlone() async throws {
-        let requests = RequestCount()
-        #expect(!requests.alone)
-        requests.enter()
-        #expect(requests.alone)
-        requests.enter()
-        #expect(!requests.alone)
-        requests.leave()
-        #expect(requests.alone)
-        // A burst: every request counts itself before it asks; none of fifty finds itself alone
-        // until the others have left.
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<50 { group.addTask { requests.enter() } }
+    /// Only a store call that is the only one in flight may work on its own thread, and while it
+    /// runs no other is: at most one pool thread ever waits on SQLite (two waiting for the
+    /// reader pool once deadlocked the server in B3).
+    @Test func twoStoreCallsInFlightAreNeverBothInline() async throws {
+        let ts = try TestServer()
+        let store = ts.sync
+        let (first, second) = try await store.counted { first in (first, try await store.counted { $0 }) }
+        #expect(first && !second)
+        #expect(try await store.counted { $0 })
+        // A burst of fifty calls: at most one inline at any moment.
+        final class Inline: Sendable { let count = Mutex((now: 0, most: 0)) }
+        let inline = Inline()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    try await store.counted { alone in
+                        if alone { inline.count.withLock { $0.now += 1; $0.most = max($0.most, $0.now) } }
+                        try await Task.sleep(for: .milliseconds(2))
+                        if alone { inline.count.withLock { $0.now -= 1 } }
+                    }
+                }
+            }
+            try await group.waitForAll()
         }
-        #expect(!requests.alone)
-        for _ in 0..<50 { requests.leave() }
-        #expect(requests.alone)
+        #expect(inline.count.withLock { $0.most } <= 1)
     }
 
     /// An upload on a slow link: its signature was fresh when the request went out, and expired

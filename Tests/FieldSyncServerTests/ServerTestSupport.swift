@@ -11,6 +11,8 @@ final class TestServer: @unchecked Sendable {
     let dir: String
     let data: ServerData
     let store: ReplicaStore
+    /// The server's view of `store`.
+    let sync: SQLiteSyncStore
     let server: SyncServer
     let serverKey: DeviceKey
 
@@ -19,8 +21,9 @@ final class TestServer: @unchecked Sendable {
         data = ServerData(directory: dir)
         _ = try data.initialise(hostnames: ["localhost"])
         store = try data.openStore()
+        sync = SQLiteSyncStore(store)
         serverKey = try data.serverKey()
-        server = SyncServer(store: store, key: serverKey, caPEM: try data.caPEM(), requestsPerMinute: requestsPerMinute)
+        server = SyncServer(store: sync, key: serverKey, caPEM: try data.caPEM(), requestsPerMinute: requestsPerMinute)
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
@@ -105,5 +108,14 @@ struct TestLaptop {
         d.create(id, type: .note, kind: kind)
         d.set("ref", to: .string(ref), onNew: id, type: .note)
         return (id, try replica.commit(d, key: key, wallMillis: Timestamps.nowMillis))
+    }
+}
+
+extension SQLiteSyncStore {
+    /// One exchange as the server runs it, with the roster as stored.
+    func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector = VersionVector(), limits: ExchangeLimits,
+                  now: UInt64 = Timestamps.nowMillis, nonce: SignatureNonce? = nil) async throws -> ExchangeResult {
+        try await exchange(ExchangeRequest(device: device, roster: try await roster(), upload: upload, clientVector: clientVector,
+                                           nonce: nonce, now: now), limits: limits)
     }
 }

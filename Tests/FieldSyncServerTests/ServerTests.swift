@@ -60,7 +60,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         var a = TestLaptop(key: ka, roster: try ts.store.roster())
         var changes: [SignedChange] = []
         for i in 0..<(SyncProtocol.maxBatch + 20) { changes.append(try a.note("N-\(i)").1) }
-        _ = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: .fixed(10_000), now: Timestamps.nowMillis, nonce: nil)
+        _ = try await ts.sync.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: .fixed(10_000), now: Timestamps.nowMillis, nonce: nil)
         let pull = syncBody([])
         let (_, first, _, _) = try await send(ts, headers: Signer(kb).headers(body: pull), body: pull)
         #expect(first["changes"]?.arrayValue?.count == SyncProtocol.maxBatch)
@@ -82,7 +82,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         // The server's clock reads the head's arrival first, then the body's end 11 minutes later.
         let start = Timestamps.nowMillis
         let reads = Mutex(0)
-        let server = SyncServer(store: ts.store, key: ts.serverKey, caPEM: try ts.data.caPEM(), clock: {
+        let server = SyncServer(store: ts.sync, key: ts.serverKey, caPEM: try ts.data.caPEM(), clock: {
             reads.withLock { n in n += 1; return n == 1 ? start : start + 660_000 }
         })
         let body = syncBody([c])
@@ -97,24 +97,25 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     /// answer exactly as one queued on GRDB's threads, and refuse a replayed nonce the same way.
     @Test(arguments: [false, true]) func anExchangeAloneDoesWhatAQueuedOneDoes(alone: Bool) async throws {
         let ts = try TestServer()
+        let sync = SQLiteSyncStore(ts.store, inlineWhenAlone: alone)
         let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
         var a = TestLaptop(key: ka, roster: try ts.store.roster()), b = TestLaptop(key: kb, roster: try ts.store.roster())
         let theirs = try (0..<3).map { try b.note("B-\($0)").1 }
-        _ = try await ts.store.exchange(device: kb.deviceID, upload: theirs, clientVector: VersionVector(), limits: .fixed(100),
-                                        now: Timestamps.nowMillis, nonce: nil, alone: alone)
+        _ = try await sync.exchange(device: kb.deviceID, upload: theirs, clientVector: VersionVector(), limits: .fixed(100),
+                                        now: Timestamps.nowMillis, nonce: nil)
         let mine = try (0..<4).map { try a.note("A-\($0)").1 }
         let forged = theirs[0]  // signed by b, uploaded by a: refused
         let nonce = SignatureNonce(device: ka.deviceID.description, nonce: "n-1", expiresAt: Timestamps.nowMillis + 60_000)
-        let result = try await ts.store.exchange(device: ka.deviceID, upload: mine + [forged], clientVector: VersionVector(), limits: .fixed(100),
-                                                 now: Timestamps.nowMillis, nonce: nonce, alone: alone)
+        let result = try await sync.exchange(device: ka.deviceID, upload: mine + [forged], clientVector: VersionVector(), limits: .fixed(100),
+                                                 now: Timestamps.nowMillis, nonce: nonce)
         #expect(result.accepted == mine.map(\.id))
         #expect(result.refused.map(\.code) == ["wrong_uploader"])
         #expect(Set(result.lacking) == Set(theirs.map(\.envelope)))
         #expect(result.vector[ka.deviceID] == 4 && result.vector[kb.deviceID] == 3 && !result.more)
         #expect(try ts.store.hasChange(mine[3].id))
-        await #expect(throws: StoreError.self) {
-            try await ts.store.exchange(device: ka.deviceID, upload: [], clientVector: VersionVector(), limits: .fixed(100),
-                                        now: Timestamps.nowMillis, nonce: nonce, alone: alone)
+        await #expect(throws: SyncStoreError.self) {
+            try await sync.exchange(device: ka.deviceID, upload: [], clientVector: VersionVector(), limits: .fixed(100),
+                                        now: Timestamps.nowMillis, nonce: nonce)
         }
     }
 
@@ -124,14 +125,14 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         let ts = try TestServer()
         let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
         var a = TestLaptop(key: ka, roster: try ts.store.roster()), b = TestLaptop(key: kb, roster: try ts.store.roster())
-        for i in 0..<12 { _ = try await ts.store.exchange(device: kb.deviceID, upload: [try b.note("B-\(i)").1], clientVector: VersionVector(),
+        for i in 0..<12 { _ = try await ts.sync.exchange(device: kb.deviceID, upload: [try b.note("B-\(i)").1], clientVector: VersionVector(),
                                                           limits: .fixed(100), now: Timestamps.nowMillis, nonce: nil) }
         let changes = try (0..<30).map { try a.note("A-\($0)").1 }
         let asked = Mutex(0)
         // Generous when asked first (as on arrival), tight from then on.
         let limits = ExchangeLimits(takes: { asked.withLock { $0 += 1; return $0 == 1 ? 500 : 5 } }, sends: { 4 })
         #expect(limits.takes() == 500)
-        let result = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: limits,
+        let result = try await ts.sync.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: limits,
                                                  now: Timestamps.nowMillis, nonce: nil)
         #expect(result.accepted == changes.prefix(5).map(\.id))
         #expect(try !ts.store.hasChange(changes[5].id))

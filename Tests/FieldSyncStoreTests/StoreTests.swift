@@ -299,11 +299,14 @@ final class TempDir {
         let batch = try newStore(dir, "batch.sqlite", server: server)
         let single = try newStore(dir, "single.sqlite", server: server)
         if server {
-            // As uploads: each device's changes in one exchange (`storeUpload` asks `expect` too).
+            // As uploads: each device's changes in one server transaction, `expect` first.
             for device in [field.deviceID, press.deviceID, coord.deviceID] {
-                let result = try await batch.exchange(device: device, upload: changes.filter { $0.change.device == device },
-                                                      clientVector: VersionVector(), limits: .fixed(500), now: 5_000)
-                #expect(result.accepted.count == changes.filter { $0.change.device == device }.count)
+                let upload = changes.filter { $0.change.device == device }
+                let taken = try await batch.serverWrite(inline: false, durable: true, wallMillis: 5_000) { t in
+                    try t.expect(upload)
+                    return try upload.map { try t.receive($0, verified: false) }.filter { $0 != .pending }.count
+                }
+                #expect(taken == upload.count)
             }
         } else {
             #expect(try batch.receive(changes, wallMillis: 5_000).values.allSatisfy { (try? $0.get()) != nil })

@@ -1,0 +1,95 @@
+import FieldSyncCore
+
+/// What the sync server needs of its storage: the embedded SQLite replica (`SQLiteSyncStore`)
+/// or, for several server processes, PostgreSQL. The types here are the server's; a store
+/// keeps its threading to itself. Every call is async and must never block a thread of the
+/// cooperative pool for long (a store may run a call on the caller's thread when nothing else
+/// waits, as SQLite's does).
+public protocol SyncStore: Sendable {
+    /// The roster as stored now.
+    func roster() async throws -> Roster
+    /// One exchange (`ExchangeRequest`): records its nonce and stores the upload durably in one
+    /// transaction (a pull, which stores no change, need not wait for the disk), then collects
+    /// what the client lacks, as many as `limits` allows when each part of the work starts. A
+    /// nonce seen before throws `SyncStoreError(.replayed)` and stores nothing.
+    func exchange(_ request: ExchangeRequest, limits: ExchangeLimits) async throws -> ExchangeResult
+    /// Spends an invite on a device key; throws `SyncStoreError(.inviteRefused)` for an unknown,
+    /// used or expired token or a key already enrolled. An empty `name` takes the invite's.
+    func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry
+    /// False when the nonce was seen before (a replay).
+    func useNonce(_ nonce: SignatureNonce, now: UInt64) async throws -> Bool
+    /// Devices that synced since `since` (ms).
+    func devicesSeen(since: UInt64) async throws -> Int
+}
+
+/// A store's refusal, by code: the server decides on the code, never on the message.
+public struct SyncStoreError: Error, Sendable, CustomStringConvertible {
+    public enum Code: Sendable, Hashable {
+        /// The request's signature nonce was used before.
+        case replayed
+        /// The invite token is unknown, used or expired, or the key is already enrolled.
+        case inviteRefused
+    }
+    public let code: Code
+    public let message: String
+    public init(_ code: Code, _ message: String) { self.code = code; self.message = message }
+    public var description: String { message }
+}
+
+/// A request signature's nonce, kept until the signature expires (the replay cache).
+public struct SignatureNonce: Sendable, Hashable {
+    public var device: String
+    public var nonce: String
+    public var expiresAt: UInt64
+    public init(device: String, nonce: String, expiresAt: UInt64) { self.device = device; self.nonce = nonce; self.expiresAt = expiresAt }
+}
+
+/// How many changes one exchange takes up and sends down, asked when that work starts rather
+/// than when the request arrived: laptops arrive in bursts, and the first of a burst would
+/// otherwise take a whole batch through the writer while the rest queue behind it.
+public struct ExchangeLimits: Sendable {
+    public var takes: @Sendable () -> Int
+    public var sends: @Sendable () -> Int
+
+    public init(takes: @escaping @Sendable () -> Int, sends: @escaping @Sendable () -> Int) {
+        self.takes = takes
+        self.sends = sends
+    }
+
+    public static func fixed(_ n: Int) -> ExchangeLimits { ExchangeLimits(takes: { n }, sends: { n }) }
+}
+
+/// One authenticated sync request, as the store sees it.
+public struct ExchangeRequest: Sendable {
+    public var device: DeviceID
+    /// The roster the request was authenticated with: the upload's signatures are checked
+    /// against it (revocation is judged again inside the store's transaction).
+    public var roster: Roster
+    public var upload: [SignedChange]
+    public var clientVector: VersionVector
+    /// Recorded in the exchange's own transaction (nil: already recorded).
+    public var nonce: SignatureNonce?
+    public var now: UInt64
+
+    public init(device: DeviceID, roster: Roster, upload: [SignedChange], clientVector: VersionVector, nonce: SignatureNonce?, now: UInt64) {
+        self.device = device
+        self.roster = roster
+        self.upload = upload
+        self.clientVector = clientVector
+        self.nonce = nonce
+        self.now = now
+    }
+}
+
+/// What one exchange did and what it answers.
+public struct ExchangeResult: Sendable {
+    /// Stored (a duplicate too): the laptop may drop them from its outbox.
+    public var accepted: [ChangeID] = []
+    /// Refused outright, or stored but applied nowhere by policy (then listed in both).
+    public var refused: [ChangeRefusal] = []
+    /// What the client lacks, as envelopes.
+    public var lacking: [[UInt8]] = []
+    public var vector = VersionVector()
+    public var more = false
+    public init() {}
+}
