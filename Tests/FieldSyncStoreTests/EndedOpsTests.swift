@@ -4,7 +4,7 @@ import GRDB
 import Testing
 @testable import FieldSyncStore
 
-/// The store reads only a record's ops that still count (migration 0006). These tests hold it to
+/// The store reads only a record's ops that still count (`edits.live`, `ended`). These tests hold it to
 /// the in-memory reference, which keeps every op: same records, whatever the delivery order.
 ///
 /// Replay one history: `FIELDSYNC_SEED=<hex> swift test --filter EndedOps`.
@@ -31,16 +31,6 @@ import Testing
         }
         for f in failures.prefix(3) { Issue.record(Comment(rawValue: f + " (replay: FIELDSYNC_SEED=<seed> swift test --filter EndedOps)")) }
         #expect(failures.isEmpty, "\(failures.count) of \(Self.seeds.count) histories differ from the reference")
-    }
-
-    /// A replica from before migration 0006 (every op counted as live, nothing listed as ended)
-    /// is worked out when opened: it then agrees with the reference as more changes arrive.
-    @Test func migrationWorksOutWhatEndedBefore() throws {
-        var failures: [String] = []
-        for seed in Self.seeds.prefix(12) {
-            if let f = try History(seed: seed).checkMigration() { failures.append("seed \(String(seed, radix: 16)): \(f)") }
-        }
-        #expect(failures.isEmpty, "\(failures.prefix(3))")
     }
 
     /// A record whose create has not arrived loads its ended ops too. A second op ending one of
@@ -221,31 +211,4 @@ struct History {
         return try differences(store, reference)
     }
 
-    /// Half the changes go into a replica laid out as before migration 0006; it is migrated by
-    /// opening it, then gets the rest.
-    func checkMigration() throws -> String? {
-        var (changes, reference, rng) = try make()
-        changes.shuffle(using: &rng)
-        let (early, late) = (Array(changes.prefix(changes.count / 2)), Array(changes.dropFirst(changes.count / 2)))
-        let dir = TempDir()
-        let now = try ReplicaStore.open(path: dir.path + "/now.sqlite", create: true)
-        try now.upsertRoster(roster)
-        _ = try now.receive(early, wallMillis: 1_800_000_000_000)
-        let oldPath = dir.path + "/old.sqlite"
-        try oldLayoutReplica(at: oldPath, upTo: "sqlite/0005_integer_change_keys.sql", from: now) { src, db in
-            for table in ["meta", "roster", "records", "changes", "pending", "refusals"] {
-                try copyRows(src, "SELECT * FROM \(table)", into: table, of: db)
-            }
-            // Before 0006 every op counted as live.
-            for o in try legacyOps(src) {
-                if let v = o.value {
-                    try db.execute(sql: "INSERT INTO op_values (change, idx, salt, value) VALUES (?, ?, ?, ?)", arguments: [o.change, o.idx, v.salt, v.value])
-                }
-                if o.applied { try db.execute(sql: "INSERT INTO ops (change, idx, record, op) VALUES (?, ?, ?, ?)", arguments: [o.change, o.idx, o.record, o.op]) }
-            }
-        }
-        let migrated = try ReplicaStore.open(path: oldPath)
-        _ = try migrated.receive(late, wallMillis: 1_800_000_000_000)
-        return try differences(migrated, reference)
-    }
 }
