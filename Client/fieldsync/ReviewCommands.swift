@@ -48,6 +48,9 @@ struct Resolve: ParsableCommand {
 
 /// Review states as the note's survivors show them; no review op yet means `draft`.
 func reviewStates(_ view: RecordView) -> Set<String> {
+    // A submission or approval that no longer covers what the note shows is a draft again
+    // (`RecordOps.shownReview`): it is submitted, and reviewed, anew.
+    if view.fields["review"]?.value?["changed_since"] != nil { return ["draft"] }
     let states = (view.fields["review"]?.survivors ?? []).compactMap { $0.value?["state"]?.stringValue }
     return states.isEmpty ? ["draft"] : Set(states)
 }
@@ -95,7 +98,9 @@ struct Review: ParsableCommand {
         try r.store.commitLocal(key: r.key) { reader in
             let ops = try reader.ops(rid)
             guard let view = ops.materialize(schema: r.schema), !view.deleted else { throw ClientError("no note \(id)") }
-            guard reviewStates(view) != ["draft"] else {
+            // Only a note never submitted waits for its author; one changed since its submission or
+            // approval is reviewed as it stands now (the review names what it saw).
+            guard view.fields["review"] != nil else {
                 throw ClientError("note \(id) is a draft; it can be reviewed once submitted (`fieldsync submit \(id)`)")
             }
             var d = ChangeDraft()

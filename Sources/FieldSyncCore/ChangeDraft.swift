@@ -76,8 +76,10 @@ public struct ChangeDraft: Sendable {
     public mutating func review(_ state: String, comment: String?, on record: RecordOps) {
         var v: [String: JSONValue] = ["state": .string(state)]
         if let comment { v["comment"] = .string(comment) }
-        let all = record.survivors("review", type: .note).map(\.ref)
-        append(Op(action: .review, recordType: .note, record: record.id, kind: state, field: "review", refs: all), value: .object(v))
+        // The review states it supersedes, and what it covers: a later edit returns the report to
+        // draft (`RecordOps.shownReview`).
+        let refs = record.survivors("review", type: .note).map(\.ref) + record.contentRefs(type: .note)
+        append(Op(action: .review, recordType: .note, record: record.id, kind: state, field: "review", refs: refs), value: .object(v))
     }
 
     public mutating func erase(_ id: RecordID) {

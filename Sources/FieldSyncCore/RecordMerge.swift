@@ -197,6 +197,33 @@ public struct RecordOps: Sendable {
             .sorted { AppliedOp.precedes($1, $0) }
     }
 
+    /// What a record shows but its review: every surviving write of its other fields and every
+    /// live tag. A review names these (with the review survivors it supersedes): what its author
+    /// saw, as a delete does.
+    public func contentRefs(type: RecordType) -> [OpRef] {
+        var refs: [OpRef] = []
+        for name in writes.keys where name != "review" { refs += survivors(name, type: type).map(\.ref) }
+        for name in adds.keys { refs += liveTags(name, type: type).map(\.ref) }
+        return refs
+    }
+
+    /// Review states that stand only while the report stays as its reviewer saw it.
+    static let reviewedStates: Set<String> = ["submitted", "approved"]
+
+    /// The review as shown: a submission or approval whose review did not see everything the
+    /// record shows now (an edit after it, or one made offline before it that arrived later)
+    /// shows as `draft`, with `changed_since` the state it had. Judged from the op set alone, so
+    /// every replica shows the same, whatever order the ops came in.
+    func shownReview(_ s: [AppliedOp], type: RecordType) -> FieldView {
+        let view = FieldView(merge: .register, value: s[0].value, survivors: s.map(Survivor.init), elements: [])
+        guard let state = s[0].value?["state"]?.stringValue, Self.reviewedStates.contains(state) else { return view }
+        let seen = Set(s[0].op.refs)
+        guard contentRefs(type: type).contains(where: { !seen.contains($0) }) else { return view }
+        var value: [String: JSONValue] = ["state": "draft", "changed_since": .string(state)]
+        if let comment = s[0].value?["comment"] { value["comment"] = comment }
+        return FieldView(merge: .register, value: .object(value), survivors: view.survivors, elements: [])
+    }
+
     /// Live add tags of a set field, in op order.
     public func liveTags(_ field: String, type: RecordType) -> [AppliedOp] {
         guard let a = adds[field] else { return [] }
@@ -220,7 +247,8 @@ public struct RecordOps: Sendable {
             let s = survivors(name, type: type)
             guard !s.isEmpty else { continue }
             if !tombs.isEmpty { content += s.map(\.ref) }
-            fields[name] = FieldView(merge: .register, value: s[0].value, survivors: s.map(Survivor.init), elements: [])
+            fields[name] = name == "review" ? shownReview(s, type: type)
+                : FieldView(merge: .register, value: s[0].value, survivors: s.map(Survivor.init), elements: [])
         }
         for (name, _) in adds {
             let live = liveTags(name, type: type)

@@ -146,6 +146,18 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
             #expect(note["fields"]?["review"]?["state"] == "approved")
         }
         #expect(Set(try [f1, f2, co].map { try $0.ok("note", "list", "--json") }).count == 1)
+        // An approved report changed afterwards is a draft again, everywhere, until reviewed anew.
+        _ = try f1.ok("note", "edit", n, "--set", "depth_cm=20")
+        for l in [f1, co] { _ = try l.ok("sync", "--quiet") }
+        for l in [f1, co] {
+            let review = try JSONValue.parse(try l.ok("note", "show", n, "--json"))["fields"]?["review"]
+            #expect(review?["state"] == "draft" && review?["changed_since"] == "approved", "\(String(describing: review))")
+        }
+        _ = try f1.ok("submit", n)
+        _ = try f1.ok("sync", "--quiet")
+        _ = try co.ok("sync", "--quiet")
+        _ = try co.ok("review", n, "--approve")
+        #expect(try JSONValue.parse(try co.ok("note", "show", n, "--json"))["fields"]?["review"]?["state"] == "approved")
 
         // A revoked laptop is refused (exit 4) and keeps its data.
         _ = try LiveServer.admin(["devices", "revoke", "nts2-laptop", "--data", server.dir])

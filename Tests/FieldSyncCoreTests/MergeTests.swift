@@ -171,6 +171,42 @@ import Testing
         #expect(a.refusals[back.id]?.code == .forbidden, "no op writes draft")
     }
 
+    /// An approval covers what its coordinator saw: a later edit, or one made offline before it
+    /// that arrives after it, returns the report to draft on every replica; a review that saw
+    /// the edit stands.
+    @Test func anEditAfterReviewReturnsTheReportToDraft() throws {
+        var (a, b, id) = try pair()
+        var submit = ChangeDraft(); submit.review("submitted", comment: nil, on: a.records[id]!)
+        let submitted = try a.commit(submit, key: k1, wallMillis: baseMillis + 10)
+        _ = try Replicator.receive(submitted, into: &b, wallMillis: baseMillis + 10)
+        // Offline on a, before the approval: a depth written at +15 that b has not seen.
+        var offline = ChangeDraft(); offline.set("team", to: "MT-9", on: a.records[id]!, type: .note)
+        let edit = try a.commit(offline, key: k1, wallMillis: baseMillis + 15)
+        var approve = ChangeDraft(); approve.review("approved", comment: "ok", on: b.records[id]!)
+        let approval = try b.commit(approve, key: boss, wallMillis: baseMillis + 20)
+        #expect(b.record(id)?.values["review"]?["state"] == "approved")
+        // Either order: the approval did not see the edit, so the report is a draft again.
+        _ = try Replicator.receive(approval, into: &a, wallMillis: baseMillis + 30)
+        _ = try Replicator.receive(edit, into: &b, wallMillis: baseMillis + 30)
+        for r in [a, b] {
+            #expect(r.record(id)?.values["review"] == .object(["state": "draft", "changed_since": "approved", "comment": "ok"]))
+        }
+        #expect(a.record(id) == b.record(id))
+        // Approved again having seen it: approved. Then an edit after it: draft again.
+        var again = ChangeDraft(); again.review("approved", comment: nil, on: b.records[id]!)
+        _ = try b.commit(again, key: boss, wallMillis: baseMillis + 40)
+        #expect(b.record(id)?.values["review"] == .object(["state": "approved"]))
+        var tag = ChangeDraft(); tag.add("tags", "late", record: id, type: .note)
+        _ = try b.commit(tag, key: k1, wallMillis: baseMillis + 50)
+        #expect(b.record(id)?.values["review"]?["state"] == "draft")
+        // A rejection stands through edits: it asks for them.
+        var reject = ChangeDraft(); reject.review("rejected", comment: "fix the depth", on: b.records[id]!)
+        _ = try b.commit(reject, key: boss, wallMillis: baseMillis + 60)
+        var fix = ChangeDraft(); fix.set("team", to: "MT-3", on: b.records[id]!, type: .note)
+        _ = try b.commit(fix, key: k1, wallMillis: baseMillis + 70)
+        #expect(b.record(id)?.values["review"]?["state"] == "rejected")
+    }
+
     @Test func aReviewValueMustNameTheSignedState() throws {
         let (a, _, id) = try pair()
         var d = ChangeDraft(); d.review("submitted", comment: nil, on: a.records[id]!)
