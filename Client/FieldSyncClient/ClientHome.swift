@@ -57,7 +57,7 @@ public struct ClientHome: Sendable {
     public func open() throws -> Replica {
         let fm = FileManager.default
         guard fm.fileExists(atPath: databasePath) else {
-            throw ClientError("no replica in \(path): run `fieldsync init --name NAME` first")
+            throw StoreError(.notInitialised, "no replica in \(path): run `fieldsync init --name NAME` first")
         }
         guard let text = fm.contents(atPath: keyPath).flatMap({ String(data: $0, encoding: .utf8) }),
               let raw = [UInt8](hex: text.trimmingCharacters(in: .whitespacesAndNewlines)) else {

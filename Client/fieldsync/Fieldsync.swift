@@ -17,16 +17,9 @@ struct Fieldsync: AsyncParsableCommand {
         do {
             var command = try parseAsRoot()
             if var async = command as? any AsyncParsableCommand { try await async.run() } else { try command.run() }
-        } catch let e as SyncFailure {
-            fail(e.message, e.exit.rawValue)
-        } catch let e as ClientError {
-            fail(e.message, e.exitCode)
-        } catch let e as CoreError {
-            fail(e.message, 1)
-        } catch let e as StoreError {
-            fail(e.message, 1)
-        } catch let e as ImportError {
-            fail(e.description, 1)
+        } catch let failure where Failure(failure) != nil {
+            let f = Failure(failure)!
+            fail(f.message, f.exit)
         } catch {
             let code = exitCode(for: error)
             if let e = error as? ExitCode, e.rawValue != 64 { Foundation.exit(e.rawValue) }
@@ -44,6 +37,39 @@ struct Fieldsync: AsyncParsableCommand {
         FileHandle.standardError.write(Data("fieldsync: \(message)\n".utf8))
         Foundation.exit(code)
     }
+}
+
+/// A command's failure as scripts see it: the exit status (DESIGN.md §9), a stable code, and
+/// the one line people read. The one table from error to exit status.
+struct Failure {
+    let exit: Int32
+    let code: String
+    let message: String
+
+    init?(_ error: any Error) {
+        switch error {
+        case let e as SyncFailure:
+            exit = e.exit.rawValue
+            code = e.problem?.rawValue ?? ["ok", "failed", "usage", "unreachable", "authentication", "policy", "busy"][Int(e.exit.rawValue)]
+            message = e.message
+        case let e as ClientError:
+            (exit, code, message) = (e.exitCode, e.exitCode == 2 ? "usage" : "failed", e.message)
+        case let e as CoreError:
+            (exit, code, message) = (1, e.code.description, e.message)
+        case let e as StoreError:
+            // A replica that is missing, foreign or read-only needs a person, not a retry (a
+            // systemd unit lists 2 among the exits it does not restart on).
+            let unusable: Set<StoreError.Code> = [.notInitialised, .notAReplica, .readOnly, .cannotOpen]
+            (exit, code, message) = (unusable.contains(e.code) ? 2 : 1, e.code.description, e.message)
+        case let e as ImportError:
+            (exit, code, message) = (1, "invalid_input", e.description)
+        default:
+            return nil
+        }
+    }
+
+    /// What `--json` prints for it: `{"exit":N,"error":{"code":…,"message":…}}`.
+    var json: JSONValue { .object(["exit": .int(Int64(exit)), "error": .object(["code": .string(code), "message": .string(message)])]) }
 }
 
 /// Options every listing command shares.

@@ -36,6 +36,15 @@ struct Sync: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
+        // With --json, every exit prints its object, failures included: a cron line's `>> sync.log`
+        // records why a night's sync failed, not only that it did.
+        do { try await exchange() } catch let error where output.json && !watch {
+            if let f = Failure(error) { printJSON(f.json) }  // (an ExitCode was reported already)
+            throw error
+        }
+    }
+
+    func exchange() async throws {
         guard timeout > 0 else { throw ClientError.usage("--timeout must be positive") }
         guard watch || every == nil else { throw ClientError.usage("--every goes with --watch") }
         guard (every ?? 60) > 0 else { throw ClientError.usage("--every must be positive") }
@@ -58,11 +67,12 @@ struct Sync: AsyncParsableCommand {
             var o = summary.jsonObject(durationMillis: duration)
             o["exit"] = .int(summary.refused.isEmpty ? 0 : 5)
             printJSON(.object(o))
-        } else if !quiet {
+        } else if !quiet && (isatty(STDOUT_FILENO) == 1 || summary.moved) {
+            // To a pipe or a file (cron), a sync that moved nothing says nothing.
             for line in summary.lines(durationMillis: duration) { print(line) }
         }
         if !summary.refused.isEmpty {
-            throw ExitCode(5)
+            throw ExitCode(5)  // reported above, refusal by refusal
         }
     }
 }
@@ -157,6 +167,9 @@ struct SyncWatch: Service {
 
 extension SyncEngine.Summary {
     /// What a person reads after a sync: one line, then one per change refused.
+    /// Whether the sync changed anything here or there, or has something to report.
+    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore }
+
     func lines(durationMillis ms: Int64) -> [String] {
         ["sent \(pushed), received \(pulled), \(conflictsAfter) conflicts open (\(max(0, conflictsAfter - conflictsBefore)) new), \(ms) ms"]
             + refused.map { "refused \($0.id.prefix(12)): \($0.reason)" }

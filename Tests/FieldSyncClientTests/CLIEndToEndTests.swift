@@ -59,9 +59,9 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
     @Test func aFieldWorkersDayOffline() throws {
         let cli = CLI()
         defer { cli.cleanUp() }
-        // Nothing works before init, with a clear message.
+        // Nothing works before init, with a clear message; a missing replica needs a person (2).
         let early = try cli.run("note", "list")
-        #expect(early.status == 1 && early.err.contains("fieldsync init"))
+        #expect(early.status == 2 && early.err.contains("fieldsync init"))
 
         _ = try cli.ok("init", "--name", "mt3-laptop", "--role", "coordinator")
         let again = try cli.run("init", "--name", "x")
@@ -218,7 +218,7 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         try Data(repeating: 0x42, count: 8192).write(to: URL(fileURLWithPath: cli.home + "/replica.sqlite"))
         for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: cli.home + "/replica.sqlite" + suffix) }
         let r = try cli.run("note", "list")
-        #expect(r.status == 1)
+        #expect(r.status == 2, "an unusable replica needs a person: exit 2")
         #expect(r.err.hasPrefix("fieldsync: ") && r.err.contains("not a fieldsync replica"))
         #expect(r.err.split(separator: "\n").count == 1)
     }

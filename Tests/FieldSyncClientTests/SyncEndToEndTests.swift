@@ -168,6 +168,36 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         server.kill(SIGTERM)
     }
 
+    /// What a cron line sees: a sync that moved nothing prints nothing to a pipe; one that moved
+    /// something says so; with --json every exit prints its object, a failure's code and
+    /// message included; a missing replica is an exit that needs a person (2), not a retry.
+    @Test func cronSeesOneLineWhenSomethingMovedAndJSONOnEveryExit() throws {
+        let server = try LiveServer()
+        try server.start()
+        let f = try laptop(server, role: "field", name: "cron-laptop")
+        defer { f.cleanUp() }
+        _ = try f.ok("sync")
+        let idle = try f.run("sync")
+        #expect(idle.status == 0 && idle.out.isEmpty, "a sync that moved nothing printed \(idle.out)")
+        _ = try f.ok("note", "add", "--kind", "observation", "--set", "ref=CRON-1")
+        #expect(try f.ok("sync").hasPrefix("sent 1, received 0"))
+        let ok = try JSONValue.parse(try f.ok("sync", "--json"))
+        #expect(ok["exit"] == .int(0) && ok["pushed"] == .int(0))
+
+        server.kill(SIGTERM)
+        let down = try f.run("sync", "--json", "--timeout", "2")
+        #expect(down.status == 3, "\(down.err)")
+        let failure = try JSONValue.parse(down.out)
+        #expect(failure["exit"] == .int(3) && failure["error"]?["code"] == "unreachable", "\(down.out)")
+        #expect(failure["error"]?["message"]?.stringValue?.isEmpty == false)
+        #expect(down.err.hasPrefix("fieldsync: "))
+
+        let nowhere = CLI()
+        let missing = try nowhere.run("sync", "--json")
+        #expect(missing.status == 2, "\(missing.err)")
+        #expect(try JSONValue.parse(missing.out)["error"]?["code"] == "not_initialised")
+    }
+
     /// `fieldsync sync --watch` as a process. A note added here reaches the server within seconds
     /// though the periodic sync is an hour away; a second sync of the replica is refused (6);
     /// each sync that moved something prints a JSON line as it happens; SIGTERM stops it with
