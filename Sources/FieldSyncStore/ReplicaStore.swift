@@ -219,18 +219,36 @@ extension ReplicaStore {
     }
 
     /// Finds a record by a unique prefix of its id.
-    public func resolveID(_ prefix: String, type: RecordType? = nil) throws -> RecordID {
-        let p = prefix.lowercased()
-        guard !p.isEmpty, p.allSatisfy({ $0.isHexDigit || $0 == "-" }) else {
-            throw StoreError(.notFound, "'\(prefix)' is not a record id or id prefix")
+    public func resolveID(_ text: String, type: RecordType? = nil) throws -> RecordID {
+        let p = text.lowercased()
+        let what = type?.description ?? "record"
+        guard !p.isEmpty, !p.contains(where: \.isNewline) else { throw StoreError(.notFound, "give a record id, the start or end of one, or a note's ref") }
+        let rows = try read { db -> [Row] in
+            var rows: [Row] = []
+            if p.allSatisfy({ $0.isHexDigit || $0 == "-" }) {
+                // The start of an id, or (four digits or more) its end: ids made the same day share
+                // their first twelve digits, never their last ones.
+                rows = try Row.fetchAll(db, sql: """
+                    SELECT id, ref, kind FROM records
+                    WHERE ((id >= ?1 AND id < ?1 || '~') OR (length(?1) >= 4 AND id LIKE '%' || ?1)) AND (?2 IS NULL OR type = ?2)
+                    ORDER BY id LIMIT 6
+                    """, arguments: [p, type?.description])
+            }
+            if rows.isEmpty {
+                rows = try Row.fetchAll(db, sql: "SELECT id, ref, kind FROM records WHERE ref = ?1 COLLATE NOCASE AND (?2 IS NULL OR type = ?2) ORDER BY id LIMIT 6",
+                                        arguments: [text, type?.description])
+            }
+            return rows
         }
-        let ids = try read { db in
-            try String.fetchAll(db, sql: "SELECT id FROM records WHERE id >= ? AND id < ? AND (? IS NULL OR type = ?) LIMIT 2",
-                                arguments: [p, p + "~", type?.description, type?.description])
+        guard let first = rows.first else { throw StoreError(.notFound, "no \(what) with id or ref \(text)") }
+        guard rows.count == 1 else {
+            let listed = rows.prefix(5).map { r -> String in
+                let about = [r["ref"] as String?, r["kind"] as String?].compactMap { $0 }.joined(separator: ", ")
+                return (r["id"] as String) + (about.isEmpty ? "" : " (\(about))")
+            }
+            throw StoreError(.ambiguous, "\(text) matches \(rows.count > 5 ? "more than 5" : String(rows.count)) \(what)s: \(listed.joined(separator: "; ")); give more of the id")
         }
-        guard let first = ids.first else { throw StoreError(.notFound, "no \(type?.description ?? "record") with id \(prefix)") }
-        guard ids.count == 1 else { throw StoreError(.ambiguous, "id prefix \(prefix) matches more than one record: give more of it") }
-        return RecordID(first)!
+        return RecordID(first["id"] as String)!
     }
 
     /// Listing JSON of live records, in id (creation) order.

@@ -406,12 +406,24 @@ final class TempDir {
         let ids = (0..<2).map { _ in RecordID.make(.note, by: field.deviceID, unixMillis: 1_780_000_000_000) }
         try store.commitLocal(key: field) { _ in
             var d = ChangeDraft()
-            for id in ids { d.create(id, type: .note, kind: "survey") }
+            for (i, id) in ids.enumerated() {
+                d.create(id, type: .note, kind: "survey")
+                d.set("ref", to: .string("UA-KHA-SUR-00\(i)"), onNew: id, type: .note)
+            }
             return d
         }
         #expect(try store.resolveID(ids[0].description) == ids[0])
-        #expect(throws: StoreError(.ambiguous, "")) { _ = try store.resolveID(String(ids[0].description.prefix(8))) }
-        #expect(throws: StoreError(.notFound, "")) { _ = try store.resolveID("ffff") }
+        // The same day's ids share their start: an ambiguous prefix names the candidates.
+        do {
+            _ = try store.resolveID(String(ids[0].description.prefix(8)))
+            Issue.record("an ambiguous prefix resolved")
+        } catch let e as StoreError {
+            #expect(e.code == .ambiguous && e.message.contains(ids[1].description) && e.message.contains("UA-KHA-SUR-001, survey"))
+        }
+        // Their ends differ: the last digits, or a note's ref, name one.
+        #expect(try store.resolveID(String(ids[1].description.suffix(6))) == ids[1])
+        #expect(try store.resolveID("ua-kha-sur-000") == ids[0])
+        #expect(throws: StoreError(.notFound, "")) { _ = try store.resolveID("UA-KHA-SUR-999") }
         #expect(throws: StoreError(.notFound, "")) { _ = try store.resolveID(ids[0].description, type: .contact) }
     }
 
