@@ -116,8 +116,12 @@ extension ReplicaStore {
         return results
     }
 
+    /// Open conflicts as `fieldsync conflicts` lists them: each field in conflict and each
+    /// delete/edit conflict (a record's listing names them under `conflicts`).
     public func conflictCount() throws -> Int {
-        try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM records WHERE conflicted = 1") ?? 0 }
+        try read { db in
+            try Int.fetchOne(db, sql: "SELECT COALESCE(SUM(json_array_length(json, '$.conflicts')), 0) FROM records WHERE conflicted = 1") ?? 0
+        }
     }
 
     // MARK: Questions

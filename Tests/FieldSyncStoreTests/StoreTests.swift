@@ -400,6 +400,29 @@ final class TempDir {
         #expect(view.listingJSON["fields"]?["tags"] == .array([deep]))
     }
 
+    /// `sync` counts open conflicts as `conflicts` lists them: per field, not per record.
+    @Test func conflictsAreCountedAsTheyAreListed() throws {
+        let dir = TempDir()
+        let store = try newStore(dir)
+        var a = MemoryReplica(roster: Roster(entries)), b = MemoryReplica(roster: Roster(entries))
+        let id = RecordID.make(.note, by: field.deviceID)
+        var d = ChangeDraft()
+        d.create(id, type: .note, kind: "clearance_day")
+        d.set("team", to: "MT-3", onNew: id, type: .note)
+        d.set("depth_cm", to: .int(10), onNew: id, type: .note)
+        let made = try a.commit(d, key: field, wallMillis: 1_000)
+        _ = try Replicator.receive(made, into: &b, wallMillis: 1_000)
+        var mine = ChangeDraft(), theirs = ChangeDraft()
+        for (f, v, w) in [("team", JSONValue.string("MT-4"), JSONValue.string("MT-5")), ("depth_cm", .int(20), .int(30))] {
+            mine.set(f, to: v, on: a.records[id]!, type: .note)
+            theirs.set(f, to: w, on: b.records[id]!, type: .note)
+        }
+        let changes = [made, try a.commit(mine, key: field, wallMillis: 2_000), try b.commit(theirs, key: coord, wallMillis: 2_000)]
+        _ = try store.receive(changes, wallMillis: 3_000)
+        #expect(try store.view(id)?.conflictedFields == ["depth_cm", "team"])
+        #expect(try store.conflictCount() == 2)
+    }
+
     @Test func idPrefixesResolveOrSayWhy() throws {
         let dir = TempDir()
         let store = try newStore(dir)
