@@ -73,7 +73,7 @@ extension Replica {
         for (field, value) in fields.sorted(by: { $0.key < $1.key }) {
             if field == "review" { throw ClientError("\(place): 'review' is set by `fieldsync review`, not on import") }
             guard let spec = schema.field(field, type: type, kind: input.kind) else {
-                throw ClientError("\(place): \(type)\(input.kind.map { " of kind \($0)" } ?? "") has no field '\(field)'")
+                throw ClientError("\(place): \(schema.unknownField(field, type: type, kind: input.kind).message)")
             }
             do {
                 if spec.merge == .set {
@@ -126,7 +126,7 @@ extension Replica {
             for (field, text) in edits.sets {
                 guard seen.insert(field).inserted else { throw ClientError.usage("field '\(field)' is set twice") }
                 guard let spec = schema.field(field, type: type, kind: view.kind) else {
-                    throw CoreError(.unknownField, "\(type)\(view.kind.map { " of kind \($0)" } ?? "") has no field '\(field)'")
+                    throw schema.unknownField(field, type: type, kind: view.kind)
                 }
                 if spec.writtenBy == "review" { throw ClientError.usage("'\(field)' is set by `fieldsync review`") }
                 guard spec.merge == .register else { throw ClientError.usage("'\(field)' is a set: use --add or --remove") }

@@ -383,3 +383,71 @@ struct ContactCommand: ParsableCommand {
         }
     }
 }
+
+/// `fieldsync schema [KIND]`: what each kind of record holds, from `Schema/records.json`, so
+/// fields can be found without reading the source.
+struct SchemaCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "schema", abstract: "List the record kinds, or the fields of one (note, contact, or a note kind).",
+        discussion: "Each field with its type, whether it is a set (--add/--remove) or a value (--set), its limits and allowed values.")
+    @Argument(help: "note, contact, or a note kind such as clearance_day.") var kind: String?
+    @OptionGroup var output: OutputOptions
+
+    func run() throws {
+        let schema = RecordSchema.standard
+        guard let kind else {
+            let kinds: [String: JSONValue] = Dictionary(uniqueKeysWithValues: RecordType.allCases.map { t in
+                (t.description, JSONValue.array(schema.kinds(of: t).map { .string($0) }))
+            })
+            if output.json { printJSON(.object(kinds)); return }
+            print("note kinds: \(schema.kinds(of: .note).joined(separator: ", "))")
+            print("contact: one kind")
+            print("`fieldsync schema KIND` lists a kind's fields.")
+            return
+        }
+        let type: RecordType, noteKind: String?
+        if let t = RecordType.allCases.first(where: { $0.description == kind }) {
+            (type, noteKind) = (t, nil)
+        } else if schema.kinds(of: .note).contains(kind) {
+            (type, noteKind) = (.note, kind)
+        } else {
+            let all = RecordType.allCases.map(\.description) + schema.kinds(of: .note)
+            throw ClientError.usage("'\(kind)' is not a record type or kind: one of \(all.joined(separator: ", "))")
+        }
+        let names = schema.fieldNames(type: type, kind: noteKind)
+        var rows: [(String, FieldSpec)] = names.compactMap { n in schema.field(n, type: type, kind: noteKind).map { (n, $0) } }
+        rows.sort { $0.0 < $1.0 }
+        if output.json {
+            printJSON(.object(Dictionary(uniqueKeysWithValues: rows.map { ($0.0, Self.json($0.1)) })))
+            return
+        }
+        let width = rows.map(\.0.count).max() ?? 0
+        print("\(noteKind.map { "note of kind \($0)" } ?? type.description): \(rows.count) fields")
+        for (name, spec) in rows { print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0) + Self.describe(spec)) }
+    }
+
+    static func describe(_ s: FieldSpec) -> String {
+        var parts = [s.merge == .set ? "set of \(s.type) (one element per --set or --add)" : s.type]
+        if let v = s.values { parts.append("one of " + v.joined(separator: "|")) }
+        if let n = s.maxLength { parts.append("at most \(n) characters") }
+        if let n = s.maxItems { parts.append(s.merge == .set ? "at most \(n) elements" : "at most \(n) positions") }
+        if let lo = s.min, let hi = s.max { parts.append("\(Self.number(lo))…\(Self.number(hi))") }
+        if s.isPersonal { parts.append("personal (erased by `contact erase`)") }
+        if s.writtenBy == "review" { parts.append("set by `fieldsync submit`/`review` only") }
+        return parts.joined(separator: ", ")
+    }
+
+    static func number(_ d: Double) -> String { d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d) }
+
+    static func json(_ s: FieldSpec) -> JSONValue {
+        var o: [String: JSONValue] = ["type": .string(s.type), "merge": .string(s.merge == .set ? "set" : "register")]
+        if let v = s.values { o["values"] = .array(v.map { .string($0) }) }
+        if let n = s.maxLength { o["max_length"] = .int(Int64(n)) }
+        if let n = s.maxItems { o["max_items"] = .int(Int64(n)) }
+        if let n = s.min { o["min"] = .double(n) }
+        if let n = s.max { o["max"] = .double(n) }
+        if s.isPersonal { o["personal"] = .bool(true) }
+        if let w = s.writtenBy { o["written_by"] = .string(w) }
+        return .object(o)
+    }
+}

@@ -9,9 +9,35 @@ extension RecordSchema {
     /// Checks one value (for a set field: one element) and returns it in normal form.
     public func validate(_ value: JSONValue, field: String, type: RecordType, kind: String?) throws(CoreError) -> JSONValue {
         guard let spec = self.field(field, type: type, kind: kind) else {
-            throw CoreError(.unknownField, "\(type) \(kind.map { "of kind \($0) " } ?? "")has no field '\(field)'")
+            throw unknownField(field, type: type, kind: kind)
         }
         return try Self.check(value.normalized(), spec: spec, field: field)
+    }
+
+    /// "note of kind clearance_day has no field 'dept_cm' (did you mean 'depth_cm'?)": the nearest
+    /// field names by edit distance, so a typo says what was meant.
+    public func unknownField(_ field: String, type: RecordType, kind: String?) -> CoreError {
+        let names = fieldNames(type: type, kind: kind)
+        let near = names.map { ($0, Self.editDistance(field.lowercased(), $0)) }.filter { $0.1 <= max(2, field.count / 3) }
+            .sorted { ($0.1, $0.0) < ($1.1, $1.0) }.prefix(2).map { "'\($0.0)'" }
+        let hint = near.isEmpty ? "; `fieldsync schema \(kind ?? type.description)` lists them" : " (did you mean \(near.joined(separator: " or "))?)"
+        return CoreError(.unknownField, "\(type)\(kind.map { " of kind \($0)" } ?? "") has no field '\(field)'\(hint)")
+    }
+
+    /// Levenshtein distance over Unicode scalars, for short names.
+    static func editDistance(_ a: String, _ b: String) -> Int {
+        let x = Array(a.unicodeScalars.prefix(64)), y = Array(b.unicodeScalars.prefix(64))
+        var row = Array(0...y.count)
+        for i in 1...max(1, x.count) where !x.isEmpty {
+            var prev = row[0]
+            row[0] = i
+            for j in 1...max(1, y.count) where !y.isEmpty {
+                let cur = row[j]
+                row[j] = min(row[j] + 1, row[j - 1] + 1, prev + (x[i - 1] == y[j - 1] ? 0 : 1))
+                prev = cur
+            }
+        }
+        return x.isEmpty ? y.count : row[y.count]
     }
 
     static func refuse(_ field: String, _ value: JSONValue, _ rule: String) -> CoreError {
@@ -248,7 +274,7 @@ extension RecordSchema {
     /// `org`: NAME, `tel`: the number as written).
     public func parse(text: String, field: String, type: RecordType, kind: String?) throws(CoreError) -> JSONValue {
         guard let spec = self.field(field, type: type, kind: kind) else {
-            throw CoreError(.unknownField, "\(type) \(kind.map { "of kind \($0) " } ?? "")has no field '\(field)'")
+            throw unknownField(field, type: type, kind: kind)
         }
         let value: JSONValue
         switch spec.type {

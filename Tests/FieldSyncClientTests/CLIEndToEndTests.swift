@@ -211,6 +211,23 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         #expect(forbidden.status == 1 && forbidden.err.contains("field device does not write press contacts"))
     }
 
+    /// Fields can be found: `schema` lists a kind's, and a typo names the field meant.
+    @Test func fieldsAreDiscoverable() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "x")
+        #expect(try cli.ok("schema").contains("clearance_day"))
+        let fields = try cli.ok("schema", "clearance_day")
+        #expect(fields.contains("depth_cm") && fields.contains("devices") && fields.contains("set of device_item (one element per --set or --add)"))
+        let json = try JSONValue.parse(try cli.ok("schema", "contact", "--json"))
+        #expect(json["email"]?["personal"] == .bool(true) && json["email"]?["merge"] == "set")
+        #expect(try cli.run("schema", "clearing_day").status == 2)
+        let typo = try cli.run("note", "add", "--kind", "clearance_day", "--set", "dept_cm=12")
+        #expect(typo.status != 0 && typo.err.contains("did you mean 'depth_cm'?"), "\(typo.err)")
+        let far = try cli.run("note", "add", "--kind", "clearance_day", "--set", "xyzzy=1")
+        #expect(far.err.contains("`fieldsync schema clearance_day` lists them"), "\(far.err)")
+    }
+
     @Test func corruptReplicaIsAClearError() throws {
         let cli = CLI()
         defer { cli.cleanUp() }
