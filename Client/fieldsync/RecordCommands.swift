@@ -109,12 +109,17 @@ enum RecordCommands {
 
     static func display(_ v: JSONValue) -> String { v.stringValue ?? v.canonicalString }
 
-    static func list(type: RecordType, kind: String?, status: String?, json: Bool) throws {
+    static let reviewStates = ["draft", "submitted", "approved", "rejected"]
+
+    static func list(type: RecordType, kind: String?, status: String?, review: String? = nil, json: Bool) throws {
         let replica = try openReplica()
         if let kind, !replica.schema.kinds(of: .note).contains(kind) {
             throw ClientError.usage("--kind must be one of \(replica.schema.kinds(of: .note).joined(separator: ", "))")
         }
-        let rows = try replica.store.listing(type: type, kind: kind, status: status)
+        if let review, !reviewStates.contains(review) {
+            throw ClientError.usage("--review must be one of \(reviewStates.joined(separator: ", "))")
+        }
+        let rows = try replica.store.listing(type: type, kind: kind, status: status, review: review)
         if json {
             // The stored listing JSON, printed as it is: byte-identical on replicas that agree.
             print("[" + rows.joined(separator: ",") + "]")
@@ -180,10 +185,11 @@ struct NoteCommand: ParsableCommand {
 
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "List notes.")
-        @Option var kind: String?
-        @Option var status: String?
+        @Option(help: "Only notes of this kind.") var kind: String?
+        @Option(help: "Only notes whose own `status` field is this.") var status: String?
+        @Option(help: "Only notes in this review state: draft, submitted (the coordinator's queue), approved or rejected.") var review: String?
         @OptionGroup var output: OutputOptions
-        func run() throws { try RecordCommands.list(type: .note, kind: kind, status: status, json: output.json) }
+        func run() throws { try RecordCommands.list(type: .note, kind: kind, status: status, review: review, json: output.json) }
     }
 }
 

@@ -85,12 +85,20 @@ struct Review: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Coordinator: approve or reject a submitted field report.",
         discussion: "A note must have been submitted (`fieldsync submit`); a coordinator may change an earlier verdict. Works offline; the next sync carries it.")
-    @Argument(help: "Note id or unique prefix.") var id: String
+    @Argument(help: "Note id, its start or end, or its ref.") var id: String?
     @Flag(help: "Approve.") var approve = false
     @Flag(help: "Reject.") var reject = false
     @Option(help: "Why.") var comment: String?
+    @Flag(help: "List the notes waiting for a verdict (submitted), as `note list --review submitted`.") var queue = false
+    @OptionGroup var output: OutputOptions
 
     func run() throws {
+        if queue {
+            guard id == nil, !approve, !reject, comment == nil else { throw ClientError.usage("--queue takes no note and no verdict") }
+            try RecordCommands.list(type: .note, kind: nil, status: nil, review: "submitted", json: output.json)
+            return
+        }
+        guard let id else { throw ClientError.usage("give a note to review, or --queue to list those waiting") }
         guard approve != reject else { throw ClientError.usage("give exactly one of --approve or --reject") }
         let r = try openReplica()
         guard try r.myEntry().role == .coordinator else { throw ClientError("only a coordinator may review notes; this device is \(try r.myEntry().role.rawValue)") }

@@ -261,7 +261,7 @@ extension ReplicaStore {
         try read { db in
             try String.fetchAll(db, sql: """
                 SELECT json FROM records WHERE type = ? AND (? OR deleted = 0) AND (? IS NULL OR kind = ?)
-                  AND (? IS NULL OR status = ?) AND (? IS NULL OR team = ?) AND (? IS NULL OR review = ?) AND (NOT ? OR conflicted = 1)
+                  AND (? IS NULL OR status = ?) AND (? IS NULL OR team = ?) AND (? IS NULL OR COALESCE(review, 'draft') = ?) AND (NOT ? OR conflicted = 1)
                 ORDER BY id
                 """, arguments: [type.description, includeDeleted, kind, kind, status, status, team, team, review, review, conflictedOnly])
         }
