@@ -111,10 +111,24 @@ struct Conflicts: ParsableCommand {
         if items.isEmpty { print("no open conflicts"); return }
         for item in items {
             print("\(item["record"]!.stringValue!) \(item["ref"]?.stringValue ?? "")  \(item["field"]!.stringValue!)")
-            for (i, v) in (item["values"]?.arrayValue ?? []).enumerated() {
+            func by(_ v: JSONValue) -> String {
+                guard let name = v["device_name"]?.stringValue, let at = v["hlc_time"]?.stringValue else { return "" }
                 let skew = v["clock_skew"] == .bool(true) ? "  (clock skew)" : ""
-                let shown = item["field"] == "(deleted)" ? "(deleted)" : v["value"].map { $0.stringValue ?? $0.canonicalString } ?? ""
-                print("  [\(i + 1)] \(shown)  by \(v["device_name"]!.stringValue!) at \(v["hlc_time"]!.stringValue!) (device clock \(v["device_time"]!.stringValue!))\(skew)")
+                return "  by \(name) at \(at) (device clock \(v["device_time"]?.stringValue ?? "?"))\(skew)"
+            }
+            func shown(_ v: JSONValue?) -> String { v.map { $0.stringValue ?? $0.canonicalString } ?? "" }
+            for (i, v) in (item["values"]?.arrayValue ?? []).enumerated() {
+                switch v["choice"]?.stringValue {
+                case "delete"?:
+                    let deletions = v["deletions"]?.arrayValue ?? []
+                    print("  [\(i + 1)] delete it" + (deletions.count == 1 ? by(deletions[0]) : ": \(deletions.count) deletions"))
+                    if deletions.count > 1 { for d in deletions { print("        deleted" + by(d)) } }
+                case "keep"?:
+                    print("  [\(i + 1)] keep it, with the edits the deletion did not see:")
+                    for e in v["edits"]?.arrayValue ?? [] { print("        \(e["field"]?.stringValue ?? "?") = \(shown(e["value"]))" + by(e)) }
+                default:
+                    print("  [\(i + 1)] \(shown(v["value"]))" + by(v))
+                }
             }
         }
     }
@@ -130,8 +144,31 @@ enum ConflictReport {
         var out: [JSONValue] = []
         let ref = v.values["ref"] ?? v.values["fn"] ?? .null
         if let dc = v.deleteConflict {
+            // The two ways out, numbered as `resolve ID (deleted) --keep N` counts them: 1 deletes
+            // (every deletion listed), 2 keeps the record with the edits the deletions did not see.
+            var delete = survivor(dc.tombstones[0]).objectValue!
+            delete["choice"] = "delete"
+            delete["value"] = "(deleted)"
+            delete["deletions"] = .array(dc.tombstones.map(survivor))
+            var edits: [JSONValue] = []
+            for ref in dc.unseenEdits {
+                for (name, f) in v.fields.sorted(by: { $0.key < $1.key }) {
+                    if let s = f.survivors.first(where: { $0.ref == ref }) {
+                        var o = survivor(s).objectValue!
+                        o["field"] = .string(name)
+                        edits.append(.object(o))
+                    } else if let e = f.elements.first(where: { $0.tags.contains(ref) }) {
+                        edits.append(.object(["field": .string(name), "value": e.value ?? .null]))
+                    }
+                }
+            }
+            var keep = edits.first?.objectValue ?? [:]
+            keep["choice"] = "keep"
+            keep["value"] = "(kept)"
+            keep["field"] = nil
+            keep["edits"] = .array(edits)
             out.append(.object(["record": .string(v.id.description), "ref": ref, "type": .string(v.type.description), "field": "(deleted)",
-                                "values": .array(dc.tombstones.map(survivor))]))
+                                "values": .array([.object(delete), .object(keep)])]))
         }
         for f in v.conflictedFields {
             out.append(.object(["record": .string(v.id.description), "ref": ref, "type": .string(v.type.description), "field": .string(f),

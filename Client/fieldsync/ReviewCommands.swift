@@ -31,7 +31,10 @@ struct Resolve: ParsableCommand {
                 }
                 return d
             }
-            guard let f = view.fields[field], f.inConflict else { throw ClientError("field '\(field)' of \(id) is not in conflict") }
+            guard let f = view.fields[field], f.inConflict else {
+                let hint = view.deleteConflict != nil && ["deleted", "delete", "(delete)"].contains(field) ? "; a delete/edit conflict is spelled (deleted)" : ""
+                throw ClientError("field '\(field)' of \(id) is not in conflict\(hint)")
+            }
             let chosen: JSONValue
             if let keep {
                 guard (1...f.survivors.count).contains(keep) else { throw ClientError.usage("--keep takes 1 to \(f.survivors.count)") }

@@ -124,6 +124,17 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         #expect(Set(open.compactMap { $0["field"]?.stringValue }) == ["area_cleared_m2", "(deleted)"])
         let values = open.first { $0["field"] == "area_cleared_m2" }?["values"]?.arrayValue?.compactMap { $0["value"]?.intValue }
         #expect(Set(values ?? []) == [1150, 1200])
+        // A delete/edit conflict lists both ways out, numbered as --keep counts them: the
+        // deletion, and the edit it did not see (who wrote what).
+        let deleted = open.first { $0["field"] == "(deleted)" }?["values"]?.arrayValue ?? []
+        #expect(deleted.map { $0["choice"]?.stringValue } == ["delete", "keep"])
+        #expect(deleted.first?["device_name"] == "nts2-laptop")
+        let unseen = deleted.last?["edits"]?.arrayValue?.first
+        #expect(unseen?["field"] == "narrative" && unseen?["device_name"] == "hq" && unseen?["value"] == "Item moved to the demolition site.")
+        let text = try co.ok("conflicts")
+        #expect(text.contains("[1] delete it  by nts2-laptop") && text.contains("[2] keep it, with the edits the deletion did not see:"))
+        #expect(text.contains("narrative = Item moved to the demolition site.  by hq"))
+        #expect(try co.run("resolve", m, "deleted", "--keep", "2").err.contains("spelled (deleted)"))
 
         // A field laptop may not approve: refused locally, nothing written.
         let attempt = try f1.run("review", n, "--approve")
