@@ -29,8 +29,10 @@ struct Authenticator: RouterMiddleware {
         var context = context
         do {
             try await authenticate(request, &context)
+            if let device = context.device { context.note.signed(by: device.name) }
             return try await next(request, context)
         } catch let p as Problem {
+            context.note.refused(p.code)
             return server.problemResponse(p, nonce: context.nonce)
         }
     }

@@ -24,6 +24,8 @@ public struct SyncContext: RequestContext {
 
     /// The connection, told once a request on it has authenticated (`ConnectionGuard`).
     let channel: any Channel
+    /// What this request's log line will say of who signed it and what refused it.
+    let note = RequestNote()
 
     public init(source: ApplicationRequestContextSource) { coreContext = .init(source: source); channel = source.channel }
 

@@ -32,8 +32,10 @@ public struct SyncServer: Sendable {
         metrics = ServerMetrics()
     }
 
-    public func router() -> Router<SyncContext> {
+    /// The routes; each request logged on `logger` (info: one line each).
+    public func router(logger: Logger = Logger(label: "fieldsync-server", factory: { _ in SwiftLogNoOpLogHandler() })) -> Router<SyncContext> {
         let router = Router(context: SyncContext.self)
+        router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: Authenticator(server: self))
         router.get("/healthz") { _, _ in
@@ -181,7 +183,7 @@ public struct SyncServer: Sendable {
         let http = HTTP1Channel.Configuration(
             additionalChannelHandlers: [ConnectionGuard(limits: limits)], idleTimeout: limits.idle,
             httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes, maxHeaderFieldCount: 100))
-        return Application(router: router(), server: try .tls(.http1(configuration: http), tlsConfiguration: tls),
+        return Application(router: router(logger: logger), server: try .tls(.http1(configuration: http), tlsConfiguration: tls),
                            configuration: .init(address: .hostname(host, port: port), serverName: "fieldsync",
                                                 availableConnectionsDelegate: MaximumAvailableConnections(limits.maxConnections)),
                            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? port) },

@@ -70,8 +70,14 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PostgreSQL URL (not available in this build).") var postgres: String?
     @Option(name: .customLong("rate-limit"), help: "Requests per device per minute.") var rateLimit = 600
     @Option(name: .customLong("max-connections"), help: "Open connections at once; more wait to be accepted.") var maxConnections = ConnectionLimits().maxConnections
+    @Option(name: .customLong("log-format"), help: "text (a line per request on standard error) or json (an object per line).") var logFormat = "text"
+    @Option(name: .customLong("log-level"), help: "error, warning, info (a line per request) or debug.") var logLevel = "info"
 
     func run() async throws {
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json") }
+        guard let level = Logger.Level(rawValue: logLevel), [.error, .warning, .info, .debug].contains(level) else {
+            throw ValidationError("--log-level must be error, warning, info or debug")
+        }
         if postgres != nil { throw ServerError("--postgres is not available in this build; the server runs on its embedded SQLite store") }
         guard (1...65_536).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 65536") }
         let files = ServerData(directory: data.data)
@@ -81,12 +87,23 @@ struct Serve: AsyncParsableCommand {
         var limits = ConnectionLimits()
         limits.maxConnections = maxConnections
         let (chain, key) = try files.tlsMaterial()
-        var logger = Logger(label: "fieldsync-server")
-        logger.logLevel = .warning
+        let json = logFormat == "json"
+        let logger = {
+            var l = Logger(label: "fieldsync-server") { label -> any LogHandler in
+                json ? JSONLogHandler(label: label) : StreamLogHandler.standardError(label: label)
+            }
+            l.logLevel = level
+            return l
+        }()
         let app = try server.application(chainPEM: chain, keyPEM: key, host: host, port: port, logger: logger, limits: limits) { bound in
+            logger.info("listening", metadata: ["address": Logger.MetadataValue.string("https://\(host):\(bound)"), "data": Logger.MetadataValue.string(data.data)])
             FileHandle.standardOutput.write(Data("listening on https://\(host):\(bound)\n".utf8))
         }
-        try await app.runService()
+        do { try await app.runService() } catch {
+            logger.error("stopped on an error", metadata: ["error": Logger.MetadataValue.string("\(error)")])
+            throw error
+        }
+        logger.info("stopped")
     }
 }
 

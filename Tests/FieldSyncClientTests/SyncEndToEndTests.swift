@@ -28,14 +28,19 @@ final class LiveServer: @unchecked Sendable {
         try Self.admin(["invite", "--data", dir, "--role", role, "--name", name]).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Starts serving (on the same port as before, after a restart).
-    func start() throws {
+    /// Starts serving (on the same port as before, after a restart); its log goes to `log` if given.
+    func start(_ extra: [String] = [], log: String? = nil) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Self.binary)
-        p.arguments = ["serve", "--data", dir, "--port", String(port)]
+        p.arguments = ["serve", "--data", dir, "--port", String(port)] + extra
         let out = Pipe()
         p.standardOutput = out
-        p.standardError = FileHandle.nullDevice
+        if let log {
+            _ = FileManager.default.createFile(atPath: log, contents: nil)
+            p.standardError = FileHandle(forWritingAtPath: log)
+        } else {
+            p.standardError = FileHandle.nullDevice
+        }
         try p.run()
         let text = try firstLine(of: out, from: "fieldsync-server serve")
         port = Int(text.split(separator: ":").last!)!
@@ -214,6 +219,32 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         let missing = try nowhere.run("sync", "--json")
         #expect(missing.status == 2, "\(missing.err)")
         #expect(try JSONValue.parse(missing.out)["error"]?["code"] == "not_initialised")
+    }
+
+    /// The server logs a line per request (route, status, duration, device, problem code), as
+    /// JSON objects with --log-format json, and its start and stop.
+    @Test func theServerLogsEachRequestAsJSON() throws {
+        let server = try LiveServer()
+        let log = server.dir + "/serve.log"
+        try server.start(["--log-format", "json"], log: log)
+        let f = try laptop(server, role: "field", name: "logged-laptop")
+        defer { f.cleanUp() }
+        _ = try f.ok("sync")
+        // An unsigned request, refused with its problem code.
+        _ = try? runProcess("/usr/bin/env", ["python3", "-c", """
+            import ssl, urllib.request
+            ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+            try: urllib.request.urlopen(urllib.request.Request("\(server.url)/v1/sync", data=b"x", method="POST"), context=ctx)
+            except Exception: pass
+            """])
+        server.kill(SIGTERM)
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map { try JSONValue.parse(String($0)) }
+        #expect(lines.contains { $0["message"] == "listening" } && lines.last?["message"] == "stopped")
+        let requests = lines.filter { $0["message"] == "request" }
+        #expect(requests.contains { $0["route"] == "/v1/sync" && $0["status"] == .int(200) && $0["device"] == "logged-laptop" && $0["ms"]?.intValue != nil })
+        #expect(requests.contains { $0["route"] == "/v1/enroll" && $0["status"] == .int(200) })
+        #expect(requests.contains { $0["route"] == "/v1/sync" && $0["status"] == .int(415) && $0["problem"] == "unsupported-media-type" && $0["device"] == nil },
+                "\(requests)")
     }
 
     /// `fieldsync sync --watch` as a process. A note added here reaches the server within seconds
