@@ -118,9 +118,18 @@ struct Invite: ParsableCommand {
         guard let r = Role(rawValue: role) else { throw ValidationError("--role must be field, press or coordinator") }
         if let problem = DeviceName.problem(name) { throw ValidationError("--name \(problem)") }
         guard (1...24 * 30).contains(hours) else { throw ValidationError("--hours must be between 1 and 720") }
-        let token = try ServerData(directory: data.data).openStore()
-            .createInvite(role: r, name: name, ttlMillis: UInt64(hours) * 3_600_000, now: Timestamps.nowMillis)
+        let files = ServerData(directory: data.data)
+        let now = Timestamps.nowMillis
+        let token = try files.openStore().createInvite(role: r, name: name, ttlMillis: UInt64(hours) * 3_600_000, now: now)
+        // The token alone on standard output (scripts read it); for the person, on standard
+        // error: when it expires and the line to run on the laptop.
         print(token)
+        let pin = (try? ServerData.pin(caPEM: try files.caPEM())) ?? "sha256:…"
+        FileHandle.standardError.write(Data("""
+            invite for \(DeviceName.printable(name)) (\(r.rawValue)), one use, expires \(Timestamps.iso(now + UInt64(hours) * 3_600_000))
+            on the laptop:  fieldsync enroll https://HOST:PORT --token \(token) --pin \(pin)
+
+            """.utf8))
     }
 }
 
@@ -142,9 +151,16 @@ struct Devices: ParsableCommand {
                 }).canonicalString)
                 return
             }
+            guard !reports.isEmpty else { print("(none)"); return }
+            var rows = [["DEVICE", "NAME", "ROLE", "LAST SYNC", "BACKLOG", "STATE"]]
             for r in reports {
-                let state = r.entry.revokedAfterSeq.map { "REVOKED after seq \($0)" } ?? "active"
-                print("\(r.entry.device)  \(DeviceName.printable(r.entry.name))  \(r.entry.role.rawValue)  last sync \(r.lastSync.map(Timestamps.iso) ?? "never")  backlog \(r.backlog)  \(state)")
+                rows.append([r.entry.device.description, DeviceName.printable(r.entry.name), r.entry.role.rawValue,
+                             r.lastSync.map(Timestamps.iso) ?? "never", String(r.backlog),
+                             r.entry.revokedAfterSeq.map { "REVOKED after seq \($0)" } ?? "active"])
+            }
+            let widths = (0..<6).map { c in rows.map { $0[c].count }.max() ?? 0 }
+            for row in rows {
+                print(row.enumerated().map { c, v in c == 5 ? v : v.padding(toLength: widths[c], withPad: " ", startingAt: 0) }.joined(separator: "  "))
             }
         }
     }
@@ -158,7 +174,9 @@ struct Devices: ParsableCommand {
             let store = try ServerData(directory: data.data).openStore()
             let matches = try store.roster().sorted.filter { $0.name == id || $0.device.description.hasPrefix(id.lowercased()) }
             guard matches.count == 1 else {
-                throw ServerError(matches.isEmpty ? "no device '\(DeviceName.printable(id))'" : "'\(DeviceName.printable(id))' matches several devices")
+                let listed = matches.prefix(5).map { "\(DeviceName.printable($0.name)) (\($0.device))" }.joined(separator: "; ")
+                throw ServerError(matches.isEmpty ? "no device '\(DeviceName.printable(id))'"
+                                                  : "'\(DeviceName.printable(id))' matches \(matches.count) devices: \(listed); give more of the id")
             }
             let e = try store.revoke(matches[0].device)
             print("revoked \(DeviceName.printable(e.name)) (\(e.device)) after seq \(e.revokedAfterSeq ?? 0)")

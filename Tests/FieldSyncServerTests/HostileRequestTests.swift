@@ -315,6 +315,29 @@ final class RawSocket {
         #expect(list.status == 0 && list.out.contains("old\\u{001B}[31mred") && !list.out.contains("\u{1B}"), "\(list)")
     }
 
+    /// An administrator's view: an empty roster says so; the list has a header; an invite gives
+    /// its token alone on stdout and, for the person, its expiry and the laptop's enrol line; an
+    /// ambiguous revoke names the candidates and revokes nothing.
+    @Test func theAdminCommandsSayWhatTheyDid() throws {
+        let ts = try TestServer()
+        #expect(try runServerCLI(["devices", "list", "--data", ts.dir]).out == "(none)\n")
+        let invite = try runServerCLI(["invite", "--data", ts.dir, "--role", "field", "--name", "mt3-laptop"])
+        let token = invite.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(invite.status == 0 && !token.contains(" ") && !token.isEmpty)
+        #expect(invite.err.contains("expires 20") && invite.err.contains("fieldsync enroll https://HOST:PORT --token \(token) --pin sha256:"), "\(invite.err)")
+        // Two devices enrolled under one name (two invites made for it).
+        for _ in 0..<2 {
+            let t = try ts.store.createInvite(role: .field, name: "mt3-laptop", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+            _ = try ts.store.enroll(token: t, publicKey: DeviceKey().publicKey, name: "", now: Timestamps.nowMillis)
+        }
+        let list = try runServerCLI(["devices", "list", "--data", ts.dir]).out.split(separator: "\n")
+        #expect(list.count == 3 && list[0].hasPrefix("DEVICE") && list[0].contains("LAST SYNC"))
+        let ambiguous = try runServerCLI(["devices", "revoke", "mt3-laptop", "--data", ts.dir])
+        #expect(ambiguous.status == 1 && ambiguous.err.contains("matches 2 devices"), "\(ambiguous.err)")
+        for id in try ts.store.roster().sorted.map(\.device.description) { #expect(ambiguous.err.contains(id)) }
+        #expect(try ts.store.roster().sorted.allSatisfy { $0.revokedAfterSeq == nil })
+    }
+
     // MARK: 9. File modes
 
     @Test func theDataFolderItsDatabaseAndKeysAreTheOwnersAlone() throws {
