@@ -23,6 +23,11 @@ public struct RecordEdits: Sendable {
     public var removes: [(String, String)] = []
     public init() {}
     public var isEmpty: Bool { sets.isEmpty && adds.isEmpty && removes.isEmpty }
+    /// The fields touched, each once, in the order given.
+    public var fieldNames: [String] {
+        var seen: Set<String> = []
+        return (sets + adds + removes).map(\.0).filter { seen.insert($0).inserted }
+    }
 }
 
 extension Replica {

@@ -19,6 +19,33 @@ struct EditOptions: ParsableArguments {
     }
 }
 
+/// A record as a confirmation names it: its id, and its ref (a note) or name (a contact).
+func label(_ r: Replica, _ id: RecordID) -> String {
+    let v = try? r.store.view(id)
+    let name = v?.values["ref"]?.stringValue ?? v?.values["fn"]?.stringValue
+    return name.map { "\(id) (\(TerminalText.escaped($0)))" } ?? id.description
+}
+
+/// Text from a record, printed to a terminal: control and bidirectional characters escaped, so
+/// a value cannot rewrite the screen of the person reading it.
+enum TerminalText {
+    static func escaped(_ s: String) -> String {
+        var out = ""
+        for u in s.unicodeScalars {
+            if u.properties.generalCategory == .control || u.properties.generalCategory == .format {
+                out += "\\u{" + String(u.value, radix: 16, uppercase: true).leftPadded(4) + "}"
+            } else {
+                out.unicodeScalars.append(u)
+            }
+        }
+        return out
+    }
+}
+
+extension String {
+    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
+}
+
 /// What `add`, `edit`, `delete`, `show` and `list` do, for either record type.
 enum RecordCommands {
     static func readJSONObjects(_ path: String) throws -> [(JSONValue, String)] {
@@ -73,6 +100,9 @@ enum RecordCommands {
                     throw ClientError.usage("--kind must be one of \(replica.schema.kinds(of: .note).joined(separator: ", "))")
                 }
             }
+            guard !sets.isEmpty else {
+                throw ClientError.usage("give at least one field with --set FIELD=VALUE (`fieldsync schema \(kind ?? type.description)` lists them)")
+            }
             inputs = [try replica.input(type: type, kind: kind, sets: sets)]
         }
         let ids = try replica.add(inputs, type: type)
@@ -125,16 +155,27 @@ enum RecordCommands {
             print("[" + rows.joined(separator: ",") + "]")
             return
         }
+        if rows.isEmpty { print(type == .note ? "no notes" : "no contacts"); return }
+        // A header and aligned columns; every value escaped for the terminal.
+        var table = [type == .note ? ["ID", "DATE", "KIND", "REF", "TEAM", "STATUS", "REVIEW", ""] : ["ID", "DATE", "NAME", "ORGANISATION", "E-MAIL", ""]]
         for row in rows {
             let v = try JSONValue.parse(row)
             let f = v["fields"]?.objectValue ?? [:]
-            let id = v["id"]!.stringValue!
-            let label = type == .note
-                ? [v["kind"]?.stringValue ?? "", f["ref"]?.stringValue ?? "", f["team"]?.stringValue ?? "", f["status"]?.stringValue ?? ""]
-                : [f["fn"]?.stringValue ?? (v["erased"] != nil ? "(erased)" : ""), (f["org"]?.arrayValue?.first?["name"]?.stringValue) ?? "", f["email"]?.arrayValue?.first?.stringValue ?? ""]
-            var flag = v["conflicts"] != nil ? "  CONFLICT" : ""
-            if !(f["to_check"]?.arrayValue ?? []).isEmpty { flag += "  CHECK" }
-            print(([id] + label).joined(separator: "  ") + flag)
+            let date = String((v["created_at"]?.stringValue ?? "").prefix(10))
+            var flags: [String] = []
+            if v["conflicts"] != nil { flags.append("CONFLICT") }
+            if !(f["to_check"]?.arrayValue ?? []).isEmpty { flags.append("CHECK") }
+            let cells = type == .note
+                ? [v["kind"]?.stringValue ?? "", f["ref"]?.stringValue ?? "", f["team"]?.stringValue ?? "", f["status"]?.stringValue ?? "",
+                   f["review"]?["state"]?.stringValue ?? "draft"]
+                : [f["fn"]?.stringValue ?? (v["erased"] != nil ? "(erased)" : ""), (f["org"]?.arrayValue?.first?["name"]?.stringValue) ?? "",
+                   f["email"]?.arrayValue?.first?.stringValue ?? ""]
+            table.append([v["id"]?.stringValue ?? "", date] + cells.map { TerminalText.escaped(String($0.prefix(40))) } + [flags.joined(separator: " ")])
+        }
+        let widths = table[0].indices.map { c in table.map { $0[c].count }.max() ?? 0 }
+        for line in table {
+            let padded = line.enumerated().map { c, v in c == line.count - 1 ? v : v.padding(toLength: widths[c], withPad: " ", startingAt: 0) }
+            print(padded.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
         }
     }
 }
@@ -160,7 +201,9 @@ struct NoteCommand: ParsableCommand {
         @OptionGroup var edit: EditOptions
         func run() throws {
             let r = try openReplica()
-            try r.edit(try r.store.resolveID(id, type: .note), type: .note, edits: try edit.edits())
+            let rid = try r.store.resolveID(id, type: .note), edits = try edit.edits()
+            try r.edit(rid, type: .note, edits: edits)
+            print("edited \(label(r, rid)): \(edits.fieldNames.joined(separator: ", "))")
         }
     }
 
@@ -171,8 +214,10 @@ struct NoteCommand: ParsableCommand {
         func run() throws {
             let r = try openReplica()
             let rid = try r.store.resolveID(id, type: .note)
+            let name = label(r, rid)
             try r.delete(rid, type: .note)
             if let reason { try r.store.setMeta("delete_reason:\(rid)", reason) }
+            print("deleted \(name)")
         }
     }
 
@@ -280,7 +325,9 @@ struct ContactCommand: ParsableCommand {
         @OptionGroup var edit: EditOptions
         func run() throws {
             let r = try openReplica()
-            try r.edit(try r.store.resolveID(id, type: .contact), type: .contact, edits: try edit.edits())
+            let rid = try r.store.resolveID(id, type: .contact), edits = try edit.edits()
+            try r.edit(rid, type: .contact, edits: edits)
+            print("edited \(label(r, rid)): \(edits.fieldNames.joined(separator: ", "))")
         }
     }
 
@@ -291,8 +338,10 @@ struct ContactCommand: ParsableCommand {
         func run() throws {
             let r = try openReplica()
             let rid = try r.store.resolveID(id, type: .contact)
+            let name = label(r, rid)
             try r.delete(rid, type: .contact)
             if let reason { try r.store.setMeta("delete_reason:\(rid)", reason) }
+            print("deleted \(name)")
         }
     }
 

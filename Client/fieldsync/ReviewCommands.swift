@@ -46,6 +46,7 @@ struct Resolve: ParsableCommand {
             d.resolve(field, to: chosen, on: ops, type: view.type)
             return d
         }
+        print("resolved \(field) of \(label(r, rid))")
     }
 }
 
@@ -81,6 +82,7 @@ struct Submit: ParsableCommand {
             d.review("submitted", comment: comment, on: ops)
             return d
         }
+        print("submitted \(label(r, rid)) for review")
     }
 }
 
@@ -118,5 +120,6 @@ struct Review: ParsableCommand {
             d.review(approve ? "approved" : "rejected", comment: comment, on: ops)
             return d
         }
+        print("\(approve ? "approved" : "rejected") \(label(r, rid))")
     }
 }

@@ -228,6 +228,24 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         #expect(far.err.contains("`fieldsync schema clearance_day` lists them"), "\(far.err)")
     }
 
+    /// Commands say what they did; a listing has a header and aligned columns; a value cannot
+    /// rewrite the terminal; a note needs at least one field.
+    @Test func commandsSayWhatTheyDid() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "x", "--role", "coordinator")
+        #expect(try cli.run("note", "add", "--kind", "survey").status == 2)
+        #expect(try cli.ok("note", "list") == "no notes\n")
+        let id = try cli.ok("note", "add", "--kind", "survey", "--set", "ref=UA-1", "--set", "team=MT\u{1B}[2J").trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try cli.ok("note", "edit", "UA-1", "--set", "narrative=walked", "--add", "tags=a") == "edited \(id) (UA-1): narrative, tags\n")
+        let list = try cli.ok("note", "list").split(separator: "\n")
+        #expect(list.count == 2 && list[0].hasPrefix("ID") && list[0].contains("REVIEW") && list[1].contains("survey  UA-1"))
+        #expect(!list[1].contains("\u{1B}") && list[1].contains("\\u{001B}"))
+        #expect(try cli.ok("submit", id) == "submitted \(id) (UA-1) for review\n")
+        #expect(try cli.ok("review", id, "--approve") == "approved \(id) (UA-1)\n")
+        #expect(try cli.ok("note", "delete", id) == "deleted \(id) (UA-1)\n")
+    }
+
     @Test func corruptReplicaIsAClearError() throws {
         let cli = CLI()
         defer { cli.cleanUp() }
