@@ -64,6 +64,6 @@ struct Log: ParsableCommand {
         filter.limit = limit
         let entries = try ChangeLog.entries(replica, filter: filter)
         if output.json { printJSON(.array(entries.map(\.json))); return }
-        for e in entries { print(e.line) }
+        for e in entries { print(TerminalText.escaped(e.line)) }  // values and names are others' text
     }
 }

@@ -110,13 +110,13 @@ struct Conflicts: ParsableCommand {
         if output.json { printJSON(.array(items)); return }
         if items.isEmpty { print("no open conflicts"); return }
         for item in items {
-            print("\(item["record"]!.stringValue!) \(item["ref"]?.stringValue ?? "")  \(item["field"]!.stringValue!)")
+            print("\(item["record"]!.stringValue!) \(TerminalText.escaped(item["ref"]?.stringValue ?? ""))  \(item["field"]!.stringValue!)")
             func by(_ v: JSONValue) -> String {
                 guard let name = v["device_name"]?.stringValue, let at = v["hlc_time"]?.stringValue else { return "" }
                 let skew = v["clock_skew"] == .bool(true) ? "  (clock skew)" : ""
-                return "  by \(name) at \(at) (device clock \(v["device_time"]?.stringValue ?? "?"))\(skew)"
+                return "  by \(TerminalText.escaped(name)) at \(at) (device clock \(v["device_time"]?.stringValue ?? "?"))\(skew)"
             }
-            func shown(_ v: JSONValue?) -> String { v.map { $0.stringValue ?? $0.canonicalString } ?? "" }
+            func shown(_ v: JSONValue?) -> String { v.map(RecordCommands.display) ?? "" }
             for (i, v) in (item["values"]?.arrayValue ?? []).enumerated() {
                 switch v["choice"]?.stringValue {
                 case "delete"?:

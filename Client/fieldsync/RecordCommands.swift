@@ -120,10 +120,10 @@ enum RecordCommands {
             printJSON(.object(o)); return
         }
         print("\(type) \(view.id)\(view.kind.map { " (\($0))" } ?? "")\(view.deleted ? "  [deleted]" : "")")
-        print("created     \(Timestamps.iso(view.createdAt.millis)) by \(names[view.createdBy] ?? view.createdBy.description)")
+        print("created     \(Timestamps.iso(view.createdAt.millis)) by \(TerminalText.escaped(names[view.createdBy] ?? view.createdBy.description))")
         print("updated     \(Timestamps.iso(view.lastChanged.millis))")
         if let e = view.erasedBy {
-            print("ERASED      personal data erased by \(names[e.author] ?? e.author.description) at \(Timestamps.iso(e.hlc.millis))")
+            print("ERASED      personal data erased by \(TerminalText.escaped(names[e.author] ?? e.author.description)) at \(Timestamps.iso(e.hlc.millis))")
         }
         for name in view.fields.keys.sorted() {
             let f = view.fields[name]!
@@ -137,7 +137,8 @@ enum RecordCommands {
         if view.deleteConflict != nil { print("CONFLICT    deleted on one device while edited on another: see `fieldsync conflicts`") }
     }
 
-    static func display(_ v: JSONValue) -> String { v.stringValue ?? v.canonicalString }
+    /// A value for the terminal: text as it is, structures as JSON, control characters escaped.
+    static func display(_ v: JSONValue) -> String { TerminalText.escaped(v.stringValue ?? v.canonicalString) }
 
     static let reviewStates = ["draft", "submitted", "approved", "rejected"]
 

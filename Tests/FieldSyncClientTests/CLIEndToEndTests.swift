@@ -30,7 +30,9 @@ struct CLI {
                                : try runProcess("/usr/bin/env", wrapper + [Self.binary] + args, environment: env)
     }
 
-    func ok(_ args: String...) throws -> String {
+    func ok(_ args: String...) throws -> String { try ok(args) }
+
+    func ok(_ args: [String]) throws -> String {
         let r = try run(args)
         #expect(r.status == 0, "fieldsync \(args.joined(separator: " ")) failed: \(r.err)")
         return r.out
@@ -241,6 +243,10 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         let list = try cli.ok("note", "list").split(separator: "\n")
         #expect(list.count == 2 && list[0].hasPrefix("ID") && list[0].contains("REVIEW") && list[1].contains("survey  UA-1"))
         #expect(!list[1].contains("\u{1B}") && list[1].contains("\\u{001B}"))
+        for command in [["note", "show", "UA-1"], ["log"]] {
+            let out = try cli.ok(command)
+            #expect(!out.contains("\u{1B}") && out.contains("MT\\u{001B}[2J"), "\(command): \(out)")
+        }
         #expect(try cli.ok("submit", id) == "submitted \(id) (UA-1) for review\n")
         #expect(try cli.ok("review", id, "--approve") == "approved \(id) (UA-1)\n")
         #expect(try cli.ok("note", "delete", id) == "deleted \(id) (UA-1)\n")
