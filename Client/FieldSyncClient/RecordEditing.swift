@@ -31,6 +31,32 @@ public struct RecordEdits: Sendable {
 }
 
 extension Replica {
+    /// Largest file `--set FIELD=@FILE` reads: a geometry of the schema's 10,000 positions is
+    /// well under a megabyte.
+    static let maxValueFileBytes = 4 << 20
+
+    /// A `--set`/`--add` value as the schema reads it; `@FILE` for a GeoJSON field reads the
+    /// geometry from a file (a bare geometry, a Feature, or a FeatureCollection of one feature).
+    public func parse(_ text: String, field: String, type: RecordType, kind: String?) throws -> JSONValue {
+        guard text.hasPrefix("@"), schema.field(field, type: type, kind: kind)?.type == "geojson" else {
+            return try schema.parse(text: text, field: field, type: type, kind: kind)
+        }
+        let path = String(text.dropFirst())
+        guard let h = FileHandle(forReadingAtPath: path) else { throw ClientError("\(field): cannot read \(path)") }
+        defer { try? h.close() }
+        let data = (try? h.read(upToCount: Self.maxValueFileBytes + 1)) ?? Data()
+        guard data.count <= Self.maxValueFileBytes else { throw ClientError("\(field): \(path) is larger than \(Self.maxValueFileBytes >> 20) MB") }
+        guard var geometry = try? JSONValue.parse(Array(data)) else { throw ClientError("\(field): \(path) is not JSON") }
+        if geometry["type"] == "FeatureCollection" {
+            guard let features = geometry["features"]?.arrayValue, features.count == 1 else {
+                throw ClientError("\(field): \(path) holds \(geometry["features"]?.arrayValue?.count ?? 0) features; give one")
+            }
+            geometry = features[0]
+        }
+        if geometry["type"] == "Feature" { geometry = geometry["geometry"] ?? .null }
+        return try schema.parse(text: geometry.canonicalString, field: field, type: type, kind: kind)
+    }
+
     /// Parses `FIELD=VALUE`.
     public static func splitAssignment(_ text: String, option: String) throws -> (String, String) {
         guard let eq = text.firstIndex(of: "="), eq != text.startIndex else {
@@ -44,7 +70,7 @@ extension Replica {
         var input = RecordInput(kind: kind)
         for s in sets {
             let (field, text) = try Self.splitAssignment(s, option: "--set")
-            let value = try schema.parse(text: text, field: field, type: type, kind: kind)
+            let value = try parse(text, field: field, type: type, kind: kind)
             if schema.field(field, type: type, kind: kind)?.merge == .set { input.elements.append((field, value)) } else { input.registers.append((field, value)) }
         }
         return input
@@ -135,19 +161,19 @@ extension Replica {
                 }
                 if spec.writtenBy == "review" { throw ClientError.usage("'\(field)' is set by `fieldsync review`") }
                 guard spec.merge == .register else { throw ClientError.usage("'\(field)' is a set: use --add or --remove") }
-                d.set(field, to: try schema.parse(text: text, field: field, type: type, kind: view.kind), on: ops, type: type)
+                d.set(field, to: try parse(text, field: field, type: type, kind: view.kind), on: ops, type: type)
             }
             for (field, text) in edits.adds {
                 guard schema.field(field, type: type, kind: view.kind)?.merge == .set else {
                     throw ClientError.usage("'\(field)' is not a set field: use --set")
                 }
-                d.add(field, try schema.parse(text: text, field: field, type: type, kind: view.kind), record: id, type: type)
+                d.add(field, try parse(text, field: field, type: type, kind: view.kind), record: id, type: type)
             }
             for (field, text) in edits.removes {
                 guard schema.field(field, type: type, kind: view.kind)?.merge == .set else {
                     throw ClientError.usage("'\(field)' is not a set field")
                 }
-                let value = try schema.parse(text: text, field: field, type: type, kind: view.kind)
+                let value = try parse(text, field: field, type: type, kind: view.kind)
                 guard d.remove(field, value, on: ops, type: type) else {
                     throw ClientError("\(field) of \(id) holds no \(value.canonicalString)")
                 }

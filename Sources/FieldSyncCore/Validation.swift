@@ -243,6 +243,9 @@ extension RecordSchema {
                 throw refuse(field, v, "a position is [longitude, latitude]")
             }
             guard (-180...180).contains(lon), (-90...90).contains(lat) else {
+                if (-90...90).contains(lon), (-180...180).contains(lat) {
+                    throw refuse(field, v, "[\(a[0].canonicalString), \(a[1].canonicalString)] looks like latitude, longitude: GeoJSON positions are [longitude, latitude]")
+                }
                 throw refuse(field, v, "longitude within -180..180 and latitude within -90..90 (GeoJSON order is lon, lat)")
             }
         }
@@ -304,6 +307,13 @@ extension RecordSchema {
             var o: [String: JSONValue] = ["raw": .string(text)]
             if let e = Phone.e164(text, defaultCountryCode: nil) { o["e164"] = .string(e) }
             value = .object(o)
+        case "geojson" where Self.latLon(text) != nil:
+            // "49.1987,37.2611": a point as people say it, latitude first.
+            let (lat, lon) = Self.latLon(text)!
+            guard (-90...90).contains(lat), (-180...180).contains(lon) else {
+                throw Self.refuse(field, .string(text), "LAT,LON: latitude within -90..90, then longitude within -180..180")
+            }
+            value = .object(["type": "Point", "coordinates": .array([.double(lon), .double(lat)])])
         case "geojson", "device_item", "org_name", "name_parts", "tel", "review", "email_params":
             do { value = try JSONValue.parse(text) } catch {
                 throw Self.refuse(field, .string(text), "must be JSON for a \(spec.type)")
@@ -312,6 +322,16 @@ extension RecordSchema {
             value = .string(text)
         }
         return try Self.check(value.normalized(), spec: spec, field: field)
+    }
+}
+
+extension RecordSchema {
+    /// Two decimal numbers separated by a comma (spaces allowed): "LAT,LON".
+    static func latLon(_ text: String) -> (Double, Double)? {
+        let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { trimmingBlanks(String($0)) }
+        guard parts.count == 2, parts.allSatisfy({ !$0.isEmpty && $0.allSatisfy { c in c.isASCII && (c.isNumber || c == "." || c == "-" || c == "+") } }),
+              let lat = Double(parts[0]), let lon = Double(parts[1]), lat.isFinite, lon.isFinite else { return nil }
+        return (lat, lon)
     }
 }
 

@@ -252,6 +252,30 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         #expect(try cli.ok("note", "delete", id) == "deleted \(id) (UA-1)\n")
     }
 
+    /// A location as people give it: "LAT,LON", or a GeoJSON file; coordinates that look
+    /// swapped are refused with the reason.
+    @Test func locationsAsPeopleGiveThem() throws {
+        let cli = CLI()
+        defer { cli.cleanUp() }
+        _ = try cli.ok("init", "--name", "x")
+        let point = try cli.ok("note", "add", "--kind", "eod_spot", "--set", "location=49.1987, 37.2611").trimmingCharacters(in: .whitespacesAndNewlines)
+        let shown = try JSONValue.parse(try cli.ok("note", "show", point, "--json"))["fields"]?["location"]
+        #expect(shown == .object(["type": "Point", "coordinates": .array([.double(37.2611), .double(49.1987)])]))
+        #expect(try cli.run("note", "add", "--kind", "eod_spot", "--set", "location=137.2,49.1").status != 0)
+        let file = cli.home + "/area.geojson"
+        try FileManager.default.createDirectory(atPath: cli.home, withIntermediateDirectories: true)
+        let ring = "[[37.26,49.19],[37.27,49.19],[37.27,49.20],[37.26,49.19]]"
+        try #"{"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":[\#(ring)]}}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let area = try cli.ok("note", "add", "--kind", "hazard_area", "--set", "location=@" + file).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(try JSONValue.parse(try cli.ok("note", "show", area, "--json"))["fields"]?["location"]?["type"] == "Polygon")
+        // Latitude first (49.19, 137.2 would be a longitude past 90 in the latitude's place).
+        let swapped = "[[49.19,137.26],[49.19,137.27],[49.20,137.27],[49.19,137.26]]"
+        try #"{"type":"Polygon","coordinates":[\#(swapped)]}"#.write(toFile: file, atomically: true, encoding: .utf8)
+        let refused = try cli.run("note", "add", "--kind", "hazard_area", "--set", "location=@" + file)
+        #expect(refused.status == 1 && refused.err.contains("looks like latitude, longitude"), "\(refused.err)")
+        #expect(try cli.run("note", "add", "--kind", "hazard_area", "--set", "location=@/nonexistent.geojson").err.contains("cannot read"))
+    }
+
     @Test func corruptReplicaIsAClearError() throws {
         let cli = CLI()
         defer { cli.cleanUp() }
