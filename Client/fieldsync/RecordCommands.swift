@@ -129,12 +129,35 @@ enum RecordCommands {
             let f = view.fields[name]!
             let shown: String
             switch f.merge {
-            case .register: shown = f.value.map(display) ?? "(erased)"
-            case .set: shown = f.elements.map { $0.value.map(display) ?? "(erased)" }.joined(separator: "; ")
+            case .register: shown = f.value.map(words) ?? "(erased)"
+            case .set: shown = f.elements.map { $0.value.map(words) ?? "(erased)" }.joined(separator: "; ")
             }
             print("\(name.padding(toLength: max(11, name.count), withPad: " ", startingAt: 0)) \(shown)\(f.inConflict ? "   <- CONFLICT: \(f.survivors.count) values, see `fieldsync conflicts`" : "")")
         }
         if view.deleteConflict != nil { print("CONFLICT    deleted on one device while edited on another: see `fieldsync conflicts`") }
+    }
+
+    /// A structured value as words for `show`: "AP PMN-2 ×2 destroyed in situ", "Point 49.1987 N,
+    /// 37.2611 E", "approved (checked)"; anything else as `display` gives it.
+    static func words(_ v: JSONValue) -> String {
+        guard let o = v.objectValue else { return display(v) }
+        if let category = o["category"]?.stringValue, let model = o["model"]?.stringValue, let n = o["quantity"]?.intValue {
+            let how = o["disposition"]?.stringValue.map { " " + $0.replacingOccurrences(of: "_", with: " ") } ?? ""
+            return TerminalText.escaped("\(category) \(model) ×\(n)\(how)")
+        }
+        if let state = o["state"]?.stringValue {
+            let since = o["changed_since"]?.stringValue.map { " (changed since \($0))" } ?? ""
+            return TerminalText.escaped(state + since + (o["comment"]?.stringValue.map { ": \($0)" } ?? ""))
+        }
+        if let type = o["type"]?.stringValue, let coords = o["coordinates"]?.arrayValue {
+            if type == "Point", coords.count >= 2, let lon = coords[0].doubleValue, let lat = coords[1].doubleValue {
+                return "Point \(abs(lat)) \(lat < 0 ? "S" : "N"), \(abs(lon)) \(lon < 0 ? "W" : "E")"
+            }
+            return "\(TerminalText.escaped(type)) (`show --json` for its coordinates)"
+        }
+        if let name = o["name"]?.stringValue, o.count <= 2 { return TerminalText.escaped(name + (o["unit"]?.stringValue.map { ", \($0)" } ?? "")) }
+        if let raw = o["raw"]?.stringValue { return TerminalText.escaped(raw + (o["e164"]?.stringValue.map { " (\($0))" } ?? "")) }
+        return display(v)
     }
 
     /// A value for the terminal: text as it is, structures as JSON, control characters escaped.

@@ -262,6 +262,10 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         let shown = try JSONValue.parse(try cli.ok("note", "show", point, "--json"))["fields"]?["location"]
         #expect(shown == .object(["type": "Point", "coordinates": .array([.double(37.2611), .double(49.1987)])]))
         #expect(try cli.run("note", "add", "--kind", "eod_spot", "--set", "location=137.2,49.1").status != 0)
+        // `show` says structured values in words.
+        _ = try cli.ok("note", "edit", point, "--add", "devices=AP:PMN-2:2:destroyed_in_situ")
+        let text = try cli.ok("note", "show", point)
+        #expect(text.contains("Point 49.1987 N, 37.2611 E") && text.contains("AP PMN-2 ×2 destroyed in situ"), "\(text)")
         let file = cli.home + "/area.geojson"
         try FileManager.default.createDirectory(atPath: cli.home, withIntermediateDirectories: true)
         let ring = "[[37.26,49.19],[37.27,49.19],[37.27,49.20],[37.26,49.19]]"
