@@ -3,6 +3,8 @@ import FieldSyncCore
 import FieldSyncStore
 import Foundation
 import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
 import Logging
 import NIOCore
 import Synchronization
@@ -336,6 +338,26 @@ final class RawSocket {
         #expect(ambiguous.status == 1 && ambiguous.err.contains("matches 2 devices"), "\(ambiguous.err)")
         for id in try ts.store.roster().sorted.map(\.device.description) { #expect(ambiguous.err.contains(id)) }
         #expect(try ts.store.roster().sorted.allSatisfy { $0.revokedAfterSeq == nil })
+    }
+
+    /// A path the router serves as a signed route, spelled otherwise (`//v1/sync`, found by the
+    /// server fuzz target), is authenticated like any other: only the open routes, exactly as
+    /// written, skip it. Before, it passed the authenticator and the handler answered 500.
+    @Test func everyPathButTheOpenOnesIsAuthenticated() async throws {
+        let ts = try TestServer()
+        let paths = ["//v1/sync", "/v1//sync", "//v1/roster", "/v1/./sync", "/V1/sync", "/x", "//healthz"]
+        let answers = try await Application(router: ts.server.router()).test(.router) { client in
+            var out: [(String, UInt, String?)] = []
+            for p in paths {
+                out.append(try await client.execute(uri: p, method: .post, headers: [.contentType: SyncProtocol.syncType], body: ByteBuffer(string: "x")) {
+                    (p, UInt($0.status.code), $0.headers[.contentType] == SyncProtocol.problemType ? "problem" : nil)
+                })
+            }
+            return out
+        }
+        for (p, status, problem) in answers {
+            #expect((400..<500).contains(status) && problem == "problem", "\(p) answered \(status)")
+        }
     }
 
     // MARK: 9. File modes
