@@ -49,7 +49,8 @@ public enum Policy {
         var adds: [RecordID: [String: Int]] = [:]
         for (i, op) in change.ops.enumerated() {
             if let reason = judge(op, author: change.device, role: role, schema: schema) {
-                return CoreError(reason.code, "op \(i) (\(op.action) on \(op.recordType) \(op.record)): \(reason.message)")
+                // The reason first, in the words its reader would use; which op, after it.
+                return CoreError(reason.code, "\(reason.message) (op \(i): \(op.action) on \(op.recordType) \(op.record))")
             }
             refs += op.refs.count
             if op.action == .add {
