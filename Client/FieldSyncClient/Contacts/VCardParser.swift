@@ -478,7 +478,9 @@ struct ContactBuilder {
     /// export keeps the written form in a parameter beside the tel: URI.
     private mutating func applyTel(_ p: ContactProperty) {
         var value = ContactText.trim(p.text)
-        if value.lowercased().hasPrefix("tel:") { value = ContactText.trim(value.dropFirst(4)) }
+        // Every leading `tel:` (a "tel:tel:" written by hand too), so the raw form never starts
+        // with one: written as text, it would read back shorter (found by the vcard fuzz target).
+        while value.lowercased().hasPrefix("tel:") { value = ContactText.trim(value.dropFirst(4)) }
         guard !value.isEmpty else { return }
         let e164 = Phone.e164(value, defaultCountryCode: defaultCountryCode)
         // The written form rides beside an E.164 URI only (`VCardWriter`): beside anything else
