@@ -51,6 +51,10 @@ public enum ChangeLog {
                     before = op.refs.map { (try? replica.store.value(of: $0)).flatMap { $0 } ?? "(erased)" }
                     if !before.isEmpty { o["superseded"] = .array(before) }
                 }
+                // The reason `delete --reason` kept on this laptop (it does not travel).
+                if op.action == .delete, let reason = (try? replica.store.meta("delete_reason:\(op.record)")).flatMap({ $0 }) {
+                    o["reason"] = .string(reason)
+                }
                 ops.append(.object(o))
                 let shown = value.map(short) ?? "(erased)"
                 let word: String
@@ -62,7 +66,7 @@ public enum ChangeLog {
                         : "\(op.action == .resolve ? "resolved " : "")\(op.field) \(from)\(shown)"
                 case .add: word = "+\(op.field) \(shown)"
                 case .remove: word = "-\(op.field)"
-                case .delete: word = "deleted"
+                case .delete: word = "deleted" + (o["reason"]?.stringValue.map { " (\($0))" } ?? "")
                 case .review: word = "review \(value?["state"]?.stringValue ?? "?")\(value?["comment"]?.stringValue.map { " (\($0))" } ?? "")"
                 case .erase: word = "personal data erased"
                 }

@@ -249,7 +249,8 @@ func runProcess(_ path: String, _ args: [String], environment: [String: String]?
         }
         #expect(try cli.ok("submit", id) == "submitted \(id) (UA-1) for review\n")
         #expect(try cli.ok("review", id, "--approve") == "approved \(id) (UA-1)\n")
-        #expect(try cli.ok("note", "delete", id) == "deleted \(id) (UA-1)\n")
+        #expect(try cli.ok("note", "delete", id, "--reason", "entered twice") == "deleted \(id) (UA-1)\n")
+        #expect(try cli.ok("log").contains("deleted (entered twice)"))
     }
 
     /// A location as people give it: "LAT,LON", or a GeoJSON file; coordinates that look
