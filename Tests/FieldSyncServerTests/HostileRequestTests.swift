@@ -19,7 +19,7 @@ final class InProcessServer: Sendable {
     init(_ ts: TestServer, limits: ConnectionLimits = .init()) async throws {
         let (chain, key) = try ts.data.tlsMaterial()
         let (ports, bound) = AsyncStream<Int>.makeStream()
-        let app = try ts.server.application(chainPEM: chain, keyPEM: key, host: "127.0.0.1", port: 0, logger: Logger(label: "test"),
+        let app = try ts.server.application(chainPEM: chain, keyPEM: key, host: "127.0.0.1", port: 0, logger: { var l = Logger(label: "test"); l.logLevel = .warning; return l }(),
                                             limits: limits) { port in bound.yield(port) }
         task = Task { try await app.runService(gracefulShutdownSignals: []) }
         var it = ports.makeAsyncIterator()
