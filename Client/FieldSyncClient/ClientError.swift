@@ -10,15 +10,4 @@ public struct ClientError: Error, CustomStringConvertible, Sendable {
     public init(_ message: String, exitCode: Int32 = 1) { self.message = message; self.exitCode = exitCode }
     public static func usage(_ message: String) -> ClientError { ClientError(message, exitCode: 2) }
     public var description: String { message }
-
-    /// One line for any error a command can meet; never a stack trace.
-    public static func describe(_ error: any Error) -> (String, Int32) {
-        switch error {
-        case let e as ClientError: return (e.message, e.exitCode)
-        case let e as CoreError: return (e.message, 1)
-        case let e as StoreError: return (e.message, 1)
-        case let e as ImportError: return (e.description, 1)
-        default: return ("\(error)", 1)
-        }
-    }
 }

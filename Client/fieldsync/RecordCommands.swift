@@ -26,26 +26,6 @@ func label(_ r: Replica, _ id: RecordID) -> String {
     return name.map { "\(id) (\(TerminalText.escaped($0)))" } ?? id.description
 }
 
-/// Text from a record, printed to a terminal: control and bidirectional characters escaped, so
-/// a value cannot rewrite the screen of the person reading it.
-enum TerminalText {
-    static func escaped(_ s: String) -> String {
-        var out = ""
-        for u in s.unicodeScalars {
-            if u.properties.generalCategory == .control || u.properties.generalCategory == .format {
-                out += "\\u{" + String(u.value, radix: 16, uppercase: true).leftPadded(4) + "}"
-            } else {
-                out.unicodeScalars.append(u)
-            }
-        }
-        return out
-    }
-}
-
-extension String {
-    func leftPadded(_ n: Int) -> String { count >= n ? self : String(repeating: "0", count: n - count) + self }
-}
-
 /// What `add`, `edit`, `delete`, `show` and `list` do, for either record type.
 enum RecordCommands {
     static func readJSONObjects(_ path: String) throws -> [(JSONValue, String)] {

@@ -1,3 +1,5 @@
+import FieldSyncCore
+
 /// A device's name is chosen by the administrator (`fieldsync-server invite --name`) and shown on
 /// terminals: it may hold no control or formatting character (escape sequences, bidirectional
 /// overrides and isolates, zero-width characters, line separators), which could rewrite what an
@@ -18,23 +20,8 @@ public enum DeviceName {
 
     /// `name` with every unsafe character written as `\u{XXXX}`: safe to print whatever the
     /// roster holds (a name stored before names were checked).
-    public static func printable(_ name: String) -> String {
-        var out = ""
-        for s in name.unicodeScalars {
-            if unsafe(s) { out += "\\u{\(hex(s))}" } else { out.unicodeScalars.append(s) }
-        }
-        return out
-    }
+    public static func printable(_ name: String) -> String { TerminalText.escaped(name) }
 
-    static func unsafe(_ s: Unicode.Scalar) -> Bool {
-        switch s.properties.generalCategory {
-        case .control, .format, .lineSeparator, .paragraphSeparator, .surrogate, .privateUse, .unassigned: true
-        default: false
-        }
-    }
-
-    static func hex(_ s: Unicode.Scalar) -> String {
-        let h = String(s.value, radix: 16, uppercase: true)
-        return String(repeating: "0", count: max(0, 4 - h.count)) + h
-    }
+    static func unsafe(_ s: Unicode.Scalar) -> Bool { TerminalText.isUnsafe(s) }
+    static func hex(_ s: Unicode.Scalar) -> String { TerminalText.hex(s) }
 }
