@@ -2,12 +2,17 @@ import FieldSyncCore
 import HummingbirdCore
 import NIOCore
 import NIOHTTPTypes
+import Synchronization
 
 /// What one server process allows its connections (docs/ARCHITECTURE.md, "Limits").
 public struct ConnectionLimits: Sendable {
     /// Open connections at once; past it the server stops accepting (they wait in the listen
     /// backlog) until one closes.
     public var maxConnections = 512
+    /// Open connections at once from one IP address; past it a new one is closed at once. One
+    /// host cannot then take every slot of `maxConnections`, while a depot's laptops behind one
+    /// NAT address (a few dozen, each holding at most one connection) still fit.
+    public var maxConnectionsPerAddress = 64
     /// A connection that has not yet carried an authenticated request is closed after this long
     /// with nothing received or sent (a TLS handshake, a request head that does not come).
     public var unauthenticatedIdle = TimeAmount.seconds(30)
@@ -23,6 +28,60 @@ public struct ConnectionLimits: Sendable {
     public var requestTransfer = TimeAmount.seconds(HTTPSignature.maxTransferSeconds + 30)
 
     public init() {}
+}
+
+/// Counts each IP address's open connections, shared by every connection of one server.
+final class AddressConnections: Sendable {
+    let limit: Int
+    private let open = Mutex<[String: Int]>([:])
+    init(limit: Int) { self.limit = limit }
+
+    /// Takes a slot for `address`, or says there is none left.
+    func enter(_ address: String) -> Bool {
+        open.withLock { open in
+            let n = open[address, default: 0]
+            guard n < limit else { return false }
+            open[address] = n + 1
+            return true
+        }
+    }
+
+    func leave(_ address: String) {
+        open.withLock { open in
+            let n = open[address, default: 0] - 1
+            open[address] = n > 0 ? n : nil  // dropped at zero, so the table holds only open addresses
+        }
+    }
+
+    var addresses: Int { open.withLock { $0.count } }
+}
+
+/// In every connection's pipeline: closes a connection from an address that already holds
+/// `AddressConnections.limit` as soon as it is active, before it has sent a byte, so its TLS
+/// handshake costs nothing.
+final class AddressCap: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPRequestPart
+    let table: AddressConnections
+    var address: String?
+    var refused = false
+    init(_ table: AddressConnections) { self.table = table }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        // A connection whose peer cannot be named (it has already gone) is counted under "".
+        let peer = context.channel.remoteAddress?.ipAddress ?? ""
+        if table.enter(peer) { address = peer } else { refused = true }
+        if refused, context.channel.isActive { context.close(promise: nil) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if refused { return context.close(promise: nil) }
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        if let address { table.leave(address) }
+        address = nil
+    }
 }
 
 /// Per connection: closes one that has not authenticated once it has been idle for

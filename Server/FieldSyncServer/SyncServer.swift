@@ -173,15 +173,16 @@ public struct SyncServer: Sendable {
     // MARK: Application
 
     /// The HTTPS application: TLS 1.2 or newer, HTTP/1.1, graceful shutdown via `runService()`,
-    /// within `limits` (connections at once, idle timeouts, header size).
+    /// within `limits` (connections at once, in all and per address; idle timeouts; header size).
     public func application(chainPEM: String, keyPEM: String, host: String, port: Int, logger: Logger, limits: ConnectionLimits = .init(),
                             onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         let chain = try NIOSSLCertificate.fromPEMBytes(Array(chainPEM.utf8))
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) },
                                                            privateKey: .privateKey(try NIOSSLPrivateKey(bytes: Array(keyPEM.utf8), format: .pem)))
         tls.minimumTLSVersion = .tlsv12
+        let addresses = AddressConnections(limit: limits.maxConnectionsPerAddress)
         let http = HTTP1Channel.Configuration(
-            additionalChannelHandlers: [ConnectionGuard(limits: limits)], idleTimeout: limits.idle,
+            additionalChannelHandlers: [AddressCap(addresses), ConnectionGuard(limits: limits)], idleTimeout: limits.idle,
             httpDecoderConfiguration: .init(maxHeaderFieldSize: limits.maxHeaderBytes, maxHeaderListSize: limits.maxHeaderBytes, maxHeaderFieldCount: 100))
         return Application(router: router(logger: logger), server: try .tls(.http1(configuration: http), tlsConfiguration: tls),
                            configuration: .init(address: .hostname(host, port: port), serverName: "fieldsync",

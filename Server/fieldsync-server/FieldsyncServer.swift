@@ -70,6 +70,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "PostgreSQL URL (not available in this build).") var postgres: String?
     @Option(name: .customLong("rate-limit"), help: "Requests per device per minute.") var rateLimit = 600
     @Option(name: .customLong("max-connections"), help: "Open connections at once; more wait to be accepted.") var maxConnections = ConnectionLimits().maxConnections
+    @Option(name: .customLong("max-connections-per-address"), help: "Open connections at once from one IP address; more are closed at once.")
+    var maxConnectionsPerAddress = ConnectionLimits().maxConnectionsPerAddress
     @Option(name: .customLong("log-format"), help: "text (a line per request on standard error) or json (an object per line).") var logFormat = "text"
     @Option(name: .customLong("log-level"), help: "error, warning, info (a line per request) or debug.") var logLevel = "info"
 
@@ -80,12 +82,14 @@ struct Serve: AsyncParsableCommand {
         }
         if postgres != nil { throw ServerError("--postgres is not available in this build; the server runs on its embedded SQLite store") }
         guard (1...65_536).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 65536") }
+        guard (1...65_536).contains(maxConnectionsPerAddress) else { throw ValidationError("--max-connections-per-address must be between 1 and 65536") }
         let files = ServerData(directory: data.data)
         try files.checkSecretModes()
         let store = try files.openStore()
         let server = SyncServer(store: SQLiteSyncStore(store), key: try files.serverKey(), caPEM: try files.caPEM(), requestsPerMinute: rateLimit)
         var limits = ConnectionLimits()
         limits.maxConnections = maxConnections
+        limits.maxConnectionsPerAddress = maxConnectionsPerAddress
         let (chain, key) = try files.tlsMaterial()
         let json = logFormat == "json"
         let logger = {

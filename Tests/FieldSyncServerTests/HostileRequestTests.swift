@@ -217,6 +217,27 @@ final class RawSocket {
         }
     }
 
+    @Test func oneAddressCannotTakeEverySlot() async throws {
+        let ts = try TestServer()
+        var limits = ConnectionLimits()
+        limits.maxConnectionsPerAddress = 3
+        let server = try await InProcessServer(ts, limits: limits)
+        defer { server.stop() }
+        var held = try (0..<3).map { _ in try RawSocket(port: server.port) }
+        try await Task.sleep(for: .milliseconds(300))
+        let fourth = try RawSocket(port: server.port)
+        #expect(fourth.closedByServer(within: 10), "a fourth connection from one address is closed at once")
+        #expect(!held[0].closedByServer(within: 1), "the three within the cap stay open")
+        // The slots come back when connections close: the address is served again.
+        held.removeAll()
+        try await Task.sleep(for: .milliseconds(300))
+        let alice = try ts.enroll(.field, "alice")
+        try await withLiveClient(ts, server) { client in
+            let status = try await client.sync(alice, changes: []).0
+            #expect(status == 200)
+        }
+    }
+
     @Test func aConnectionThatNeverAuthenticatesIsClosedSoon() async throws {
         let ts = try TestServer()
         var limits = ConnectionLimits()
