@@ -32,6 +32,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Turns Schema/records.json and Schema/sqlite/*.sql into Swift string constants at
@@ -83,13 +84,17 @@ let package = Package(
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Server/FieldSyncServer",
-            swiftSettings: strict
+            swiftSettings: strict,
+            plugins: ["EmbedSchema"]
         ),
         .executableTarget(
             name: "fieldsync-server",
-            dependencies: ["FieldSyncServer", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["FieldSyncServer", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "PostgresNIO", package: "postgres-nio")],
             path: "Server/fieldsync-server",
             swiftSettings: strict
         ),
@@ -137,6 +142,7 @@ let package = Package(
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: strict
         ),

@@ -38,15 +38,20 @@ public struct SyncServer: Sendable {
         router.add(middleware: RequestLogMiddleware(logger: logger))
         router.add(middleware: MetricsMiddleware(metrics: metrics))
         router.add(middleware: Authenticator(server: self))
+        // 503 when the store does not answer, so a load balancer sends laptops to another process.
         router.get("/healthz") { _, _ in
-            self.signed(status: .ok, json: .object(["status": "ok", "server_time": .int(Int64(self.clock()))]), nonce: nil)
+            let health = await self.store.health()
+            return self.signed(status: health.ok ? .ok : .serviceUnavailable,
+                               json: .object(["status": .string(health.ok ? "ok" : "unavailable"), "server_time": .int(Int64(clamping: self.clock())),
+                                              "database": .object(["backend": .string(health.backend), "ok": .bool(health.ok),
+                                                                   "detail": .string(health.detail)])]), nonce: nil)
         }
         router.get("/ca.pem") { _, _ in
             Response(status: .ok, headers: [.contentType: "application/x-pem-file"], body: .init(byteBuffer: ByteBuffer(string: self.caPEM)))
         }
         router.get("/metrics") { _, _ in
             var buffer: [UInt8] = []
-            self.metrics.devicesSeen.set(Double((try? await self.store.devicesSeen(since: self.clock() - 86_400_000)) ?? 0))
+            self.metrics.devicesSeen.set(Double((try? await self.store.devicesSeen(since: self.clock() >= 86_400_000 ? self.clock() - 86_400_000 : 0)) ?? 0))
             self.metrics.registry.emit(into: &buffer)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"], body: .init(byteBuffer: ByteBuffer(bytes: buffer)))
         }

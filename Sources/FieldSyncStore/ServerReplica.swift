@@ -116,7 +116,7 @@ extension ReplicaStore {
     }
 
     public func countDevicesSeen(since: UInt64) async throws -> Int {
-        try await writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM device_activity WHERE last_sync >= ?", arguments: [Int64(since)]) ?? 0 }
+        try await writer.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM device_activity WHERE last_sync >= ?", arguments: [Int64(clamping: since)]) ?? 0 }
     }
 
     /// Revokes a device: changes after its last accepted seq are refused from now on.
@@ -166,7 +166,7 @@ extension ReplicaStore {
     }
 
     public func devicesSeen(since: UInt64) throws -> Int {
-        try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM device_activity WHERE last_sync >= ?", arguments: [Int64(since)]) ?? 0 }
+        try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM device_activity WHERE last_sync >= ?", arguments: [Int64(clamping: since)]) ?? 0 }
     }
 
     public func hasChange(_ id: ChangeID) throws -> Bool {

@@ -8,7 +8,7 @@ import Synchronization
 /// (`inline`), which then waits for nobody but its own fsync; any other call queues on GRDB's
 /// writer and suspends meanwhile. So at most one thread of the cooperative pool ever waits on
 /// SQLite, and a lone laptop's sync pays no thread hand-offs (`ReplicaStore.Access`).
-public final class SQLiteSyncStore: SyncStore {
+public final class SQLiteSyncStore: SyncStoreAdmin {
     public let replica: ReplicaStore
     let calls = Atomic<Int>(0)
     let inlineWhenAlone: Bool
@@ -78,4 +78,31 @@ public final class SQLiteSyncStore: SyncStore {
     public func devicesSeen(since: UInt64) async throws -> Int {
         try await replica.countDevicesSeen(since: since)
     }
+
+    public func health() async -> StoreHealth {
+        do {
+            _ = try await replica.countDevicesSeen(since: .max)
+            return StoreHealth(ok: true, backend: "sqlite", detail: "readable")
+        } catch {
+            return StoreHealth(ok: false, backend: "sqlite", detail: "the database cannot be read")
+        }
+    }
+
+    public func createInvite(role: Role, name: String, ttlMillis: UInt64, now: UInt64) async throws -> String {
+        try replica.createInvite(role: role, name: name, ttlMillis: ttlMillis, now: now)
+    }
+
+    public func revoke(_ device: DeviceID) async throws -> RosterEntry {
+        do { return try replica.revoke(device) } catch let e as StoreError where e.code == .notFound {
+            throw SyncStoreError(.notFound, e.message)
+        }
+    }
+
+    public func deviceReports() async throws -> [DeviceReport] {
+        try replica.deviceReports().map { DeviceReport(entry: $0.entry, lastSync: $0.lastSync, changes: $0.changes, backlog: $0.backlog) }
+    }
+
+    public func hasChange(_ id: ChangeID) async throws -> Bool { try replica.hasChange(id) }
+
+    public func vector() async throws -> VersionVector { try replica.vector() }
 }

@@ -20,6 +20,49 @@ public protocol SyncStore: Sendable {
     func useNonce(_ nonce: SignatureNonce, now: UInt64) async throws -> Bool
     /// Devices that synced since `since` (ms).
     func devicesSeen(since: UInt64) async throws -> Int
+    /// Whether the database answers (`/healthz`).
+    func health() async -> StoreHealth
+}
+
+/// What an administrator (the `fieldsync-server` commands) and the tests need beside the
+/// exchange: invites, revocation, and a look at what is stored.
+public protocol SyncStoreAdmin: SyncStore {
+    /// A one-time invite for a device of `role` named `name`; returns the token (only its hash
+    /// is stored).
+    func createInvite(role: Role, name: String, ttlMillis: UInt64, now: UInt64) async throws -> String
+    /// Refuses the device's changes after its last stored seq, on every process; throws
+    /// `SyncStoreError(.notFound)` for a device not on the roster.
+    func revoke(_ device: DeviceID) async throws -> RosterEntry
+    /// Each enrolled device with its last sync, its changes stored and its backlog.
+    func deviceReports() async throws -> [DeviceReport]
+    func hasChange(_ id: ChangeID) async throws -> Bool
+    /// The highest stored seq of each device.
+    func vector() async throws -> VersionVector
+}
+
+/// One enrolled device as `devices list` shows it.
+public struct DeviceReport: Sendable {
+    public var entry: RosterEntry
+    public var lastSync: UInt64?
+    public var changes: Int
+    /// Changes it still lacked after its last exchange.
+    public var backlog: Int
+}
+
+/// Whether a store can serve, for `/healthz`.
+public struct StoreHealth: Sendable {
+    public var ok: Bool
+    /// "sqlite" or "postgresql".
+    public var backend: String
+    public var detail: String
+}
+
+/// Invite tokens: three base-36 words of 64 random bits each.
+enum InviteToken {
+    static func make() -> String {
+        var g = SystemRandomNumberGenerator()
+        return (0..<3).map { _ in String(g.next(), radix: 36) }.joined(separator: "-")
+    }
 }
 
 /// A store's refusal, by code: the server decides on the code, never on the message.
@@ -29,6 +72,8 @@ public struct SyncStoreError: Error, Sendable, CustomStringConvertible {
         case replayed
         /// The invite token is unknown, used or expired, or the key is already enrolled.
         case inviteRefused
+        /// No such device (or other thing named by the caller).
+        case notFound
     }
     public let code: Code
     public let message: String

@@ -1,0 +1,382 @@
+import Crypto
+import FieldSyncCore
+import Foundation
+import Logging
+import NIOCore
+import PostgresNIO
+import Synchronization
+
+/// The sync server's store on PostgreSQL, for several server processes on one database. Any
+/// process takes any request: what must be shared (the chain, the replay cache, invites, the
+/// roster) is in the database and decided there, in transactions (docs/ARCHITECTURE.md,
+/// "PostgreSQL"). The client must be running (`PostgresClient.run()`) for any call to return.
+public final class PostgresSyncStore: SyncStoreAdmin {
+    public let client: PostgresClient
+    let schema: RecordSchema
+    let logger: Logger
+    /// Tests only: runs inside an upload's transaction just before it commits, so a test can
+    /// hold a writer open while others commit and read.
+    let beforeCommit: (@Sendable (DeviceID) async -> Void)?
+
+    /// A store over a running client; `migrate` before the first exchange.
+    public init(client: PostgresClient, schema: RecordSchema = .standard, logger: Logger,
+                beforeCommit: (@Sendable (DeviceID) async -> Void)? = nil) {
+        self.client = client
+        self.schema = schema
+        self.logger = logger
+        self.beforeCommit = beforeCommit
+    }
+
+    // MARK: Schema
+
+    /// The format this build writes; a database marked otherwise is refused.
+    public static let format = "fieldsync-postgres-1"
+
+    /// Applies the embedded `Schema/postgres/*.sql` files not yet applied, in name order, in one
+    /// transaction under an advisory lock: processes that start together wait for each other,
+    /// and none sees a half-made schema.
+    public func migrate() async throws {
+        try await transaction { db in
+            _ = try await db.query("SELECT pg_advisory_xact_lock(7046110001)", logger: logger).collect()
+            _ = try await db.query("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                               logger: logger).collect()
+            var applied = Set<String>()
+            for try await name in try await db.query("SELECT name FROM schema_migrations", logger: logger).decode(String.self) { applied.insert(name) }
+            for name in EmbeddedSchema.files.keys.filter({ $0.hasPrefix("postgres/") }).sorted() where !applied.contains(name) {
+                for statement in Self.statements(EmbeddedSchema.files[name]!) {
+                    _ = try await db.query(PostgresQuery(unsafeSQL: statement), logger: logger).collect()
+                }
+                _ = try await db.query("INSERT INTO schema_migrations (name) VALUES (\(name))", logger: logger).collect()
+            }
+            var format: String?
+            for try await value in try await db.query("SELECT value FROM meta WHERE key = 'format'", logger: logger).decode(String.self) { format = value }
+            if let format, format != Self.format {
+                throw ServerError("this PostgreSQL database holds \(format), not \(Self.format): it was made by another fieldsync")
+            }
+            if format == nil {
+                _ = try await db.query("INSERT INTO meta (key, value) VALUES ('format', \(Self.format))", logger: logger).collect()
+            }
+        }
+    }
+
+    /// A migration file's statements: each ends with a semicolon at the end of a line (the
+    /// extended protocol runs one statement at a time). Comment lines are dropped.
+    static func statements(_ sql: String) -> [String] {
+        var out: [String] = []
+        var current = ""
+        for line in sql.split(separator: "\n", omittingEmptySubsequences: false) {
+            let trimmed = line.trimmingCharacters(in: .whitespaces)
+            if trimmed.hasPrefix("--") || trimmed.isEmpty { continue }
+            current += line + "\n"
+            if trimmed.hasSuffix(";") {
+                out.append(current)
+                current = ""
+            }
+        }
+        if !current.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty { out.append(current) }
+        return out
+    }
+
+    /// Whether the database already holds a fieldsync server (`init` refuses to make a second).
+    public func isInitialised() async throws -> Bool {
+        try await client.withConnection { db in
+            var found = false
+            for try await _ in try await db.query("SELECT 1 FROM pg_tables WHERE tablename = 'roster' AND schemaname = current_schema()",
+                                                  logger: logger).decode(Int.self) { found = true }
+            return found
+        }
+    }
+
+    /// A `meta` value (the server's public key, the format).
+    public func meta(_ key: String) async throws -> String? {
+        try await client.withConnection { db in
+            var value: String?
+            for try await v in try await db.query("SELECT value FROM meta WHERE key = \(key)", logger: logger).decode(String.self) { value = v }
+            return value
+        }
+    }
+
+    /// Sets a `meta` value that must be set once: false if it already was.
+    public func setMetaOnce(_ key: String, _ value: String) async throws -> Bool {
+        try await transaction { db in
+            var inserted = false
+            for try await _ in try await db.query("INSERT INTO meta (key, value) VALUES (\(key), \(value)) ON CONFLICT DO NOTHING RETURNING 1",
+                                                  logger: logger).decode(Int.self) { inserted = true }
+            return inserted
+        }
+    }
+
+    // MARK: Transactions
+
+    /// Runs `body` in one transaction on a leased connection: committed if it returns, rolled back
+    /// if it throws. A deadlock or serialization failure (another process won a race) is retried
+    /// up to three times; the error of the last try is thrown.
+    func transaction<T: Sendable>(_ mode: String = "READ WRITE", _ body: (PostgresConnection) async throws -> T) async throws -> T {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                return try await client.withConnection { db in
+                    _ = try await db.query(PostgresQuery(unsafeSQL: "BEGIN \(mode)"), logger: logger).collect()
+                    do {
+                        let value = try await body(db)
+                        _ = try await db.query("COMMIT", logger: logger).collect()
+                        return value
+                    } catch {
+                        _ = try? await db.query("ROLLBACK", logger: logger).collect()
+                        throw error
+                    }
+                }
+            } catch let e as PSQLError where attempt < 3 && Self.retriable(e) {
+                continue
+            }
+        }
+    }
+
+    /// One line for a person: the server's message and SQLSTATE, or what stopped the connection.
+    /// (PSQLError's own description hides both, lest a query's values reach a log.)
+    public static func describe(_ e: PSQLError) -> String {
+        if let info = e.serverInfo, let message = info[.message] { return "\(message) (SQLSTATE \(info[.sqlState] ?? "?"))" }
+        if let underlying = e.underlying { return "\(e.code): \(underlying)" }
+        return "\(e.code)"
+    }
+
+    /// Serialization failure, deadlock, or a unique violation on a device's chain (two
+    /// processes took one laptop's retried upload at once; the second finds it stored).
+    static func retriable(_ e: PSQLError) -> Bool {
+        guard let state = e.serverInfo?[.sqlState] else { return false }
+        return state == "40001" || state == "40P01" || (state == "23505" && e.serverInfo?[.constraintName] == "changes_device_seq_key")
+    }
+
+    // MARK: SyncStore
+
+    public func roster() async throws -> Roster {
+        try await client.withConnection { db in try await Self.roster(db, logger: logger) }
+    }
+
+    static func roster(_ db: PostgresConnection, logger: Logger) async throws -> Roster {
+        var entries: [RosterEntry] = []
+        for try await (key, name, role, enrolled, revoked) in try await db.query(
+            "SELECT public_key, name, role, enrolled_at, revoked_after_seq FROM roster ORDER BY device", logger: logger)
+            .decode((ByteBuffer, String, String, Int64, Int64?).self) {
+            guard let role = Role(rawValue: role) else { continue }
+            entries.append(RosterEntry(publicKey: Array(buffer: key), name: name, role: role, enrolledAtMillis: UInt64(clamping: enrolled),
+                                       revokedAfterSeq: revoked.map { UInt64(clamping: $0) }))
+        }
+        return Roster(entries)
+    }
+
+    public func exchange(_ r: ExchangeRequest, limits: ExchangeLimits) async throws -> ExchangeResult {
+        let (upload, verified) = ServerExchange.preverify(r, limits: limits)
+        let (stored, known) = try await transaction { db in
+            if let n = r.nonce, try await !Self.useNonce(db, n, now: r.now, logger: logger) {
+                throw SyncStoreError(.replayed, "this signature nonce was already used (replay)")
+            }
+            var result = ExchangeResult()
+            var known = r.clientVector
+            if !upload.isEmpty {
+                var stage = try await PostgresStage.load(db, device: r.device, upload: upload, schema: schema, now: r.now, logger: logger)
+                (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
+                try await stage.flush(db, logger: logger)
+                await beforeCommit?(r.device)
+            } else {
+                // A pull stores no change: its nonce and activity need not wait for the disk.
+                _ = try await db.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger).collect()
+            }
+            let backlog = ServerExchange.backlog(held: try await Self.vector(db, logger: logger), known: known, sending: limits.sends())
+            _ = try await db.query("""
+                INSERT INTO device_activity (device, last_sync, backlog) VALUES (\(r.device.description), \(Int64(clamping: r.now)), \(max(0, backlog)))
+                ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
+                """, logger: logger).collect()
+            return (result, known)
+        }
+        // The answer from one snapshot, so the vector and the changes agree; after the upload's
+        // commit, so it holds what was just stored.
+        var result = stored
+        let limit = limits.sends()
+        (result.lacking, result.more, result.vector) = try await transaction("ISOLATION LEVEL REPEATABLE READ, READ ONLY") { db in
+            try await Self.lacking(db, known: known, limit: limit, maxBytes: SyncProtocol.maxAnswerBytes, logger: logger)
+        }
+        return result
+    }
+
+    /// The highest applied seq of each device.
+    static func vector(_ db: PostgresConnection, logger: Logger) async throws -> VersionVector {
+        var v = VersionVector()
+        for try await (device, seq) in try await db.query("SELECT device, seq FROM heads WHERE seq > 0", logger: logger).decode((String, Int64).self) {
+            if let d = DeviceID(device) { v.seqs[d] = UInt64(clamping: seq) }
+        }
+        return v
+    }
+
+    /// What a client holding `known` lacks, in each device's seq order, as envelopes: at most
+    /// `limit` changes and about `maxBytes` (at least one); whether more remain; the vector.
+    static func lacking(_ db: PostgresConnection, known: VersionVector, limit: Int, maxBytes: Int,
+                        logger: Logger) async throws -> ([[UInt8]], Bool, VersionVector) {
+        let vector = try await vector(db, logger: logger)
+        var out: [[UInt8]] = []
+        var budget = ByteBudget(limit: maxBytes)
+        var more = false
+        for (d, top) in vector.seqs.sorted(by: { $0.key < $1.key }) {
+            guard top > known[d] else { continue }
+            if out.count >= limit || budget.isSpent { more = true; continue }
+            var n: UInt64 = 0
+            for try await envelope in try await db.query("""
+                SELECT envelope FROM changes WHERE device = \(d.description) AND seq > \(Int64(clamping: known[d])) ORDER BY seq LIMIT \(limit - out.count)
+                """, logger: logger).decode(ByteBuffer.self) {
+                let bytes = Array(buffer: envelope)
+                guard budget.take(bytes.count) else { break }
+                out.append(bytes)
+                n += 1
+            }
+            if n < top - known[d] { more = true }
+        }
+        return (out, more, vector)
+    }
+
+    public func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry {
+        try await transaction { db in
+            let hash = ByteBuffer(bytes: Self.tokenHash(token))
+            var invite: (role: String, name: String, expires: Int64, used: Int64?)?
+            for try await row in try await db.query("SELECT role, name, expires_at, used_at FROM invites WHERE token_hash = \(hash) FOR UPDATE",
+                                                    logger: logger).decode((String, String, Int64, Int64?).self) { invite = row }
+            guard let invite, let role = Role(rawValue: invite.role) else { throw SyncStoreError(.inviteRefused, "the invite token is not known") }
+            guard invite.used == nil else { throw SyncStoreError(.inviteRefused, "the invite token was already used") }
+            guard UInt64(clamping: invite.expires) > now else { throw SyncStoreError(.inviteRefused, "the invite token has expired") }
+            let entry = RosterEntry(publicKey: publicKey, name: name.isEmpty ? invite.name : name, role: role, enrolledAtMillis: now)
+            var inserted = false
+            for try await _ in try await db.query("""
+                INSERT INTO roster (device, public_key, name, role, enrolled_at) VALUES
+                  (\(entry.device.description), \(ByteBuffer(bytes: publicKey)), \(entry.name), \(role.rawValue), \(Int64(clamping: now)))
+                ON CONFLICT (device) DO NOTHING RETURNING 1
+                """, logger: logger).decode(Int.self) { inserted = true }
+            guard inserted else { throw SyncStoreError(.inviteRefused, "this device key is already enrolled") }
+            _ = try await db.query("INSERT INTO heads (device) VALUES (\(entry.device.description))", logger: logger).collect()
+            _ = try await db.query("UPDATE invites SET used_at = \(Int64(clamping: now)), used_by = \(entry.device.description) WHERE token_hash = \(hash)",
+                               logger: logger).collect()
+            return entry
+        }
+    }
+
+    public func useNonce(_ n: SignatureNonce, now: UInt64) async throws -> Bool {
+        try await transaction { db in
+            _ = try await db.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger).collect()
+            return try await Self.useNonce(db, n, now: now, logger: logger)
+        }
+    }
+
+    /// Records a nonce; false when any process recorded it before. A second process sending the
+    /// same nonce at once waits on the primary key and then finds it taken.
+    static func useNonce(_ db: PostgresConnection, _ n: SignatureNonce, now: UInt64, logger: Logger) async throws -> Bool {
+        _ = try await db.query("DELETE FROM nonces WHERE device = \(n.device) AND expires_at < \(Int64(clamping: now))", logger: logger).collect()
+        var fresh = false
+        for try await _ in try await db.query("""
+            INSERT INTO nonces (device, nonce, expires_at) VALUES (\(n.device), \(n.nonce), \(Int64(clamping: n.expiresAt)))
+            ON CONFLICT DO NOTHING RETURNING 1
+            """, logger: logger).decode(Int.self) { fresh = true }
+        return fresh
+    }
+
+    public func devicesSeen(since: UInt64) async throws -> Int {
+        try await client.withConnection { db in
+            var count = 0
+            for try await n in try await db.query("SELECT count(*) FROM device_activity WHERE last_sync >= \(Int64(clamping: since))",
+                                                  logger: logger).decode(Int64.self) { count = Int(n) }
+            return count
+        }
+    }
+
+    /// Asks the database for `SELECT 1`, for at most two seconds (a load balancer's probe must
+    /// not hang on a database that does not answer).
+    public func health() async -> StoreHealth {
+        let client = self.client, logger = self.logger
+        // The first answer wins: the query's own task may wait on the pool much longer (it gives
+        // up only when its connection attempts do), and nothing waits for it.
+        let answered: Bool = await withCheckedContinuation { continuation in
+            let first = FirstAnswer(continuation)
+            Task {
+                let ok = (try? await client.withConnection { db in try await db.query("SELECT 1", logger: logger).collect() }) != nil
+                first.answer(ok)
+            }
+            Task {
+                try? await Task.sleep(for: .seconds(2))
+                first.answer(false)
+            }
+        }
+        return answered ? StoreHealth(ok: true, backend: "postgresql", detail: "reachable")
+            : StoreHealth(ok: false, backend: "postgresql", detail: "the database does not answer")
+    }
+
+    // MARK: SyncStoreAdmin
+
+    static func tokenHash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
+
+    public func createInvite(role: Role, name: String, ttlMillis: UInt64, now: UInt64) async throws -> String {
+        let token = InviteToken.make()
+        let expires = now.addingReportingOverflow(ttlMillis)
+        try await transaction { db in
+            _ = try await db.query("""
+                INSERT INTO invites (token_hash, role, name, created_at, expires_at)
+                VALUES (\(ByteBuffer(bytes: Self.tokenHash(token))), \(role.rawValue), \(name), \(Int64(clamping: now)),
+                        \(expires.overflow ? Int64.max : Int64(clamping: expires.partialValue)))
+                """, logger: logger).collect()
+        }
+        return token
+    }
+
+    public func revoke(_ device: DeviceID) async throws -> RosterEntry {
+        try await transaction { db in
+            // Waits for the device's exchange in flight, if any: the cut is after what it stored.
+            var head: Int64?
+            for try await seq in try await db.query("SELECT seq FROM heads WHERE device = \(device.description) FOR UPDATE",
+                                                    logger: logger).decode(Int64.self) { head = seq }
+            guard let head else { throw SyncStoreError(.notFound, "no device \(device)") }
+            _ = try await db.query("UPDATE roster SET revoked_after_seq = \(head) WHERE device = \(device.description)", logger: logger).collect()
+            guard let entry = try await Self.roster(db, logger: logger)[device] else { throw SyncStoreError(.notFound, "no device \(device)") }
+            return entry
+        }
+    }
+
+    public func deviceReports() async throws -> [DeviceReport] {
+        try await client.withConnection { db in
+            let roster = try await Self.roster(db, logger: logger)
+            var reports: [DeviceID: DeviceReport] = [:]
+            for e in roster.sorted { reports[e.device] = DeviceReport(entry: e, lastSync: nil, changes: 0, backlog: 0) }
+            for try await (device, seq, last, backlog) in try await db.query("""
+                SELECT h.device, h.seq, a.last_sync, a.backlog FROM heads h LEFT JOIN device_activity a USING (device)
+                """, logger: logger).decode((String, Int64, Int64?, Int64?).self) {
+                guard let d = DeviceID(device), var r = reports[d] else { continue }
+                r.changes = Int(clamping: seq)
+                r.lastSync = last.map { UInt64(clamping: $0) }
+                r.backlog = Int(clamping: backlog ?? 0)
+                reports[d] = r
+            }
+            return roster.sorted.compactMap { reports[$0.device] }
+        }
+    }
+
+    public func hasChange(_ id: ChangeID) async throws -> Bool {
+        try await client.withConnection { db in
+            var found = false
+            for try await _ in try await db.query("SELECT 1 FROM changes WHERE id = \(ByteBuffer(bytes: id.bytes))", logger: logger)
+                .decode(Int.self) { found = true }
+            return found
+        }
+    }
+
+    public func vector() async throws -> VersionVector {
+        try await client.withConnection { db in try await Self.vector(db, logger: logger) }
+    }
+}
+
+/// Resumes a continuation with the first of several answers; the later ones are dropped.
+final class FirstAnswer: Sendable {
+    let continuation: Mutex<CheckedContinuation<Bool, Never>?>
+    init(_ c: CheckedContinuation<Bool, Never>) { continuation = Mutex(c) }
+    func answer(_ ok: Bool) {
+        continuation.withLock { c in
+            c?.resume(returning: ok)
+            c = nil
+        }
+    }
+}
