@@ -7,6 +7,9 @@ need=()
 # The public suffix list: where a glued e-mail address in a press release ends (read at run time;
 # contact import falls back to a short built-in list without it).
 [ -f /usr/share/publicsuffix/public_suffix_list.dat ] || need+=(publicsuffix)
+# Tests only: a PostgreSQL server (a throwaway cluster per run, scripts/pg-cluster.sh) for the
+# PostgreSQL store's tests. `serve --postgres` in service needs only a database to reach.
+if [ "${1:-}" = "--test" ]; then ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql); fi
 # Tests only: a laptop clock days off, for the end-to-end sync test.
 if [ "${1:-}" = "--test" ]; then command -v faketime >/dev/null || need+=(faketime); fi
 # Tests only: the RFC 9421 interop tests make a Python virtual environment (.build/venv-rfc9421)

@@ -11,4 +11,8 @@ fi
 # Warnings from our own sources fail the run; dependencies' warnings are theirs.
 own=$(grep -E "^/[^ ]*: warning:|warning: .main.:" "$log" | grep -vE "/\.build[^/]*/|checkouts/" | sort -u || true)
 if [ -n "$own" ]; then echo "warnings in our own code:"; echo "$own"; exit 1; fi
+# The PostgreSQL store's tests run against a throwaway cluster, stopped however the run ends.
+pg=$(scripts/pg-cluster.sh start)
+trap 'scripts/pg-cluster.sh stop "$pg"' EXIT
+set -a; . "$pg/env"; set +a
 swift test --skip-build "$@"

@@ -2,6 +2,7 @@ import Crypto
 import FieldSyncCore
 import FieldSyncStore
 import Foundation
+import Logging
 import Glibc
 import SwiftASN1
 import X509
@@ -18,6 +19,8 @@ public struct ServerData: Sendable {
     public var tlsCertPath: String { directory + "/tls.pem" }
     public var tlsKeyPath: String { directory + "/tls.key" }
     public var databasePath: String { directory + "/server.sqlite" }
+    /// Present when the server's data is in PostgreSQL (it says so; the URL is never written).
+    public var postgresMarkerPath: String { directory + "/postgresql" }
 
     public init(directory: String) { self.directory = directory }
 
@@ -33,9 +36,10 @@ public struct ServerData: Sendable {
 
     /// Makes the folder and its files. The CA key is written to `caKeyOut` (0600, never over an
     /// existing file) when given, else it is dropped once the TLS certificate is issued.
-    public func initialise(hostnames: [String], caKeyOut: String? = nil, now: Date = Date()) throws -> InitResult {
+    /// `sqlite: false` makes no database here (the server's data goes to PostgreSQL).
+    public func initialise(hostnames: [String], caKeyOut: String? = nil, now: Date = Date(), sqlite: Bool = true) throws -> InitResult {
         let fm = FileManager.default
-        for path in [serverKeyPath, caCertPath, databasePath] where fm.fileExists(atPath: path) {
+        for path in [serverKeyPath, caCertPath, databasePath, postgresMarkerPath] where fm.fileExists(atPath: path) {
             throw ServerError("\(directory) already holds a server (\((path as NSString).lastPathComponent)); refusing to overwrite it")
         }
         if let caKeyOut, fm.fileExists(atPath: caKeyOut) { throw ServerError("\(caKeyOut) already exists; refusing to overwrite it") }
@@ -78,9 +82,13 @@ public struct ServerData: Sendable {
         try write(tlsKeyPath, Array(try leafKey.serializeAsPEM().pemString.utf8), secret: true)
         try write(caCertPath, Array(try ca.serializeAsPEM().pemString.utf8), secret: false)
         try write(tlsCertPath, Array((try leaf.serializeAsPEM().pemString + "\n" + ca.serializeAsPEM().pemString).utf8), secret: false)
-        let store = try ReplicaStore.open(path: databasePath, create: true, server: true)
-        try store.setMeta("server_public_key", serverKey.publicKey.hex)
-        try tightenDatabase()
+        if sqlite {
+            let store = try ReplicaStore.open(path: databasePath, create: true, server: true)
+            try store.setMeta("server_public_key", serverKey.publicKey.hex)
+            try tightenDatabase()
+        } else {
+            try write(postgresMarkerPath, Array("this server's data is in PostgreSQL: give fieldsync-server --postgres URL\n".utf8), secret: false)
+        }
         return InitResult(caPin: try Self.pin(caPEM: try ca.serializeAsPEM().pemString), serverPublicKey: serverKey.publicKey)
     }
 
@@ -173,6 +181,46 @@ public struct ServerData: Sendable {
 
     public func tlsMaterial() throws -> (chainPEM: String, keyPEM: String) { (try read(tlsCertPath), try read(tlsKeyPath)) }
     public func caPEM() throws -> String { try read(caCertPath) }
+
+    /// `init --postgres`: the keys and certificates here, the data in the database at `url`. The
+    /// database is checked first, so a database that already holds a server is refused before
+    /// anything is written.
+    public func initialise(hostnames: [String], caKeyOut: String? = nil, postgres url: PostgresURL, logger: Logger) async throws -> InitResult {
+        let directory = self.directory
+        return try await PostgresSyncStore.with(url, maxConnections: 2, logger: logger) { store in
+            if try await store.meta("server_public_key") != nil {
+                throw ServerError("the PostgreSQL database already holds a fieldsync server; a second server needs its own database (or schema=NAME)")
+            }
+            let result = try ServerData(directory: directory).initialise(hostnames: hostnames, caKeyOut: caKeyOut, sqlite: false)
+            guard try await store.setMetaOnce("server_public_key", result.serverPublicKey.hex) else {
+                throw ServerError("another server was initialised in this PostgreSQL database at the same time; remove \(directory) and try again")
+            }
+            return result
+        }
+    }
+
+    /// Runs `body` with this server's store: PostgreSQL at `postgres` (whose server key must be
+    /// the one in this folder), else the SQLite database in this folder.
+    public func withStore<T: Sendable>(postgres: PostgresURL?, logger: Logger, maxConnections: Int = 16,
+                                       _ body: @escaping @Sendable (any SyncStoreAdmin) async throws -> T) async throws -> T {
+        if let postgres {
+            let key = try serverKey()
+            let directory = self.directory
+            return try await PostgresSyncStore.with(postgres, maxConnections: maxConnections, logger: logger) { store in
+                guard let stored = try await store.meta("server_public_key") else {
+                    throw ServerError("the PostgreSQL database holds no fieldsync server: run `fieldsync-server init --data \(directory) --postgres URL` first")
+                }
+                guard stored == key.publicKey.hex else {
+                    throw ServerError("the PostgreSQL database belongs to another server: its key is not the one in \(directory)")
+                }
+                return try await body(store)
+            }
+        }
+        if !FileManager.default.fileExists(atPath: databasePath), FileManager.default.fileExists(atPath: postgresMarkerPath) {
+            throw ServerError("\(directory) belongs to a server on PostgreSQL: give --postgres URL (or FIELDSYNC_POSTGRES_URL)")
+        }
+        return try await body(SQLiteSyncStore(try openStore()))
+    }
 
     public func openStore() throws -> ReplicaStore {
         guard FileManager.default.fileExists(atPath: databasePath) else {

@@ -4,6 +4,7 @@ import FieldSyncServer
 import FieldSyncStore
 import Foundation
 import Logging
+import PostgresNIO
 
 @main
 struct FieldsyncServerCommand: AsyncParsableCommand {
@@ -26,6 +27,10 @@ struct FieldsyncServerCommand: AsyncParsableCommand {
             fail(e.message, 1)
         } catch let e as CoreError {
             fail(e.message, 1)
+        } catch let e as SyncStoreError {
+            fail(e.message, 1)
+        } catch let e as PSQLError {
+            fail("PostgreSQL: \(PostgresSyncStore.describe(e))", 1)
         } catch {
             if exitCode(for: error) == .success { print(fullMessage(for: error)); Foundation.exit(0) }
             if error is ValidationError || error is CleanExit || String(describing: type(of: error)).contains("Parser") || exitCode(for: error).rawValue == 64 {
@@ -45,16 +50,48 @@ struct DataOption: ParsableArguments {
     @Option(help: "The server's data folder.") var data: String
 }
 
-struct Init: ParsableCommand {
+/// Where the server's data is: the folder (keys, certificates, and the SQLite database), and
+/// PostgreSQL when the data is there.
+struct StoreOptions: ParsableArguments {
+    @Option(help: "The server's data folder (keys and certificates; the database too without --postgres).") var data: String
+    @Option(help: "PostgreSQL URL, postgres://USER:PASSWORD@HOST:PORT/DATABASE[?sslmode=require&schema=NAME] (default: $FIELDSYNC_POSTGRES_URL; without either, the SQLite database in --data).")
+    var postgres: String?
+
+    func url() throws -> PostgresURL? { try PostgresURL.fromOption(postgres) }
+
+    /// Runs `body` with the store, logging to standard error at warning level.
+    func withStore<T: Sendable>(maxConnections: Int = 4, logger: Logger = .commandLine,
+                                _ body: @escaping @Sendable (any SyncStoreAdmin) async throws -> T) async throws -> T {
+        try await ServerData(directory: data).withStore(postgres: try url(), logger: logger, maxConnections: maxConnections, body)
+    }
+}
+
+extension Logger {
+    /// For the administration commands: warnings and errors only, on standard error.
+    static var commandLine: Logger {
+        var l = Logger(label: "fieldsync-server") { label -> any LogHandler in StreamLogHandler.standardError(label: label) }
+        l.logLevel = Logger.Level.warning
+        return l
+    }
+}
+
+struct Init: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make the server key, a private CA, a TLS certificate and the database; print the CA pin.")
-    @OptionGroup var data: DataOption
+    @OptionGroup var data: StoreOptions
     @Option(name: .customLong("hostname"), help: "A host name or address clients will use (repeatable).") var hostnames: [String] = []
     @Option(name: .customLong("ca-key-out"), help: "Keep the CA's private key in this new file (0600; keep it offline). Without it the key is dropped once the TLS certificate is issued.")
     var caKeyOut: String?
 
-    func run() throws {
-        let result = try ServerData(directory: data.data).initialise(hostnames: hostnames, caKeyOut: caKeyOut)
-        print("server initialised in \(data.data)")
+    func run() async throws {
+        let files = ServerData(directory: data.data)
+        let result: ServerData.InitResult
+        if let url = try data.url() {
+            result = try await files.initialise(hostnames: hostnames, caKeyOut: caKeyOut, postgres: url, logger: .commandLine)
+            print("server initialised: keys and certificates in \(data.data), data in \(url.redacted)")
+        } else {
+            result = try files.initialise(hostnames: hostnames, caKeyOut: caKeyOut)
+            print("server initialised in \(data.data)")
+        }
         print(caKeyOut.map { "CA key written to \($0): keep it offline" } ?? "CA key not kept (a new certificate needs a new init; see --ca-key-out)")
         print("CA pin: \(result.caPin)")
         print("enrol a laptop:  fieldsync-server invite --data \(data.data) --role field --name NAME")
@@ -64,10 +101,10 @@ struct Init: ParsableCommand {
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve HTTPS (TLS 1.2+) until SIGTERM or SIGINT; in-flight syncs finish first.")
-    @OptionGroup var data: DataOption
+    @OptionGroup var data: StoreOptions
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port (0 picks a free one and prints it).") var port = 8443
-    @Option(help: "PostgreSQL URL (not available in this build).") var postgres: String?
+    @Option(name: .customLong("postgres-connections"), help: "Connections to PostgreSQL this process keeps at most.") var postgresConnections = 16
     @Option(name: .customLong("rate-limit"), help: "Requests per device per minute.") var rateLimit = 600
     @Option(name: .customLong("max-connections"), help: "Open connections at once; more wait to be accepted.") var maxConnections = ConnectionLimits().maxConnections
     @Option(name: .customLong("max-connections-per-address"), help: "Open connections at once from one IP address; more are closed at once.")
@@ -80,17 +117,18 @@ struct Serve: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel), [.error, .warning, .info, .debug].contains(level) else {
             throw ValidationError("--log-level must be error, warning, info or debug")
         }
-        if postgres != nil { throw ServerError("--postgres is not available in this build; the server runs on its embedded SQLite store") }
+        guard (1...1_000).contains(postgresConnections) else { throw ValidationError("--postgres-connections must be between 1 and 1000") }
         guard (1...65_536).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 65536") }
         guard (1...65_536).contains(maxConnectionsPerAddress) else { throw ValidationError("--max-connections-per-address must be between 1 and 65536") }
         let files = ServerData(directory: data.data)
         try files.checkSecretModes()
-        let store = try files.openStore()
-        let server = SyncServer(store: SQLiteSyncStore(store), key: try files.serverKey(), caPEM: try files.caPEM(), requestsPerMinute: rateLimit)
-        var limits = ConnectionLimits()
-        limits.maxConnections = maxConnections
-        limits.maxConnectionsPerAddress = maxConnectionsPerAddress
-        let (chain, key) = try files.tlsMaterial()
+        let key = try files.serverKey(), caPEM = try files.caPEM(), (chain, tlsKey) = try files.tlsMaterial()
+        let limits = {
+            var l = ConnectionLimits()
+            l.maxConnections = maxConnections
+            l.maxConnectionsPerAddress = maxConnectionsPerAddress
+            return l
+        }()
         let json = logFormat == "json"
         let logger = {
             var l = Logger(label: "fieldsync-server") { label -> any LogHandler in
@@ -99,32 +137,41 @@ struct Serve: AsyncParsableCommand {
             l.logLevel = level
             return l
         }()
-        let app = try server.application(chainPEM: chain, keyPEM: key, host: host, port: port, logger: logger, limits: limits) { bound in
-            logger.info("listening", metadata: ["address": Logger.MetadataValue.string("https://\(host):\(bound)"), "data": Logger.MetadataValue.string(data.data)])
-            FileHandle.standardOutput.write(Data("listening on https://\(host):\(bound)\n".utf8))
+        let (host, port, rateLimit, dataPath) = (self.host, self.port, self.rateLimit, data.data)
+        try await files.withStore(postgres: try data.url(), logger: logger, maxConnections: postgresConnections) { store in
+            let server = SyncServer(store: store, key: key, caPEM: caPEM, requestsPerMinute: rateLimit)
+            let backend = (await store.health()).backend
+            let app = try server.application(chainPEM: chain, keyPEM: tlsKey, host: host, port: port, logger: logger, limits: limits) { bound in
+                logger.info("listening", metadata: ["address": .string("https://\(host):\(bound)"), "data": .string(dataPath),
+                                                    "store": .string(backend)])
+                FileHandle.standardOutput.write(Data("listening on https://\(host):\(bound)\n".utf8))
+            }
+            do { try await app.runService() } catch {
+                logger.error("stopped on an error", metadata: ["error": .string("\(error)")])
+                throw error
+            }
+            logger.info("stopped")
         }
-        do { try await app.runService() } catch {
-            logger.error("stopped on an error", metadata: ["error": Logger.MetadataValue.string("\(error)")])
-            throw error
-        }
-        logger.info("stopped")
     }
 }
 
-struct Invite: ParsableCommand {
+struct Invite: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Make a one-time enrolment token bound to a role and a name.")
-    @OptionGroup var data: DataOption
+    @OptionGroup var data: StoreOptions
     @Option(help: "field, press or coordinator.") var role: String
     @Option(help: "The device's name: the name it will have in the roster, whatever it asks for.") var name: String
     @Option(help: "Hours until the token expires.") var hours = 72
 
-    func run() throws {
+    func run() async throws {
         guard let r = Role(rawValue: role) else { throw ValidationError("--role must be field, press or coordinator") }
         if let problem = DeviceName.problem(name) { throw ValidationError("--name \(problem)") }
         guard (1...24 * 30).contains(hours) else { throw ValidationError("--hours must be between 1 and 720") }
         let files = ServerData(directory: data.data)
         let now = Timestamps.nowMillis
-        let token = try files.openStore().createInvite(role: r, name: name, ttlMillis: UInt64(hours) * 3_600_000, now: now)
+        let (name, hours) = (self.name, self.hours)
+        let token = try await data.withStore { store in
+            try await store.createInvite(role: r, name: name, ttlMillis: UInt64(hours) * 3_600_000, now: now)
+        }
         // The token alone on standard output (scripts read it); for the person, on standard
         // error: when it expires and the line to run on the laptop.
         print(token)
@@ -140,13 +187,13 @@ struct Invite: ParsableCommand {
 struct Devices: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Enrolled devices.", subcommands: [List.self, Revoke.self])
 
-    struct List: ParsableCommand {
+    struct List: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Each device's role, last sync and pending backlog.")
-        @OptionGroup var data: DataOption
+        @OptionGroup var data: StoreOptions
         @Flag(help: "Print JSON.") var json = false
 
-        func run() throws {
-            let reports = try ServerData(directory: data.data).openStore().deviceReports()
+        func run() async throws {
+            let reports = try await data.withStore { store in try await store.deviceReports() }
             if json {
                 print(JSONValue.array(reports.map { r in
                     .object(["device": .string(r.entry.device.description), "name": .string(r.entry.name), "role": .string(r.entry.role.rawValue),
@@ -169,20 +216,22 @@ struct Devices: ParsableCommand {
         }
     }
 
-    struct Revoke: ParsableCommand {
+    struct Revoke: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Cut a device off: nothing after its last accepted change is taken.")
         @Argument(help: "Device id (or unique prefix) or name.") var id: String
-        @OptionGroup var data: DataOption
+        @OptionGroup var data: StoreOptions
 
-        func run() throws {
-            let store = try ServerData(directory: data.data).openStore()
-            let matches = try store.roster().sorted.filter { $0.name == id || $0.device.description.hasPrefix(id.lowercased()) }
-            guard matches.count == 1 else {
-                let listed = matches.prefix(5).map { "\(DeviceName.printable($0.name)) (\($0.device))" }.joined(separator: "; ")
-                throw ServerError(matches.isEmpty ? "no device '\(DeviceName.printable(id))'"
-                                                  : "'\(DeviceName.printable(id))' matches \(matches.count) devices: \(listed); give more of the id")
+        func run() async throws {
+            let id = self.id
+            let e = try await data.withStore { store in
+                let matches = try await store.roster().sorted.filter { $0.name == id || $0.device.description.hasPrefix(id.lowercased()) }
+                guard matches.count == 1 else {
+                    let listed = matches.prefix(5).map { "\(DeviceName.printable($0.name)) (\($0.device))" }.joined(separator: "; ")
+                    throw ServerError(matches.isEmpty ? "no device '\(DeviceName.printable(id))'"
+                                                      : "'\(DeviceName.printable(id))' matches \(matches.count) devices: \(listed); give more of the id")
+                }
+                return try await store.revoke(matches[0].device)
             }
-            let e = try store.revoke(matches[0].device)
             print("revoked \(DeviceName.printable(e.name)) (\(e.device)) after seq \(e.revokedAfterSeq ?? 0)")
         }
     }
