@@ -199,6 +199,15 @@ public struct ServerData: Sendable {
         }
     }
 
+    /// After `migrate`: the folder says its data is now in PostgreSQL.
+    func markPostgres(movedFrom: String) throws {
+        try write(postgresMarkerPath, Array("""
+            this server's data is in PostgreSQL since \(Timestamps.iso(Timestamps.nowMillis)): give fieldsync-server --postgres URL.
+            server.sqlite is kept as it was before the move, and is no longer served.
+
+            """.utf8), secret: false)
+    }
+
     /// Runs `body` with this server's store: PostgreSQL at `postgres` (whose server key must be
     /// the one in this folder), else the SQLite database in this folder.
     public func withStore<T: Sendable>(postgres: PostgresURL?, logger: Logger, maxConnections: Int = 16,
@@ -216,7 +225,9 @@ public struct ServerData: Sendable {
                 return try await body(store)
             }
         }
-        if !FileManager.default.fileExists(atPath: databasePath), FileManager.default.fileExists(atPath: postgresMarkerPath) {
+        // A folder whose data moved to PostgreSQL keeps its old SQLite file, untouched: serving it
+        // again would fork the server in two.
+        if FileManager.default.fileExists(atPath: postgresMarkerPath) {
             throw ServerError("\(directory) belongs to a server on PostgreSQL: give --postgres URL (or FIELDSYNC_POSTGRES_URL)")
         }
         return try await body(SQLiteSyncStore(try openStore()))

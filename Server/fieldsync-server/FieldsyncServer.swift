@@ -11,7 +11,7 @@ struct FieldsyncServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync-server",
         abstract: "The fieldsync sync server and its administration.",
-        subcommands: [Init.self, Serve.self, Invite.self, Devices.self]
+        subcommands: [Init.self, Serve.self, Invite.self, Devices.self, Migrate.self]
     )
 
     /// One line on stderr for every failure; usage mistakes exit 2.
@@ -152,6 +152,26 @@ struct Serve: AsyncParsableCommand {
             }
             logger.info("stopped")
         }
+    }
+}
+
+struct Migrate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Move a server's data from its SQLite file to PostgreSQL (stop its serve first).",
+        discussion: "Every change is checked and merged again on the way in. The SQLite file is left as it was; the folder then serves only with --postgres.")
+    @Option(help: "The server's data folder (with server.sqlite).") var from: String
+    @Option(help: "PostgreSQL URL of an empty database (default: $FIELDSYNC_POSTGRES_URL).") var postgres: String?
+
+    func run() async throws {
+        guard let url = try PostgresURL.fromOption(postgres) else { throw ValidationError("give --postgres URL (or set FIELDSYNC_POSTGRES_URL)") }
+        let files = ServerData(directory: from)
+        let start = ContinuousClock.now
+        let report = try await StoreMigration.run(from: files, to: url, logger: .commandLine) { line in
+            FileHandle.standardError.write(Data("  \(line)\n".utf8))
+        }
+        print("moved \(report.devices) devices, \(report.changes) changes (\(report.held) held for a gap), \(report.records) records to \(url.redacted) in \(start.duration(to: .now))")
+        if report.openInvites > 0 { print("\(report.openInvites) unused invites were not moved: make them again with invite") }
+        print("serve with: fieldsync-server serve --data \(from) --postgres URL")
     }
 }
 

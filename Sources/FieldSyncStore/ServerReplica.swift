@@ -169,6 +169,18 @@ extension ReplicaStore {
         try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM device_activity WHERE last_sync >= ?", arguments: [Int64(clamping: since)]) ?? 0 }
     }
 
+    /// Invites not used and not expired.
+    public func openInviteCount(now: UInt64) throws -> Int {
+        try read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM invites WHERE used_at IS NULL AND expires_at > ?", arguments: [Int64(clamping: now)]) ?? 0
+        }
+    }
+
+    /// The envelopes of the changes held back for a gap, by device and seq.
+    public func heldEnvelopes() throws -> [[UInt8]] {
+        try read { db in try Data.fetchAll(db, sql: "SELECT envelope FROM pending ORDER BY device, seq").map { [UInt8]($0) } }
+    }
+
     public func hasChange(_ id: ChangeID) throws -> Bool {
         try read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM changes WHERE id = ?", arguments: [Data(id.bytes)])! > 0 }
     }
@@ -223,5 +235,11 @@ public struct ServerReader {
         let (changes, more, vector) = try ReplicaStore.lacking(db, known: known, limit: limit, maxBytes: maxBytes, size: \.count,
                                                                load: ReplicaStore.loadEnvelope)
         return (changes, more, vector)
+    }
+
+    /// One device's stored changes after `seq`, in order, at most `limit`, as envelopes.
+    public func chain(of device: DeviceID, after seq: UInt64, limit: Int) throws -> [[UInt8]] {
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT n, id, signed, signature, seed, envelope FROM changes WHERE device = ? AND seq > ? ORDER BY seq LIMIT ?"),
+                         arguments: [device.description, Int64(clamping: seq), limit]).map { try ReplicaStore.loadEnvelope($0, db) }
     }
 }

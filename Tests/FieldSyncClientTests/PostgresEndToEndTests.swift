@@ -143,4 +143,67 @@ final class PostgresServers: @unchecked Sendable {
         let list = try servers.admin("devices", "list", "--json")
         #expect(list.contains("\"revoked\":true"))
     }
+
+    /// A server that ran on SQLite, with laptops, an erasure and a revoked laptop, moves to
+    /// PostgreSQL; its laptops sync on as if nothing happened, and a new laptop gets everything.
+    @Test(.timeLimit(.minutes(10))) func aSQLiteServerMovesToPostgres() throws {
+        guard let base = PostgresServers.baseURL else { return }
+        let schema = "mig_" + UUID().uuidString.prefix(8).lowercased()
+        try PostgresServers.psql(base, "CREATE SCHEMA \(schema)")
+        defer { try? PostgresServers.psql(base, "DROP SCHEMA \(schema) CASCADE") }
+        let url = base + (base.contains("?") ? "&" : "?") + "schema=\(schema)"
+        let server = try LiveServer()
+        try server.start()
+        let f = try laptop(server, role: "field", name: "mt3"), co = try laptop(server, role: "coordinator", name: "hq")
+        let press = try laptop(server, role: "press", name: "press"), lost = try laptop(server, role: "field", name: "lost")
+        defer { for l in [f, co, press, lost] { l.cleanUp() } }
+        try importSurveys(f, 30, ref: "MT3")
+        let note = try #require(try JSONValue.parse(Array(try f.ok("note", "list", "--json").utf8)).arrayValue?.first?["id"]?.stringValue)
+        _ = try f.ok("sync", "--quiet")
+        _ = try co.ok("sync", "--quiet")
+        _ = try co.ok("note", "edit", note, "--add", "tags=checked")
+        _ = try f.ok("note", "edit", note, "--set", "narrative=walked again")
+        let olena = try press.ok("contact", "add", "--set", "fn=Olena Verbytska", "--set", "email=olena@private.example")
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try press.ok("contact", "add", "--set", "fn=Kari Lunde")
+        _ = try press.ok("sync", "--quiet")
+        _ = try co.ok("sync", "--quiet")
+        _ = try co.ok("contact", "erase", olena)
+        _ = try lost.ok("note", "add", "--kind", "survey", "--set", "ref=LOST-1")
+        for _ in 0..<2 { for l in [f, co, press, lost] { _ = try l.ok("sync", "--quiet") } }
+        _ = try LiveServer.admin(["devices", "revoke", "lost", "--data", server.dir])
+        let before = try f.ok("note", "list", "--json")
+        server.kill(SIGTERM)
+
+        let moved = try LiveServer.admin(["migrate", "--from", server.dir, "--postgres", url])
+        #expect(moved.contains("moved 4 devices"), "\(moved)")
+        // The old file is no longer served on its own.
+        let again = try runProcess(LiveServer.binary, ["serve", "--data", server.dir, "--port", "0"])
+        #expect(again.status == 1 && again.err.contains("belongs to a server on PostgreSQL"), "\(again.err)")
+        try server.start(["--postgres", url])
+
+        for l in [f, co, press] {
+            let s = try JSONValue.parse(Array(try l.ok("sync", "--json").utf8))
+            #expect(s["exit"]?.intValue == 0 && s["pulled"]?.intValue == 0, "a laptop finds nothing new after the move: \(s)")
+        }
+        _ = try f.ok("note", "edit", note, "--set", "team=MT-3")
+        _ = try f.ok("sync", "--quiet")
+        _ = try co.ok("sync", "--quiet")
+        let fresh = CLI()
+        defer { fresh.cleanUp() }
+        _ = try fresh.ok("init", "--name", "new", "--role", "coordinator")
+        let token = try LiveServer.admin(["invite", "--data", server.dir, "--postgres", url, "--role", "coordinator", "--name", "new"])
+        _ = try fresh.ok("enroll", server.url, "--token", token.trimmingCharacters(in: .whitespacesAndNewlines), "--pin", server.pin)
+        _ = try fresh.ok("sync", "--quiet")
+        #expect(try fresh.ok("note", "list", "--json") == (try co.ok("note", "list", "--json")))
+        #expect(try fresh.ok("note", "list", "--json") != before, "the edit made after the move arrived")
+        #expect(try fresh.ok("contact", "list", "--json") == (try press.ok("contact", "list", "--json")))
+        // The erased person's values did not come back through the move, and the revoked laptop stays cut off.
+        let stored = try runProcess("/usr/bin/env", ["psql", "-qAt", base, "-c",
+                                                     "SELECT count(*) FROM \(schema).changes WHERE position('olena@private.example'::bytea IN envelope) > 0"])
+        #expect(stored.out.trimmingCharacters(in: .whitespacesAndNewlines) == "0", "\(stored.out) \(stored.err)")
+        _ = try lost.ok("note", "add", "--kind", "survey", "--set", "ref=LOST-2")
+        #expect(try lost.run("sync").status != 0)
+        #expect(try LiveServer.admin(["devices", "list", "--data", server.dir, "--postgres", url, "--json"]).contains("\"revoked\":true"))
+    }
 }
