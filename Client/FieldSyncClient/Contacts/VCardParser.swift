@@ -446,7 +446,19 @@ struct ContactBuilder {
             out.guessed.insert("fn")
             out.remarks.append("\(file):\(line): card has no FN or N; named “\(name)” from its \(from)")
         }
-        return .success(out.normalized())
+        return .success(Self.paramsInAddressOrder(out.normalized()))
+    }
+
+    /// An address's parameters may come on a later line than the address (a repeated EMAIL);
+    /// the export writes them with the address. Kept in the addresses' order, a card reads back
+    /// as it was written.
+    static func paramsInAddressOrder(_ card: ContactCard) -> ContactCard {
+        guard let params = card.sets["email_params"], params.count > 1, let emails = card.sets["email"] else { return card }
+        let order = emails.map { $0.stringValue?.lowercased() ?? "" }
+        func rank(_ v: JSONValue) -> Int { order.firstIndex(of: v["email"]?.stringValue?.lowercased() ?? "") ?? order.count }
+        var out = card
+        out.sets["email_params"] = params.enumerated().sorted { (rank($0.element), $0.offset) < (rank($1.element), $1.offset) }.map(\.element)
+        return out
     }
 
     private mutating func setOnce(_ field: String, _ text: String) {
