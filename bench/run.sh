@@ -4,6 +4,11 @@
 # JSON lines go to standard output, the table to standard error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/ensure-deps.sh >&2
+./scripts/ensure-deps.sh --test >&2
 swift build -c release --scratch-path .build-release >&2
-exec .build-release/release/fieldsync-bench "$@"
+# B1 and B3 also run on PostgreSQL: a throwaway cluster with fsync on, as durable as SQLite's
+# synchronous=FULL.
+pg=$(FIELDSYNC_PG_FSYNC=on scripts/pg-cluster.sh start)
+trap 'scripts/pg-cluster.sh stop "$pg"' EXIT
+export FIELDSYNC_BENCH_POSTGRES_URL=$(sed -n 's/^FIELDSYNC_TEST_POSTGRES_URL=//p' "$pg/env")
+.build-release/release/fieldsync-bench "$@"

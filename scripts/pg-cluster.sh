@@ -19,9 +19,9 @@ start)
     started=""
     for _ in 1 2 3 4 5; do  # a free port: bind 0, read it back; again if taken meanwhile
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        # fsync off: a test cluster is thrown away; the benchmark starts its own with fsync on.
+        # fsync off: a test cluster is thrown away; the benchmark asks for it on (FIELDSYNC_PG_FSYNC=on).
         if "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=400" start >/dev/null; then
+            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${FIELDSYNC_PG_FSYNC:-off} -c max_connections=400" start >/dev/null; then
             started=1; break
         fi
     done

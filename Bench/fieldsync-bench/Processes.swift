@@ -109,17 +109,21 @@ enum Child {
     }
 }
 
-/// A real `fieldsync-server serve` on loopback.
+/// Real `fieldsync-server serve` processes on loopback: one on the embedded SQLite store, or
+/// `processes` on one PostgreSQL database (a schema of its own under `postgres`).
 final class ServerProcess: Sendable {
     let dir: String
-    let pid: pid_t
-    let port: Int
+    let pids: [pid_t]
+    let ports: [Int]
     let caPEM: String
     let pin: String
     let logBase: String
+    /// The PostgreSQL URL the processes serve from, nil for SQLite.
+    let postgres: String?
 
-    /// `init` (keys, CA, database), then `prepare` on the closed database, then `serve`.
-    init(prepare: (String) throws -> Void) throws {
+    /// `init` (keys, CA, database), then `prepare` on the closed SQLite database, then (with
+    /// `postgres`) `migrate` into a new schema there, then `serve`.
+    init(postgres base: String? = nil, processes: Int = 1, prepare: (String) throws -> Void) throws {
         let server = try Child.binary("fieldsync-server")
         dir = NSTemporaryDirectory() + "fsbench-server-\(UUID().uuidString)"
         let initRun = try Child.run(server, ["init", "--data", dir, "--hostname", "127.0.0.1"])
@@ -127,32 +131,52 @@ final class ServerProcess: Sendable {
         pin = String(line.dropFirst("CA pin: ".count))
         caPEM = try String(contentsOfFile: dir + "/ca.pem", encoding: .utf8)
         try prepare(dir + "/server.sqlite")
-        logBase = dir + "/serve"
-        // A bench drives one device far harder than a laptop would: lift the per-device rate limit.
-        pid = try Child.spawn(server, ["serve", "--data", dir, "--port", "0", "--rate-limit", "10000000"], out: logBase + ".out", err: logBase + ".err")
-        var found: Int?
-        for _ in 0..<300 {
-            if let text = try? String(contentsOfFile: logBase + ".out", encoding: .utf8), let first = text.split(separator: "\n").first,
-               let p = Int(first.split(separator: ":").last ?? "") { found = p; break }
-            usleep(20_000)
+        if let base {
+            let schema = "fsb_" + UUID().uuidString.prefix(8).lowercased()
+            _ = try Child.run("/usr/bin/psql", ["-qAt", base, "-c", "CREATE SCHEMA \(schema)"])
+            let url = base + (base.contains("?") ? "&" : "?") + "schema=\(schema)"
+            _ = try Child.run(server, ["migrate", "--from", dir, "--postgres", url])
+            postgres = url
+        } else {
+            postgres = nil
         }
-        guard let found else { throw BenchFailure("the server did not start: \((try? String(contentsOfFile: logBase + ".err", encoding: .utf8)) ?? "")") }
-        port = found
+        logBase = dir + "/serve"
+        var pids: [pid_t] = [], ports: [Int] = []
+        for i in 0..<max(1, processes) {
+            // A bench drives one device far harder than a laptop would: lift the per-device rate limit.
+            let pid = try Child.spawn(server, ["serve", "--data", dir, "--port", "0", "--rate-limit", "10000000"] + (postgres.map { ["--postgres", $0] } ?? []),
+                                      out: logBase + "\(i).out", err: logBase + "\(i).err")
+            pids.append(pid)
+            var found: Int?
+            for _ in 0..<300 {
+                if let text = try? String(contentsOfFile: logBase + "\(i).out", encoding: .utf8), let first = text.split(separator: "\n").first,
+                   let p = Int(first.split(separator: ":").last ?? "") { found = p; break }
+                usleep(20_000)
+            }
+            guard let found else { throw BenchFailure("the server did not start: \((try? String(contentsOfFile: logBase + "\(i).err", encoding: .utf8)) ?? "")") }
+            ports.append(found)
+        }
+        self.pids = pids
+        self.ports = ports
     }
 
-    var url: String { "https://127.0.0.1:\(port)" }
+    var url: String { urls[0] }
+    var urls: [String] { ports.map { "https://127.0.0.1:\($0)" } }
 
     func invite(role: String, name: String) throws -> String {
-        try Child.run(try Child.binary("fieldsync-server"), ["invite", "--data", dir, "--role", role, "--name", name])
+        try Child.run(try Child.binary("fieldsync-server"), ["invite", "--data", dir, "--role", role, "--name", name] + (postgres.map { ["--postgres", $0] } ?? []))
             .out.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    var peakRSSMB: Double { Child.peakRSSMB(pid) }
+    /// The largest peak of the processes.
+    var peakRSSMB: Double { pids.map { Child.peakRSSMB($0) }.max() ?? 0 }
 
     func stop() {
-        kill(pid, SIGTERM)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        for pid in pids {
+            kill(pid, SIGTERM)
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        }
         try? FileManager.default.removeItem(atPath: dir)
     }
 }

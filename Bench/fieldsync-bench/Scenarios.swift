@@ -67,11 +67,11 @@ func enrolledLaptop(_ server: ServerProcess, name: String) throws -> [String: St
 
 // MARK: - B1 first sync
 
-func b1FirstSync(notes: Int) async throws -> Result {
+func b1FirstSync(notes: Int, postgres: String? = nil) async throws -> Result {
     var authors = (0..<4).map { _ in ChainAuthor(key: DeviceKey()) }
     let changes = Workload.notes(notes, authors: &authors, opsPerChange: 100)
     let roster = authors.enumerated().map { RosterEntry(publicKey: $1.key.publicKey, name: "writer-\($0)", role: .field, enrolledAtMillis: 0) }
-    let server = try ServerProcess { try seedServer($0, roster: roster, changes: changes) }
+    let server = try ServerProcess(postgres: postgres) { try seedServer($0, roster: roster, changes: changes) }
     defer { server.stop() }
     let env = try enrolledLaptop(server, name: "new-laptop")
     defer { try? FileManager.default.removeItem(atPath: env["FIELDSYNC_HOME"]!) }
@@ -83,7 +83,7 @@ func b1FirstSync(notes: Int) async throws -> Result {
     let pulled = Int(summary["pulled"]?.intValue ?? 0)
     guard pulled == changes.count else { throw BenchFailure("B1: the laptop pulled \(pulled) changes, not \(changes.count)") }
     let writes = Double(notes * Workload.fieldsPerNote)
-    var r = Result(scenario: "B1 first sync")
+    var r = Result(scenario: postgres == nil ? "B1 first sync" : "B1 first sync (PostgreSQL)")
     r.add("field_writes", writes, "")
     r.add("changes", Double(changes.count), "")
     r.add("seconds", run.seconds, "s")
@@ -187,8 +187,8 @@ struct LoadClient: Sendable {
         var uploadedOps = 0, pulledOps = 0, refused = 0
     }
 
-    func run(_ server: ServerProcess, serverKey: [UInt8]) async throws -> Outcome {
-        let t = try SyncTransport(baseURL: server.url, caPEM: server.caPEM, key: key, offsetMillis: 0, serverKey: serverKey)
+    func run(_ server: ServerProcess, url: String, serverKey: [UInt8]) async throws -> Outcome {
+        let t = try SyncTransport(baseURL: url, caPEM: server.caPEM, key: key, offsetMillis: 0, serverKey: serverKey)
         defer { Task { await t.shutdown() } }
         var out = Outcome()
         var vector = VersionVector()
@@ -244,7 +244,8 @@ struct LoadClient: Sendable {
     }
 }
 
-func b3DepotLoad(laptops: Int, changesEach: Int) async throws -> Result {
+/// With `postgres`, two server processes on one database, the laptops split between them.
+func b3DepotLoad(laptops: Int, changesEach: Int, postgres: String? = nil) async throws -> Result {
     var keys: [DeviceKey] = []
     var clients: [LoadClient] = []
     for _ in 0..<laptops {
@@ -261,13 +262,14 @@ func b3DepotLoad(laptops: Int, changesEach: Int) async throws -> Result {
         clients.append(LoadClient(key: author.key, changes: changes))
     }
     let roster = keys.enumerated().map { RosterEntry(publicKey: $1.publicKey, name: "depot-\($0)", role: .field, enrolledAtMillis: 0) }
-    let server = try ServerProcess { try seedServer($0, roster: roster, changes: []) }
+    let server = try ServerProcess(postgres: postgres, processes: postgres == nil ? 1 : 2) { try seedServer($0, roster: roster, changes: []) }
     defer { server.stop() }
     let serverKey = try await fetchServerKey(server)
+    let urls = server.urls
 
     let start = ContinuousClock.now
     let outcomes = try await withThrowingTaskGroup(of: LoadClient.Outcome.self) { group in
-        for c in clients { group.addTask { try await c.run(server, serverKey: serverKey) } }
+        for (i, c) in clients.enumerated() { group.addTask { try await c.run(server, url: urls[i % urls.count], serverKey: serverKey) } }
         var all: [LoadClient.Outcome] = []
         for try await o in group { all.append(o) }
         return all
@@ -278,7 +280,7 @@ func b3DepotLoad(laptops: Int, changesEach: Int) async throws -> Result {
     // Each laptop's first exchange also opens its TLS connection, all fifty within a few
     // milliseconds of each other: that burst is reported apart.
     let firsts = outcomes.compactMap(\.latencies.first), later = outcomes.flatMap { $0.latencies.dropFirst() }
-    var r = Result(scenario: "B3 depot load")
+    var r = Result(scenario: postgres == nil ? "B3 depot load" : "B3 depot load (PostgreSQL, 2 processes)")
     r.add("laptops", Double(laptops), "")
     r.add("requests", Double(latencies.count), "")
     r.add("seconds", seconds, "s")

@@ -42,6 +42,12 @@ func table(_ results: [Result]) -> String {
         ("B3 p50 first request ms", figure(results, "B3 depot load", "p50_first_request_ms"), "", ""),
         ("B3 refusals", figure(results, "B3 depot load", "refusals"), "0", ""),
         ("B3 server peak RSS MB", figure(results, "B3 depot load", "server_peak_rss_mb"), "≤ 300", ""),
+        ("B1 from PostgreSQL field writes/s", figure(results, "B1 first sync (PostgreSQL)", "field_writes_per_s"), "",
+         "\(f(figure(results, "B1 first sync (PostgreSQL)", "field_writes_per_s") / figure(results, "B1 first sync", "field_writes_per_s"))) of B1 (target ≥ 0.5)"),
+        ("B3 PostgreSQL ×2 field writes/s", figure(results, "B3 depot load (PostgreSQL, 2 processes)", "field_writes_per_s"), "",
+         "\(f(figure(results, "B3 depot load (PostgreSQL, 2 processes)", "field_writes_per_s") / figure(results, "B3 depot load", "field_writes_per_s"))) of B3 (target ≥ 0.2)"),
+        ("B3 PostgreSQL ×2 p99 request ms", figure(results, "B3 depot load (PostgreSQL, 2 processes)", "p99_request_ms"), "≤ 250", ""),
+        ("B3 PostgreSQL ×2 refusals", figure(results, "B3 depot load (PostgreSQL, 2 processes)", "refusals"), "0", ""),
         ("B4 durable notes/s (note add)", figure(results, "B4 local work", "durable_notes_per_s"), "≥ 2000",
          "\(f(figure(results, "B4 local work", "durable_notes_per_s") / figure(results, "limits", "sqlite_durable_commits_per_s"))) of durable SQLite commits"),
         ("B4 import notes/s", figure(results, "B4 local work", "import_notes_per_s"), "",
@@ -74,9 +80,17 @@ func wanted(_ s: String) -> Bool { only.isEmpty || only.contains("--only-" + s) 
 var results: [Result] = []
 do {
     if wanted("limits") { results.append(try limits(rows: sizes.sqliteRows)) }
-    if wanted("b1") { results.append(try await b1FirstSync(notes: sizes.b1Notes)) }
+    // PostgreSQL beside SQLite in the same run when bench/run.sh started a cluster.
+    let postgres = ProcessInfo.processInfo.environment["FIELDSYNC_BENCH_POSTGRES_URL"].flatMap { $0.isEmpty ? nil : $0 }
+    if wanted("b1") {
+        results.append(try await b1FirstSync(notes: sizes.b1Notes))
+        if let postgres { results.append(try await b1FirstSync(notes: sizes.b1Notes, postgres: postgres)) }
+    }
     if wanted("b2") { results.append(try await b2SmallSync(rounds: sizes.b2Rounds)) }
-    if wanted("b3") { results.append(try await b3DepotLoad(laptops: sizes.b3Laptops, changesEach: sizes.b3Changes)) }
+    if wanted("b3") {
+        results.append(try await b3DepotLoad(laptops: sizes.b3Laptops, changesEach: sizes.b3Changes))
+        if let postgres { results.append(try await b3DepotLoad(laptops: sizes.b3Laptops, changesEach: sizes.b3Changes, postgres: postgres)) }
+    }
     if wanted("b4") { results.append(try b4LocalWork(notesAdded: sizes.b4Added, listNotes: sizes.b4List, listRuns: sizes.listRuns)) }
 } catch {
     for r in results { print(r.json) }

@@ -190,6 +190,19 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                 """, logger: logger).collect()
             return (result, known)
         }
+        // An erased value's old row versions stay in the table files until VACUUM, which cannot
+        // remove them while any older snapshot is open (another process's pull, say): vacuum
+        // now and a few times after, rather than wait for autovacuum, which a small table may
+        // never get. Not awaited: on a large table it takes a while.
+        if upload.contains(where: { $0.erases && stored.accepted.contains($0.id) }) {
+            let client = self.client, logger = self.logger
+            Task.detached {
+                for delay in [0, 1, 5, 30] {
+                    try? await Task.sleep(for: .seconds(delay))
+                    _ = try? await client.query("VACUUM (SKIP_LOCKED) changes, pending", logger: logger).collect()
+                }
+            }
+        }
         // The answer from one snapshot, so the vector and the changes agree; after the upload's
         // commit, so it holds what was just stored.
         var result = stored
