@@ -84,7 +84,14 @@ public enum Replicator {
             guard c.seq - applied <= Self.maxHeldAhead else {
                 throw CoreError(.tooFarAhead, "change seq \(c.seq) of \(c.device) is more than \(Self.maxHeldAhead) ahead of seq \(applied); send the changes before it first")
             }
-            try s.addPending(change)
+            // A held change keeps no personal value of a record already erased: it may wait for
+            // its gap for ever, and "no personal value is kept, whenever it arrives" holds here too.
+            var held = change
+            for (id, indexes) in c.opsByRecord where try s.isErased(id) {
+                let personal = s.schema.personalFields(of: c.ops[indexes[0]].recordType)
+                held.dropValues(indexes.filter { personal.contains(c.ops[$0].field) }.map { UInt16($0) })
+            }
+            try s.addPending(held)
             return .pending
         }
         try checkLink(change, head: head)

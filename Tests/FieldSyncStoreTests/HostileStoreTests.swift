@@ -81,6 +81,33 @@ import Testing
         #expect(view.fields["email"]?.elements.allSatisfy { $0.value == nil } ?? true)
     }
 
+    /// A change held for a gap that arrives after the erasure keeps no personal value either:
+    /// its gap may never fill, and it must not sit on disk meanwhile (nor in the model).
+    @Test func aHeldChangeArrivingAfterAnErasureKeepsNoValue() throws {
+        let dir = TempDir()
+        let store = try newStore(dir)
+        var reference = MemoryReplica(roster: Roster(entries))
+        let id = RecordID.make(.contact, by: press.deviceID)
+        let secret = "late.secret@example.org"
+        let create = signed([Op(action: .create, recordType: .contact, record: id)], key: press, seq: 1, prev: .zero)
+        let erase = signed([Op(action: .erase, recordType: .contact, record: id)], key: coord, seq: 1, prev: .zero)
+        let gap = signed([Op(action: .create, recordType: .contact, record: RecordID.make(.contact, by: press.deviceID))], key: press, seq: 2, prev: create.id)
+        let mail = OpValue(salt: [], value: .string(secret))
+        let late = signed([Op(action: .add, recordType: .contact, record: id, field: "email", commitment: mail.commitment)],
+                          values: [0: mail], key: press, seq: 3, prev: gap.id)
+        for c in [create, erase, late] {
+            _ = try store.receive([c], wallMillis: wall)
+            _ = try Replicator.receive(c, into: &reference, wallMillis: wall)
+        }
+        for suffix in ["", "-wal"] {
+            let bytes = FileManager.default.contents(atPath: dir.path + "/r.sqlite" + suffix) ?? Data()
+            #expect(bytes.range(of: Data(secret.utf8)) == nil, "r.sqlite\(suffix) holds the value of a change held after the erasure")
+        }
+        #expect(reference.pending(device: press.deviceID, seq: 3)?.values.isEmpty == true, "the model holds it without its value")
+        _ = try store.receive([gap], wallMillis: wall)
+        #expect(try store.view(id)?.fields["email"]?.elements.allSatisfy { $0.value == nil } ?? true)
+    }
+
     /// A reader holding an old snapshot keeps the checkpoint after an erase from finishing: the
     /// store says so, and folds the log in at its next write once the reader has gone.
     @Test func aCheckpointThatCannotFinishIsReportedAndRetried() throws {

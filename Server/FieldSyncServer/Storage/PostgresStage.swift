@@ -57,11 +57,9 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         // Read after the chain lock, so a revocation made meanwhile is seen (it waits on the same row).
         let roster = try await PostgresSyncStore.roster(db, logger: logger)
 
-        var held: [UInt64: SignedChange] = [:]
-        for try await (seq, envelope) in try await db.query("SELECT seq, envelope FROM pending WHERE device = \(device.description)",
-                                                             logger: logger).decode((Int64, ByteBuffer).self) {
-            held[UInt64(clamping: seq)] = try SignedChange(envelope: Array(buffer: envelope))
-        }
+        // Which seqs are held is fixed while the chain lock is ours; their envelopes are read again
+        // once the records are locked too (an erasure elsewhere may rewrite them meanwhile).
+        var held = try await heldChanges(db, device: device, logger: logger)
 
         let candidates = upload + held.values
         var recordIDs = Set<RecordID>()
@@ -74,11 +72,25 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         let sortedRecords = recordIDs.sorted()
         let recordKeys = sortedRecords.map(\.description)
         // The records' locks: two devices' changes to one record are merged one after the other,
-        // so neither saves a `records` row that lacks the other's op.
+        // so neither saves a `records` row that lacks the other's op. Records share 256 lock
+        // buckets, taken in order: an upload of thousands of records takes at most 256 locks
+        // (PostgreSQL's lock table is shared and small). A record that nothing has written yet
+        // and that only this device may create (its mark) needs none: no other device has seen
+        // it, and this device's uploads already wait for each other (the chain lock). So a
+        // laptop's new notes never wait for another laptop's.
         if !recordKeys.isEmpty {
-            let keys = Set(sortedRecords.map(\.lockKey)).sorted().map { Int64(bitPattern: $0) }
-            _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
-                               logger: logger).collect()
+            var stored = Set<RecordID>()
+            for try await id in try await db.query("SELECT DISTINCT record::text FROM record_changes WHERE record = ANY(\(recordKeys)::uuid[])",
+                                                   logger: logger).decode(String.self) {
+                if let rid = RecordID(id) { stored.insert(rid) }
+            }
+            let shared = sortedRecords.filter { stored.contains($0) || !$0.onlyCreatable(by: device) }
+            if !shared.isEmpty {
+                let keys = Set(shared.map { Int64($0.lockKey % Self.lockBuckets) }).sorted().map { Self.lockSpace + $0 }
+                _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
+                                       logger: logger).collect()
+                held = try await heldChanges(db, device: device, logger: logger)
+            }
         }
 
         var positions: [ChangeID: (device: DeviceID, seq: UInt64, refusal: CoreError?)?] = [:]
@@ -116,6 +128,20 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         return PostgresStage(schema: schema, wallMillis: now, roster: roster.entries, device: device, head: head, positions: positions,
                              held: held, records: records)
     }
+
+    /// A device's held changes, by seq.
+    static func heldChanges(_ db: PostgresConnection, device: DeviceID, logger: Logger) async throws -> [UInt64: SignedChange] {
+        var held: [UInt64: SignedChange] = [:]
+        for try await (seq, envelope) in try await db.query("SELECT seq, envelope FROM pending WHERE device = \(device.description)",
+                                                             logger: logger).decode((Int64, ByteBuffer).self) {
+            held[UInt64(clamping: seq)] = try SignedChange(envelope: Array(buffer: envelope))
+        }
+        return held
+    }
+
+    /// Record lock buckets, as advisory-lock keys above `lockSpace` (clear of the migration's).
+    static let lockBuckets: UInt64 = 256
+    static let lockSpace: Int64 = 7_046_120_000
 
     // MARK: ReplicaStorage
 
@@ -310,11 +336,14 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
 
     /// Drops the values of a record's ops on these fields from every stored change that wrote to
     /// it (refused ones too) and from every device's held changes: the envelope is the only copy
-    /// of a value in this store.
+    /// of a value in this store. The rows are locked as they are read, in one order: a change
+    /// can touch several records, and two processes erasing two of them must not each write back
+    /// a copy that still holds the other's value.
     static func erase(_ db: PostgresConnection, record: RecordID, fields: Set<String>, logger: Logger) async throws {
         var rewritten: [(n: Int64, envelope: [UInt8])] = []
         for try await (n, envelope) in try await db.query("""
             SELECT c.n, c.envelope FROM record_changes rc JOIN changes c ON c.n = rc.change WHERE rc.record = \(record.description)::uuid
+            ORDER BY c.n FOR UPDATE OF c
             """, logger: logger).decode((Int64, ByteBuffer).self) {
             var c = try SignedChange(envelope: Array(buffer: envelope))
             let drop = c.change.ops.indices.filter { c.change.ops[$0].record == record && fields.contains(c.change.ops[$0].field) }.map { UInt16($0) }
@@ -329,7 +358,7 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
                 """, logger: logger).collect()
         }
         var heldRewritten: [(device: String, seq: Int64, envelope: [UInt8])] = []
-        for try await (device, seq, envelope) in try await db.query("SELECT device, seq, envelope FROM pending", logger: logger)
+        for try await (device, seq, envelope) in try await db.query("SELECT device, seq, envelope FROM pending ORDER BY device, seq FOR UPDATE", logger: logger)
             .decode((String, Int64, ByteBuffer).self) {
             var c = try SignedChange(envelope: Array(buffer: envelope))
             let drop = c.change.ops.indices.filter { c.change.ops[$0].record == record && fields.contains(c.change.ops[$0].field) }.map { UInt16($0) }
@@ -345,6 +374,15 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
 }
 
 extension RecordID {
+    /// Only `device` may create this record: its mark is `device`'s (an id named by an outside
+    /// identifier, which any press device may create, is not).
+    func onlyCreatable(by device: DeviceID) -> Bool {
+        mayBeCreated(by: device) && !mayBeCreated(by: Self.nobody)
+    }
+
+    /// A device no record is marked by (all zero): an id it "may create" is creatable by anyone.
+    static let nobody = DeviceID(bytes: [UInt8](repeating: 0, count: 16))!
+
     /// The record's advisory-lock key: its last eight bytes (random, or the maker's mark), so
     /// records made in the same millisecond seldom share a lock. Two that do only wait longer.
     var lockKey: UInt64 { bytes.suffix(8).reduce(0) { $0 << 8 | UInt64($1) } }

@@ -168,16 +168,18 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     public func exchange(_ r: ExchangeRequest, limits: ExchangeLimits) async throws -> ExchangeResult {
         let (upload, verified) = ServerExchange.preverify(r, limits: limits)
-        let (stored, known) = try await transaction { db in
+        let (stored, known, erased) = try await transaction { db in
             if let n = r.nonce, try await !Self.useNonce(db, n, now: r.now, logger: logger) {
                 throw SyncStoreError(.replayed, "this signature nonce was already used (replay)")
             }
             var result = ExchangeResult()
             var known = r.clientVector
+            var erased = false
             if !upload.isEmpty {
                 var stage = try await PostgresStage.load(db, device: r.device, upload: upload, schema: schema, now: r.now, logger: logger)
                 (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
                 try await stage.flush(db, logger: logger)
+                erased = !stage.erasures.isEmpty
                 await beforeCommit?(r.device)
             } else {
                 // A pull stores no change: its nonce and activity need not wait for the disk.
@@ -188,18 +190,18 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                 INSERT INTO device_activity (device, last_sync, backlog) VALUES (\(r.device.description), \(Int64(clamping: r.now)), \(max(0, backlog)))
                 ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
                 """, logger: logger).collect()
-            return (result, known)
+            return (result, known, erased)
         }
         // An erased value's old row versions stay in the table files until VACUUM, which cannot
         // remove them while any older snapshot is open (another process's pull, say): vacuum
         // now and a few times after, rather than wait for autovacuum, which a small table may
         // never get. Not awaited: on a large table it takes a while.
-        if upload.contains(where: { $0.erases && stored.accepted.contains($0.id) }) {
+        if erased {
             let client = self.client, logger = self.logger
             Task.detached {
                 for delay in [0, 1, 5, 30] {
                     try? await Task.sleep(for: .seconds(delay))
-                    _ = try? await client.query("VACUUM (SKIP_LOCKED) changes, pending", logger: logger).collect()
+                    _ = try? await client.query("VACUUM (SKIP_LOCKED) changes, pending, records", logger: logger).collect()
                 }
             }
         }

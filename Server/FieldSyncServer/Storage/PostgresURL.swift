@@ -56,9 +56,11 @@ public struct PostgresURL: Sendable {
             connection.options.additionalStartupParameters.append(("search_path", schema))
         }
         configuration.options.additionalStartupParameters.append(("application_name", items["application_name"] ?? "fieldsync-server"))
-        // A transaction left open (a process stopped mid-exchange) holds a device's chain lock:
-        // the database ends it rather than keep that laptop out.
-        configuration.options.additionalStartupParameters.append(("idle_in_transaction_session_timeout", "30000"))
+        // A transaction left open by a process that hangs holds a device's chain lock: the database
+        // ends it rather than keep that laptop out for good. (A process that dies closes its
+        // connections, which ends its transactions at once.) Generous: the merge runs between
+        // queries, and a loaded machine's merge of a large upload takes a while.
+        configuration.options.additionalStartupParameters.append(("idle_in_transaction_session_timeout", "300000"))
         var shown = u
         if shown.password != nil { shown.password = "…" }
         redacted = shown.string ?? "postgres://…"
