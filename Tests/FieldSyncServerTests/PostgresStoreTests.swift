@@ -1,6 +1,8 @@
 import FieldSyncCore
 import FieldSyncStore
 import Foundation
+import Hummingbird
+import HummingbirdTesting
 import Logging
 import NIOCore
 import PostgresNIO
@@ -476,6 +478,32 @@ struct Seeded: RandomNumberGenerator {
         // synchronous end-to-end tests can hold both threads of the cooperative pool for longer.
         let health = await PostgresSyncStore(client: client, logger: quietLogger).health()
         #expect(!health.ok && health.backend == "postgresql")
+    }
+
+    /// A load balancer asks `/healthz`: 200 naming PostgreSQL while the database answers, 503
+    /// when it does not.
+    @Test func healthzReportsTheDatabase() async throws {
+        func healthz(_ store: any SyncStore) async throws -> (Int, JSONValue) {
+            let app = Application(router: SyncServer(store: store, key: DeviceKey()).router())
+            return try await app.test(.router) { client in
+                try await client.execute(uri: "/healthz", method: .get) { r in
+                    (Int(r.status.code), try JSONValue.parse(Array(r.body.readableBytesView)))
+                }
+            }
+        }
+        if StoreKind.postgresURL != nil {
+            let db = try await TestDatabase.make()
+            defer { Task { await db.close() } }
+            let (status, body) = try await healthz(try await db.open())
+            #expect(status == 200 && body["database"]?["backend"] == "postgresql" && body["database"]?["ok"] == .bool(true), "\(body)")
+        }
+        var configuration = try PostgresURL("postgres://nobody@127.0.0.1:1/none?sslmode=disable").configuration
+        configuration.options.connectTimeout = .seconds(1)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: quietLogger)
+        let runner = Task { await client.run() }
+        defer { runner.cancel() }
+        let (status, body) = try await healthz(PostgresSyncStore(client: client, logger: quietLogger))
+        #expect(status == 503 && body["status"] == "unavailable" && body["database"]?["ok"] == .bool(false), "\(body)")
     }
 
     @Test func urlsAreReadStrictly() throws {
