@@ -226,26 +226,36 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     /// What a client holding `known` lacks, in each device's seq order, as envelopes: at most
     /// `limit` changes and about `maxBytes` (at least one); whether more remain; the vector.
+    /// One query for every device the client lacks (each device's changes by its own index),
+    /// not one per device: fifty devices were fifty round trips per pull.
     static func lacking(_ db: PostgresConnection, known: VersionVector, limit: Int, maxBytes: Int,
                         logger: Logger) async throws -> ([[UInt8]], Bool, VersionVector) {
         let vector = try await vector(db, logger: logger)
+        let behind = vector.seqs.filter { $0.value > known[$0.key] }.sorted { $0.key < $1.key }
+        guard !behind.isEmpty, limit > 0 else { return ([], !behind.isEmpty, vector) }
+        let devices = behind.map { $0.key.description }
+        let froms = behind.map { Int64(clamping: known[$0.key]) }
         var out: [[UInt8]] = []
         var budget = ByteBudget(limit: maxBytes)
-        var more = false
-        for (d, top) in vector.seqs.sorted(by: { $0.key < $1.key }) {
-            guard top > known[d] else { continue }
-            if out.count >= limit || budget.isSpent { more = true; continue }
-            var n: UInt64 = 0
-            for try await envelope in try await db.query("""
-                SELECT envelope FROM changes WHERE device = \(d.description) AND seq > \(Int64(clamping: known[d])) ORDER BY seq LIMIT \(limit - out.count)
-                """, logger: logger).decode(ByteBuffer.self) {
-                let bytes = Array(buffer: envelope)
-                guard budget.take(bytes.count) else { break }
-                out.append(bytes)
-                n += 1
-            }
-            if n < top - known[d] { more = true }
+        var sent: [String: UInt64] = [:]
+        var spent = false
+        for try await (device, envelope) in try await db.query("""
+            SELECT k.device, c.envelope
+            FROM unnest(\(devices)::text[], \(froms)::int8[]) WITH ORDINALITY AS k(device, known, i)
+            CROSS JOIN LATERAL (SELECT seq, envelope FROM changes c WHERE c.device = k.device AND c.seq > k.known
+                                ORDER BY c.seq LIMIT \(limit)) c
+            ORDER BY k.i, c.seq
+            LIMIT \(limit)
+            """, logger: logger).decode((String, ByteBuffer).self) {
+            // Rows keep coming after the budget is spent (the query is already running): read
+            // and drop them, so the connection is left clean.
+            guard !spent else { continue }
+            let bytes = Array(buffer: envelope)
+            guard budget.take(bytes.count) else { spent = true; continue }
+            out.append(bytes)
+            sent[device, default: 0] += 1
         }
+        let more = behind.contains { d, top in (sent[d.description] ?? 0) < top - known[d] }
         return (out, more, vector)
     }
 
