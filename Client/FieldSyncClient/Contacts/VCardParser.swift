@@ -30,8 +30,12 @@ enum VCardLines {
     static func unfold(_ text: String) -> [VCardLogicalLine] {
         var out: [VCardLogicalLine] = []
         for (number, physical) in ContactText.lines(text) {
-            // Blank lines mean nothing (a 2.1 BASE64 value ends with one), and must not take a fold.
-            if physical.allSatisfy({ $0 == " " || $0 == "\t" }), !(out.last.map { isQuotedPrintable($0.text) && $0.text.hasSuffix("=") } ?? false) {
+            // Empty lines mean nothing (a 2.1 BASE64 value ends with one), and must not take a
+            // fold. A line of only spaces and tabs is one too, unless it continues a value: a fold
+            // of a value with a run of tabs or spaces (our own export writes such lines).
+            let blank = physical.allSatisfy({ $0 == " " || $0 == "\t" })
+            let continuesValue = !physical.isEmpty && out.last.map { !isBase64($0.text) } ?? false
+            if blank, !continuesValue, !(out.last.map { isQuotedPrintable($0.text) && $0.text.hasSuffix("=") } ?? false) {
                 continue
             }
             if let last = out.last {
