@@ -26,12 +26,18 @@ extension ReplicaStore {
 
     // MARK: Invites
 
-    static func tokenHash(_ token: String) -> Data { Data(SHA256.hash(data: Array(token.utf8))) }
+    /// What an invite is stored as: SHA-256 of its token (every server store keeps only this).
+    public static func tokenHash(_ token: String) -> Data { Data(SHA256.hash(data: Array(token.utf8))) }
+
+    /// A new invite token: three base-36 words of 64 random bits each.
+    public static func newInviteToken() -> String {
+        var g = SystemRandomNumberGenerator()
+        return (0..<3).map { _ in String(g.next(), radix: 36) }.joined(separator: "-")
+    }
 
     /// A one-time invite; returns the token (only its hash is stored).
     public func createInvite(role: Role, name: String, ttlMillis: UInt64, now: UInt64) throws -> String {
-        var g = SystemRandomNumberGenerator()
-        let token = (0..<3).map { _ in String(g.next(), radix: 36) }.joined(separator: "-")
+        let token = Self.newInviteToken()
         try write { db in
             try db.execute(sql: "INSERT INTO invites (token_hash, role, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
                            arguments: [Self.tokenHash(token), role.rawValue, name, Int64(now), Int64(now + ttlMillis)])

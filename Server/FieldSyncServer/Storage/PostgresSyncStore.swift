@@ -1,5 +1,5 @@
-import Crypto
 import FieldSyncCore
+import FieldSyncStore
 import Foundation
 import Logging
 import NIOCore
@@ -261,7 +261,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     public func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) async throws -> RosterEntry {
         try await transaction { db in
-            let hash = ByteBuffer(bytes: Self.tokenHash(token))
+            let hash = ByteBuffer(bytes: ReplicaStore.tokenHash(token))
             var invite: (role: String, name: String, expires: Int64, used: Int64?)?
             for try await row in try await db.query("SELECT role, name, expires_at, used_at FROM invites WHERE token_hash = \(hash) FOR UPDATE",
                                                     logger: logger).decode((String, String, Int64, Int64?).self) { invite = row }
@@ -334,15 +334,13 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     // MARK: SyncStoreAdmin
 
-    static func tokenHash(_ token: String) -> [UInt8] { Array(SHA256.hash(data: Array(token.utf8))) }
-
     public func createInvite(role: Role, name: String, ttlMillis: UInt64, now: UInt64) async throws -> String {
-        let token = InviteToken.make()
+        let token = ReplicaStore.newInviteToken()
         let expires = now.addingReportingOverflow(ttlMillis)
         try await transaction { db in
             _ = try await db.query("""
                 INSERT INTO invites (token_hash, role, name, created_at, expires_at)
-                VALUES (\(ByteBuffer(bytes: Self.tokenHash(token))), \(role.rawValue), \(name), \(Int64(clamping: now)),
+                VALUES (\(ByteBuffer(bytes: ReplicaStore.tokenHash(token))), \(role.rawValue), \(name), \(Int64(clamping: now)),
                         \(expires.overflow ? Int64.max : Int64(clamping: expires.partialValue)))
                 """, logger: logger).collect()
         }

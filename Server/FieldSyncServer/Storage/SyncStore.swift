@@ -57,13 +57,6 @@ public struct StoreHealth: Sendable {
     public var detail: String
 }
 
-/// Invite tokens: three base-36 words of 64 random bits each.
-enum InviteToken {
-    static func make() -> String {
-        var g = SystemRandomNumberGenerator()
-        return (0..<3).map { _ in String(g.next(), radix: 36) }.joined(separator: "-")
-    }
-}
 
 /// A store's refusal, by code: the server decides on the code, never on the message.
 public struct SyncStoreError: Error, Sendable, CustomStringConvertible {
