@@ -14,8 +14,8 @@ import Testing
     }
 
     @Test func aSeqBeyondSixtyThreeBitsIsRefusedAndTheServerServesOn() async throws {
-        let ts = try TestServer()
-        let key = try ts.enroll(.field, "mallory")
+        let ts = try await TestServer.make()
+        let key = try await ts.enroll(.field, "mallory")
         let huge = signed([Op(action: .create, recordType: .note, record: RecordID.make(.note, by: key.deviceID), kind: "survey")],
                           key: key, seq: UInt64(Int64.max) + 1, prev: ChangeID(bytes: [UInt8](repeating: 7, count: 32))!)
         var body = syncBody([huge])
@@ -29,7 +29,7 @@ import Testing
         (status, _, _, _) = try await send(ts, headers: Signer(key).headers(body: body), body: body)
         #expect(status == 400)
         // And an honest sync still goes through.
-        var laptop = TestLaptop(key: key, roster: try ts.store.roster())
+        var laptop = TestLaptop(key: key, roster: try await ts.store.roster())
         let (_, c) = try laptop.note("UA-1")
         body = syncBody([c])
         (status, answer, _, _) = try await send(ts, headers: Signer(key).headers(body: body), body: body)
@@ -37,8 +37,8 @@ import Testing
     }
 
     @Test func aFieldDevicesDeleteTypedAsANoteLeavesAContactAlone() async throws {
-        let ts = try TestServer()
-        let press = try ts.enroll(.press, "press"), field = try ts.enroll(.field, "mallory")
+        let ts = try await TestServer.make()
+        let press = try await ts.enroll(.press, "press"), field = try await ts.enroll(.field, "mallory")
         let id = RecordID.make(.contact, by: press.deviceID)
         let name = OpValue(salt: [], value: "Olena Melnyk")
         let made = signed([Op(action: .create, recordType: .contact, record: id),
@@ -53,15 +53,15 @@ import Testing
         #expect(status == 200)
         // Kept in its author's chain (so it is acknowledged) but refused by policy, with the code.
         #expect(answer["refused"]?.arrayValue?.first?["code"] == "cross_record")
-        let view = try #require(try ts.store.view(id))
+        let view = try #require(try await ts.store.view(id))
         #expect(view.type == .contact && !view.deleted && view.fields["fn"]?.value == "Olena Melnyk")
     }
 
     /// RFC 9421 makes `alg` optional (the key says what it is): a signature without it is
     /// accepted; one naming another algorithm is refused with its code.
     @Test func aSignatureWithoutAlgIsAcceptedAndAnotherAlgRefused() async throws {
-        let ts = try TestServer()
-        let key = try ts.enroll(.field, "a")
+        let ts = try await TestServer.make()
+        let key = try await ts.enroll(.field, "a")
         let body = syncBody([])
         var signer = Signer(key)
         signer.alg = ""

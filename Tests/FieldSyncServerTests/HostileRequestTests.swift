@@ -80,8 +80,8 @@ final class RawSocket {
     // MARK: 1. Numbers from outside never trap
 
     @Test func extremeCreatedAndExpiresAreRefusedNotATrap() async throws {
-        let ts = try TestServer()
-        let alice = try ts.enroll(.field, "alice")
+        let ts = try await TestServer.make()
+        let alice = try await ts.enroll(.field, "alice")
         let body = syncBody([])
         let now = Int64(Timestamps.nowMillis / 1000)
         // (created, expiresIn) pairs; created + expiresIn never overflows in the test's own signer.
@@ -128,7 +128,7 @@ final class RawSocket {
     /// 10 MB declared, 64 kB sent and the rest never: only a server that judges the head before
     /// reading the body answers at all (before, it waited for 16 MB and the client timed out).
     @Test func largeBodiesWithUnknownKeysAreRefusedBeforeTheBodyIsRead() async throws {
-        let ts = try TestServer()
+        let ts = try await TestServer.make()
         let server = try await InProcessServer(ts)
         defer { server.stop() }
         try await withLiveClient(ts, server) { client in
@@ -148,8 +148,8 @@ final class RawSocket {
     /// A declared length past the limit is refused from the head, for a known device too; an
     /// enrolment may not be more than 4 kB.
     @Test func aDeclaredLengthOverTheLimitIsRefusedBeforeReading() async throws {
-        let ts = try TestServer()
-        let alice = try ts.enroll(.field, "alice")
+        let ts = try await TestServer.make()
+        let alice = try await ts.enroll(.field, "alice")
         let server = try await InProcessServer(ts)
         defer { server.stop() }
         try await withLiveClient(ts, server) { client in
@@ -183,8 +183,8 @@ final class RawSocket {
     /// A known device's body that never ends: the connection is closed `requestTransfer` after
     /// the head (it was held as long as the client cared to).
     @Test func aBodyThatNeverEndsIsCutOff() async throws {
-        let ts = try TestServer()
-        let alice = try ts.enroll(.field, "alice")
+        let ts = try await TestServer.make()
+        let alice = try await ts.enroll(.field, "alice")
         var limits = ConnectionLimits()
         limits.requestTransfer = .seconds(1)
         let server = try await InProcessServer(ts, limits: limits)
@@ -197,7 +197,7 @@ final class RawSocket {
     }
 
     @Test func connectionsPastTheCapWaitUntilOneCloses() async throws {
-        let ts = try TestServer()
+        let ts = try await TestServer.make()
         var limits = ConnectionLimits()
         limits.maxConnections = 2
         let server = try await InProcessServer(ts, limits: limits)
@@ -218,7 +218,7 @@ final class RawSocket {
     }
 
     @Test func oneAddressCannotTakeEverySlot() async throws {
-        let ts = try TestServer()
+        let ts = try await TestServer.make()
         var limits = ConnectionLimits()
         limits.maxConnectionsPerAddress = 3
         let server = try await InProcessServer(ts, limits: limits)
@@ -231,7 +231,7 @@ final class RawSocket {
         // The slots come back when connections close: the address is served again.
         held.removeAll()
         try await Task.sleep(for: .milliseconds(300))
-        let alice = try ts.enroll(.field, "alice")
+        let alice = try await ts.enroll(.field, "alice")
         try await withLiveClient(ts, server) { client in
             let status = try await client.sync(alice, changes: []).0
             #expect(status == 200)
@@ -239,7 +239,7 @@ final class RawSocket {
     }
 
     @Test func aConnectionThatNeverAuthenticatesIsClosedSoon() async throws {
-        let ts = try TestServer()
+        let ts = try await TestServer.make()
         var limits = ConnectionLimits()
         // Long enough for a loaded machine's TLS handshake and first request (30 s in service).
         limits.unauthenticatedIdle = .seconds(5)
@@ -250,7 +250,7 @@ final class RawSocket {
         #expect(silent.closedByServer(within: 30), "a silent connection is closed (it was kept ten minutes)")
         #expect(ContinuousClock.now - start < .seconds(30))
         // One that authenticated is not: two syncs further apart than that, on one kept connection.
-        let alice = try ts.enroll(.field, "alice")
+        let alice = try await ts.enroll(.field, "alice")
         try await withLiveClient(ts, server) { client in
             #expect(try await client.sync(alice, changes: []).0 == 200)
             try await Task.sleep(for: .seconds(6))
@@ -277,7 +277,7 @@ final class RawSocket {
     // MARK: 7. Nothing written before the token is verified; windows pruned
 
     @Test func enrolmentWithABadTokenWritesNothing() async throws {
-        let ts = try TestServer()
+        let ts = try await TestServer.make()
         let key = DeviceKey()
         let body = Array(try JSONEncoder().encode(EnrollRequest(token: "made-up", publicKey: key.publicKey, name: "x")))
         var s = Signer(key); s.target = "https://localhost/v1/enroll"
@@ -306,14 +306,14 @@ final class RawSocket {
     // MARK: 10. Names are bound by the invite
 
     @Test func theRosterNameIsTheInvitesNotTheDevicesChoice() async throws {
-        let ts = try TestServer()
-        let token = try ts.store.createInvite(role: .field, name: "mt3-laptop", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+        let ts = try await TestServer.make()
+        let token = try await ts.store.createInvite(role: .field, name: "mt3-laptop", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
         let key = DeviceKey()
         let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: "coordinator-laptop")))
         var s = Signer(key); s.target = "https://localhost/v1/enroll"
         let (status, _, _, _) = try await send(ts, uri: "/v1/enroll", headers: s.headers(body: body), body: body)
         #expect(status == 200)
-        let entry = try ts.store.roster()[key.deviceID]
+        let entry = try await ts.store.roster()[key.deviceID]
         #expect(entry?.name == "mt3-laptop" && entry?.role == .field)
     }
 
@@ -327,45 +327,45 @@ final class RawSocket {
         #expect(DeviceName.printable("a\u{1B}[2Jb\u{202E}") == "a\\u{001B}[2Jb\\u{202E}")
     }
 
-    @Test func theAdminCommandsRefuseAndEscapeUnsafeNames() throws {
-        let ts = try TestServer()
-        let refused = try runServerCLI(["invite", "--data", ts.dir, "--role", "field", "--name", "ok\u{1B}]0;pwned\u{07}"])
+    @Test func theAdminCommandsRefuseAndEscapeUnsafeNames() async throws {
+        let ts = try await TestServer.make()
+        let refused = try await runServerCLI(["invite"] + ts.storeArgs + ["--role", "field", "--name", "ok\u{1B}]0;pwned\u{07}"])
         #expect(refused.status == 2 && refused.err.contains("--name"), "\(refused)")
         // A name stored before names were checked is printed escaped.
-        let token = try ts.store.createInvite(role: .field, name: "old\u{1B}[31mred", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
-        _ = try ts.store.enroll(token: token, publicKey: DeviceKey().publicKey, name: "", now: Timestamps.nowMillis)
-        let list = try runServerCLI(["devices", "list", "--data", ts.dir])
+        let token = try await ts.store.createInvite(role: .field, name: "old\u{1B}[31mred", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+        _ = try await ts.store.enroll(token: token, publicKey: DeviceKey().publicKey, name: "", now: Timestamps.nowMillis)
+        let list = try await runServerCLI(["devices", "list"] + ts.storeArgs)
         #expect(list.status == 0 && list.out.contains("old\\u{001B}[31mred") && !list.out.contains("\u{1B}"), "\(list)")
     }
 
     /// An administrator's view: an empty roster says so; the list has a header; an invite gives
     /// its token alone on stdout and, for the person, its expiry and the laptop's enrol line; an
     /// ambiguous revoke names the candidates and revokes nothing.
-    @Test func theAdminCommandsSayWhatTheyDid() throws {
-        let ts = try TestServer()
-        #expect(try runServerCLI(["devices", "list", "--data", ts.dir]).out == "(none)\n")
-        let invite = try runServerCLI(["invite", "--data", ts.dir, "--role", "field", "--name", "mt3-laptop"])
+    @Test func theAdminCommandsSayWhatTheyDid() async throws {
+        let ts = try await TestServer.make()
+        #expect(try await runServerCLI(["devices", "list"] + ts.storeArgs).out == "(none)\n")
+        let invite = try await runServerCLI(["invite"] + ts.storeArgs + ["--role", "field", "--name", "mt3-laptop"])
         let token = invite.out.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(invite.status == 0 && !token.contains(" ") && !token.isEmpty)
         #expect(invite.err.contains("expires 20") && invite.err.contains("fieldsync enroll https://HOST:PORT --token \(token) --pin sha256:"), "\(invite.err)")
         // Two devices enrolled under one name (two invites made for it).
         for _ in 0..<2 {
-            let t = try ts.store.createInvite(role: .field, name: "mt3-laptop", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
-            _ = try ts.store.enroll(token: t, publicKey: DeviceKey().publicKey, name: "", now: Timestamps.nowMillis)
+            let t = try await ts.store.createInvite(role: .field, name: "mt3-laptop", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+            _ = try await ts.store.enroll(token: t, publicKey: DeviceKey().publicKey, name: "", now: Timestamps.nowMillis)
         }
-        let list = try runServerCLI(["devices", "list", "--data", ts.dir]).out.split(separator: "\n")
+        let list = try await runServerCLI(["devices", "list"] + ts.storeArgs).out.split(separator: "\n")
         #expect(list.count == 3 && list[0].hasPrefix("DEVICE") && list[0].contains("LAST SYNC"))
-        let ambiguous = try runServerCLI(["devices", "revoke", "mt3-laptop", "--data", ts.dir])
+        let ambiguous = try await runServerCLI(["devices", "revoke", "mt3-laptop"] + ts.storeArgs)
         #expect(ambiguous.status == 1 && ambiguous.err.contains("matches 2 devices"), "\(ambiguous.err)")
-        for id in try ts.store.roster().sorted.map(\.device.description) { #expect(ambiguous.err.contains(id)) }
-        #expect(try ts.store.roster().sorted.allSatisfy { $0.revokedAfterSeq == nil })
+        for id in try await ts.store.roster().sorted.map(\.device.description) { #expect(ambiguous.err.contains(id)) }
+        #expect(try await ts.store.roster().sorted.allSatisfy { $0.revokedAfterSeq == nil })
     }
 
     /// A path the router serves as a signed route, spelled otherwise (`//v1/sync`, found by the
     /// server fuzz target), is authenticated like any other: only the open routes, exactly as
     /// written, skip it. Before, it passed the authenticator and the handler answered 500.
     @Test func everyPathButTheOpenOnesIsAuthenticated() async throws {
-        let ts = try TestServer()
+        let ts = try await TestServer.make()
         let paths = ["//v1/sync", "/v1//sync", "//v1/roster", "/v1/./sync", "/V1/sync", "/x", "//healthz"]
         let answers = try await Application(router: ts.server.router()).test(.router) { client in
             var out: [(String, UInt, String?)] = []
@@ -403,10 +403,10 @@ final class RawSocket {
         try? FileManager.default.removeItem(atPath: dir + "-2")
     }
 
-    @Test func serveRefusesAKeyOthersCanRead() throws {
-        let ts = try TestServer()
+    @Test func serveRefusesAKeyOthersCanRead() async throws {
+        let ts = try await TestServer.make()
         #expect(chmod(ts.data.tlsKeyPath, 0o644) == 0)
-        let r = try runServerCLI(["serve", "--data", ts.dir, "--port", "0"])
+        let r = try await runServerCLI(["serve", "--port", "0"] + ts.storeArgs)
         #expect(r.status == 1 && r.err.split(separator: "\n").count == 1 && r.err.contains("tls.key"), "\(r)")
         #expect(throws: ServerError.self) { try ts.data.checkSecretModes() }
         #expect(chmod(ts.data.tlsKeyPath, 0o600) == 0)
@@ -422,10 +422,10 @@ final class RawSocket {
 
     /// Each way a request is refused, with the code a client decides on.
     @Test func everyRefusalCarriesItsCode() async throws {
-        let ts = try TestServer(requestsPerMinute: 3)
-        let alice = try ts.enroll(.field, "alice")
-        let gone = try ts.enroll(.field, "gone")
-        _ = try ts.store.revoke(gone.deviceID)
+        let ts = try await TestServer.make(requestsPerMinute: 3)
+        let alice = try await ts.enroll(.field, "alice")
+        let gone = try await ts.enroll(.field, "gone")
+        _ = try await ts.store.revoke(gone.deviceID)
         let body = syncBody([])
         var cases: [(String, HTTPFields, [UInt8], Problem.Code)] = []
         func add(_ name: String, _ code: Problem.Code, body b: [UInt8]? = nil, _ change: (inout Signer) -> Void = { _ in }, headers: (inout HTTPFields) -> Void = { _ in }) {
@@ -474,8 +474,17 @@ final class RawSocket {
     }
 }
 
-/// Runs `fieldsync-server` with `args`; its exit status and output.
-func runServerCLI(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
+/// Runs `fieldsync-server` with `args`; its exit status and output. The wait is on a thread of
+/// its own: a test waiting on the cooperative pool's two threads would starve the PostgreSQL
+/// client that the command may be waiting on (seen: both threads blocked on `devices list`,
+/// which waited for a migration lock held by a task of this process).
+func runServerCLI(_ args: [String]) async throws -> (status: Int32, out: String, err: String) {
+    try await withCheckedThrowingContinuation { done in
+        Thread.detachNewThread { done.resume(with: Result { try runServerCLIWaiting(args) }) }
+    }
+}
+
+private func runServerCLIWaiting(_ args: [String]) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: ServerProcess.binary)
     p.arguments = args

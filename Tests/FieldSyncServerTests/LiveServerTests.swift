@@ -14,9 +14,12 @@ final class ServerProcess: @unchecked Sendable {
     let process = Process()
     let port: Int
 
-    init(data: String) throws {
+    /// `fieldsync-server serve` on this test server's store.
+    convenience init(_ ts: TestServer) throws { try self.init(storeArgs: ts.storeArgs) }
+
+    init(storeArgs: [String]) throws {
         process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = ["serve", "--data", data, "--port", "0"]
+        process.arguments = ["serve", "--port", "0"] + storeArgs
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
@@ -76,11 +79,11 @@ struct LiveClient {
 
 @Suite(.serialized) struct LiveServerTests {
     @Test func syncOverRealTLSAndGracefulShutdown() async throws {
-        let ts = try TestServer()
-        let key = try ts.enroll(.field, "alice")
-        var laptop = TestLaptop(key: key, roster: try ts.store.roster())
+        let ts = try await TestServer.make()
+        let key = try await ts.enroll(.field, "alice")
+        var laptop = TestLaptop(key: key, roster: try await ts.store.roster())
         let c = try laptop.note("UA-LIVE-1").1
-        let server = try ServerProcess(data: ts.dir)
+        let server = try ServerProcess(ts)
         let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
         let (status, answer) = try await client.sync(key, changes: [c])
         #expect(status == 200 && answer["accepted"] == .array([.string(c.id.hex)]))
@@ -100,8 +103,8 @@ struct LiveClient {
     /// runs no other is: at most one pool thread ever waits on SQLite (two waiting for the
     /// reader pool once deadlocked the server in B3).
     @Test func twoStoreCallsInFlightAreNeverBothInline() async throws {
-        let ts = try TestServer()
-        let store = ts.sync
+        let ts = try await TestServer.make(.sqlite)  // the SQLite store's own thread hand-off
+        let store = try #require(ts.store as? SQLiteSyncStore)
         let (first, second) = try await store.counted { first in (first, try await store.counted { $0 }) }
         #expect(first && !second)
         #expect(try await store.counted { $0 })
@@ -127,11 +130,11 @@ struct LiveClient {
     /// while the body was still arriving. Judged when its head arrived, it is taken; judged at the
     /// body's end, every large upload on a link of a few kB/s was refused as expired (exit 4).
     @Test func anUploadStillArrivingWhenItsSignatureExpiresIsTaken() async throws {
-        let ts = try TestServer()
-        let key = try ts.enroll(.field, "slow-link")
-        var laptop = TestLaptop(key: key, roster: try ts.store.roster())
+        let ts = try await TestServer.make()
+        let key = try await ts.enroll(.field, "slow-link")
+        var laptop = TestLaptop(key: key, roster: try await ts.store.roster())
         let c = try laptop.note("UA-SLOW-1").1
-        let server = try ServerProcess(data: ts.dir)
+        let server = try ServerProcess(ts)
         let client = try LiveClient(caPEM: try ts.data.caPEM(), port: server.port)
         defer { server.kill(SIGKILL) }
         let body = syncBody([c])
@@ -165,10 +168,11 @@ struct LiveClient {
     /// request is answered. (Storage work done on pool threads when a request looked alone once
     /// deadlocked the server this way: B3 hung in two of five runs.)
     @Test func aBurstOfLaptopsAllGetTheirAnswers() async throws {
-        let ts = try TestServer()
-        let keys = try (0..<50).map { try ts.enroll(.field, "depot-\($0)") }
-        let roster = try ts.store.roster()
-        let server = try ServerProcess(data: ts.dir)
+        let ts = try await TestServer.make()
+        var keys: [DeviceKey] = []
+        for i in 0..<50 { keys.append(try await ts.enroll(.field, "depot-\(i)")) }
+        let roster = try await ts.store.roster()
+        let server = try ServerProcess(ts)
         defer { server.kill(SIGKILL) }
         let caPEM = try ts.data.caPEM()
         let port = server.port
@@ -194,10 +198,11 @@ struct LiveClient {
 
     /// SIGKILL while five laptops upload: every change the server acknowledged is there after a restart.
     @Test func killedServerLosesNoAcknowledgedChange() async throws {
-        let ts = try TestServer()
-        let keys = try (0..<5).map { try ts.enroll(.field, "laptop-\($0)") }
-        let roster = try ts.store.roster()
-        let server = try ServerProcess(data: ts.dir)
+        let ts = try await TestServer.make()
+        var keys: [DeviceKey] = []
+        for i in 0..<5 { keys.append(try await ts.enroll(.field, "laptop-\(i)")) }
+        let roster = try await ts.store.roster()
+        let server = try ServerProcess(ts)
         let caPEM = try ts.data.caPEM()
         let port = server.port
         let acked = await withTaskGroup(of: [ChangeID].self) { group in
@@ -232,11 +237,11 @@ struct LiveClient {
         #expect(server.process.terminationReason == .uncaughtSignal)
         #expect(acked.count > 20, "the laptops got answers before the kill (\(acked.count))")
         // Restart: the server opens its store again and holds every acknowledged change.
-        let again = try ServerProcess(data: ts.dir)
+        let again = try ServerProcess(ts)
         again.kill(SIGTERM)
         again.process.waitUntilExit()
-        let store = try ts.data.openStore()
-        let missing = try acked.filter { try !store.hasChange($0) }
+        var missing: [ChangeID] = []
+        for id in acked { if try await !ts.store.hasChange(id) { missing.append(id) } }
         #expect(missing.isEmpty, "\(missing.count) acknowledged changes were lost")
     }
 }

@@ -89,8 +89,8 @@ import Testing
     }
 
     @Test func theServerAcceptsASyncSignedByHTTPMessageSignatures() async throws {
-        let ts = try TestServer()
-        let alice = try ts.enroll(.field, "alice")
+        let ts = try await TestServer.make()
+        let alice = try await ts.enroll(.field, "alice")
         let body = syncBody([])
         let s = try Self.sign(url: "https://localhost/v1/sync", contentType: SyncProtocol.syncType, body: body, key: alice,
                               keyid: alice.deviceID.description)

@@ -12,10 +12,10 @@ import Testing
     let bob: DeviceKey
     let body: [UInt8]
 
-    init() throws {
-        ts = try TestServer()
-        alice = try ts.enroll(.field, "alice")
-        bob = try ts.enroll(.field, "bob")
+    init() async throws {
+        ts = try await TestServer.make()
+        alice = try await ts.enroll(.field, "alice")
+        bob = try await ts.enroll(.field, "bob")
         body = syncBody([])
     }
 
@@ -86,7 +86,7 @@ import Testing
     }
 
     @Test func revokedKeyIsRefused() async throws {
-        _ = try ts.store.revoke(alice.deviceID)
+        _ = try await ts.store.revoke(alice.deviceID)
         let (code, detail) = try await status(Signer(alice).headers(body: body))
         #expect(code == 403 && detail.contains("revoked"))
     }
@@ -170,15 +170,15 @@ import Testing
     }
 
     @Test func tooManyChangesInOneBatchAreRefused() async throws {
-        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
         let c = try laptop.note("X").1
         let many = syncBody(Array(repeating: c, count: SyncProtocol.maxBatch + 1))
         #expect(try await status(Signer(alice).headers(body: many), body: many).0 == 413)
     }
 
     @Test func tooManyRequestsAreRefused() async throws {
-        let limited = try TestServer(requestsPerMinute: 2)
-        let k = try limited.enroll(.field, "k")
+        let limited = try await TestServer.make(requestsPerMinute: 2)
+        let k = try await limited.enroll(.field, "k")
         var codes: [Int] = []
         for _ in 0..<3 { codes.append(try await send(limited, headers: Signer(k).headers(body: body), body: body).0) }
         #expect(codes == [200, 200, 429])
@@ -195,15 +195,15 @@ import Testing
     }
 
     @Test func changeSignedByOneDeviceUploadedByAnotherIsRefused() async throws {
-        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
         let c = try laptop.note("A").1
         #expect(try await refusals([c], by: bob) == [c.id.hex: "wrong_uploader"])
-        #expect(try !ts.store.hasChange(c.id))
+        #expect(try await !ts.store.hasChange(c.id))
     }
 
     @Test func forkedChainIsRefused() async throws {
-        var one = TestLaptop(key: alice, roster: try ts.store.roster())
-        var two = TestLaptop(key: alice, roster: try ts.store.roster())  // the same key on two laptops
+        var one = TestLaptop(key: alice, roster: try await ts.store.roster())
+        var two = TestLaptop(key: alice, roster: try await ts.store.roster())  // the same key on two laptops
         let c1 = try one.note("first").1
         let fork = try two.note("fork").1
         #expect(try await refusals([c1], by: alice).isEmpty)
@@ -211,26 +211,26 @@ import Testing
     }
 
     @Test func tamperedChangeIsRefusedAndTheRestKept() async throws {
-        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
         let c1 = try laptop.note("one").1
         let c2 = try laptop.note("two").1
         var bytes = c2.bytes
         bytes[50] ^= 1
         let forged = try SignedChange(bytes: bytes, signature: c2.signature, values: c2.values)
         #expect(try await refusals([c1, forged], by: alice) == [forged.id.hex: "bad_signature"])
-        #expect(try ts.store.hasChange(c1.id))
+        #expect(try await ts.store.hasChange(c1.id))
     }
 
     @Test func opTheRoleForbidsIsKeptButRefused() async throws {
-        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
         let (id, c1) = try laptop.note("one")
         var d = ChangeDraft()
         d.review("approved", comment: nil, on: laptop.replica.records[id]!)
         let review = try laptop.replica.commit(d, key: alice, wallMillis: Timestamps.nowMillis)
         let refused = try await refusals([c1, review], by: alice)
         #expect(refused == [review.id.hex: "forbidden"])
-        #expect(try ts.store.hasChange(review.id), "kept, so alice's chain stays whole")
-        #expect(try ts.store.view(id)?.fields["review"] == nil, "and applied nowhere")
+        #expect(try await ts.store.hasChange(review.id), "kept, so alice's chain stays whole")
+        #expect(try await ts.store.view(id)?.fields["review"] == nil, "and applied nowhere")
     }
 
     /// A new clearance day with a negative depth, which the schema refuses: a draft the CLI
@@ -244,13 +244,13 @@ import Testing
     }
 
     @Test func valueBreakingTheSchemaIsRefused() async throws {
-        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
         let c = try negativeDepth(&laptop)
         #expect(try await refusals([c], by: alice) == [c.id.hex: "invalid_value"])
     }
 
     @Test func aChangeWaitingBehindARefusedOneIsNotAcknowledged() async throws {
-        var laptop = TestLaptop(key: alice, roster: try ts.store.roster())
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
         let refused = try negativeDepth(&laptop)
         let after = try laptop.note("after").1
         // Sent twice, as the laptop's next sync sends both again.
@@ -261,11 +261,11 @@ import Testing
             #expect(answer["accepted"]?.arrayValue == [], "held behind the refused change, so not acknowledged")
             #expect(answer["refused"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [refused.id.hex])
         }
-        #expect(try !ts.store.hasChange(after.id))
+        #expect(try await !ts.store.hasChange(after.id))
     }
 
     @Test func expiredInviteIsRefused() async throws {
-        let token = try ts.store.createInvite(role: .field, name: "late", ttlMillis: 1, now: Timestamps.nowMillis - 10_000)
+        let token = try await ts.store.createInvite(role: .field, name: "late", ttlMillis: 1, now: Timestamps.nowMillis - 10_000)
         let key = DeviceKey()
         let b = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: "late")))
         var s = Signer(key); s.target = "https://localhost/v1/enroll"
@@ -274,7 +274,7 @@ import Testing
     }
 
     @Test func enrolmentSignedByAnotherKeyIsRefused() async throws {
-        let token = try ts.store.createInvite(role: .field, name: "x", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+        let token = try await ts.store.createInvite(role: .field, name: "x", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
         let claimed = DeviceKey(), actual = DeviceKey()
         let b = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: claimed.publicKey, name: "x")))
         var s = Signer(actual); s.target = "https://localhost/v1/enroll"

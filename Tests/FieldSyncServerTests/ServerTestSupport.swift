@@ -6,32 +6,72 @@ import Hummingbird
 import HummingbirdTesting
 @testable import FieldSyncServer
 
-/// A server in a temporary data folder, with devices enrolled through real invites.
+/// A server in a temporary data folder, with devices enrolled through real invites, on the
+/// store `FIELDSYNC_TEST_STORE` names (`sqlite`, the default, or `postgres`): scripts/test.sh
+/// runs this whole suite once on each, so both stores pass the same tests.
 final class TestServer: @unchecked Sendable {
+    let kind: StoreKind
     let dir: String
     let data: ServerData
-    let store: ReplicaStore
-    /// The server's view of `store`.
-    let sync: SQLiteSyncStore
+    /// The server's store, as the server and the admin commands use it.
+    let store: any SyncStoreAdmin
     let server: SyncServer
     let serverKey: DeviceKey
+    /// PostgreSQL's schema for this server, dropped with it.
+    let database: TestDatabase?
 
-    init(requestsPerMinute: Int = 10_000) throws {
-        dir = NSTemporaryDirectory() + "fieldsync-server-" + UUID().uuidString
-        data = ServerData(directory: dir)
-        _ = try data.initialise(hostnames: ["localhost"])
-        store = try data.openStore()
-        sync = SQLiteSyncStore(store)
-        serverKey = try data.serverKey()
-        server = SyncServer(store: sync, key: serverKey, caPEM: try data.caPEM(), requestsPerMinute: requestsPerMinute)
+    /// The store the run asks for.
+    static var configuredKind: StoreKind {
+        ProcessInfo.processInfo.environment["FIELDSYNC_TEST_STORE"].flatMap(StoreKind.init(rawValue:)) ?? .sqlite
     }
 
-    deinit { try? FileManager.default.removeItem(atPath: dir) }
+    private init(kind: StoreKind, dir: String, data: ServerData, store: any SyncStoreAdmin, server: SyncServer, serverKey: DeviceKey,
+                 database: TestDatabase?) {
+        self.kind = kind
+        self.dir = dir
+        self.data = data
+        self.store = store
+        self.server = server
+        self.serverKey = serverKey
+        self.database = database
+    }
 
-    func enroll(_ role: Role, _ name: String) throws -> DeviceKey {
+    /// `kind` nil: the configured store. A test about one store's own machinery names it.
+    static func make(_ kind: StoreKind? = nil, requestsPerMinute: Int = 10_000) async throws -> TestServer {
+        let kind = kind ?? configuredKind
+        let dir = NSTemporaryDirectory() + "fieldsync-server-" + UUID().uuidString
+        let data = ServerData(directory: dir)
+        let store: any SyncStoreAdmin
+        var database: TestDatabase?
+        switch kind {
+        case .sqlite:
+            _ = try data.initialise(hostnames: ["localhost"])
+            store = SQLiteSyncStore(try data.openStore())
+        case .postgres:
+            let db = try await TestDatabase.make()
+            database = db
+            let pg = try await db.open()
+            let result = try data.initialise(hostnames: ["localhost"], sqlite: false)
+            _ = try await pg.setMetaOnce("server_public_key", result.serverPublicKey.hex)
+            store = pg
+        }
+        let key = try data.serverKey()
+        let server = SyncServer(store: store, key: key, caPEM: try data.caPEM(), requestsPerMinute: requestsPerMinute)
+        return TestServer(kind: kind, dir: dir, data: data, store: store, server: server, serverKey: key, database: database)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: dir)
+        if let database { Task { await database.close() } }
+    }
+
+    /// What `fieldsync-server` takes to reach this server's store.
+    var storeArgs: [String] { ["--data", dir] + (database.map { ["--postgres", $0.url] } ?? []) }
+
+    func enroll(_ role: Role, _ name: String) async throws -> DeviceKey {
         let key = DeviceKey()
-        let token = try store.createInvite(role: role, name: name, ttlMillis: 3_600_000, now: Timestamps.nowMillis)
-        _ = try store.enroll(token: token, publicKey: key.publicKey, name: name, now: Timestamps.nowMillis)
+        let token = try await store.createInvite(role: role, name: name, ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+        _ = try await store.enroll(token: token, publicKey: key.publicKey, name: name, now: Timestamps.nowMillis)
         return key
     }
 
@@ -111,7 +151,7 @@ struct TestLaptop {
     }
 }
 
-extension SQLiteSyncStore {
+extension SyncStore {
     /// One exchange as the server runs it, with the roster as stored.
     func exchange(device: DeviceID, upload: [SignedChange], clientVector: VersionVector = VersionVector(), limits: ExchangeLimits,
                   now: UInt64 = Timestamps.nowMillis, nonce: SignatureNonce? = nil) async throws -> ExchangeResult {

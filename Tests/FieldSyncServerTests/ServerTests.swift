@@ -21,9 +21,9 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
 
 @Suite struct ServerSyncTests {
     @Test func twoLaptopsExchangeThroughTheServer() async throws {
-        let ts = try TestServer()
-        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.coordinator, "b")
-        let roster = try ts.store.roster()
+        let ts = try await TestServer.make()
+        let ka = try await ts.enroll(.field, "a"), kb = try await ts.enroll(.coordinator, "b")
+        let roster = try await ts.store.roster()
         var a = TestLaptop(key: ka, roster: roster)
         let (id, c1) = try a.note("UA-1")
         let body = syncBody([c1])
@@ -36,7 +36,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(params.nonce == signer.nonce)
         #expect(HTTPSignature.verify(values: ["200", HTTPSignature.contentDigest(raw), SyncProtocol.syncType], parameters: params, signature: sig,
                                      publicKey: ts.serverKey.publicKey))
-        #expect(try ts.store.hasChange(c1.id), "committed before the answer")
+        #expect(try await ts.store.hasChange(c1.id), "committed before the answer")
 
         // Laptop b pulls it.
         let pull = syncBody([])
@@ -55,12 +55,12 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     }
 
     @Test func largeBacklogsComeInBoundedBatchesWithMore() async throws {
-        let ts = try TestServer()
-        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
-        var a = TestLaptop(key: ka, roster: try ts.store.roster())
+        let ts = try await TestServer.make()
+        let ka = try await ts.enroll(.field, "a"), kb = try await ts.enroll(.field, "b")
+        var a = TestLaptop(key: ka, roster: try await ts.store.roster())
         var changes: [SignedChange] = []
         for i in 0..<(SyncProtocol.maxBatch + 20) { changes.append(try a.note("N-\(i)").1) }
-        _ = try await ts.sync.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: .fixed(10_000), now: Timestamps.nowMillis, nonce: nil)
+        _ = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: .fixed(10_000), now: Timestamps.nowMillis, nonce: nil)
         let pull = syncBody([])
         let (_, first, _, _) = try await send(ts, headers: Signer(kb).headers(body: pull), body: pull)
         #expect(first["changes"]?.arrayValue?.count == SyncProtocol.maxBatch)
@@ -75,14 +75,14 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     /// refused as too slow (408, which the laptop answers by sending less), not run: its
     /// signature's nonce is kept only that long past its expiry.
     @Test func aBodyThatTakesLongerThanTheTransferLimitIsRefused() async throws {
-        let ts = try TestServer()
-        let ka = try ts.enroll(.field, "a")
-        var a = TestLaptop(key: ka, roster: try ts.store.roster())
+        let ts = try await TestServer.make()
+        let ka = try await ts.enroll(.field, "a")
+        var a = TestLaptop(key: ka, roster: try await ts.store.roster())
         let c = try a.note("UA-408").1
         // The server's clock reads the head's arrival first, then the body's end 11 minutes later.
         let start = Timestamps.nowMillis
         let reads = Mutex(0)
-        let server = SyncServer(store: ts.sync, key: ts.serverKey, caPEM: try ts.data.caPEM(), clock: {
+        let server = SyncServer(store: ts.store, key: ts.serverKey, caPEM: try ts.data.caPEM(), clock: {
             reads.withLock { n in n += 1; return n == 1 ? start : start + 660_000 }
         })
         let body = syncBody([c])
@@ -90,16 +90,16 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
             try await client.execute(uri: "/v1/sync", method: .post, headers: Signer(ka).headers(body: body), body: ByteBuffer(bytes: body)) { $0.status.code }
         }
         #expect(status == 408)
-        #expect(try !ts.store.hasChange(c.id))
+        #expect(try await !ts.store.hasChange(c.id))
     }
 
     /// An exchange alone on the server runs on the calling thread; it must store, refuse and
     /// answer exactly as one queued on GRDB's threads, and refuse a replayed nonce the same way.
     @Test(arguments: [false, true]) func anExchangeAloneDoesWhatAQueuedOneDoes(alone: Bool) async throws {
-        let ts = try TestServer()
-        let sync = SQLiteSyncStore(ts.store, inlineWhenAlone: alone)
-        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
-        var a = TestLaptop(key: ka, roster: try ts.store.roster()), b = TestLaptop(key: kb, roster: try ts.store.roster())
+        let ts = try await TestServer.make(.sqlite)  // the SQLite store's own thread hand-off
+        let sync = SQLiteSyncStore(try #require(ts.store as? SQLiteSyncStore).replica, inlineWhenAlone: alone)
+        let ka = try await ts.enroll(.field, "a"), kb = try await ts.enroll(.field, "b")
+        var a = TestLaptop(key: ka, roster: try await ts.store.roster()), b = TestLaptop(key: kb, roster: try await ts.store.roster())
         let theirs = try (0..<3).map { try b.note("B-\($0)").1 }
         _ = try await sync.exchange(device: kb.deviceID, upload: theirs, clientVector: VersionVector(), limits: .fixed(100),
                                         now: Timestamps.nowMillis, nonce: nil)
@@ -112,7 +112,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(result.refused.map(\.code) == ["wrong_uploader"])
         #expect(Set(result.lacking) == Set(theirs.map(\.envelope)))
         #expect(result.vector[ka.deviceID] == 4 && result.vector[kb.deviceID] == 3 && !result.more)
-        #expect(try ts.store.hasChange(mine[3].id))
+        #expect(try await ts.store.hasChange(mine[3].id))
         await #expect(throws: SyncStoreError.self) {
             try await sync.exchange(device: ka.deviceID, upload: [], clientVector: VersionVector(), limits: .fixed(100),
                                         now: Timestamps.nowMillis, nonce: nonce)
@@ -122,27 +122,27 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     /// The limits are asked when the work starts, not when the request came: a laptop first in a
     /// burst finds the server idle on arrival, and crowded once it holds the writer.
     @Test func theLimitsAreAskedWhenTheWorkStarts() async throws {
-        let ts = try TestServer()
-        let ka = try ts.enroll(.field, "a"), kb = try ts.enroll(.field, "b")
-        var a = TestLaptop(key: ka, roster: try ts.store.roster()), b = TestLaptop(key: kb, roster: try ts.store.roster())
-        for i in 0..<12 { _ = try await ts.sync.exchange(device: kb.deviceID, upload: [try b.note("B-\(i)").1], clientVector: VersionVector(),
+        let ts = try await TestServer.make()
+        let ka = try await ts.enroll(.field, "a"), kb = try await ts.enroll(.field, "b")
+        var a = TestLaptop(key: ka, roster: try await ts.store.roster()), b = TestLaptop(key: kb, roster: try await ts.store.roster())
+        for i in 0..<12 { _ = try await ts.store.exchange(device: kb.deviceID, upload: [try b.note("B-\(i)").1], clientVector: VersionVector(),
                                                           limits: .fixed(100), now: Timestamps.nowMillis, nonce: nil) }
         let changes = try (0..<30).map { try a.note("A-\($0)").1 }
         let asked = Mutex(0)
         // Generous when asked first (as on arrival), tight from then on.
         let limits = ExchangeLimits(takes: { asked.withLock { $0 += 1; return $0 == 1 ? 500 : 5 } }, sends: { 4 })
         #expect(limits.takes() == 500)
-        let result = try await ts.sync.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: limits,
+        let result = try await ts.store.exchange(device: ka.deviceID, upload: changes, clientVector: VersionVector(), limits: limits,
                                                  now: Timestamps.nowMillis, nonce: nil)
         #expect(result.accepted == changes.prefix(5).map(\.id))
-        #expect(try !ts.store.hasChange(changes[5].id))
+        #expect(try await !ts.store.hasChange(changes[5].id))
         #expect(result.lacking.count == 4 && result.more)
     }
 
     /// The roster travels only when it differs from the one the laptop names, and it is signed.
     @Test func theRosterTravelsWhenItChanged() async throws {
-        let ts = try TestServer()
-        let ka = try ts.enroll(.field, "a")
+        let ts = try await TestServer.make()
+        let ka = try await ts.enroll(.field, "a")
         func exchange(digest: String?) async throws -> SignedRoster? {
             var request = SyncRequest(vector: VersionVector(), changes: [])
             request.rosterDigest = digest
@@ -155,7 +155,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(try first.verified(serverKey: ts.serverKey.publicKey)[ka.deviceID]?.name == "a")
         #expect(try await exchange(digest: first.digest) == nil)
         #expect(try await exchange(digest: "stale") == first)
-        _ = try ts.enroll(.press, "b")
+        _ = try await ts.enroll(.press, "b")
         let second = try #require(try await exchange(digest: first.digest))
         #expect(second.digest != first.digest)
         #expect(try second.verified(serverKey: ts.serverKey.publicKey).sorted.count == 2)
@@ -192,9 +192,9 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     /// With 49 other exchanges in flight the server stores the first 4 changes of a batch and
     /// neither accepts nor refuses the rest, which the laptop sends again.
     @Test func underLoadAnExchangeTakesPartOfTheBatch() async throws {
-        let ts = try TestServer()
-        let ka = try ts.enroll(.field, "a")
-        var a = TestLaptop(key: ka, roster: try ts.store.roster())
+        let ts = try await TestServer.make()
+        let ka = try await ts.enroll(.field, "a")
+        var a = TestLaptop(key: ka, roster: try await ts.store.roster())
         var changes: [SignedChange] = []
         for i in 0..<130 { changes.append(try a.note("N-\(i)").1) }
         for _ in 0..<49 { ts.server.load.enter() }
@@ -203,7 +203,7 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         #expect(status == 200)
         #expect(answer["accepted"]?.arrayValue?.compactMap(\.stringValue) == changes.prefix(4).map(\.id.hex))
         #expect(answer["refused"] == .array([]))
-        #expect(try !ts.store.hasChange(changes[4].id))
+        #expect(try await !ts.store.hasChange(changes[4].id))
         for _ in 0..<49 { ts.server.load.leave() }
         // The crowd's arrivals count for a quarter of a second (`ExchangeLoad.window`): the
         // laptop's next exchange comes after it.
@@ -211,12 +211,12 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
         let rest = syncBody(Array(changes.dropFirst(4)), vector: VersionVector([ka.deviceID: 4]))
         let (_, second, _, _) = try await send(ts, headers: Signer(ka).headers(body: rest), body: rest)
         #expect(second["accepted"]?.arrayValue?.count == 126)
-        #expect(try ts.store.vector()[ka.deviceID] == 130)
+        #expect(try await ts.store.vector()[ka.deviceID] == 130)
     }
 
     @Test func enrolmentUsesTheInviteOnce() async throws {
-        let ts = try TestServer()
-        let token = try ts.store.createInvite(role: .press, name: "press-1", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
+        let ts = try await TestServer.make()
+        let token = try await ts.store.createInvite(role: .press, name: "press-1", ttlMillis: 3_600_000, now: Timestamps.nowMillis)
         let key = DeviceKey()
         let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: "press-1")))
         var s = Signer(key); s.target = "https://localhost/v1/enroll"
@@ -236,10 +236,10 @@ func send(_ ts: TestServer, uri: String = "/v1/sync", method: HTTPRequest.Method
     }
 
     @Test func metricsAndHealth() async throws {
-        let ts = try TestServer()
+        let ts = try await TestServer.make()
         let (status, health, _, _) = try await send(ts, uri: "/healthz", method: .get, headers: [:], body: [])
         #expect(status == 200 && health["status"] == "ok")
-        let ka = try ts.enroll(.field, "a")
+        let ka = try await ts.enroll(.field, "a")
         let body = syncBody([])
         _ = try await send(ts, headers: Signer(ka).headers(body: body), body: body)
         _ = try await send(ts, headers: [:], body: body)

@@ -103,15 +103,25 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
             positions[cid] = (d, UInt64(clamping: seq), code.map { CoreError(CoreError.Code(stored: $0), reason ?? "") })
         }
 
+        let records = try await recordOps(db, sortedRecords, schema: schema, logger: logger)
+        return PostgresStage(schema: schema, wallMillis: now, roster: roster.entries, device: device, head: head, positions: positions,
+                             held: held, records: records)
+    }
+
+    /// Every applied op of each of `ids`, as the merge reads a record (an id nothing wrote to
+    /// comes back empty).
+    static func recordOps(_ db: PostgresConnection, _ ids: [RecordID], schema: RecordSchema, logger: Logger) async throws -> [RecordID: RecordOps] {
         var records: [RecordID: RecordOps] = [:]
-        for id in sortedRecords { records[id] = RecordOps(id: id) }
+        for id in ids { records[id] = RecordOps(id: id) }
+        guard !ids.isEmpty else { return records }
+        let recordKeys = ids.map(\.description)
         var personal: [RecordType: Set<String>] = [:]
         var decoded: [Int64: SignedChange] = [:]
         for try await (record, n, envelope) in try await db.query("""
             SELECT rc.record::text, c.n, c.envelope FROM record_changes rc JOIN changes c ON c.n = rc.change
             WHERE rc.record = ANY(\(recordKeys)::uuid[]) AND rc.applied
             """, logger: logger).decode((String, Int64, ByteBuffer).self) {
-            guard let rid = RecordID(record) else { continue }
+            guard let rid = RecordID(record), records[rid] != nil else { continue }
             let change: SignedChange
             if let known = decoded[n] { change = known } else {
                 change = try SignedChange(envelope: Array(buffer: envelope))
@@ -125,8 +135,7 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
                                                wallMillis: c.wallMillis, value: change.values[UInt16(i)]?.value), personalFields: fields)
             }
         }
-        return PostgresStage(schema: schema, wallMillis: now, roster: roster.entries, device: device, head: head, positions: positions,
-                             held: held, records: records)
+        return records
     }
 
     /// A device's held changes, by seq.

@@ -29,15 +29,19 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     // MARK: Schema
 
+    /// The first key of the migration lock (the second is the schema's).
+    static let migrationLockSpace: Int32 = 704_611
+
     /// The format this build writes; a database marked otherwise is refused.
     public static let format = "fieldsync-postgres-1"
 
     /// Applies the embedded `Schema/postgres/*.sql` files not yet applied, in name order, in one
     /// transaction under an advisory lock: processes that start together wait for each other,
-    /// and none sees a half-made schema.
+    /// and none sees a half-made schema. The lock is the schema's own, so servers in other
+    /// schemas of the database never wait on it.
     public func migrate() async throws {
         try await transaction { db in
-            _ = try await db.query("SELECT pg_advisory_xact_lock(7046110001)", logger: logger).collect()
+            _ = try await db.query("SELECT pg_advisory_xact_lock(\(Self.migrationLockSpace), hashtext(current_schema()))", logger: logger).collect()
             _ = try await db.query("CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
                                logger: logger).collect()
             var applied = Set<String>()
@@ -389,6 +393,13 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     public func vector() async throws -> VersionVector {
         try await client.withConnection { db in try await Self.vector(db, logger: logger) }
+    }
+
+    public func view(_ id: RecordID) async throws -> RecordView? {
+        let schema = self.schema
+        return try await transaction("READ ONLY") { db in
+            try await PostgresStage.recordOps(db, [id], schema: schema, logger: logger)[id]?.materialize(schema: schema)
+        }
     }
 }
 

@@ -105,4 +105,6 @@ public final class SQLiteSyncStore: SyncStoreAdmin {
     public func hasChange(_ id: ChangeID) async throws -> Bool { try replica.hasChange(id) }
 
     public func vector() async throws -> VersionVector { try replica.vector() }
+
+    public func view(_ id: RecordID) async throws -> RecordView? { try replica.view(id) }
 }

@@ -38,6 +38,8 @@ public protocol SyncStoreAdmin: SyncStore {
     func hasChange(_ id: ChangeID) async throws -> Bool
     /// The highest stored seq of each device.
     func vector() async throws -> VersionVector
+    /// A record as the merge shows it now; nil for one nothing wrote to.
+    func view(_ id: RecordID) async throws -> RecordView?
 }
 
 /// One enrolled device as `devices list` shows it.
