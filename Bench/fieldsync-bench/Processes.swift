@@ -144,7 +144,7 @@ final class ServerProcess: Sendable {
         var pids: [pid_t] = [], ports: [Int] = []
         for i in 0..<max(1, processes) {
             // A bench drives one device far harder than a laptop would: lift the per-device rate limit.
-            let pid = try Child.spawn(server, ["serve", "--data", dir, "--port", "0", "--rate-limit", "10000000"] + (postgres.map { ["--postgres", $0] } ?? []),
+            let pid = try Child.spawn(server, ["serve", "--data", dir, "--port", "0", "--rate-limit", "10000000"] + (postgres.map { ["--postgres", $0, "--processes", "\(processes)"] } ?? []),
                                       out: logBase + "\(i).out", err: logBase + "\(i).err")
             pids.append(pid)
             var found: Int?

@@ -168,10 +168,11 @@ struct SyncWatch: Service {
 extension SyncEngine.Summary {
     /// What a person reads after a sync: one line, then one per change refused.
     /// Whether the sync changed anything here or there, or has something to report.
-    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore }
+    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore || resent > 0 }
 
     func lines(durationMillis ms: Int64) -> [String] {
         ["sent \(pushed), received \(pulled), \(conflictsAfter) conflicts open (\(max(0, conflictsAfter - conflictsBefore)) new), \(ms) ms"]
+            + (resent > 0 ? ["the server had lost \(resent) of this laptop's changes (restored from a backup?): sent again"] : [])
             + refused.map { "refused \($0.id.prefix(12)): \($0.reason)" }
     }
 

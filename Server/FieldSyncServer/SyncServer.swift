@@ -16,14 +16,17 @@ public struct SyncServer: Sendable {
     public let clock: @Sendable () -> UInt64
     let limiter: RateLimiter
     let metrics: ServerMetrics
-    let load = ExchangeLoad()
+    let load: ExchangeLoad
     let rosters = RosterSigner()
 
     /// The CA certificate, served at `/ca.pem` so `fieldsync enroll --pin` can check it against the pin.
     public let caPEM: String
 
-    public init(store: any SyncStore, key: DeviceKey, caPEM: String = "", requestsPerMinute: Int = 600,
+    /// `processes`: how many server processes share the store's database (PostgreSQL); each
+    /// judges its crowd as that many times its own.
+    public init(store: any SyncStore, key: DeviceKey, caPEM: String = "", requestsPerMinute: Int = 600, processes: Int = 1,
                 clock: @escaping @Sendable () -> UInt64 = { Timestamps.nowMillis }) {
+        load = ExchangeLoad(processes: processes)
         self.caPEM = caPEM
         self.store = store
         self.key = key
@@ -203,6 +206,13 @@ public struct SyncServer: Sendable {
 /// cores in small turns.
 final class ExchangeLoad: Sendable {
     let inFlight = Atomic<Int>(0)
+    /// Processes sharing one database (PostgreSQL), a balancer spreading laptops evenly: the
+    /// crowd at the database is this many times the one this process sees. Counted as one,
+    /// each of two processes let its uploads take four times the changes SQLite's one process
+    /// did, and held each laptop's chain lock that much longer (B3's tail).
+    let processes: Int
+
+    init(processes: Int = 1) { self.processes = min(max(1, processes), 64) }
     /// When the exchanges of the last `window` began, oldest first. A crowd that
     /// arrives at once (a depot's laptops after a link comes back) finishes its TLS handshakes
     /// one by one; counting only the exchanges in flight, the first few found the server idle
@@ -239,7 +249,7 @@ final class ExchangeLoad: Sendable {
             }
             return times.count - lo
         }
-        return max(current, recent)
+        return max(current, recent) * processes
     }
 
     /// The whole batch (500 changes) for up to ten exchanges at once, then shrinking with the

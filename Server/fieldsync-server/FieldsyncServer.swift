@@ -11,7 +11,7 @@ struct FieldsyncServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync-server",
         abstract: "The fieldsync sync server and its administration.",
-        subcommands: [Init.self, Serve.self, Invite.self, Devices.self, Migrate.self]
+        subcommands: [Init.self, Serve.self, Invite.self, Devices.self, Backup.self, Restore.self, Migrate.self]
     )
 
     /// One line on stderr for every failure; usage mistakes exit 2.
@@ -105,6 +105,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port (0 picks a free one and prints it).") var port = 8443
     @Option(name: .customLong("postgres-connections"), help: "Connections to PostgreSQL this process keeps at most.") var postgresConnections = 16
+    @Option(help: "Server processes on this PostgreSQL database (each its own port, or behind one balancer): each process shares the load limits by it.")
+    var processes = 1
     @Option(name: .customLong("rate-limit"), help: "Requests per device per minute.") var rateLimit = 600
     @Option(name: .customLong("max-connections"), help: "Open connections at once; more wait to be accepted.") var maxConnections = ConnectionLimits().maxConnections
     @Option(name: .customLong("max-connections-per-address"), help: "Open connections at once from one IP address; more are closed at once.")
@@ -117,11 +119,16 @@ struct Serve: AsyncParsableCommand {
         guard let level = Logger.Level(rawValue: logLevel), [.error, .warning, .info, .debug].contains(level) else {
             throw ValidationError("--log-level must be error, warning, info or debug")
         }
+        guard (1...64).contains(processes) else { throw ValidationError("--processes must be between 1 and 64") }
+        if processes > 1, try data.url() == nil { throw ValidationError("--processes counts servers sharing one PostgreSQL database: give --postgres URL too") }
         guard (1...1_000).contains(postgresConnections) else { throw ValidationError("--postgres-connections must be between 1 and 1000") }
         guard (1...65_536).contains(maxConnections) else { throw ValidationError("--max-connections must be between 1 and 65536") }
         guard (1...65_536).contains(maxConnectionsPerAddress) else { throw ValidationError("--max-connections-per-address must be between 1 and 65536") }
         let files = ServerData(directory: data.data)
         try files.checkSecretModes()
+        // Held while serving, so `restore` refuses to replace the database under this process.
+        let serving = try files.holdServeLock()
+        defer { serving.release() }
         let key = try files.serverKey(), caPEM = try files.caPEM(), (chain, tlsKey) = try files.tlsMaterial()
         let limits = {
             var l = ConnectionLimits()
@@ -139,7 +146,7 @@ struct Serve: AsyncParsableCommand {
         }()
         let (host, port, rateLimit, dataPath) = (self.host, self.port, self.rateLimit, data.data)
         try await files.withStore(postgres: try data.url(), logger: logger, maxConnections: postgresConnections) { store in
-            let server = SyncServer(store: store, key: key, caPEM: caPEM, requestsPerMinute: rateLimit)
+            let server = SyncServer(store: store, key: key, caPEM: caPEM, requestsPerMinute: rateLimit, processes: processes)
             let backend = (await store.health()).backend
             let app = try server.application(chainPEM: chain, keyPEM: tlsKey, host: host, port: port, logger: logger, limits: limits) { bound in
                 logger.info("listening", metadata: ["address": .string("https://\(host):\(bound)"), "data": .string(dataPath),
@@ -172,6 +179,40 @@ struct Migrate: AsyncParsableCommand {
         print("moved \(report.devices) devices, \(report.changes) changes (\(report.held) held for a gap), \(report.records) records to \(url.redacted) in \(start.duration(to: .now))")
         if report.openInvites > 0 { print("\(report.openInvites) unused invites were not moved: make them again with invite") }
         print("serve with: fieldsync-server serve --data \(from) --postgres URL")
+    }
+}
+
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a consistent copy of the server (database, keys and certificates) to one file, while it serves.",
+        discussion: "The file is as secret as the server key (mode 0600); keep it where the server's disk is not. A server on PostgreSQL is backed up with pg_dump (docs/DEPLOY.md).")
+    @OptionGroup var data: DataOption
+    @Option(help: "The backup file to write (never over an existing file).") var out: String
+
+    func run() throws {
+        let report = try ServerBackup.create(ServerData(directory: data.data), to: out)
+        print("backed up \(report.devices) devices and \(report.changes) changes to \(out) (\(report.madeAt))")
+    }
+}
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Put a backup in place as the server's data (stop its serve first).",
+        discussion: """
+            Into a new folder: the whole server. Into the same server's folder: its database is replaced, the old one kept beside it.             What the server took after the backup comes back from the laptops at their next sync; devices enrolled after it must enrol             again, and revocations made after it must be made again.
+            """)
+    @OptionGroup var data: DataOption
+    @Argument(help: "The backup file, from `fieldsync-server backup`.") var file: String
+
+    func run() throws {
+        let report = try ServerBackup.restore(ServerData(directory: data.data), from: file)
+        print("restored \(report.devices) devices and \(report.changes) changes from the backup of \(report.madeAt) into \(data.data)")
+        print("laptops send again what the server took after \(report.madeAt) at their next sync")
+        if let previous = report.previous {
+            print("the database it replaced is kept as \(previous); \(report.rosterCarried) enrolments and revocations made since the backup were taken from it")
+        } else {
+            print("revoke again any device revoked since then, and invite again any enrolled since then (fieldsync-server devices list)")
+        }
     }
 }
 

@@ -70,6 +70,10 @@ extension ReplicaStore {
         /// not the signature, and an answer may repeat a change.
         public var verified: [Bool] = []
         public var meta: [String: String] = [:]
+        /// The server holds only up to `seq` of `device`'s changes, though it acknowledged more
+        /// (it was restored from a backup): those after `seq` are unacknowledged again, so they
+        /// go out again.
+        public var resendAfter: (device: DeviceID, seq: UInt64)?
         public init(roster: [RosterEntry] = [], acknowledged: [ChangeID] = [], refusals: [(id: ChangeID, code: String, reason: String)] = [],
                     incoming: [SignedChange] = [], meta: [String: String] = [:]) {
             self.roster = roster; self.acknowledged = acknowledged; self.refusals = refusals; self.incoming = incoming; self.meta = meta
@@ -87,6 +91,11 @@ extension ReplicaStore {
             let ack = try db.cachedStatement(sql: "UPDATE changes SET acked = 1 WHERE id = ?")
             for id in o.acknowledged { try ack.execute(arguments: [Data(id.bytes)]) }
             try Outbox.advance(after: o.acknowledged, db)
+            if let (device, seq) = o.resendAfter {
+                try db.execute(sql: "UPDATE changes SET acked = 0 WHERE device = ? AND seq > ? AND acked = 1",
+                               arguments: [device.description, Int64(clamping: seq)])
+                if try Outbox.mark(device, db) > Int64(clamping: seq) + 1 { try Meta.set(Outbox.key(device.description), String(seq + 1), db) }
+            }
             // A change taken after all (a refusal the server no longer makes) is refused no more;
             // one kept but refused by policy is listed in both, and stays refused.
             let refusedNow = Set(o.refusals.map(\.id))

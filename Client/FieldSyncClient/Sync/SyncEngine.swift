@@ -62,6 +62,9 @@ public struct SyncEngine: Sendable {
     public struct Summary: Sendable {
         public var pushed = 0
         public var pulled = 0
+        /// This laptop's changes the server had acknowledged, then lost (restored from a backup),
+        /// and was sent again.
+        public var resent = 0
         public var refused: [ChangeRefusal] = []
         public var conflictsBefore = 0
         public var conflictsAfter = 0
@@ -71,6 +74,7 @@ public struct SyncEngine: Sendable {
         public var json: JSONValue {
             .object([
                 "pushed": .int(Int64(pushed)), "pulled": .int(Int64(pulled)), "rounds": .int(Int64(rounds)), "server": .string(server),
+                "resent": .int(Int64(resent)),
                 "refused": .array(refused.map { .object(["id": .string($0.id), "code": .string($0.code), "reason": .string($0.reason)]) }),
                 "conflicts_open": .int(Int64(conflictsAfter)), "conflicts_raised": .int(Int64(max(0, conflictsAfter - conflictsBefore))),
             ])
@@ -135,6 +139,20 @@ public struct SyncEngine: Sendable {
             let accepted = Set(answer.accepted)
             let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
             outcome.acknowledged = acked
+            // A server restored from a backup holds less of this laptop's work than it once
+            // acknowledged: what it lost is unacknowledged again here and sent again, so a
+            // restore loses nothing a laptop still holds. Once per sync: a server that keeps
+            // answering so is not chased round after round.
+            var lost = 0
+            let serverHolds = answer.vector[replica.device.description] ?? 0
+            if summary.resent == 0 {
+                let head = try store.acknowledgedHead(device: replica.device)
+                if serverHolds < head {
+                    outcome.resendAfter = (replica.device, serverHolds)
+                    lost = Int(clamping: head - serverHolds)
+                    summary.resent = lost
+                }
+            }
             let mine = Set(outbox.map(\.id.hex))
             // A change the server could not even decode it names by its place in the request
             // ("#2"): it is this laptop's all the same, and must not pass for a clean sync.
@@ -158,14 +176,14 @@ public struct SyncEngine: Sendable {
             let sentEverything = acked.count == outbox.count && outbox.count < window.size && heldBack == 0
             // Kept-but-refused changes are listed both accepted and refused: count each once.
             window.update(sent: outbox.count, handled: Set(acked.map(\.hex)).union(refusedHere.map(\.id)).count)
-            let done = !answer.more && (sentEverything || acked.isEmpty)
+            let done = !answer.more && (sentEverything || acked.isEmpty) && lost == 0
             if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
             // Pull ahead: when only pulling is left (all sent, no roster news), ask for the next
             // answer while this one is stored, so the server's work, the transfer and the
             // signature checks overlap the one writer's (a first sync). The request counts this
             // answer's changes as held; if storing them fails, the sync ends and the next one
             // starts again from what is on disk.
-            if !done && answer.more && sentEverything && answer.roster == nil && refusedHere.isEmpty && !outcome.incoming.isEmpty {
+            if !done && answer.more && sentEverything && lost == 0 && answer.roster == nil && refusedHere.isEmpty && !outcome.incoming.isEmpty {
                 var vector = try store.vector()
                 for c in outcome.incoming { vector.seqs[c.change.device] = max(vector[c.change.device], c.change.seq) }
                 claimed = vector
