@@ -168,11 +168,12 @@ struct SyncWatch: Service {
 extension SyncEngine.Summary {
     /// What a person reads after a sync: one line, then one per change refused.
     /// Whether the sync changed anything here or there, or has something to report.
-    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore || resent > 0 }
+    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore || resent > 0 || takenBack + resigned > 0 }
 
     func lines(durationMillis ms: Int64) -> [String] {
         ["sent \(pushed), received \(pulled), \(conflictsAfter) conflicts open (\(max(0, conflictsAfter - conflictsBefore)) new), \(ms) ms"]
             + (resent > 0 ? ["the server had lost \(resent) of this laptop's changes (restored from a backup?): sent again"] : [])
+            + (takenBack + resigned > 0 ? ["the server held this device's changes that this replica lacked (restored or copied?): taken back, \(resigned) of ours signed again after them"] : [])
             + refused.map { "refused \($0.id.prefix(12)): \($0.reason)" }
     }
 

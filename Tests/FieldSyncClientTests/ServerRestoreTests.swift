@@ -89,3 +89,84 @@ import Testing
         try? FileManager.default.removeItem(atPath: elsewhere + "-2")
     }
 }
+
+/// Issue 25, item 2: a laptop restored from a copy of its folder, or two copies of one replica,
+/// never fork: the server's chain is taken back and what only this copy wrote is signed again.
+@Suite(.serialized) struct RestoredLaptopTests {
+    func refs(_ cli: CLI) throws -> Set<String> {
+        Set(try JSONValue.parse(try cli.ok("note", "list", "--json")).arrayValue?.compactMap { $0["fields"]?["ref"]?.stringValue } ?? [])
+    }
+
+    /// `cp -a` of a replica folder, as a backup tool would keep it.
+    func copyFolder(_ from: String, _ to: String) throws {
+        try? FileManager.default.removeItem(atPath: to)
+        let r = try runProcess("/bin/cp", ["-a", from, to])
+        #expect(r.status == 0, "\(r.err)")
+    }
+
+    @Test func aLaptopRestoredFromAnOldCopyWritesAndSyncsWithNothingLost() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "mt3-laptop")
+        let co = try laptop(server, role: "coordinator", name: "hq")
+        let saved = a.home + ".saved"
+        defer { a.cleanUp(); co.cleanUp(); try? FileManager.default.removeItem(atPath: saved) }
+
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-1")
+        _ = try a.ok("sync", "--quiet")
+        // The backup: two syncs before the disk is lost. A-2 is written but not yet synced.
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-2")
+        try copyFolder(a.home, saved)
+        _ = try a.ok("sync", "--quiet")
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-3")
+        let id3 = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-4").trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try a.ok("sync", "--quiet")
+        _ = try co.ok("sync", "--quiet")
+        _ = try co.ok("note", "edit", id3, "--set", "narrative=checked by hq")
+        _ = try co.ok("sync", "--quiet")
+
+        // The disk is lost; the laptop comes back from the copy and is used before any sync.
+        try copyFolder(saved, a.home)
+        let r5 = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-5").trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try a.ok("note", "edit", r5, "--set", "narrative=after the restore")
+        let synced = try a.run("sync", "--json")
+        #expect(synced.status == 0, "\(synced.out) \(synced.err)")
+        let summary = try JSONValue.parse(synced.out)
+        #expect(summary["resigned"] == .int(2) && summary["taken_back"] == .int(2), "\(summary)")
+        #expect(try JSONValue.parse(try a.ok("status", "--json"))["changes_waiting"] == .int(0))
+        _ = try co.ok("sync", "--quiet")
+        let all: Set = ["A-1", "A-2", "A-3", "A-4", "A-5"]
+        #expect(try refs(a) == all && refs(co) == all)
+        #expect(try a.ok("note", "list", "--json") == co.ok("note", "list", "--json"), "the two replicas agree")
+        let note5 = try JSONValue.parse(try co.ok("note", "show", r5, "--json"))
+        #expect(note5["fields"]?["narrative"] == "after the restore", "an edit of a change signed again follows it")
+        // And the next sync is an ordinary one.
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-6")
+        #expect(try a.run("sync", "--quiet").status == 0)
+        server.kill(SIGTERM)
+    }
+
+    @Test func twoCopiesOfOneReplicaBothWriteOfflineAndBothSync() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "mt3-laptop")
+        let co = try laptop(server, role: "coordinator", name: "hq")
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=BASE")
+        _ = try a.ok("sync", "--quiet")
+        let twin = CLI()
+        try copyFolder(a.home, twin.home)
+        defer { a.cleanUp(); co.cleanUp(); twin.cleanUp() }
+
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=ONE-1")
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=ONE-2")
+        _ = try twin.ok("note", "add", "--kind", "survey", "--set", "ref=TWO-1")
+        for l in [a, twin, a, twin, co] {
+            let r = try l.run("sync", "--quiet")
+            #expect(r.status == 0, "\(r.err)")
+        }
+        let all: Set = ["BASE", "ONE-1", "ONE-2", "TWO-1"]
+        for l in [a, twin, co] { #expect(try refs(l) == all) }
+        #expect(try JSONValue.parse(try twin.ok("status", "--json"))["changes_waiting"] == .int(0))
+        server.kill(SIGTERM)
+    }
+}

@@ -65,6 +65,10 @@ public struct SyncEngine: Sendable {
         /// This laptop's changes the server had acknowledged, then lost (restored from a backup),
         /// and was sent again.
         public var resent = 0
+        /// This laptop's own changes it found on the server and lacked (a restored or copied
+        /// replica), and its changes signed again on top of them.
+        public var takenBack = 0
+        public var resigned = 0
         public var refused: [ChangeRefusal] = []
         public var conflictsBefore = 0
         public var conflictsAfter = 0
@@ -74,7 +78,7 @@ public struct SyncEngine: Sendable {
         public var json: JSONValue {
             .object([
                 "pushed": .int(Int64(pushed)), "pulled": .int(Int64(pulled)), "rounds": .int(Int64(rounds)), "server": .string(server),
-                "resent": .int(Int64(resent)),
+                "resent": .int(Int64(resent)), "taken_back": .int(Int64(takenBack)), "resigned": .int(Int64(resigned)),
                 "refused": .array(refused.map { .object(["id": .string($0.id), "code": .string($0.code), "reason": .string($0.reason)]) }),
                 "conflicts_open": .int(Int64(conflictsAfter)), "conflicts_raised": .int(Int64(max(0, conflictsAfter - conflictsBefore))),
             ])
@@ -103,6 +107,8 @@ public struct SyncEngine: Sendable {
         var ahead: Task<(answer: SyncResponse, opened: Opened), any Error>?
         /// What the request asked ahead said this replica holds.
         var claimed = VersionVector()
+        /// This device's chain was mended once in this sync (`takeBack`).
+        var mendedFork = false
         defer { ahead?.cancel() }
         while true {
             try Task.checkCancellation()
@@ -171,6 +177,24 @@ public struct SyncEngine: Sendable {
                 if early == nil { early = try await Self.open(answer.changes, keys: keys(adding: outcome.roster)) }
                 (outcome.incoming, outcome.verified) = early!
             }
+            // A restored or copied replica: the server's chain of this device runs beside this
+            // one's. Its changes are taken back here and ours signed again on top, then the
+            // sync goes on. Once per sync: a second fork means two copies are writing as one
+            // device at once.
+            if try forksFromServer(refused: refusedHere, incoming: outcome.incoming) {
+                guard !mendedFork else {
+                    throw SyncFailure(.failure, "this device's changes fork from the server's again: another copy of this replica is writing as this device")
+                }
+                ahead?.cancel()
+                ahead = nil
+                let mended = try await takeBack(transport, serverVector: answer.vector)
+                mendedFork = true
+                summary.takenBack = mended.taken
+                summary.resigned = mended.resigned
+                // The fork it refused is mended: not a refusal to report.
+                summary.refused.removeAll { $0.code == CoreError.Code.forkedChain.description || $0.code == CoreError.Code.brokenChain.description }
+                continue
+            }
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
             let sentEverything = acked.count == outbox.count && outbox.count < window.size && heldBack == 0
@@ -214,6 +238,45 @@ public struct SyncEngine: Sendable {
 
     /// An answer's changes, decoded, each with whether its signature was checked.
     typealias Opened = (changes: [SignedChange], verified: [Bool])
+
+    /// Whether this answer shows the server holding another chain of this device than the one
+    /// here: our change refused as a fork, or one of ours coming back that does not follow ours.
+    func forksFromServer(refused: [ChangeRefusal], incoming: [SignedChange]) throws -> Bool {
+        let codes: Set = [CoreError.Code.forkedChain.description, CoreError.Code.brokenChain.description]
+        if refused.contains(where: { codes.contains($0.code) }) { return true }
+        let me = replica.device
+        guard let first = incoming.filter({ $0.change.device == me }).min(by: { $0.change.seq < $1.change.seq }) else { return false }
+        let head = try replica.store.head(of: me)
+        let seq = head?.seq ?? 0
+        if first.change.seq <= seq { return try !replica.store.hasChange(first.id) }
+        return first.change.seq == seq + 1 && first.change.prev != (head?.id ?? .zero)
+    }
+
+    /// Fetches this device's chain as the server holds it, from the first change the server
+    /// has not acknowledged to us, and hands it to `ReplicaStore.takeBack`.
+    func takeBack(_ transport: SyncTransport, serverVector: [String: UInt64]) async throws -> ReplicaStore.TakeBack {
+        let store = replica.store, me = replica.device
+        let from = try store.acknowledgedHead(device: me) + 1
+        var target = serverVector[me.description] ?? 0
+        var theirs: [SignedChange] = []
+        // Every other device as the server holds it: only this device's chain is lacking.
+        var vector = VersionVector()
+        for (k, v) in serverVector { if let d = DeviceID(k) { vector.seqs[d] = v } }
+        while from + UInt64(theirs.count) <= target {
+            vector.seqs[me] = from - 1 + UInt64(theirs.count)
+            let answer = try await transport.exchange(SyncRequest(vector: vector, changes: [], rosterDigest: try store.meta("roster_digest")))
+            target = max(target, answer.vector[me.description] ?? 0)
+            let next = try answer.changes.map { try SignedChange(envelope: $0) }.filter { $0.change.device == me }
+                .sorted { $0.change.seq < $1.change.seq }
+            var took = 0
+            for c in next where c.change.seq == from + UInt64(theirs.count) { theirs.append(c); took += 1 }
+            if took == 0 { break }
+        }
+        guard !theirs.isEmpty else { throw SyncFailure(.failure, "the server refused this device's chain as a fork but sent none of its own") }
+        do { return try store.takeBack(theirs: theirs, key: replica.key) } catch let e as StoreError {
+            throw SyncFailure(.failure, e.message)
+        }
+    }
 
     /// Each roster device's public key: the stored roster's, and those of `news`.
     func keys(adding news: [RosterEntry]) throws -> [DeviceID: [UInt8]] {
