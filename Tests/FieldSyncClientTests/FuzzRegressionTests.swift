@@ -29,4 +29,17 @@ import FieldSyncCore
         let again = try #require(VCard.parse(VCardWriter.vcard4([card], uids: []), file: "e.vcf", defaultCountryCode: "46").first).get()
         #expect(again.sets == card.sets)
     }
+
+    /// Fuzz/corpus/vcard/crash-email-case: one address on two EMAIL lines in two spellings of
+    /// case was kept twice, and the second line's TYPE, matched to addresses regardless of case,
+    /// was written back with the first spelling, so the card read back from its own export as
+    /// another card. An address is now kept once, as first spelled, with its parameters.
+    @Test func oneAddressInTwoCasesIsOneAddress() throws {
+        let text = "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:A\r\nEMAIL:Olena@Example.org\r\nEMAIL;TYPE=work:olena@example.org\r\nEND:VCARD\r\n"
+        let card = try #require(VCard.parse(text, file: "t.vcf", defaultCountryCode: "46").first).get()
+        #expect(card.sets["email"] == ["Olena@Example.org"])
+        #expect(card.sets["email_params"] == [.object(["email": "Olena@Example.org", "type": .array(["work"])])])
+        let again = try #require(VCard.parse(VCardWriter.vcard4([card], uids: []), file: "e.vcf", defaultCountryCode: "46").first).get()
+        #expect(again.sets == card.sets && again.fields == card.fields)
+    }
 }

@@ -408,13 +408,17 @@ struct ContactBuilder {
         case "EMAIL":
             let email = text.lowercased().hasPrefix("mailto:") ? ContactText.trim(text.dropFirst(7)) : text
             if !email.isEmpty {
-                card.insert(.string(email), into: "email")
+                // An address is one address whatever its letters' case (mail is delivered so):
+                // kept as first spelled, so a second spelling neither doubles it nor takes
+                // another's parameters on the way back from an export.
+                let spelled = (card.sets["email"] ?? []).lazy.compactMap(\.stringValue).first { $0.lowercased() == email.lowercased() }
+                if spelled == nil { card.insert(.string(email), into: "email") }
                 var params = Self.typeAndPref(p)
                 // One entry per address: the first line that gives it parameters (the export
                 // writes one EMAIL line per address, so a second entry could not come back).
                 let known = (card.sets["email_params"] ?? []).contains { $0["email"]?.stringValue?.lowercased() == email.lowercased() }
                 if !params.isEmpty && !known {
-                    params["email"] = .string(email)
+                    params["email"] = .string(spelled ?? email)
                     card.insert(.object(params), into: "email_params")
                 }
             }
