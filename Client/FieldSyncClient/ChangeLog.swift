@@ -61,9 +61,13 @@ public enum ChangeLog {
                 switch op.action {
                 case .create: word = "created"
                 case .set, .resolve:
-                    let from = before.isEmpty ? "" : before.map(short).joined(separator: " | ") + " → "
+                    // One value replaced: both sides cut around where they differ, so a long
+                    // narrative edited near its end shows the edit, not the same opening twice.
+                    let (old, new): (String, String) = before.count == 1 && value != nil
+                        ? shortPair(before[0], value!) : (before.map(short).joined(separator: " | "), shown)
+                    let from = before.isEmpty ? "" : old + " → "
                     word = op.field.isEmpty ? "kept (delete/edit conflict resolved)"
-                        : "\(op.action == .resolve ? "resolved " : "")\(op.field) \(from)\(shown)"
+                        : "\(op.action == .resolve ? "resolved " : "")\(op.field) \(from)\(new)"
                 case .add: word = "+\(op.field) \(shown)"
                 case .remove: word = "-\(op.field)"
                 case .delete: word = "deleted" + (o["reason"]?.stringValue.map { " (\($0))" } ?? "")
@@ -98,4 +102,19 @@ public enum ChangeLog {
 func short(_ v: JSONValue) -> String {
     let s = v.stringValue ?? v.canonicalString
     return s.count > 40 ? String(s.prefix(37)) + "..." : s
+}
+
+/// Two values shortened for one log line around their first difference: "…fence posts checked"
+/// → "…fence posts replaced", not the same first 37 characters twice.
+func shortPair(_ a: JSONValue, _ b: JSONValue) -> (String, String) {
+    let x = Array(a.stringValue ?? a.canonicalString), y = Array(b.stringValue ?? b.canonicalString)
+    guard x.count > 40 || y.count > 40 else { return (String(x), String(y)) }
+    var same = 0
+    while same < min(x.count, y.count) && x[same] == y[same] { same += 1 }
+    let start = same > 16 ? same - 12 : 0
+    func cut(_ s: [Character]) -> String {
+        let part = s[min(start, s.count)...]
+        return (start > 0 ? "…" : "") + (part.count > 37 ? String(part.prefix(34)) + "..." : String(part))
+    }
+    return (cut(x), cut(y))
 }

@@ -9,7 +9,7 @@ struct Fieldsync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync",
         abstract: "Offline-first field notes and press contacts, replicated and signed.",
-        subcommands: [Init.self, Enroll.self, Sync.self, NoteCommand.self, ContactCommand.self, SchemaCommand.self, Export.self, Log.self, Conflicts.self, Resolve.self, Submit.self, Review.self, Status.self]
+        subcommands: [Init.self, Enroll.self, Unenroll.self, Sync.self, NoteCommand.self, ContactCommand.self, SchemaCommand.self, Export.self, Log.self, Conflicts.self, Resolve.self, Submit.self, Review.self, Status.self]
     )
 
     /// Every failure is one line on stderr and an exit code from DESIGN.md §9; never a trace.
@@ -114,7 +114,12 @@ struct Conflicts: ParsableCommand {
             func by(_ v: JSONValue) -> String {
                 guard let name = v["device_name"]?.stringValue, let at = v["hlc_time"]?.stringValue else { return "" }
                 let skew = v["clock_skew"] == .bool(true) ? "  (clock skew)" : ""
-                return "  by \(TerminalText.escaped(name)) at \(at) (device clock \(v["device_time"]?.stringValue ?? "?"))\(skew)"
+                // One time: the device's own clock only when it tells another story (a minute
+                // or more off the merge's time), which is when it matters.
+                let device = v["device_time"]?.stringValue
+                let apart = device.flatMap(Timestamps.parse).flatMap { d in Timestamps.parse(at).map { d > $0 ? d - $0 : $0 - d } }
+                let clock = device != nil && (apart ?? .max) >= 60_000 ? " (device clock \(device!))" : ""
+                return "  by \(TerminalText.escaped(name)) at \(at)\(clock)\(skew)"
             }
             func shown(_ v: JSONValue?) -> String { v.map(RecordCommands.display) ?? "" }
             for (i, v) in (item["values"]?.arrayValue ?? []).enumerated() {

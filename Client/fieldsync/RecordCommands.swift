@@ -87,6 +87,10 @@ enum RecordCommands {
         }
         let ids = try replica.add(inputs, type: type)
         if json { printJSON(.array(ids.map { .string($0.description) })) } else { ids.forEach { print($0) } }
+        // The ids on standard output are for scripts; a person reading a file import sees a count.
+        if let jsonFile, !json {
+            FileHandle.standardError.write(Data("added \(ids.count) \(type)\(ids.count == 1 ? "" : "s") from \(jsonFile)\n".utf8))
+        }
     }
 
     static func show(type: RecordType, id: String, json: Bool) throws {
@@ -477,12 +481,17 @@ struct SchemaCommand: ParsableCommand {
         var rows: [(String, FieldSpec)] = names.compactMap { n in schema.field(n, type: type, kind: noteKind).map { (n, $0) } }
         rows.sort { $0.0 < $1.0 }
         if output.json {
-            printJSON(.object(Dictionary(uniqueKeysWithValues: rows.map { ($0.0, Self.json($0.1)) })))
+            printJSON(.object(Dictionary(uniqueKeysWithValues: rows.map { ($0.0, Self.json($0.1, example: $0.1.values == nil ? schema.examples[$0.1.type] : nil)) })))
             return
         }
         let width = rows.map(\.0.count).max() ?? 0
         print("\(noteKind.map { "note of kind \($0)" } ?? type.description): \(rows.count) fields")
-        for (name, spec) in rows { print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0) + Self.describe(spec)) }
+        for (name, spec) in rows {
+            print(name.padding(toLength: width + 2, withPad: " ", startingAt: 0) + Self.describe(spec))
+            if spec.values == nil, spec.writtenBy == nil, let example = schema.examples[spec.type] {
+                print(String(repeating: " ", count: width + 4) + "e.g. --set \(name)=\(example)")
+            }
+        }
     }
 
     static func describe(_ s: FieldSpec) -> String {
@@ -498,8 +507,9 @@ struct SchemaCommand: ParsableCommand {
 
     static func number(_ d: Double) -> String { d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d) }
 
-    static func json(_ s: FieldSpec) -> JSONValue {
+    static func json(_ s: FieldSpec, example: String? = nil) -> JSONValue {
         var o: [String: JSONValue] = ["type": .string(s.type), "merge": .string(s.merge == .set ? "set" : "register")]
+        if let example, s.writtenBy == nil { o["example"] = .string(example) }
         if let v = s.values { o["values"] = .array(v.map { .string($0) }) }
         if let n = s.maxLength { o["max_length"] = .int(Int64(n)) }
         if let n = s.maxItems { o["max_items"] = .int(Int64(n)) }

@@ -24,6 +24,28 @@ struct Enroll: AsyncParsableCommand {
     }
 }
 
+struct Unenroll: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Leave the server this replica is enrolled with (one enrolled by mistake); its notes and contacts stay here.",
+        discussion: "Refused while changes made here wait to be sent, unless --force: they would then reach no server. Ask the server's administrator to revoke the device too (fieldsync-server devices revoke).")
+    @Flag(help: "Leave even though changes made here have not reached the server.") var force = false
+
+    func run() throws {
+        let replica = try openReplica()
+        let store = replica.store
+        guard let server = try store.meta("server_url") else { throw ClientError("this replica is not enrolled with any server") }
+        // Not while a sync runs: it would go on with what this removes.
+        let lock = try SyncLock(path: replica.home.path + "/sync.lock")
+        defer { lock.release() }
+        let waiting = try store.status(device: replica.device).waiting
+        if waiting > 0 && !force {
+            throw ClientError("\(waiting) changes made here have not reached \(server) yet: sync first, or give --force to leave them unsent")
+        }
+        try store.forgetServer()
+        print("left \(server)" + (waiting > 0 ? " with \(waiting) changes unsent" : "") + "; this replica can enrol again (fieldsync enroll); ask the server's administrator to revoke \(replica.device)")
+    }
+}
+
 struct Sync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send this replica's changes and fetch what it lacks, until both sides are done.",

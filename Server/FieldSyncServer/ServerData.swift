@@ -61,22 +61,7 @@ public struct ServerData: Sendable {
                 Critical(KeyUsage(keyCertSign: true, cRLSign: true))
             },
             issuerPrivateKey: caKey)
-        let leafKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        var sans: [GeneralName] = []
-        for n in names + ["localhost", "127.0.0.1", "::1"] where !sans.contains(where: { Self.matches($0, n) }) {
-            if let ip = Self.ipBytes(n) { sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip)))) } else { sans.append(.dnsName(n)) }
-        }
-        let leaf = try Certificate(
-            version: .v3, serialNumber: .init(), publicKey: leafKey.publicKey,
-            notValidBefore: now.addingTimeInterval(-Self.clockSlack), notValidAfter: now.addingTimeInterval(86400 * 825),
-            issuer: ca.subject, subject: try DistinguishedName { CommonName(names[0]) }, signatureAlgorithm: .ecdsaWithSHA256,
-            extensions: try Certificate.Extensions {
-                Critical(BasicConstraints.notCertificateAuthority)
-                Critical(KeyUsage(digitalSignature: true))
-                try ExtendedKeyUsage([.serverAuth])
-                SubjectAlternativeNames(sans)
-            },
-            issuerPrivateKey: caKey)
+        let (leaf, leafKey) = try Self.issueTLS(names: names, ca: ca, caKey: caKey, now: now)
         try write(serverKeyPath, Array(serverKey.rawRepresentation.hex.utf8), secret: true)
         if let caKeyOut { try write(caKeyOut, Array(try caKey.serializeAsPEM().pemString.utf8), secret: true) }
         try write(tlsKeyPath, Array(try leafKey.serializeAsPEM().pemString.utf8), secret: true)
@@ -90,6 +75,69 @@ public struct ServerData: Sendable {
             try write(postgresMarkerPath, Array("this server's data is in PostgreSQL: give fieldsync-server --postgres URL\n".utf8), secret: false)
         }
         return InitResult(caPin: try Self.pin(caPEM: try ca.serializeAsPEM().pemString), serverPublicKey: serverKey.publicKey)
+    }
+
+    /// A TLS certificate for `names` (and loopback) from the private CA, valid 825 days (the
+    /// most browsers and TLS stacks accept) and from a year back (a laptop's clock may lag).
+    static func issueTLS(names: [String], ca: Certificate, caKey: Certificate.PrivateKey, now: Date) throws -> (Certificate, Certificate.PrivateKey) {
+        let leafKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        var sans: [GeneralName] = []
+        for n in names + ["localhost", "127.0.0.1", "::1"] where !sans.contains(where: { Self.matches($0, n) }) {
+            if let ip = Self.ipBytes(n) { sans.append(.ipAddress(ASN1OctetString(contentBytes: ArraySlice(ip)))) } else { sans.append(.dnsName(n)) }
+        }
+        let leaf = try Certificate(
+            version: .v3, serialNumber: .init(), publicKey: leafKey.publicKey,
+            notValidBefore: now.addingTimeInterval(-Self.clockSlack), notValidAfter: now.addingTimeInterval(86400 * 825),
+            issuer: ca.subject, subject: try DistinguishedName { CommonName(names.first ?? "localhost") }, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth])
+                SubjectAlternativeNames(sans)
+            },
+            issuerPrivateKey: caKey)
+        return (leaf, leafKey)
+    }
+
+    /// The TLS certificate's host names (DNS names and addresses) and expiry.
+    public func tlsCertificate() throws -> (names: [String], notAfter: Date) {
+        // tls.pem is the chain: the server's certificate first, then the CA's.
+        guard let first = try? PEMDocument.parseMultiple(pemString: try read(tlsCertPath)).first,
+              let leaf = try? Certificate(derEncoded: first.derBytes) else {
+            throw ServerError("\(tlsCertPath) holds no certificate")
+        }
+        var names: [String] = []
+        for n in try leaf.extensions.subjectAlternativeNames ?? SubjectAlternativeNames([]) {
+            switch n {
+            case .dnsName(let d): names.append(d)
+            case .ipAddress(let ip):
+                let b = Array(ip.bytes)
+                if b.count == 4 { names.append(b.map(String.init).joined(separator: ".")) }
+                if b.count == 16 { names.append(stride(from: 0, to: 16, by: 2).map { String(UInt16(b[$0]) << 8 | UInt16(b[$0 + 1]), radix: 16) }.joined(separator: ":")) }
+            default: break
+            }
+        }
+        return (names, leaf.notValidAfter)
+    }
+
+    /// `cert renew`: a new TLS key and certificate from the private CA, for `hostnames` (else
+    /// the current certificate's), put in place of the old ones. Laptops pin the CA, not the
+    /// certificate, so nothing changes for them; a running `serve` takes it when restarted.
+    public func renewTLS(caKeyPEM: String, hostnames: [String], now: Date = Date()) throws -> (names: [String], notAfter: Date) {
+        let ca = try Certificate(pemEncoded: try read(caCertPath))
+        let caKey: Certificate.PrivateKey
+        do { caKey = try Certificate.PrivateKey(pemEncoded: caKeyPEM) } catch { throw ServerError("the CA key file is not a PEM private key") }
+        guard caKey.publicKey == ca.publicKey else { throw ServerError("the CA key is not this server's CA (\(caCertPath)): it cannot issue its certificates") }
+        let names = hostnames.isEmpty ? try tlsCertificate().names : hostnames
+        let (leaf, leafKey) = try Self.issueTLS(names: names, ca: ca, caKey: caKey, now: now)
+        // Written beside, then renamed over the old files: a crash leaves the old pair or the new.
+        for path in [tlsKeyPath + ".new", tlsCertPath + ".new"] { unlink(path) }
+        try write(tlsKeyPath + ".new", Array(try leafKey.serializeAsPEM().pemString.utf8), secret: true)
+        try write(tlsCertPath + ".new", Array((try leaf.serializeAsPEM().pemString + "\n" + ca.serializeAsPEM().pemString).utf8), secret: false)
+        guard rename(tlsKeyPath + ".new", tlsKeyPath) == 0, rename(tlsCertPath + ".new", tlsCertPath) == 0 else {
+            throw ServerError("cannot put the new certificate in place: \(Self.errno())")
+        }
+        return (names.isEmpty ? ["localhost"] : names, leaf.notValidAfter)
     }
 
     /// `sha256:HEX` of the CA certificate's DER bytes.

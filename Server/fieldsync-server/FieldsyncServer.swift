@@ -11,7 +11,7 @@ struct FieldsyncServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync-server",
         abstract: "The fieldsync sync server and its administration.",
-        subcommands: [Init.self, Serve.self, Invite.self, Devices.self, Backup.self, Restore.self, Migrate.self]
+        subcommands: [Init.self, Serve.self, Invite.self, Devices.self, Cert.self, Backup.self, Restore.self, Migrate.self]
     )
 
     /// One line on stderr for every failure; usage mistakes exit 2.
@@ -126,9 +126,10 @@ struct Serve: AsyncParsableCommand {
         guard (1...65_536).contains(maxConnectionsPerAddress) else { throw ValidationError("--max-connections-per-address must be between 1 and 65536") }
         let files = ServerData(directory: data.data)
         try files.checkSecretModes()
-        // Held while serving, so `restore` refuses to replace the database under this process.
-        let serving = try files.holdServeLock()
-        defer { serving.release() }
+        // Held while serving SQLite, so `restore` refuses to replace the database under this
+        // process. (On PostgreSQL the folder may be read-only, and restore is pg_restore's.)
+        let serving = try data.url() == nil ? files.holdServeLock() : nil
+        defer { serving?.release() }
         let key = try files.serverKey(), caPEM = try files.caPEM(), (chain, tlsKey) = try files.tlsMaterial()
         let limits = {
             var l = ConnectionLimits()
@@ -182,6 +183,41 @@ struct Migrate: AsyncParsableCommand {
     }
 }
 
+struct Cert: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The server's TLS certificate: show it, or renew it from the private CA.",
+                                                    subcommands: [Show.self, Renew.self])
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The certificate's host names, its expiry, and the CA pin laptops enrol with.")
+        @OptionGroup var data: DataOption
+        func run() throws {
+            let files = ServerData(directory: data.data)
+            let (names, notAfter) = try files.tlsCertificate()
+            print("host names: \(names.isEmpty ? "localhost only" : names.joined(separator: ", "))")
+            print("expires:    \(Timestamps.iso(UInt64(max(0, notAfter.timeIntervalSince1970) * 1000)))")
+            print("CA pin:     \(try ServerData.pin(caPEM: try files.caPEM()))")
+        }
+    }
+
+    struct Renew: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Issue a new TLS certificate (a new key, 825 days) from the private CA, for new host names or before it expires.",
+            discussion: "Needs the CA key `init --ca-key-out` wrote. Laptops pin the CA, so they need nothing new; restart serve to use it.")
+        @OptionGroup var data: DataOption
+        @Option(name: .customLong("ca-key"), help: "The CA key file (`fieldsync-server init --ca-key-out`).") var caKey: String
+        @Option(name: .customLong("hostname"), help: "A host name or address laptops reach the server by (repeatable; default: the current certificate's).")
+        var hostnames: [String] = []
+
+        func run() throws {
+            guard let d = FileManager.default.contents(atPath: caKey), let pem = String(data: d, encoding: .utf8) else {
+                throw ServerError("cannot read the CA key \(caKey)")
+            }
+            let (names, notAfter) = try ServerData(directory: data.data).renewTLS(caKeyPEM: pem, hostnames: hostnames)
+            print("renewed the TLS certificate for \(names.joined(separator: ", ")) until \(Timestamps.iso(UInt64(max(0, notAfter.timeIntervalSince1970) * 1000))); restart serve to use it")
+        }
+    }
+}
+
 struct Backup: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a consistent copy of the server (database, keys and certificates) to one file, while it serves.",
@@ -216,8 +252,14 @@ struct Restore: ParsableCommand {
     }
 }
 
-struct Invite: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Make a one-time enrolment token bound to a role and a name.")
+struct Invite: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One-time enrolment tokens: make one (`invite --role R --name N`), list them, or withdraw one.",
+        subcommands: [CreateInvite.self, ListInvites.self, CancelInvite.self], defaultSubcommand: CreateInvite.self)
+}
+
+struct CreateInvite: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "create", abstract: "Make a one-time enrolment token bound to a role and a name (the default).")
     @OptionGroup var data: StoreOptions
     @Option(help: "field, press or coordinator.") var role: String
     @Option(help: "The device's name: the name it will have in the roster, whatever it asks for.") var name: String
@@ -242,6 +284,58 @@ struct Invite: AsyncParsableCommand {
             on the laptop:  fieldsync enroll https://HOST:PORT --token \(token) --pin \(pin)
 
             """.utf8))
+    }
+}
+
+struct ListInvites: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "The invites not yet used and not expired (--all: every invite made).")
+    @OptionGroup var data: StoreOptions
+    @Flag(help: "Used and expired invites too.") var all = false
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        let now = Timestamps.nowMillis
+        let invites = try await data.withStore { store in try await store.invites() }.filter { all || ($0.usedAt == nil && $0.expiresAt > now) }
+        if json {
+            print(JSONValue.array(invites.map { i in
+                .object(["id": .string(i.id), "name": .string(i.name), "role": .string(i.role.rawValue), "created_at": .string(Timestamps.iso(i.createdAt)),
+                         "expires_at": .string(Timestamps.iso(i.expiresAt)), "state": .string(i.usedAt == nil ? (i.expiresAt > now ? "open" : "expired") : "used"),
+                         "used_by": i.usedBy.map(JSONValue.string) ?? .null])
+            }).canonicalString)
+            return
+        }
+        guard !invites.isEmpty else { print(all ? "(none)" : "(none open)"); return }
+        var rows = [["ID", "NAME", "ROLE", "EXPIRES", "STATE"]]
+        for i in invites { rows.append([i.id, DeviceName.printable(i.name), i.role.rawValue, Timestamps.iso(i.expiresAt), i.state(now: now)]) }
+        let widths = (0..<5).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        for row in rows {
+            print(row.enumerated().map { c, v in c == 4 ? v : v.padding(toLength: widths[c], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+    }
+}
+
+struct CancelInvite: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "cancel", abstract: "Withdraw an invite not yet used: its token no longer enrols anything.")
+    @Argument(help: "The invite's ID (or its first digits, as `invite list` shows it) or the name it was made for.") var id: String
+    @OptionGroup var data: StoreOptions
+
+    func run() async throws {
+        let id = self.id, now = Timestamps.nowMillis
+        let gone = try await data.withStore { store in
+            let open = try await store.invites().filter { $0.usedAt == nil }
+            let key = id.lowercased()
+            let matches = open.filter { $0.name == id || (key.count >= 4 && $0.hash.hex.hasPrefix(key)) }
+            guard matches.count == 1 else {
+                let listed = matches.prefix(5).map { "\($0.id) for \(DeviceName.printable($0.name))" }.joined(separator: "; ")
+                throw ServerError(matches.isEmpty ? "no unused invite '\(DeviceName.printable(id))' (fieldsync-server invite list --all)"
+                                                  : "'\(DeviceName.printable(id))' matches \(matches.count) invites: \(listed); give its ID")
+            }
+            guard try await store.cancelInvite(hash: matches[0].hash) else {
+                throw ServerError("the invite \(matches[0].id) was used meanwhile: revoke the device instead")
+            }
+            return matches[0]
+        }
+        print("cancelled invite \(gone.id) for \(DeviceName.printable(gone.name)) (\(gone.role.rawValue)), \(gone.expiresAt > now ? "open" : "expired") until \(Timestamps.iso(gone.expiresAt))")
     }
 }
 
@@ -281,15 +375,24 @@ struct Devices: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Cut a device off: nothing after its last accepted change is taken.")
         @Argument(help: "Device id (or unique prefix) or name.") var id: String
         @OptionGroup var data: StoreOptions
+        @Flag(help: "Do not ask first (on a terminal it asks; a script is never asked).") var yes = false
 
         func run() async throws {
             let id = self.id
+            // A person at a terminal confirms; a script (stdin not a terminal) is never asked.
+            let ask = !yes && isatty(STDIN_FILENO) == 1
             let e = try await data.withStore { store in
                 let matches = try await store.roster().sorted.filter { $0.name == id || $0.device.description.hasPrefix(id.lowercased()) }
                 guard matches.count == 1 else {
                     let listed = matches.prefix(5).map { "\(DeviceName.printable($0.name)) (\($0.device))" }.joined(separator: "; ")
                     throw ServerError(matches.isEmpty ? "no device '\(DeviceName.printable(id))'"
                                                       : "'\(DeviceName.printable(id))' matches \(matches.count) devices: \(listed); give more of the id")
+                }
+                if ask {
+                    let m = matches[0]
+                    FileHandle.standardError.write(Data("revoke \(DeviceName.printable(m.name)) (\(m.role.rawValue), \(m.device))? Every request it signs, and every change it signs from now on, will be refused. [y/N] ".utf8))
+                    let answer = (readLine() ?? "").trimmingCharacters(in: .whitespaces).lowercased()
+                    guard answer == "y" || answer == "yes" else { throw ServerError("not revoked") }
                 }
                 return try await store.revoke(matches[0].device)
             }

@@ -36,6 +36,8 @@ public struct TypeSpec: Sendable, Codable {
 /// validation on every replica, the CLI's `--set` parsing, the SQL views and the exports.
 public struct RecordSchema: Sendable {
     public let version: Int
+    /// A value of each field type as `--set` takes it (`examples` in the schema file).
+    public let examples: [String: String]
     public let types: [RecordType: TypeSpec]
     let personal: [RecordType: Set<String>]
     /// Each type's fields, common and of every kind, for lookups that accept any kind: one
@@ -47,7 +49,9 @@ public struct RecordSchema: Sendable {
     struct File: Codable {
         var schemaVersion: Int
         var types: [String: TypeSpec]
-        enum CodingKeys: String, CodingKey { case schemaVersion = "schema_version", types }
+        /// A value of each field type as `--set` takes it, for `fieldsync schema`.
+        var examples: [String: String]?
+        enum CodingKeys: String, CodingKey { case schemaVersion = "schema_version", types, examples }
     }
 
     public init(json: [UInt8]) throws(CoreError) {
@@ -63,6 +67,7 @@ public struct RecordSchema: Sendable {
         guard types.count == RecordType.allCases.count else { throw CoreError(.malformed, "record schema lacks a record type") }
         self.version = file.schemaVersion
         self.types = types
+        self.examples = file.examples ?? [:]
         var personal: [RecordType: Set<String>] = [:]
         for (t, spec) in types {
             var out = Set(spec.fields.filter { $0.value.isPersonal }.keys)

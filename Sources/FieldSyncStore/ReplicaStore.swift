@@ -12,6 +12,15 @@ extension ReplicaStore {
     public func meta(_ key: String) throws -> String? { try read { try Meta.get(key, $0) } }
     public func setMeta(_ key: String, _ value: String) throws { try write { try Meta.set(key, value, $0) } }
 
+    /// What ties this replica to its server (`fieldsync unenroll`): its address, keys and clock
+    /// offset. The changes and the roster stay; acknowledgements too, and a server enrolled
+    /// with later that holds less asks for the rest (`ExchangeOutcome.resendAfter`).
+    public func forgetServer() throws {
+        try write { db in
+            try db.execute(sql: "DELETE FROM meta WHERE key IN ('server_url', 'server_key', 'ca_pem', 'roster_digest', 'clock_offset', 'last_sync', 'upload_bytes')")
+        }
+    }
+
     public func roster() throws -> Roster { try read { try rosters.roster($0) } }
 
     /// `ReplicaStorage` inside one of this store's transactions.

@@ -45,6 +45,24 @@ extension ReplicaStore {
         return token
     }
 
+    /// Every invite made, oldest first: its token hash, role, name, times and who used it.
+    public func invites() throws -> [(hash: [UInt8], role: String, name: String, createdAt: UInt64, expiresAt: UInt64, usedAt: UInt64?, usedBy: String?)] {
+        try read { db in
+            try Row.fetchAll(db, sql: "SELECT token_hash, role, name, created_at, expires_at, used_at, used_by FROM invites ORDER BY created_at, token_hash").map { r in
+                ([UInt8](r["token_hash"] as Data), r["role"], r["name"], UInt64(clamping: r["created_at"] as Int64), UInt64(clamping: r["expires_at"] as Int64),
+                 (r["used_at"] as Int64?).map { UInt64(clamping: $0) }, r["used_by"])
+            }
+        }
+    }
+
+    /// Deletes the unused invite with this token hash; false if there is none.
+    public func cancelInvite(hash: [UInt8]) throws -> Bool {
+        try write { db in
+            try db.execute(sql: "DELETE FROM invites WHERE token_hash = ? AND used_at IS NULL", arguments: [Data(hash)])
+            return db.changesCount > 0
+        }
+    }
+
     /// Uses an invite to enrol a device key. Refuses an unknown, used or expired token.
     public func enroll(token: String, publicKey: [UInt8], name: String, now: UInt64) throws -> RosterEntry {
         try write { db in try Self.enroll(db, token: token, publicKey: publicKey, name: name, now: now) }

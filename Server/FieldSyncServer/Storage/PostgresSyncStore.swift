@@ -395,6 +395,30 @@ public final class PostgresSyncStore: SyncStoreAdmin {
         try await client.withConnection { db in try await Self.vector(db, logger: logger) }
     }
 
+    public func invites() async throws -> [InviteReport] {
+        try await client.withConnection { db in
+            var out: [InviteReport] = []
+            for try await (hash, role, name, created, expires, used, usedBy) in try await db.query("""
+                SELECT token_hash, role, name, created_at, expires_at, used_at, used_by FROM invites ORDER BY created_at, token_hash
+                """, logger: logger).decode((ByteBuffer, String, String, Int64, Int64, Int64?, String?).self) {
+                guard let r = Role(rawValue: role) else { continue }
+                out.append(InviteReport(hash: Array(buffer: hash), role: r, name: name, createdAt: UInt64(clamping: created),
+                                        expiresAt: UInt64(clamping: expires), usedAt: used.map { UInt64(clamping: $0) }, usedBy: usedBy))
+            }
+            return out
+        }
+    }
+
+    public func cancelInvite(hash: [UInt8]) async throws -> Bool {
+        try await transaction { db in
+            var gone = false
+            for try await _ in try await db.query("""
+                DELETE FROM invites WHERE token_hash = \(ByteBuffer(bytes: hash)) AND used_at IS NULL RETURNING 1
+                """, logger: logger).decode(Int.self) { gone = true }
+            return gone
+        }
+    }
+
     public func view(_ id: RecordID) async throws -> RecordView? {
         let schema = self.schema
         return try await transaction("READ ONLY") { db in

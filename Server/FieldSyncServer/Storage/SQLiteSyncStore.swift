@@ -107,4 +107,12 @@ public final class SQLiteSyncStore: SyncStoreAdmin {
     public func vector() async throws -> VersionVector { try replica.vector() }
 
     public func view(_ id: RecordID) async throws -> RecordView? { try replica.view(id) }
+
+    public func invites() async throws -> [InviteReport] {
+        try replica.invites().compactMap { i in
+            Role(rawValue: i.role).map { InviteReport(hash: i.hash, role: $0, name: i.name, createdAt: i.createdAt, expiresAt: i.expiresAt, usedAt: i.usedAt, usedBy: i.usedBy) }
+        }
+    }
+
+    public func cancelInvite(hash: [UInt8]) async throws -> Bool { try replica.cancelInvite(hash: hash) }
 }

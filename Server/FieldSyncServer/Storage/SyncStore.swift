@@ -40,6 +40,36 @@ public protocol SyncStoreAdmin: SyncStore {
     func vector() async throws -> VersionVector
     /// A record as the merge shows it now; nil for one nothing wrote to.
     func view(_ id: RecordID) async throws -> RecordView?
+    /// Every invite made, oldest first (`invite list`).
+    func invites() async throws -> [InviteReport]
+    /// Withdraws the unused invite whose token hash is `hash`; false if there is none (used,
+    /// withdrawn, or never made).
+    func cancelInvite(hash: [UInt8]) async throws -> Bool
+}
+
+/// An invite as `invite list` shows it. Its id is its token's hash (the token itself is never
+/// stored).
+public struct InviteReport: Sendable {
+    public var hash: [UInt8]
+    public var role: Role
+    public var name: String
+    public var createdAt: UInt64
+    public var expiresAt: UInt64
+    public var usedAt: UInt64?
+    public var usedBy: String?
+
+    public init(hash: [UInt8], role: Role, name: String, createdAt: UInt64, expiresAt: UInt64, usedAt: UInt64?, usedBy: String?) {
+        self.hash = hash; self.role = role; self.name = name; self.createdAt = createdAt; self.expiresAt = expiresAt
+        self.usedAt = usedAt; self.usedBy = usedBy
+    }
+
+    /// The short id people type: the hash's first 12 hex digits.
+    public var id: String { String(hash.hex.prefix(12)) }
+
+    public func state(now: UInt64) -> String {
+        if let usedAt { return "used \(Timestamps.iso(usedAt))" + (usedBy.map { " by \($0)" } ?? "") }
+        return expiresAt > now ? "open" : "expired"
+    }
 }
 
 /// One enrolled device as `devices list` shows it.
