@@ -20,6 +20,8 @@ public enum ServerBackup {
         public var previous: String?
         /// Enrolments and revocations made after the backup, taken from the replaced database.
         public var rosterCarried = 0
+        /// The replaced database could not be read: nothing was carried from it.
+        public var previousUnreadable = false
     }
 
     public static func create(_ data: ServerData, to path: String) throws -> Report {
@@ -52,44 +54,44 @@ public enum ServerBackup {
         }
         let lock = try data.lockForRestore()
         defer { lock.release() }
+        var readable = true
         var previous: String?
-        var later: Roster?
         if fm.fileExists(atPath: data.serverKeyPath) {
             guard FileManager.default.contents(atPath: data.serverKeyPath).map(Array.init) == copy.files["server.key"] else {
                 throw ServerError("\(path) is the backup of another server (its server key differs from \(data.serverKeyPath)); restore it into a new folder")
             }
             try data.refuseIfPostgres()
-            if fm.fileExists(atPath: data.databasePath) {
-                // The database it replaces is kept, whole (its WAL too), beside it.
-                let aside = data.databasePath + ".before-restore-" + Timestamps.iso(Timestamps.nowMillis).replacingOccurrences(of: ":", with: "")
-                let old = try ReplicaStore.open(path: data.databasePath, server: true)
-                try old.copy(to: aside)
-                later = try old.roster()
-                previous = aside
-            }
         } else {
-            for name in carried where fm.fileExists(atPath: data.directory + "/" + name) {
+            for name in carried + ["server.sqlite"] where fm.fileExists(atPath: data.directory + "/" + name) {
                 throw ServerError("\(data.directory) holds \(name) but no server key: restore into an empty folder")
             }
             for name in carried { try data.write(data.directory + "/" + name, copy.files[name]!, secret: name.hasSuffix(".key")) }
         }
-        try ReplicaStore.install(copy: path, at: data.databasePath)
-        // The roster as it was, where the replaced database still tells: a device enrolled after
-        // the backup can go on syncing, and one revoked after it stays revoked.
-        var carriedOver = 0
-        if let later {
-            let restored = try ReplicaStore.open(path: data.databasePath, server: true)
-            let now = try restored.roster()
-            let news = later.sorted.filter { e in
-                guard let was = now[e.device] else { return true }
-                return was.revokedAfterSeq == nil && e.revokedAfterSeq != nil
+        if fm.fileExists(atPath: data.databasePath) {
+            // The database it replaces is kept beside it: a whole copy if it can be read, else its
+            // files as they are (a damaged database is why many restores happen).
+            let stamp = Timestamps.iso(Timestamps.nowMillis).replacingOccurrences(of: ":", with: "")
+            let aside = data.databasePath + ".before-restore-" + stamp
+            do {
+                try ReplicaStore.open(path: data.databasePath, server: true).copy(to: aside)
+                previous = aside
+            } catch {
+                for suffix in ["", "-wal", "-shm"] where fm.fileExists(atPath: data.databasePath + suffix) {
+                    guard rename(data.databasePath + suffix, aside + suffix) == 0 else {
+                        throw ServerError("cannot move \(data.databasePath + suffix) aside: \(ServerData.errno())")
+                    }
+                }
+                previous = aside
+                readable = false
             }
-            try restored.upsertRoster(news)
-            carriedOver = news.count
         }
+        // What happened after the backup and must not be undone comes from the replaced database
+        // (when it could be read), in the same transaction as the rest.
+        let carriedOver = try ReplicaStore.install(copy: path, at: data.databasePath, carryFrom: readable ? previous : nil)
         try data.tightenDatabase()
         var report = Report(madeAt: copy.madeAt, devices: copy.devices, changes: copy.changes, previous: previous)
         report.rosterCarried = carriedOver
+        report.previousUnreadable = !readable
         return report
     }
 }

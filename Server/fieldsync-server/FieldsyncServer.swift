@@ -244,9 +244,10 @@ struct Restore: ParsableCommand {
         let report = try ServerBackup.restore(ServerData(directory: data.data), from: file)
         print("restored \(report.devices) devices and \(report.changes) changes from the backup of \(report.madeAt) into \(data.data)")
         print("laptops send again what the server took after \(report.madeAt) at their next sync")
-        if let previous = report.previous {
-            print("the database it replaced is kept as \(previous); \(report.rosterCarried) enrolments and revocations made since the backup were taken from it")
+        if let previous = report.previous, !report.previousUnreadable {
+            print("the database it replaced is kept as \(previous); \(report.rosterCarried) enrolments and revocations made since the backup were taken from it, with the invites used since")
         } else {
+            if let previous = report.previous { print("the database it replaced could not be read; its files are kept as \(previous)") }
             print("revoke again any device revoked since then, and invite again any enrolled since then (fieldsync-server devices list)")
         }
     }

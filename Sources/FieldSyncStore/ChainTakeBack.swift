@@ -53,11 +53,17 @@ extension ReplicaStore {
             let trueIDs = Set(theirs.map(\.id))
             // Every stored change, in the order stored, with whether it was acknowledged.
             var all: [(change: SignedChange, acked: Bool)] = []
-            for row in try Row.fetchAll(db, sql: "SELECT n, id, device, seq, signed, signature, seed, acked FROM changes ORDER BY n") {
-                all.append((try Self.loadChange(row, db), (row["acked"] as Int64) != 0))
+            var stamps: [(id: ChangeID, receivedAt: Int64, skew: Int64)] = []
+            for row in try Row.fetchAll(db, sql: "SELECT n, id, device, seq, signed, signature, seed, acked, received_at, clock_skew FROM changes ORDER BY n") {
+                let c = try Self.loadChange(row, db)
+                all.append((c, (row["acked"] as Int64) != 0))
+                stamps.append((c.id, row["received_at"], row["clock_skew"]))
             }
             let replaced = all.filter { $0.change.change.device == me && $0.change.change.seq >= from && !trueIDs.contains($0.change.id) }
-            if let spread = replaced.first(where: \.acked) {
+            // Acknowledged once, even if a resend to a restored server unmarked it since: it left
+            // this laptop, so something may refer to it.
+            let spreadUpTo = try Self.acknowledgedMark(db, device: me)
+            if let spread = replaced.first(where: { $0.acked || $0.change.change.seq <= spreadUpTo }) {
                 throw StoreError(.ambiguous, "this device's change at seq \(spread.change.change.seq) was acknowledged, yet the server holds another: a real fork (see `fieldsync rekey`)")
             }
             let dropped = Set(replaced.map(\.change.id))
@@ -70,7 +76,12 @@ extension ReplicaStore {
             var s = try storage(db, wallMillis: wallMillis)
             let kept = all.filter { !dropped.contains($0.change.id) }
             try s.expect(kept.map(\.change) + theirs + replaced.map(\.change))
+            // What is stored was taken when it came: a revocation that came later does not refuse
+            // it now (its cut-off judges what arrives after it).
+            let roster = s.roster
+            for device in s.roster.keys { s.roster[device]?.revokedAfterSeq = nil }
             for (c, _) in kept { _ = try Replicator.receive(c, into: &s, wallMillis: wallMillis, verified: true) }
+            s.roster = roster
             for c in theirs where !held.contains(c.id) {
                 _ = try Replicator.receive(c, into: &s, wallMillis: wallMillis)
                 result.taken += 1
@@ -85,7 +96,7 @@ extension ReplicaStore {
                 }
                 let head = try s.head(of: me)
                 let change = Change(device: me, seq: (head?.seq ?? 0) + 1, prev: head?.id ?? .zero, hlc: s.clock.tick(wallMillis: wallMillis),
-                                    wallMillis: old.change.wallMillis, ops: ops)
+                                    wallMillis: wallMillis, ops: ops)
                 let again = SignedChange.author(change, values: old.values, key: key)
                 _ = try Replicator.receive(again, into: &s, wallMillis: wallMillis, verified: true)
                 renamed[old.id] = again.id
@@ -95,6 +106,9 @@ extension ReplicaStore {
             let acked = try db.cachedStatement(sql: "UPDATE changes SET acked = 1 WHERE id = ?")
             for (c, wasAcked) in kept where wasAcked { try acked.execute(arguments: [Data(c.id.bytes)]) }
             for c in theirs { try acked.execute(arguments: [Data(c.id.bytes)]) }
+            // When each change first came, and whether its clock was off then, as they were.
+            let stamp = try db.cachedStatement(sql: "UPDATE changes SET received_at = ?, clock_skew = ? WHERE id = ?")
+            for (id, at, skew) in stamps where !dropped.contains(id) { try stamp.execute(arguments: [at, skew, Data(id.bytes)]) }
             try Meta.set(Outbox.key(me.description), String(from), db)
             return result
         }

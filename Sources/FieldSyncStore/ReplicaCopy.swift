@@ -84,31 +84,97 @@ extension ReplicaStore {
 
     /// Puts the copy at `copy` in place as the replica at `path`, whose owner has stopped using
     /// it: written beside it (0600), its carried files dropped, then renamed over it in one step,
-    /// so a crash leaves the old replica or the new one, never half of either.
-    public static func install(copy: String, at path: String) throws {
+    /// so a crash leaves the old replica or the new one, never half of either. With
+    /// `carryFrom` (a server's replaced database, whole), what happened there after the copy
+    /// was made and must not be undone comes along, in the same transaction: devices enrolled
+    /// since, revocations made since, invites used since (a token must not enrol twice), and
+    /// the replay cache. Returns how many roster entries came along.
+    @discardableResult
+    public static func install(copy: String, at path: String, carryFrom later: String? = nil) throws -> Int {
         let temporary = path + ".restoring"
         unlink(temporary)
         do {
-            guard let bytes = FileManager.default.contents(atPath: copy) else { throw StoreError(.cannotOpen, "cannot read \(copy)") }
-            let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw StoreError(.cannotOpen, "cannot create \(temporary): \(String(cString: strerror(errno)))") }
-            let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            let synced = fsync(fd) == 0
-            close(fd)
-            guard written == bytes.count, synced else { throw StoreError(.cannotOpen, "cannot write \(temporary)") }
+            try copyFile(copy, to: temporary)
             let q = try DatabaseQueue(path: temporary)
-            try q.write { db in
-                try db.execute(sql: "DROP TABLE IF EXISTS copy_files")
-                try db.execute(sql: "DELETE FROM meta WHERE key = 'copied_at'")
+            let carried = try q.writeWithoutTransaction { db -> Int in
+                if let later { try db.execute(sql: "ATTACH DATABASE ? AS later", arguments: [later]) }
+                var n = 0
+                try db.inTransaction {
+                    try db.execute(sql: "DROP TABLE IF EXISTS copy_files")
+                    try db.execute(sql: "DELETE FROM meta WHERE key = 'copied_at'")
+                    guard later != nil else { return .commit }
+                    // Counted first: the roster's triggers write too.
+                    n = try Int.fetchOne(db, sql: """
+                        SELECT (SELECT COUNT(*) FROM later.roster WHERE device NOT IN (SELECT device FROM main.roster))
+                             + (SELECT COUNT(*) FROM main.roster m JOIN later.roster l ON l.device = m.device
+                                WHERE m.revoked_after_seq IS NULL AND l.revoked_after_seq IS NOT NULL)
+                        """) ?? 0
+                    try db.execute(sql: """
+                        INSERT INTO main.roster SELECT * FROM later.roster WHERE device NOT IN (SELECT device FROM main.roster);
+                        UPDATE main.roster SET revoked_after_seq = (SELECT l.revoked_after_seq FROM later.roster l WHERE l.device = roster.device)
+                            WHERE revoked_after_seq IS NULL
+                              AND device IN (SELECT device FROM later.roster WHERE revoked_after_seq IS NOT NULL);
+                        """)
+                    try db.execute(sql: """
+                        INSERT OR REPLACE INTO main.invites SELECT * FROM later.invites WHERE used_at IS NOT NULL;
+                        INSERT OR IGNORE INTO main.nonces SELECT * FROM later.nonces;
+                        """)
+                    return .commit
+                }
+                if later != nil { try db.execute(sql: "DETACH DATABASE later") }
+                return n
             }
             try q.close()
+            // Never a WAL of the old file beside the new one: SQLite would apply it to it.
             for suffix in ["-wal", "-shm"] { unlink(path + suffix) }
             guard rename(temporary, path) == 0 else { throw StoreError(.cannotOpen, "cannot put the copy in place: \(String(cString: strerror(errno)))") }
+            let dir = Glibc.open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if dir >= 0 { fsync(dir); close(dir) }
+            return carried
         } catch {
             unlink(temporary)
             if let e = error as? StoreError { throw e }
             throw StoreError(.cannotOpen, "cannot restore \(copy): \(Self.reason(error))")
         }
+    }
+
+    /// Copies a file of any size to a new file (0600, never over an existing one), synced.
+    static func copyFile(_ from: String, to path: String) throws {
+        let input = Glibc.open(from, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw StoreError(.cannotOpen, "cannot read \(from): \(String(cString: strerror(errno)))") }
+        defer { close(input) }
+        let output = Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw StoreError(.cannotOpen, "cannot create \(path): \(String(cString: strerror(errno)))") }
+        defer { close(output) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
+            if n == 0 { break }
+            if n < 0 { if errno == EINTR { continue }; throw StoreError(.cannotOpen, "cannot read \(from): \(String(cString: strerror(errno)))") }
+            var done = 0
+            while done < n {
+                let w = buffer.withUnsafeBytes { Glibc.write(output, $0.baseAddress! + done, n - done) }
+                if w < 0 { if errno == EINTR { continue }; throw StoreError(.cannotOpen, "cannot write \(path): \(String(cString: strerror(errno)))") }
+                done += w
+            }
+        }
+        guard fsync(output) == 0 else { throw StoreError(.cannotOpen, "cannot write \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    /// The highest seq of this replica's own device ever acknowledged, kept in `meta` and never
+    /// lowered: a resend to a restored server marks changes unacknowledged again, but they did
+    /// leave this laptop, and `takeBack` must never replace them.
+    static func raiseAcknowledgedMark(_ db: Database) throws {
+        guard let me = try Meta.get("device", db) else { return }
+        let high = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM changes WHERE device = ? AND acked = 1"), arguments: [me]) ?? 0
+        if high > (try Meta.get("acked_high", db).flatMap { Int64($0) } ?? 0) { try Meta.set("acked_high", String(high), db) }
+    }
+
+    static func acknowledgedMark(_ db: Database, device: DeviceID) throws -> UInt64 {
+        let now = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM changes WHERE device = ? AND acked = 1"),
+                                     arguments: [device.description]) ?? 0
+        let kept = try Meta.get("device", db) == device.description ? (try Meta.get("acked_high", db).flatMap { Int64($0) } ?? 0) : 0
+        return UInt64(clamping: max(now, kept))
     }
 
     /// The highest seq of `device` that a server has acknowledged.

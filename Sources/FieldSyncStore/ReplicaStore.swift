@@ -100,6 +100,7 @@ extension ReplicaStore {
             let ack = try db.cachedStatement(sql: "UPDATE changes SET acked = 1 WHERE id = ?")
             for id in o.acknowledged { try ack.execute(arguments: [Data(id.bytes)]) }
             try Outbox.advance(after: o.acknowledged, db)
+            if !o.acknowledged.isEmpty { try Self.raiseAcknowledgedMark(db) }
             if let (device, seq) = o.resendAfter {
                 try db.execute(sql: "UPDATE changes SET acked = 0 WHERE device = ? AND seq > ? AND acked = 1",
                                arguments: [device.description, Int64(clamping: seq)])

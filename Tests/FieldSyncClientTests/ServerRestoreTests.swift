@@ -18,8 +18,9 @@ import Testing
         let a = try laptop(server, role: "field", name: "mt3-laptop")
         let b = try laptop(server, role: "field", name: "nts2-laptop")
         let co = try laptop(server, role: "coordinator", name: "hq")
+        let spare = try laptop(server, role: "field", name: "spare-laptop")
         var everyone = [a, b, co]
-        defer { for l in everyone { l.cleanUp() } }
+        defer { for l in everyone + [spare] { l.cleanUp() } }
         let backup = server.dir + ".backup"
         defer { try? FileManager.default.removeItem(atPath: backup) }
 
@@ -29,15 +30,20 @@ import Testing
 
         // The backup, taken while the server serves: a file of its own, the owner's alone.
         let made = try admin("backup", "--data", server.dir, "--out", backup)
-        #expect(made.status == 0 && made.out.contains("3 devices"), "\(made)")
+        #expect(made.status == 0 && made.out.contains("4 devices"), "\(made)")
         var st = stat()
         #expect(stat(backup, &st) == 0 && st.st_mode & 0o777 == 0o600)
         let again = try admin("backup", "--data", server.dir, "--out", backup)
         #expect(again.status == 1 && again.err.split(separator: "\n").count == 1, "never over an existing file: \(again)")
 
         // After the backup: more work from every laptop, and a laptop enrolled since.
-        let c = try laptop(server, role: "field", name: "late-laptop")
+        let token = try server.invite("field", "late-laptop")
+        let c = CLI()
+        _ = try c.ok("init", "--name", "late-laptop")
+        _ = try c.ok("enroll", server.url, "--token", token, "--pin", server.pin)
         everyone.append(c)
+        // The spare laptop is lost: revoked after the backup.
+        _ = try LiveServer.admin(["devices", "revoke", "spare-laptop", "--data", server.dir])
         _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-2")
         _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-3")
         _ = try b.ok("note", "add", "--kind", "survey", "--set", "ref=B-2")
@@ -50,11 +56,18 @@ import Testing
         #expect(busy.status == 1 && busy.err.contains("stop it first"), "\(busy)")
         server.kill(SIGTERM)
         let restored = try admin("restore", "--data", server.dir, backup)
-        #expect(restored.status == 0 && restored.out.contains("1 enrolments and revocations"), "\(restored)")
+        #expect(restored.status == 0 && restored.out.contains("2 enrolments and revocations"), "\(restored)")
         let kept = try FileManager.default.contentsOfDirectory(atPath: server.dir).filter { $0.hasPrefix("server.sqlite.before-restore-") }
         #expect(kept.count == 1)
         try server.start()
 
+        // What happened after the backup stays done: the lost laptop stays revoked, and the
+        // invite used since does not enrol a second laptop.
+        #expect(try spare.run("sync", "--quiet").status == 4)
+        let again2 = CLI()
+        defer { again2.cleanUp() }
+        _ = try again2.ok("init", "--name", "intruder")
+        #expect(try again2.run("enroll", server.url, "--token", token, "--pin", server.pin).status != 0, "a used invite enrols once")
         // Each laptop sends again what the server lost; everyone converges on everything.
         let sent = try JSONValue.parse(try a.ok("sync", "--json"))
         #expect(sent["resent"] == .int(2) && sent["exit"] == .int(0), "\(sent)")

@@ -156,7 +156,6 @@ public struct SyncEngine: Sendable {
                 if serverHolds < head {
                     outcome.resendAfter = (replica.device, serverHolds)
                     lost = Int(clamping: head - serverHolds)
-                    summary.resent = lost
                 }
             }
             let mine = Set(outbox.map(\.id.hex))
@@ -220,6 +219,7 @@ public struct SyncEngine: Sendable {
             }
             // One transaction (one fsync) for everything this answer changes here.
             let results = try store.absorb(outcome)
+            if lost > 0 { summary.resent = lost }  // counted once it is done
             for (id, r) in results {
                 if case .failure(let e) = r { throw SyncFailure(.failure, "change \(id.hex.prefix(12)) from the server was refused: \(e.message)") }
             }
@@ -275,6 +275,8 @@ public struct SyncEngine: Sendable {
         guard !theirs.isEmpty else { throw SyncFailure(.failure, "the server refused this device's chain as a fork but sent none of its own") }
         do { return try store.takeBack(theirs: theirs, key: replica.key) } catch let e as StoreError {
             throw SyncFailure(.failure, e.message)
+        } catch let e as CoreError {
+            throw SyncFailure(.failure, "this device's changes could not be taken back from the server: \(e.message)")
         }
     }
 
