@@ -21,12 +21,14 @@ public struct RecordEdits: Sendable {
     public var sets: [(String, String)] = []
     public var adds: [(String, String)] = []
     public var removes: [(String, String)] = []
+    /// Value fields to clear.
+    public var unsets: [String] = []
     public init() {}
-    public var isEmpty: Bool { sets.isEmpty && adds.isEmpty && removes.isEmpty }
+    public var isEmpty: Bool { sets.isEmpty && adds.isEmpty && removes.isEmpty && unsets.isEmpty }
     /// The fields touched, each once, in the order given.
     public var fieldNames: [String] {
         var seen: Set<String> = []
-        return (sets + adds + removes).map(\.0).filter { seen.insert($0).inserted }
+        return ((sets + adds + removes).map(\.0) + unsets).filter { seen.insert($0).inserted }
     }
 }
 
@@ -147,7 +149,7 @@ extension Replica {
 
     /// Applies `--set/--add/--remove` to one record, as one change.
     public func edit(_ id: RecordID, type: RecordType, edits: RecordEdits) throws {
-        guard !edits.isEmpty else { throw ClientError.usage("nothing to change: give --set, --add or --remove") }
+        guard !edits.isEmpty else { throw ClientError.usage("nothing to change: give --set, --add, --remove or --unset") }
         try store.commitLocal(key: key) { reader in
             let ops = try reader.ops(id)
             guard let view = ops.materialize(schema: schema), !view.deleted else { throw ClientError("no \(type) \(id)") }
@@ -162,6 +164,16 @@ extension Replica {
                 if spec.writtenBy == "review" { throw ClientError.usage("'\(field)' is set by `fieldsync review`") }
                 guard spec.merge == .register else { throw ClientError.usage("'\(field)' is a set: use --add or --remove") }
                 d.set(field, to: try parse(text, field: field, type: type, kind: view.kind), on: ops, type: type)
+            }
+            for field in edits.unsets {
+                guard seen.insert(field).inserted else { throw ClientError.usage("field '\(field)' is set and unset at once") }
+                guard let spec = schema.field(field, type: type, kind: view.kind) else {
+                    throw schema.unknownField(field, type: type, kind: view.kind)
+                }
+                if spec.writtenBy == "review" { throw ClientError.usage("'\(field)' is set by `fieldsync review`") }
+                guard spec.merge == .register else { throw ClientError.usage("'\(field)' is a set: use --remove for each element") }
+                guard view.fields[field] != nil else { throw ClientError("\(field) of \(id) holds no value") }
+                d.set(field, to: .null, on: ops, type: type)
             }
             for (field, text) in edits.adds {
                 guard schema.field(field, type: type, kind: view.kind)?.merge == .set else {

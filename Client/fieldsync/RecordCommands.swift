@@ -9,12 +9,14 @@ struct EditOptions: ParsableArguments {
     @Option(name: .customLong("set"), help: "FIELD=VALUE: write a register field.") var sets: [String] = []
     @Option(name: .customLong("add"), help: "FIELD=VALUE: add an element to a set field.") var adds: [String] = []
     @Option(name: .customLong("remove"), help: "FIELD=VALUE: remove an element from a set field.") var removes: [String] = []
+    @Option(name: .customLong("unset"), help: "FIELD: clear a value field (a set field loses its elements with --remove).") var unsets: [String] = []
 
     func edits() throws -> RecordEdits {
         var e = RecordEdits()
         e.sets = try sets.map { try Replica.splitAssignment($0, option: "--set") }
         e.adds = try adds.map { try Replica.splitAssignment($0, option: "--add") }
         e.removes = try removes.map { try Replica.splitAssignment($0, option: "--remove") }
+        e.unsets = unsets
         return e
     }
 }

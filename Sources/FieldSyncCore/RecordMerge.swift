@@ -247,6 +247,8 @@ public struct RecordOps: Sendable {
             let s = survivors(name, type: type)
             guard !s.isEmpty else { continue }
             if !tombs.isEmpty { content += s.map(\.ref) }
+            // A field cleared (`--unset`: a write of null) and not in conflict is not shown.
+            if s.count == 1, case .null? = s[0].value, name != "review" { continue }
             fields[name] = name == "review" ? shownReview(s, type: type)
                 : FieldView(merge: .register, value: s[0].value, survivors: s.map(Survivor.init), elements: [])
         }

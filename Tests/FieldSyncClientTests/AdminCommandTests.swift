@@ -128,4 +128,28 @@ import Testing
         let imported = try cli.run("note", "add", "--json-file", CLI.samples + "/notes.jsonl")
         #expect(imported.status == 0 && imported.err.contains("added ") && imported.err.contains(" notes from "), "\(imported.err)")
     }
+
+    /// `--unset` clears a value field on every replica (the server takes the null); a set field,
+    /// an empty field and the review are refused with the reason.
+    @Test func aFieldIsClearedEverywhere() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "a")
+        let co = try laptop(server, role: "coordinator", name: "hq")
+        defer { a.cleanUp(); co.cleanUp() }
+        let id = try a.ok("note", "add", "--kind", "clearance_day", "--set", "ref=UA-1", "--set", "depth_cm=20",
+                          "--set", "narrative=wrong strip").trimmingCharacters(in: .whitespacesAndNewlines)
+        let done = try a.run("note", "edit", id, "--unset", "narrative")
+        #expect(done.status == 0 && done.out.contains("narrative"), "\(done)")
+        #expect(try a.run("note", "edit", id, "--unset", "narrative").err.contains("holds no value"))
+        #expect(try a.run("note", "edit", id, "--unset", "tags").status == 2)
+        #expect(try a.run("note", "edit", id, "--unset", "review").status == 2)
+        #expect(try a.run("note", "edit", id, "--unset", "narative").err.contains("did you mean 'narrative'"))
+        for l in [a, co] { #expect(try l.run("sync", "--quiet").status == 0) }
+        for l in [a, co] {
+            let fields = try JSONValue.parse(try l.ok("note", "show", id, "--json"))["fields"]
+            #expect(fields?["narrative"] == nil && fields?["depth_cm"] == .int(20), "\(String(describing: fields))")
+        }
+        server.kill(SIGTERM)
+    }
 }

@@ -71,6 +71,9 @@ enum ServerExchange {
         for (i, v) in c.values {
             let op = c.change.ops[Int(i)]
             guard op.action != .resolve || !op.field.isEmpty else { continue }
+            // Null clears a value field (`--unset`); a set element or a review is never null.
+            if op.action == .set || op.action == .resolve, case .null = v.value,
+               schema.field(op.field, type: op.recordType, kind: nil).map({ $0.merge == .register && $0.writtenBy == nil }) == true { continue }
             do { _ = try schema.validate(v.value, field: op.field, type: op.recordType, kind: nil) } catch {
                 return CoreError(error.code, "change \(c.id.hex.prefix(12)) op \(i): \(error.message)")
             }
