@@ -9,7 +9,7 @@ struct Fieldsync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync",
         abstract: "Offline-first field notes and press contacts, replicated and signed.",
-        subcommands: [Init.self, Enroll.self, Unenroll.self, Sync.self, NoteCommand.self, ContactCommand.self, SchemaCommand.self, Export.self, Log.self, Conflicts.self, Resolve.self, Submit.self, Review.self, Status.self]
+        subcommands: [Init.self, Enroll.self, Unenroll.self, Sync.self, BundleCommand.self, NoteCommand.self, ContactCommand.self, SchemaCommand.self, Export.self, Log.self, Conflicts.self, Resolve.self, Submit.self, Review.self, Status.self]
     )
 
     /// Every failure is one line on stderr and an exit code from DESIGN.md §9; never a trace.

@@ -11,7 +11,7 @@ struct FieldsyncServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync-server",
         abstract: "The fieldsync sync server and its administration.",
-        subcommands: [Init.self, Serve.self, Invite.self, Devices.self, Cert.self, Backup.self, Restore.self, Migrate.self]
+        subcommands: [Init.self, Serve.self, Invite.self, Devices.self, BundleCommand.self, Cert.self, Backup.self, Restore.self, Migrate.self]
     )
 
     /// One line on stderr for every failure; usage mistakes exit 2.
@@ -29,6 +29,8 @@ struct FieldsyncServerCommand: AsyncParsableCommand {
             fail(e.message, 1)
         } catch let e as SyncStoreError {
             fail(e.message, 1)
+        } catch let e as ExitCode {
+            Foundation.exit(e.rawValue)  // the command said what it did; the code says the rest
         } catch let e as PSQLError {
             fail("PostgreSQL: \(PostgresSyncStore.describe(e))", 1)
         } catch {
@@ -180,6 +182,64 @@ struct Migrate: AsyncParsableCommand {
         print("moved \(report.devices) devices, \(report.changes) changes (\(report.held) held for a gap), \(report.records) records to \(url.redacted) in \(start.duration(to: .now))")
         if report.openInvites > 0 { print("\(report.openInvites) unused invites were not moved: make them again with invite") }
         print("serve with: fieldsync-server serve --data \(from) --postgres URL")
+    }
+}
+
+struct BundleCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bundle", abstract: "Changes carried by hand when a laptop has no network (docs/BUNDLE.md).",
+        subcommands: [Apply.self, Create.self])
+
+    struct Apply: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Take in a laptop's bundle: each change checked and stored as if its author had synced it.",
+            discussion: "Exit 5 when some changes were refused (named). The laptops' outboxes empty at their next sync, or with a bundle from `bundle create`.")
+        @OptionGroup var data: StoreOptions
+        @Argument(help: "The bundle file.") var file: String
+
+        func run() async throws {
+            let size = (try? FileManager.default.attributesOfItem(atPath: file)[.size] as? Int) ?? nil
+            guard let size, size <= ChangeBundle.maxBytes, let bytes = FileManager.default.contents(atPath: file) else {
+                throw ServerError("cannot read \(file) (or it is larger than \(ChangeBundle.maxBytes) bytes)")
+            }
+            let key = try ServerData(directory: data.data).serverKey()
+            let r = try await data.withStore { store in try await ServerBundle.apply(Array(bytes), store: store, key: key) }
+            print("took \(r.accepted) changes from \(r.madeBy)'s bundle; \(r.refused.count) refused")
+            for x in r.refused { print("refused \(x.id.prefix(12)) (\(x.code)): \(x.reason)") }
+            if !r.refused.isEmpty { throw ExitCode(5) }
+        }
+    }
+
+    struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write everything the server holds, with its roster and a receipt for the device's own changes, for one device to apply.")
+        @OptionGroup var data: StoreOptions
+        @Option(name: .customLong("for"), help: "The device (id, unique prefix, or name) that will apply it.") var device: String
+        @Option(help: "The bundle file to write (never over an existing file; mode 0600).") var out: String
+
+        func run() async throws {
+            let key = try ServerData(directory: data.data).serverKey()
+            let (wanted, out) = (device, self.out)
+            let (bytes, count, name) = try await data.withStore { store in
+                let matches = try await store.roster().sorted.filter { $0.name == wanted || $0.device.description.hasPrefix(wanted.lowercased()) }
+                guard matches.count == 1 else {
+                    throw ServerError(matches.isEmpty ? "no device '\(DeviceName.printable(wanted))'" : "'\(DeviceName.printable(wanted))' matches \(matches.count) devices: give more of the id")
+                }
+                let (bytes, count) = try await ServerBundle.create(for: matches[0].device, store: store, key: key)
+                return (bytes, count, matches[0].name)
+            }
+            let fd = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw ServerError("cannot create \(out): \(String(cString: strerror(errno)))") }
+            defer { close(fd) }
+            var done = 0
+            while done < bytes.count {
+                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, bytes.count - done) }
+                if n < 0 { if errno == EINTR { continue }; unlink(out); throw ServerError("cannot write \(out)") }
+                done += n
+            }
+            guard fsync(fd) == 0 else { unlink(out); throw ServerError("cannot write \(out)") }
+            print("wrote \(count) changes for \(DeviceName.printable(name)) to \(out)")
+        }
     }
 }
 

@@ -37,6 +37,8 @@ public struct SignatureDomain: Sendable {
     public static let change = SignatureDomain(prefix: Array("fieldsync change v1\0".utf8))
     public static let roster = SignatureDomain(prefix: Array("fieldsync roster v1\0".utf8))
     public static let httpRequest = SignatureDomain(prefix: [])  // RFC 9421 signature base is its own domain
+    /// A server's bundle for one device: what it held of that device (its acknowledgement).
+    public static let bundleReceipt = SignatureDomain(prefix: Array("fieldsync bundle receipt v1\0".utf8))
 }
 
 public func verifySignature(_ signature: [UInt8], of message: [UInt8], domain: SignatureDomain, publicKey: [UInt8]) -> Bool {

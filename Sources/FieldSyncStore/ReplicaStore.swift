@@ -17,7 +17,7 @@ extension ReplicaStore {
     /// with later that holds less asks for the rest (`ExchangeOutcome.resendAfter`).
     public func forgetServer() throws {
         try write { db in
-            try db.execute(sql: "DELETE FROM meta WHERE key IN ('server_url', 'server_key', 'ca_pem', 'roster_digest', 'clock_offset', 'last_sync', 'upload_bytes')")
+            try db.execute(sql: "DELETE FROM meta WHERE key IN ('server_url', 'server_key', 'ca_pem', 'roster_digest', 'roster_signed', 'clock_offset', 'last_sync', 'upload_bytes', 'bundle_mark')")
         }
     }
 

@@ -50,6 +50,7 @@ public struct SyncEngine: Sendable {
         }
         try replica.store.upsertRoster(roster.sorted)
         try replica.store.setMeta("roster_digest", enrolled.roster.digest)
+        try replica.store.setMeta("roster_signed", Self.stored(enrolled.roster))
         try replica.store.setMeta("server_url", url.hasSuffix("/") ? String(url.dropLast()) : url)
         try replica.store.setMeta("server_key", serverKey.hex)
         try replica.store.setMeta("ca_pem", caPEM)
@@ -141,6 +142,8 @@ public struct SyncEngine: Sendable {
             if let r = answer.roster, let serverKey = try store.meta("server_key").flatMap({ [UInt8](hex: $0) }) {
                 outcome.roster = try r.verified(serverKey: serverKey).sorted
                 outcome.meta["roster_digest"] = r.digest
+                // Kept as signed: a bundle made here passes it on (docs/BUNDLE.md).
+                outcome.meta["roster_signed"] = Self.stored(r)
             }
             let accepted = Set(answer.accepted)
             let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
@@ -238,6 +241,13 @@ public struct SyncEngine: Sendable {
 
     /// An answer's changes, decoded, each with whether its signature was checked.
     typealias Opened = (changes: [SignedChange], verified: [Bool])
+
+    /// A signed roster as `meta.roster_signed` keeps it.
+    static func stored(_ r: SignedRoster) -> String {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? enc.encode(r)) ?? Data(), as: UTF8.self)
+    }
 
     /// Whether this answer shows the server holding another chain of this device than the one
     /// here: our change refused as a fork, or one of ours coming back that does not follow ours.
