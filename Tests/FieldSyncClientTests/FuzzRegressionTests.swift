@@ -42,4 +42,13 @@ import FieldSyncCore
         let again = try #require(VCard.parse(VCardWriter.vcard4([card], uids: []), file: "e.vcf", defaultCountryCode: "46").first).get()
         #expect(again.sets == card.sets && again.fields == card.fields)
     }
+
+    /// Fuzz find: `mailto:mailto:` kept one scheme, which the export dropped on the way back.
+    @Test func anAddressLosesEveryMailtoScheme() throws {
+        let text = "BEGIN:VCARD\r\nVERSION:4.0\r\nFN:A\r\nEMAIL:mailto:MAILTO: k@example.org\r\nEND:VCARD\r\n"
+        let card = try #require(VCard.parse(text, file: "t.vcf", defaultCountryCode: "46").first).get()
+        #expect(card.sets["email"] == ["k@example.org"])
+        let again = try #require(VCard.parse(VCardWriter.vcard4([card], uids: []), file: "e.vcf", defaultCountryCode: "46").first).get()
+        #expect(again.sets == card.sets && again.fields == card.fields)
+    }
 }

@@ -406,19 +406,23 @@ struct ContactBuilder {
         case "TITLE": setOnce("title", text)
         case "TEL": applyTel(p)
         case "EMAIL":
-            let email = text.lowercased().hasPrefix("mailto:") ? ContactText.trim(text.dropFirst(7)) : text
-            if !email.isEmpty {
+            // Every leading `mailto:` goes, not just one: the export writes the bare address, so
+            // an address that kept a scheme would come back as another address.
+            var email = Substring(text)
+            while email.lowercased().hasPrefix("mailto:") { email = Substring(ContactText.trim(email.dropFirst(7))) }
+            let address = String(email)
+            if !address.isEmpty {
                 // An address is one address whatever its letters' case (mail is delivered so):
                 // kept as first spelled, so a second spelling neither doubles it nor takes
                 // another's parameters on the way back from an export.
-                let spelled = (card.sets["email"] ?? []).lazy.compactMap(\.stringValue).first { $0.lowercased() == email.lowercased() }
-                if spelled == nil { card.insert(.string(email), into: "email") }
+                let spelled = (card.sets["email"] ?? []).lazy.compactMap(\.stringValue).first { $0.lowercased() == address.lowercased() }
+                if spelled == nil { card.insert(.string(address), into: "email") }
                 var params = Self.typeAndPref(p)
                 // One entry per address: the first line that gives it parameters (the export
                 // writes one EMAIL line per address, so a second entry could not come back).
-                let known = (card.sets["email_params"] ?? []).contains { $0["email"]?.stringValue?.lowercased() == email.lowercased() }
+                let known = (card.sets["email_params"] ?? []).contains { $0["email"]?.stringValue?.lowercased() == address.lowercased() }
                 if !params.isEmpty && !known {
-                    params["email"] = .string(spelled ?? email)
+                    params["email"] = .string(spelled ?? address)
                     card.insert(.object(params), into: "email_params")
                 }
             }
