@@ -105,8 +105,11 @@ extension ServerData {
         try FolderLock(path: serveLockPath, exclusive: false, busy: "")
     }
 
+    /// The lock file too goes to the folder's owner when root restores: `serve` must open it.
     func lockForRestore() throws -> FolderLock {
-        try FolderLock(path: serveLockPath, exclusive: true, busy: "a server is serving from \(directory): stop it first (systemctl stop, or SIGTERM)")
+        let lock = try FolderLock(path: serveLockPath, exclusive: true, busy: "a server is serving from \(directory): stop it first (systemctl stop, or SIGTERM)")
+        try giveToFolderOwner(serveLockPath)
+        return lock
     }
 
     func refuseIfPostgres() throws {

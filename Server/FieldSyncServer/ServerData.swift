@@ -62,8 +62,10 @@ public struct ServerData: Sendable {
             },
             issuerPrivateKey: caKey)
         let (leaf, leafKey) = try Self.issueTLS(names: names, ca: ca, caKey: caKey, now: now)
-        try write(serverKeyPath, Array(serverKey.rawRepresentation.hex.utf8), secret: true)
+        // The CA key first: if it cannot be written where asked, nothing is left in the folder
+        // and `init` can simply be run again.
         if let caKeyOut { try write(caKeyOut, Array(try caKey.serializeAsPEM().pemString.utf8), secret: true) }
+        try write(serverKeyPath, Array(serverKey.rawRepresentation.hex.utf8), secret: true)
         try write(tlsKeyPath, Array(try leafKey.serializeAsPEM().pemString.utf8), secret: true)
         try write(caCertPath, Array(try ca.serializeAsPEM().pemString.utf8), secret: false)
         try write(tlsCertPath, Array((try leaf.serializeAsPEM().pemString + "\n" + ca.serializeAsPEM().pemString).utf8), secret: false)
@@ -182,6 +184,9 @@ public struct ServerData: Sendable {
         }
         // The umask may have taken bits off a public file's 0644; a secret's 0600 it cannot widen.
         ok = ok && fchmod(fd, secret ? 0o600 : 0o644) == 0 && fsync(fd) == 0
+        if ok, (path as NSString).deletingLastPathComponent == directory, let owner = folderOwnerIfRoot() {
+            ok = fchown(fd, owner.uid, owner.gid) == 0
+        }
         let reason = Self.errno()
         close(fd)
         guard ok else { throw ServerError("cannot write \(path): \(reason)") }
@@ -189,6 +194,26 @@ public struct ServerData: Sendable {
     }
 
     static func errno() -> String { String(cString: strerror(Glibc.errno)) }
+
+    /// The folder's owner, when this command runs as root and the folder belongs to someone
+    /// else: what root makes in it (`init`, `cert renew`, `restore`) is given to that user, who
+    /// runs `serve` and must read it.
+    func folderOwnerIfRoot() -> (uid: uid_t, gid: gid_t)? {
+        guard geteuid() == 0 else { return nil }
+        var st = stat()
+        guard stat(directory, &st) == 0, st.st_uid != 0 else { return nil }
+        return (st.st_uid, st.st_gid)
+    }
+
+    /// Gives an existing file in the folder to its owner (see `folderOwnerIfRoot`). Opened
+    /// without following a link, so a link planted in the folder cannot hand root's files away.
+    func giveToFolderOwner(_ path: String) throws {
+        guard let owner = folderOwnerIfRoot() else { return }
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw ServerError("cannot give \(path) to the folder's owner: \(Self.errno())") }
+        defer { close(fd) }
+        guard fchown(fd, owner.uid, owner.gid) == 0 else { throw ServerError("cannot give \(path) to the folder's owner: \(Self.errno())") }
+    }
 
     /// The key files `serve` reads, and the CA key if an older `init` left it here.
     public var secretPaths: [String] { [serverKeyPath, tlsKeyPath, directory + "/ca.key"] }
@@ -210,11 +235,15 @@ public struct ServerData: Sendable {
     func tightenDatabase() throws {
         for path in [databasePath, databasePath + "-wal", databasePath + "-shm"] where FileManager.default.fileExists(atPath: path) {
             guard chmod(path, 0o600) == 0 else { throw ServerError("cannot make \(path) private (mode 0600): \(Self.errno())") }
+            try giveToFolderOwner(path)
         }
     }
 
     func read(_ path: String) throws -> String {
         guard let d = FileManager.default.contents(atPath: path), let s = String(data: d, encoding: .utf8) else {
+            if FileManager.default.fileExists(atPath: path) {
+                throw ServerError("cannot read \(path): \(access(path, R_OK) == 0 ? "not text" : Self.errno()) (run this as the user who owns \(directory), e.g. `runuser -u fieldsync --`)")
+            }
             throw ServerError("cannot read \(path): run `fieldsync-server init --data \(directory)` first")
         }
         return s

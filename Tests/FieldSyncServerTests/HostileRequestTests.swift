@@ -403,6 +403,34 @@ final class RawSocket {
         try? FileManager.default.removeItem(atPath: dir + "-2")
     }
 
+    /// An administrator runs `init`, `cert renew` and `restore` as root in a folder made for the
+    /// service user: what they write must be that user's, or `serve` cannot read its own keys.
+    @Test(.enabled(if: geteuid() == 0, "needs root to own files as another user"))
+    func whatRootMakesInAServiceFolderIsTheServiceUsers() throws {
+        let dir = NSTemporaryDirectory() + "fieldsync-owner-" + UUID().uuidString
+        defer { for p in [dir, dir + ".ca.key", dir + "-2"] { try? FileManager.default.removeItem(atPath: p) } }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        #expect(chown(dir, 65534, 65534) == 0)
+        let data = ServerData(directory: dir)
+        _ = try data.initialise(hostnames: ["localhost"], caKeyOut: dir + ".ca.key")
+        for file in ["server.sqlite", "server.key", "tls.key", "tls.pem", "ca.pem"] { #expect(owner(dir + "/" + file) == 65534, "\(file)") }
+        #expect(owner(dir + ".ca.key") == 0, "the CA key, outside the folder, stays root's")
+        _ = try data.renewTLS(caKeyPEM: try String(contentsOfFile: dir + ".ca.key", encoding: .utf8), hostnames: ["sync.example.org"])
+        #expect(owner(data.tlsKeyPath) == 65534 && owner(data.tlsCertPath) == 65534)
+
+        // A CA key that cannot be written leaves nothing behind: `init` can be run again.
+        #expect(throws: ServerError.self) {
+            _ = try ServerData(directory: dir + "-2").initialise(hostnames: [], caKeyOut: "/nonexistent-\(UUID().uuidString)/ca.key")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "-2/server.key"))
+        _ = try ServerData(directory: dir + "-2").initialise(hostnames: [])
+    }
+
+    func owner(_ path: String) -> uid_t? {
+        var st = stat()
+        return lstat(path, &st) == 0 ? st.st_uid : nil
+    }
+
     @Test func serveRefusesAKeyOthersCanRead() async throws {
         let ts = try await TestServer.make()
         #expect(chmod(ts.data.tlsKeyPath, 0o644) == 0)

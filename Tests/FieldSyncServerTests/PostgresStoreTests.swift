@@ -511,6 +511,7 @@ struct Seeded: RandomNumberGenerator {
         #expect(ok.schema == "field_a" && ok.configuration.username == "fs" && ok.configuration.password == "p@ss")
         #expect(ok.configuration.host == "db.example" && ok.configuration.port == 6432 && ok.configuration.database == "fieldsync")
         #expect(!ok.redacted.contains("p%40ss") && !ok.redacted.contains("p@ss"))
+        #expect(ok.redacted.contains(":***@"), "\(ok.redacted)")
         for bad in ["http://x/db", "postgres://x", "postgres://x/db?sslmode=maybe", "postgres://x/db?schema=a;drop", "postgres://x/db?options=-c",
                     "postgres://x/db?host=relative", "postgres://x:0/db", "postgres://x/db?schema=a&schema=b"] {
             #expect(throws: ServerError.self, "\(bad)") { _ = try PostgresURL(bad) }

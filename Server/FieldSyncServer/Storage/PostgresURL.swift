@@ -62,7 +62,8 @@ public struct PostgresURL: Sendable {
         // queries, and a loaded machine's merge of a large upload takes a while.
         configuration.options.additionalStartupParameters.append(("idle_in_transaction_session_timeout", "300000"))
         var shown = u
-        if shown.password != nil { shown.password = "…" }
+        // Plain ASCII in the password's place: "…" would be shown percent-encoded.
+        if shown.password != nil { shown.percentEncodedPassword = "***" }
         redacted = shown.string ?? "postgres://…"
     }
 
