@@ -48,6 +48,9 @@ let package = Package(
             swiftSettings: strict + [.unsafeFlags(["-O"], .when(configuration: .debug))],
             plugins: ["EmbedSchema"]
         ),
+        // gzip for sync bodies (Content-Encoding), on the system's zlib.
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+        .target(name: "FieldSyncBodyCoding", dependencies: ["CZlib"], swiftSettings: strict),
         .target(
             name: "FieldSyncStore",
             dependencies: ["FieldSyncCore", .product(name: "GRDB", package: "GRDB.swift")],
@@ -57,7 +60,7 @@ let package = Package(
         .target(
             name: "FieldSyncClient",
             dependencies: [
-                "FieldSyncCore", "FieldSyncStore",
+                "FieldSyncCore", "FieldSyncStore", "FieldSyncBodyCoding",
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -77,7 +80,7 @@ let package = Package(
         .target(
             name: "FieldSyncServer",
             dependencies: [
-                "FieldSyncCore", "FieldSyncStore",
+                "FieldSyncCore", "FieldSyncStore", "FieldSyncBodyCoding",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -115,7 +118,7 @@ let package = Package(
         .executableTarget(
             name: "fieldsync-fuzz",
             dependencies: [
-                "FieldSyncClient", "FieldSyncServer", .product(name: "Hummingbird", package: "hummingbird"),
+                "FieldSyncClient", "FieldSyncServer", "FieldSyncBodyCoding", .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"), .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -138,7 +141,7 @@ let package = Package(
         .testTarget(
             name: "FieldSyncServerTests",
             dependencies: [
-                "FieldSyncServer",
+                "FieldSyncServer", "FieldSyncBodyCoding",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

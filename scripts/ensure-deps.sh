@@ -4,6 +4,8 @@ set -euo pipefail
 need=()
 [ -f /usr/include/sqlite3.h ] || need+=(libsqlite3-dev)
 [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+# zlib: gzip for sync bodies (FieldSyncBodyCoding).
+[ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 # The public suffix list: where a glued e-mail address in a press release ends (read at run time;
 # contact import falls back to a short built-in list without it).
 [ -f /usr/share/publicsuffix/public_suffix_list.dat ] || need+=(publicsuffix)

@@ -12,7 +12,7 @@ export PATH=/opt/swift/usr/bin:$PATH
 scratch=.build-fuzz
 bin=$scratch/debug/fieldsync-fuzz
 fuzzer_lib=$(ls /opt/swift/usr/lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a | head -1)
-targets=(change envelope syncbody canonical plainjson httpsig vcard pressrelease jsonl server)
+targets=(change envelope syncbody canonical plainjson httpsig vcard pressrelease jsonl gzip server)
 
 build() {
     local log start

@@ -55,6 +55,8 @@ struct Sync: AsyncParsableCommand {
     @Flag(help: "Stay running over one kept connection: sync within a second of each change made here, and every --every seconds for what others sent. A bad link is retried until it comes back. Stops on SIGTERM or SIGINT.")
     var watch = false
     @Option(help: "With --watch: seconds between syncs while nothing changes here (default 60).") var every: Int?
+    @Option(name: .customLong("idle-max"), help: "With --watch: while syncs move nothing, the wait between them doubles from --every up to this many seconds (default 7200: an idle day then costs about 90 kB), to spare a costly link; anything moved brings it back to --every.")
+    var idleMax: Int?
     @OptionGroup var output: OutputOptions
 
     func run() async throws {
@@ -70,11 +72,15 @@ struct Sync: AsyncParsableCommand {
         guard timeout > 0 else { throw ClientError.usage("--timeout must be positive") }
         guard watch || every == nil else { throw ClientError.usage("--every goes with --watch") }
         guard (every ?? 60) > 0 else { throw ClientError.usage("--every must be positive") }
+        guard watch || idleMax == nil else { throw ClientError.usage("--idle-max goes with --watch") }
+        let idleCap = idleMax ?? max(7200, every ?? 60)
+        guard idleCap >= (every ?? 60) else { throw ClientError.usage("--idle-max must be at least --every") }
         let replica = try openReplica()
         let lock = try SyncLock(path: replica.home.path + "/sync.lock")
         defer { lock.release() }
         if watch {
-            try await SyncWatch(replica: replica, every: .seconds(every ?? 60), quiet: quiet, json: output.json).runUntilSignalled()
+            try await SyncWatch(replica: replica, every: .seconds(every ?? 60), idleMax: .seconds(idleCap), quiet: quiet, json: output.json)
+                .runUntilSignalled()
             return
         }
         let start = ContinuousClock.now
@@ -102,13 +108,16 @@ struct Sync: AsyncParsableCommand {
 /// `fieldsync sync --watch`: a resident sync of one replica, as a service that stops gracefully
 /// on SIGTERM or SIGINT. It syncs as soon as this replica has a change it has not sent (checked
 /// four times a second: one read of the `heads` table), and every `every` otherwise, over one
-/// kept connection (`SyncSession`). A bad link is retried until it comes back; it says so once
+/// kept connection (`SyncSession`). Each sync that moves nothing doubles that wait, up to
+/// `idleMax`: an idle laptop on a metered link spends a few kilobytes an hour, not a minute's
+/// worth each minute; a sync that moves anything brings it back to `every`. A bad link is retried until it comes back; it says so once
 /// per outage, even with --quiet. It prints a line (or a JSON object) per sync that moved
 /// something, each refusal once. It exits on
 /// what retrying cannot mend: authentication refused (4), any other failure (1).
 struct SyncWatch: Service {
     let replica: Replica
     let every: Duration
+    let idleMax: Duration
     let quiet: Bool
     let json: Bool
 
@@ -137,6 +146,7 @@ struct SyncWatch: Service {
     func loop(_ session: SyncSession) async throws {
         var sentUpTo: UInt64?     // this device's seq when the last good sync started
         var nextPull = ContinuousClock.now
+        var wait = every
         var failures = 0           // in a row: the link is down, or the server
         var retryAt = ContinuousClock.now
         var refusalsShown: Set<String> = []
@@ -149,7 +159,8 @@ struct SyncWatch: Service {
                     // No retrying inside: this loop retries, and says so once per outage.
                     let summary = try await session.sync(deadline: now)
                     sentUpTo = head
-                    nextPull = ContinuousClock.now + every
+                    wait = summary.moved ? every : min(idleMax, wait * 2)
+                    nextPull = ContinuousClock.now + wait
                     if failures > 0 { FileHandle.standardError.write(Data("sync: \(summary.server) answers again\n".utf8)) }
                     failures = 0
                     report(summary, since: now, refusalsShown: &refusalsShown)

@@ -1,3 +1,4 @@
+import FieldSyncBodyCoding
 @testable import FieldSyncClient
 @testable import FieldSyncCore
 import FieldSyncStore
@@ -26,6 +27,7 @@ enum FuzzTargets {
         FuzzTarget(name: "vcard", summary: "VCard.parse, ContactImport.inputs; written vCard 4 reads back the same cards", run: vcard),
         FuzzTarget(name: "pressrelease", summary: "PressRelease.parseContacts, ContactImport.inputs", run: pressRelease),
         FuzzTarget(name: "jsonl", summary: "`--json-file` reading (JSON, JSON Lines, GeoJSON) and Replica.input", run: jsonLines),
+        FuzzTarget(name: "gzip", summary: "BodyCoding.decompress under a limit; what it returns compresses and reads back the same", run: gzip),
         FuzzTarget(name: "server", summary: "the server's router in-process: method, path, headers, body (FuzzRequest)", run: ServerHarness.run),
     ]
 
@@ -135,6 +137,17 @@ enum FuzzTargets {
         case .object(let o): return 1 + (o.values.map(depth).max() ?? 0)
         default: return 0
         }
+    }
+
+    // MARK: Content coding
+
+    static func gzip(_ b: [UInt8]) {
+        // The limit as the server's, scaled down: past it is refused, never returned.
+        let limit = 1 << 20
+        guard let plain = try? BodyCoding.decompress(b, limit: limit) else { return }
+        require(plain.count <= limit, "\(plain.count) bytes returned past the limit")
+        let again = try? BodyCoding.decompress(BodyCoding.compress(plain), limit: limit)
+        require(again == plain, "\(plain.count) bytes do not survive compressing again")
     }
 
     // MARK: HTTP signatures

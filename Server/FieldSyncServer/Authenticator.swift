@@ -1,3 +1,4 @@
+import FieldSyncBodyCoding
 import FieldSyncCore
 import FieldSyncStore
 import Foundation
@@ -53,6 +54,13 @@ struct Authenticator: RouterMiddleware {
             throw Problem(.unsupportedMediaType, "\(request.uri.path) requests must be \(expected), not '\(ctype)'")
         }
         let limit = isEnroll ? Self.maxEnrollBytes : SyncProtocol.maxBodyBytes
+        // RFC 9110 §15.5.16: a coding the server does not speak is 415. An enrolment is a few
+        // hundred bytes and is read before its signature is checked: never compressed.
+        let coding = BodyCoding.coding(of: request.headers[.contentEncoding])
+        if coding == .unsupported || (isEnroll && coding != nil) {
+            throw Problem(.unsupportedMediaType, "Content-Encoding '\((request.headers[.contentEncoding] ?? "").prefix(40))' is not taken here (gzip on /v1/sync, or none)")
+        }
+        context.acceptsGzip = BodyCoding.admitsGzip(request.headers[.acceptEncoding])
         if let declared = request.headers[.contentLength], Int(declared).map({ $0 > limit }) ?? true {
             throw Problem(.bodyTooLarge, "request body is larger than \(limit) bytes (Content-Length \(declared.prefix(24)))")
         }
@@ -117,6 +125,15 @@ struct Authenticator: RouterMiddleware {
         guard HTTPSignature.verify(values: values, parameters: params, signature: sig, publicKey: publicKey) else {
             context.device = nil
             throw Problem(.signatureInvalid, "the request signature does not verify")
+        }
+        // Only an authenticated body is decompressed, and never past the limit it would have
+        // had uncompressed.
+        if coding == .gzip {
+            do { context.body = try BodyCoding.decompress(context.body, limit: limit) } catch {
+                context.device = nil
+                throw error.code == .tooLarge ? Problem(.bodyTooLarge, "request body is larger than \(limit) bytes once decompressed")
+                                              : Problem(.malformedRequest, "the gzip body is corrupt")
+            }
         }
         // Kept until the signature has expired and its body could no longer be arriving.
         let nonce = SignatureNonce(device: params.keyid, nonce: params.nonce,

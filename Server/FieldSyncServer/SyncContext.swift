@@ -19,6 +19,8 @@ public struct SyncContext: RequestContext {
     /// For `/v1/sync`: the nonce the exchange must record in its own transaction (the
     /// authenticator records every other route's nonce itself).
     public var unrecordedNonce: SignatureNonce?
+    /// The laptop takes gzip answers (`Accept-Encoding`).
+    public var acceptsGzip = false
     /// For `/v1/enroll`: the key that signed the request (its own key, proven by the signature).
     public var enrollingKey: [UInt8]?
 

@@ -1,3 +1,4 @@
+import FieldSyncBodyCoding
 import FieldSyncCore
 import FieldSyncStore
 import Foundation
@@ -61,7 +62,8 @@ public struct SyncServer: Sendable {
         router.post("/v1/enroll") { _, context in try await self.enroll(context) }
         router.post("/v1/sync") { _, context in try await self.sync(context) }
         router.get("/v1/roster") { _, context in
-            try self.signed(status: .ok, encodable: SignedRoster.sign(try await self.store.roster(), key: self.key), nonce: context.nonce)
+            try self.signed(status: .ok, encodable: SignedRoster.sign(try await self.store.roster(), key: self.key), nonce: context.nonce,
+                            gzip: context.acceptsGzip)
         }
         return router
     }
@@ -141,15 +143,15 @@ public struct SyncServer: Sendable {
         let signedRoster = await rosters.signed(roster, key: key)
         if signedRoster.digest != req.rosterDigest { body.roster = signedRoster.signed }
         metrics.syncDuration.record(ContinuousClock.now - start)
-        return signed(status: .ok, body: try body.body(), contentType: SyncProtocol.syncType, nonce: context.nonce)
+        return signed(status: .ok, body: try body.body(), contentType: SyncProtocol.syncType, nonce: context.nonce, gzip: context.acceptsGzip)
     }
 
     // MARK: Signed answers
 
-    func signed(status: HTTPResponse.Status, encodable: some Encodable, nonce: String?) throws -> Response {
+    func signed(status: HTTPResponse.Status, encodable: some Encodable, nonce: String?, gzip: Bool = false) throws -> Response {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        return signed(status: status, body: Array(try enc.encode(encodable)), contentType: SyncProtocol.contentType, nonce: nonce)
+        return signed(status: status, body: Array(try enc.encode(encodable)), contentType: SyncProtocol.contentType, nonce: nonce, gzip: gzip)
     }
 
     func signed(status: HTTPResponse.Status, json: JSONValue, nonce: String?) -> Response {
@@ -157,8 +159,12 @@ public struct SyncServer: Sendable {
     }
 
     /// Every answer is signed by the server key over status, digest and content type; the
-    /// request's nonce is echoed so an old answer cannot be replayed to a new request.
-    func signed(status: HTTPResponse.Status, body: [UInt8], contentType: String, nonce: String?) -> Response {
+    /// request's nonce is echoed so an old answer cannot be replayed to a new request. With
+    /// `gzip` (the laptop accepts it) a large body goes compressed, the digest over what is
+    /// sent. Every answer says that requests may come compressed (RFC 7694).
+    func signed(status: HTTPResponse.Status, body plain: [UInt8], contentType: String, nonce: String?, gzip: Bool = false) -> Response {
+        let compress = gzip && plain.count >= BodyCoding.minimumBytes
+        let body = compress ? BodyCoding.compress(plain) : plain
         let digest = HTTPSignature.contentDigest(body)
         let params = HTTPSignature.Parameters(components: HTTPSignature.responseComponents, created: Int64(clock() / 1000), expires: nil,
                                               nonce: nonce ?? "-", keyid: "server")
@@ -166,6 +172,8 @@ public struct SyncServer: Sendable {
         var headers = HTTPFields()
         headers[.contentType] = contentType
         headers[.contentDigest] = digest
+        if compress { headers[.contentEncoding] = BodyCoding.gzip }
+        headers[.acceptEncoding] = BodyCoding.gzip
         headers[.signatureInput] = input
         headers[.signature] = sig
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))

@@ -259,10 +259,10 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         let a = try laptop(server, role: "field", name: "resident")
         let b = try laptop(server, role: "field", name: "other")
         defer { for l in [a, b] { l.cleanUp() } }
-        func startWatch(every: Int) throws -> (Process, out: Pipe, err: Pipe) {
+        func startWatch(every: Int, idleMax: Int? = nil) throws -> (Process, out: Pipe, err: Pipe) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: CLI.binary)
-            p.arguments = ["sync", "--watch", "--every", String(every), "--json"]
+            p.arguments = ["sync", "--watch", "--every", String(every), "--json"] + (idleMax.map { ["--idle-max", String($0)] } ?? [])
             var env = ProcessInfo.processInfo.environment
             env["FIELDSYNC_HOME"] = a.home
             p.environment = env
@@ -301,8 +301,9 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         #expect(watch.terminationStatus == 0, "\(text(err))")
         #expect(try a.run("sync", "--quiet").status == 0, "the replica is free again")
 
-        // A short period: what others send arrives; an outage is ridden out; revocation ends it.
-        (watch, out, err) = try startWatch(every: 1)
+        // A short period (kept short while idle): what others send arrives; an outage is ridden
+        // out; revocation ends it.
+        (watch, out, err) = try startWatch(every: 1, idleMax: 2)
         _ = try b.ok("note", "add", "--kind", "observation", "--set", "ref=FROM-B")
         _ = try b.ok("sync", "--quiet")
         #expect(try eventually(10) { try holds(a, "FROM-B", syncFirst: false) }, "what another laptop sent did not arrive")
@@ -315,6 +316,8 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         #expect(try eventually(10) { !watch.isRunning }, "a revoked laptop's watch keeps running")
         watch.waitUntilExit()
         #expect(watch.terminationStatus == 4, "\(text(err))")
+        #expect(try a.run("sync", "--watch", "--every", "60", "--idle-max", "30").status == 2, "a cap below the period")
+        #expect(try a.run("sync", "--idle-max", "30").status == 2, "--idle-max without --watch")
         let lines = text(out).split(separator: "\n")
         #expect(!lines.isEmpty && lines.allSatisfy { (try? JSONValue.parse(String($0)))?["pushed"] != nil })
         server.kill(SIGTERM)

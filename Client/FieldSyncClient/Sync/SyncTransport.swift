@@ -1,4 +1,5 @@
 import Crypto
+import FieldSyncBodyCoding
 import FieldSyncCore
 import Foundation
 import NIOCore
@@ -65,6 +66,9 @@ public final class SyncTransport: Sendable {
     /// transport kept for hours (`sync --watch`) follows the laptop's clock as it drifts.
     let offset: Atomic<Int64>
     let serverKey: [UInt8]?
+    /// The server said it takes gzip requests (`Accept-Encoding` in an answer, RFC 7694): uploads
+    /// from then on go compressed. Learned afresh by each transport, from its first answer.
+    let serverTakesGzip = Atomic<Bool>(false)
 
     var base: String { endpoint.base }
 
@@ -198,9 +202,16 @@ public final class SyncTransport: Sendable {
     public func send(method: HTTPMethod, path: String, body: [UInt8], contentType: String = SyncProtocol.contentType, sign: Bool = true,
                      answerKey: [UInt8]? = nil, timeout: TimeAmount = .seconds(60)) async throws -> (Int, [UInt8]) {
         let url = base + path
+        var headers: [(String, String)] = []
+        // A body is compressed only for a server known to take it; the digest and the signature
+        // cover the body as sent. Answers are asked for compressed on every signed request.
+        let compress = sign && body.count >= BodyCoding.minimumBytes && serverTakesGzip.load(ordering: .relaxed)
+        let body = compress ? BodyCoding.compress(body) : body
+        if compress { headers.append(("Content-Encoding", BodyCoding.gzip)) }
+        if sign { headers.append(("Accept-Encoding", BodyCoding.gzip)) }
         let digest = HTTPSignature.contentDigest(body)
         let nonce = HTTPSignature.nonce()
-        var headers = [("Content-Type", contentType), ("Content-Digest", digest)]
+        headers += [("Content-Type", contentType), ("Content-Digest", digest)]
         if sign {
             let created = (Int64(Timestamps.nowMillis) + offset.load(ordering: .relaxed)) / 1000
             let params = HTTPSignature.Parameters(components: HTTPSignature.requestComponents, created: created, expires: created + 120,
@@ -208,11 +219,22 @@ public final class SyncTransport: Sendable {
             let (input, sig) = HTTPSignature.sign(values: [method.rawValue, url, digest, contentType], parameters: params, key: key)
             headers += [("Signature-Input", input), ("Signature", sig)]
         }
-        let (res, bytes) = try await Self.exchange(connections, head: Self.request(endpoint, method, path, headers: headers),
-                                                   body: body, limit: SyncProtocol.maxBodyBytes * 2, timeout: timeout)
+        let (res, sent) = try await Self.exchange(connections, head: Self.request(endpoint, method, path, headers: headers),
+                                                  body: body, limit: SyncProtocol.maxBodyBytes * 2, timeout: timeout)
         let status = Int(res.status.code)
         if sign, let pinned = answerKey ?? serverKey {
-            try verifyAnswer(res.headers, body: bytes, status: status, nonce: nonce, key: pinned)
+            try verifyAnswer(res.headers, body: sent, status: status, nonce: nonce, key: pinned)
+        }
+        if sign, BodyCoding.admitsGzip(res.headers.first(name: "Accept-Encoding")) { serverTakesGzip.store(true, ordering: .relaxed) }
+        let bytes: [UInt8]
+        switch BodyCoding.coding(of: res.headers.first(name: "Content-Encoding")) {
+        case nil: bytes = sent
+        case .gzip?:
+            do { bytes = try BodyCoding.decompress(sent, limit: SyncProtocol.maxBodyBytes * 2) } catch {
+                throw SyncFailure(.failure, error.code == .tooLarge ? "the server's answer is too large once decompressed" : "the server's answer is corrupt gzip")
+            }
+        case .unsupported?:
+            throw SyncFailure(.failure, "the server's answer has a content coding this laptop does not read")
         }
         guard (200..<300).contains(status) else {
             throw Self.refusal(status: status, problem: try? JSONDecoder().decode(Problem.self, from: Data(bytes)))
