@@ -226,13 +226,24 @@ extension ReplicaStore {
     /// This device's changes the server has not acknowledged yet, in seq order, each as its
     /// envelope built from the stored bytes. Their values are neither parsed nor checked against
     /// their commitments again: the server checks every one on receipt.
-    public func outbox(device: DeviceID, limit: Int = .max) throws -> [OutgoingChange] {
+    /// The first `limit` changes waiting to be sent, in seq order, stopping at the first whose
+    /// envelope takes the total past `bytes` (it is included: the caller sees that more wait).
+    /// Building an envelope decodes and re-encodes its change: an upload of large imported
+    /// changes built four times what one request could carry, every round, before this bound.
+    public func outbox(device: DeviceID, limit: Int = .max, bytes budget: Int = .max) throws -> [OutgoingChange] {
         try read { db in
-            try Row.fetchAll(db.cachedStatement(sql: "SELECT n, id, seq, signed, signature, seed FROM changes WHERE device = ? AND seq >= ? AND acked = 0 ORDER BY seq LIMIT ?"),
-                             arguments: [device.description, try Outbox.mark(device, db), limit]).map { row in
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT n, id, seq, signed, signature, seed FROM changes WHERE device = ? AND seq >= ? AND acked = 0 ORDER BY seq LIMIT ?"),
+                                           arguments: [device.description, try Outbox.mark(device, db), limit])
+            var out: [OutgoingChange] = []
+            var total = 0
+            while let row = try rows.next() {
                 guard let id = ChangeID(bytes: row.bytes("id")) else { throw StoreError(.notAReplica, "a stored change has a malformed id") }
-                return OutgoingChange(id: id, seq: UInt64(row["seq"] as Int64), envelope: try Self.loadEnvelope(row, db))
+                let change = OutgoingChange(id: id, seq: UInt64(row["seq"] as Int64), envelope: try Self.loadEnvelope(row, db))
+                out.append(change)
+                total += change.envelope.count
+                if total > budget { break }
             }
+            return out
         }
     }
 

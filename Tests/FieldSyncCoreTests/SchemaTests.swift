@@ -47,6 +47,20 @@ import Testing
         #expect(try schema.parse(text: "yes", field: "do_not_contact", type: .contact, kind: nil) == .bool(true))
     }
 
+    /// RFC 3339 instants, read directly: what the old ISO8601DateFormatter took, and no more.
+    @Test func instantsAreReadStrictly() {
+        for ok in ["2025-08-27T13:40:00Z", "2025-08-27T13:40:00+03:00", "2025-08-27T13:40:00.5-11:30", "2024-02-29T23:59:59.123456789Z",
+                   "2025-08-27T13:40:00+03:00[Europe/Kyiv]", "2025-08-27T00:00:00Z[UTC]"] {
+            #expect(RecordSchema.isInstant(ok), "\(ok)")
+        }
+        for bad in ["2025-08-27 13:40:00Z", "2025-08-27T13:40Z", "2025-08-27T24:00:00Z", "2025-08-27T13:60:00Z", "2025-08-27T13:40:61Z",
+                    "2025-02-30T13:40:00Z", "2025-08-27T13:40:00", "2025-08-27T13:40:00+0300", "2025-08-27T13:40:00+03", "2025-08-27T13:40:00.Z",
+                    "2025-08-27T13:40:00.1234567890Z", "2025-08-27T13:40:00Zx", "2025-08-27t13:40:00Z", "2025-08-27T13:40:00+24:00",
+                    "2025-08-27T13:40:00Z[Mars/Olympus]", "2025-08-27T1३:40:00Z", "", "2025-08-27T13:40:00+03:00[]"] {
+            #expect(!RecordSchema.isInstant(bad), "\(bad)")
+        }
+    }
+
     @Test func phoneNumbersGainE164OnlyWhenTheCountryIsClear() {
         #expect(Phone.e164("+47 900 00 000", defaultCountryCode: nil) == "+4790000000")
         #expect(Phone.e164("0047 90000000", defaultCountryCode: nil) == "+4790000000")

@@ -124,7 +124,7 @@ public struct SyncEngine: Sendable {
                 // Waiting on a task's value does not pass a cancellation on (SIGTERM to `sync --watch`).
                 (answer, early) = try await withTaskCancellationHandler { try await next.value } onCancel: { next.cancel() }
             } else {
-                let waiting = try store.outbox(device: replica.device, limit: window.size)
+                let waiting = try store.outbox(device: replica.device, limit: window.size, bytes: window.bytes)
                 let envelopes = waiting.map(\.envelope)
                 let sending = SyncProtocol.fitting(envelopes.map(\.count), budget: window.bytes)
                 outbox = Array(waiting.prefix(sending))
