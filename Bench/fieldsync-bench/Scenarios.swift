@@ -95,6 +95,52 @@ func b1FirstSync(notes: Int, postgres: String? = nil) async throws -> Result {
     return r
 }
 
+// MARK: - B5 first upload
+
+/// A laptop's first upload of imported notes, beside the download of the same notes to an empty
+/// laptop, in one run: `fieldsync note add --json-file`, then `fieldsync sync` on each, as
+/// processes against a real server on loopback.
+func b5FirstUpload(notes: Int) async throws -> Result {
+    let server = try ServerProcess { _ in }
+    defer { server.stop() }
+    let writer = try enrolledLaptop(server, name: "importer"), reader = try enrolledLaptop(server, name: "reader")
+    defer { for env in [writer, reader] { try? FileManager.default.removeItem(atPath: env["FIELDSYNC_HOME"]!) } }
+    let file = writer["FIELDSYNC_HOME"]! + "/notes.jsonl"
+    try importedNotes(notes).write(toFile: file, atomically: true, encoding: .utf8)
+    let cli = try Child.binary("fieldsync")
+    let imported = try Child.run(cli, ["note", "add", "--json-file", file], env: writer)
+    let up = try Child.run(cli, ["sync", "--json"], env: writer)
+    let down = try Child.run(cli, ["sync", "--json"], env: reader)
+    let pushed = try JSONValue.parse(Array(up.out.utf8))["pushed"]?.intValue ?? -1
+    let pulled = try JSONValue.parse(Array(down.out.utf8))["pulled"]?.intValue ?? -2
+    guard pushed == pulled, pushed > 0 else { throw BenchFailure("B5: \(pushed) changes up, \(pulled) down") }
+    var r = Result(scenario: "B5 first upload")
+    r.add("notes", Double(notes), "")
+    r.add("changes", Double(pushed), "")
+    r.add("import_seconds", imported.seconds, "s")
+    r.add("upload_seconds", up.seconds, "s")
+    r.add("download_seconds", down.seconds, "s")
+    r.add("upload_over_download", up.seconds / down.seconds, "")
+    r.add("server_peak_rss_mb", server.peakRSSMB, "MB")
+    r.notes.append("notes shaped like ../shared/samples/notes.jsonl (clearance days, hazard areas, EOD spots), imported as `note add --json-file` makes them (changes of up to about 64 kB); each sync a process over TLS on loopback")
+    return r
+}
+
+/// `count` notes as JSON Lines, three kinds in turn, each with its own ref and figures.
+func importedNotes(_ count: Int) -> String {
+    (0..<count).map { i in
+        let day = String(format: "2025-%02d-%02d", 1 + i % 12, 1 + i % 28)
+        switch i % 3 {
+        case 0:
+            return #"{"kind":"clearance_day","ref":"UA-KHA-CLR-\#(i)","org":"NPA","team":"MT-\#(i % 9)","info_date":"\#(day)","method":"manual","area_m2":\#(1000 + i % 700),"area_cleared_m2":\#(900 + i % 500),"depth_cm":\#(10 + i % 20),"devices":[{"category":"AP","model":"PMN-2","quantity":\#(1 + i % 4),"disposition":"destroyed_in_situ"}],"narrative":"Lane \#(i % 40) cleared to \#(10 + i % 20) cm; \#(1 + i % 4) PMN-2 destroyed in situ.","lang":"en","sensitivity":"internal"}"#
+        case 1:
+            return #"{"kind":"hazard_area","ref":"UA-KHA-HAZ-\#(i)","org":"NPA","team":"NTS-\#(i % 5)","info_date":"\#(day)","status":"confirmed","location":{"type":"Polygon","coordinates":[[[37.25,49.2],[37.252,49.2],[37.252,49.2012],[37.25,49.2012],[37.25,49.2]]]},"area_m2":\#(15000 + i % 9000),"narrative":"Field edge \#(i): villagers report items near the tree line.","lang":"en","tags":["agriculture","CHA"],"sensitivity":"restricted"}"#
+        default:
+            return #"{"kind":"eod_spot","ref":"UA-KHA-EOD-\#(i)","org":"NPA","team":"EOD-\#(i % 3)","info_date":"\#(day)","location":{"type":"Point","coordinates":[37.2611,49.1987]},"devices":[{"category":"UXO","model":"122mm rocket","quantity":1,"disposition":"removed"}],"narrative":"Call \#(i) from the village council; item moved to the demolition site.","lang":"en","sensitivity":"internal"}"#
+        }
+    }.joined(separator: "\n")
+}
+
 // MARK: - B2 small sync
 
 func b2SmallSync(rounds: Int) async throws -> Result {

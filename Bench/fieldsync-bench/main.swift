@@ -5,9 +5,11 @@ import Foundation
 /// table of the figures beside their targets and limits on standard error. Run it from
 /// `bench/run.sh`, which builds every product in release first.
 struct Sizes {
-    var b1Notes, b2Rounds, b3Laptops, b3Changes, b4Added, b4List, listRuns, sqliteRows: Int
-    static let quick = Sizes(b1Notes: 2_000, b2Rounds: 50, b3Laptops: 10, b3Changes: 50, b4Added: 300, b4List: 2_000, listRuns: 5, sqliteRows: 20_000)
-    static let full = Sizes(b1Notes: 10_000, b2Rounds: 200, b3Laptops: 50, b3Changes: 200, b4Added: 2_000, b4List: 10_000, listRuns: 15, sqliteRows: 100_000)
+    var b1Notes, b2Rounds, b3Laptops, b3Changes, b4Added, b4List, listRuns, sqliteRows, b5Notes: Int
+    static let quick = Sizes(b1Notes: 2_000, b2Rounds: 50, b3Laptops: 10, b3Changes: 50, b4Added: 300, b4List: 2_000, listRuns: 5, sqliteRows: 20_000,
+                             b5Notes: 10_000)
+    static let full = Sizes(b1Notes: 10_000, b2Rounds: 200, b3Laptops: 50, b3Changes: 200, b4Added: 2_000, b4List: 10_000, listRuns: 15, sqliteRows: 100_000,
+                            b5Notes: 100_000)
 }
 
 func figure(_ results: [Result], _ scenario: String, _ name: String) -> Double {
@@ -53,6 +55,9 @@ func table(_ results: [Result]) -> String {
         ("B4 import notes/s", figure(results, "B4 local work", "import_notes_per_s"), "",
          "\(f(figure(results, "B4 local work", "import_notes_per_s") * 11 / sqlite)) of raw SQLite (11 rows a note)"),
         ("B4 note list --json ms", figure(results, "B4 local work", "note_list_json_ms"), "≤ 300", ""),
+        ("B5 first upload s", figure(results, "B5 first upload", "upload_seconds"), "", ""),
+        ("B5 same notes down s", figure(results, "B5 first upload", "download_seconds"), "", ""),
+        ("B5 upload / download", figure(results, "B5 first upload", "upload_over_download"), "≤ 2", ""),
         ("limit: raw SQLite rows/s", sqlite, "", ""),
         ("limit: durable SQLite commits/s", figure(results, "limits", "sqlite_durable_commits_per_s"), "", ""),
         ("limit: Ed25519 verifications/s", ed, "", ""),
@@ -68,9 +73,9 @@ func table(_ results: [Result]) -> String {
 }
 
 let args = Set(CommandLine.arguments.dropFirst())
-let unknown = args.subtracting(["--quick", "--full", "--only-b1", "--only-b2", "--only-b3", "--only-b4", "--only-limits"])
+let unknown = args.subtracting(["--quick", "--full", "--only-b1", "--only-b2", "--only-b3", "--only-b4", "--only-b5", "--only-limits"])
 guard unknown.isEmpty else {
-    FileHandle.standardError.write(Data("fieldsync-bench: unknown option \(unknown.sorted().joined(separator: " ")); use --quick (default) or --full, and --only-b1…b4|limits\n".utf8))
+    FileHandle.standardError.write(Data("fieldsync-bench: unknown option \(unknown.sorted().joined(separator: " ")); use --quick (default) or --full, and --only-b1…b5|limits\n".utf8))
     exit(2)
 }
 let sizes = args.contains("--full") ? Sizes.full : Sizes.quick
@@ -92,6 +97,7 @@ do {
         if let postgres { results.append(try await b3DepotLoad(laptops: sizes.b3Laptops, changesEach: sizes.b3Changes, postgres: postgres)) }
     }
     if wanted("b4") { results.append(try b4LocalWork(notesAdded: sizes.b4Added, listNotes: sizes.b4List, listRuns: sizes.listRuns)) }
+    if wanted("b5") { results.append(try await b5FirstUpload(notes: sizes.b5Notes)) }
 } catch {
     for r in results { print(r.json) }
     FileHandle.standardError.write(Data("fieldsync-bench: \(error)\n".utf8))
