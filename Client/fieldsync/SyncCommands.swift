@@ -159,7 +159,9 @@ struct SyncWatch: Service {
                     // No retrying inside: this loop retries, and says so once per outage.
                     let summary = try await session.sync(deadline: now)
                     sentUpTo = head
-                    wait = summary.moved ? every : min(idleMax, wait * 2)
+                    // Refusals do not count: a change refused for good goes again each time.
+                    let progressed = summary.pushed + summary.pulled + summary.resent + summary.takenBack + summary.resigned > 0
+                    wait = progressed ? every : min(idleMax, wait * 2)
                     nextPull = ContinuousClock.now + wait
                     if failures > 0 { FileHandle.standardError.write(Data("sync: \(summary.server) answers again\n".utf8)) }
                     failures = 0

@@ -126,15 +126,6 @@ struct Authenticator: RouterMiddleware {
             context.device = nil
             throw Problem(.signatureInvalid, "the request signature does not verify")
         }
-        // Only an authenticated body is decompressed, and never past the limit it would have
-        // had uncompressed.
-        if coding == .gzip {
-            do { context.body = try BodyCoding.decompress(context.body, limit: limit) } catch {
-                context.device = nil
-                throw error.code == .tooLarge ? Problem(.bodyTooLarge, "request body is larger than \(limit) bytes once decompressed")
-                                              : Problem(.malformedRequest, "the gzip body is corrupt")
-            }
-        }
         // Kept until the signature has expired and its body could no longer be arriving.
         let nonce = SignatureNonce(device: params.keyid, nonce: params.nonce,
                                    expiresAt: Self.adding(seconds: HTTPSignature.maxTransferSeconds, to: expires))
@@ -153,6 +144,15 @@ struct Authenticator: RouterMiddleware {
             throw Problem(.replayed, Self.replayed)
         }
         try await server.limiter.admit(params.keyid)
+        // Only an authenticated, admitted body is decompressed (a replay or a device over its
+        // rate costs no inflate), and never past the limit it would have had uncompressed.
+        if coding == .gzip {
+            do { context.body = try BodyCoding.decompress(context.body, limit: limit) } catch {
+                context.device = nil
+                throw error.code == .tooLarge ? Problem(.bodyTooLarge, "request body is larger than \(limit) bytes once decompressed")
+                                              : Problem(.malformedRequest, "the gzip body is corrupt")
+            }
+        }
         context.markAuthenticated()
     }
 

@@ -60,6 +60,8 @@ public enum BodyCoding {
             throw BodyCodingError(.corrupt)
         }
         defer { inflateEnd(&stream) }
+        // Past the limit: a value of our own, not zlib's Z_MEM_ERROR (which is no memory).
+        let pastLimit: Int32 = .min
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         var input = bytes
@@ -74,7 +76,7 @@ public enum BodyCoding {
                     return (rc, outBuf.count - Int(stream.avail_out))
                 }
                 guard rc == Z_OK || rc == Z_STREAM_END else { return rc }
-                if produced > limit - output.count { return Z_MEM_ERROR }
+                if produced > limit - output.count { return pastLimit }
                 output.append(contentsOf: chunk[..<produced])
                 if rc == Z_STREAM_END { return stream.avail_in == 0 ? Z_STREAM_END : Z_DATA_ERROR }
                 // Input gone and no end: the stream stops short.
@@ -83,7 +85,7 @@ public enum BodyCoding {
         }
         switch result {
         case Z_STREAM_END: return output
-        case Z_MEM_ERROR: throw BodyCodingError(.tooLarge)
+        case pastLimit: throw BodyCodingError(.tooLarge)
         default: throw BodyCodingError(.corrupt)
         }
     }

@@ -157,7 +157,9 @@ extension RecordSchema {
 
     static func isDate(_ s: String) -> Bool {
         let p = s.split(separator: "-", omittingEmptySubsequences: false)
+        // ASCII digits only: `Int("+202")` is 202, and "+202-01-01" is no calendar date.
         guard p.count == 3, p[0].count == 4, p[1].count == 2, p[2].count == 2,
+              p.allSatisfy({ $0.utf8.allSatisfy { $0 >= 0x30 && $0 <= 0x39 } }),
               let y = Int(p[0]), let m = Int(p[1]), let d = Int(p[2]), (1...12).contains(m), d >= 1 else { return false }
         let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
         let days = [31, leap ? 29 : 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
@@ -389,8 +391,13 @@ public enum Phone {
 enum ZoneNames {
     static let seen = Mutex<[String: Bool]>([:])
 
+    /// Only ASCII names (IANA's are letters, digits, `/ _ + -`): Swift's `String` equality is
+    /// canonical equivalence, so a look-alike such as "Asia/\u{212A}abul" (KELVIN SIGN) would
+    /// share the memo entry of "Asia/Kabul", and its refusal would refuse the real name too.
     static func known(_ name: String) -> Bool {
-        guard name.utf8.count <= 64 else { return false }
+        guard (1...64).contains(name.utf8.count), name.utf8.allSatisfy({ c in
+            (c >= 0x61 && c <= 0x7A) || (c >= 0x41 && c <= 0x5A) || (c >= 0x30 && c <= 0x39) || c == 0x2F || c == 0x5F || c == 0x2B || c == 0x2D
+        }) else { return false }
         if let answer = seen.withLock({ $0[name] }) { return answer }
         let answer = TimeZone(identifier: name) != nil
         seen.withLock { if $0.count < 512 { $0[name] = answer } }

@@ -227,7 +227,8 @@ extension ReplicaStore {
     /// envelope built from the stored bytes. Their values are neither parsed nor checked against
     /// their commitments again: the server checks every one on receipt.
     /// The first `limit` changes waiting to be sent, in seq order, stopping at the first whose
-    /// envelope takes the total past `bytes` (it is included: the caller sees that more wait).
+    /// envelope takes the total past `bytes`. That one is included, and never as the only one:
+    /// one change always goes, so the caller needs a second to see that more wait.
     /// Building an envelope decodes and re-encodes its change: an upload of large imported
     /// changes built four times what one request could carry, every round, before this bound.
     public func outbox(device: DeviceID, limit: Int = .max, bytes budget: Int = .max) throws -> [OutgoingChange] {
@@ -241,7 +242,7 @@ extension ReplicaStore {
                 let change = OutgoingChange(id: id, seq: UInt64(row["seq"] as Int64), envelope: try Self.loadEnvelope(row, db))
                 out.append(change)
                 total += change.envelope.count
-                if total > budget { break }
+                if total > budget && out.count >= 2 { break }
             }
             return out
         }

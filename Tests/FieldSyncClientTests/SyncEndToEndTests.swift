@@ -506,6 +506,12 @@ func importSurveys(_ cli: CLI, _ count: Int, ref: String) throws {
         // It gets through (and may finish: its uploads go compressed after the first answer).
         #expect(second.status == 3 || second.status == 0, "\(second.err)")
         #expect(try waiting() < before, "the second sync started from a size the link had already cut off")
+        // A sync that says it is done has nothing left: one change over the remembered size
+        // must not look like the whole outbox.
+        if second.status == 0 { #expect(try waiting() == 0) }
+        try a.pointAt(port: server.port)   // a good link again
+        #expect(try a.run("sync", "--timeout", "60").status == 0)
+        #expect(try waiting() == 0, "a sync that ended with exit 0 left changes waiting")
         server.kill(SIGTERM)
     }
 

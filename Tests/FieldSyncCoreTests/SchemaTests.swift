@@ -56,9 +56,15 @@ import Testing
         for bad in ["2025-08-27 13:40:00Z", "2025-08-27T13:40Z", "2025-08-27T24:00:00Z", "2025-08-27T13:60:00Z", "2025-08-27T13:40:61Z",
                     "2025-02-30T13:40:00Z", "2025-08-27T13:40:00", "2025-08-27T13:40:00+0300", "2025-08-27T13:40:00+03", "2025-08-27T13:40:00.Z",
                     "2025-08-27T13:40:00.1234567890Z", "2025-08-27T13:40:00Zx", "2025-08-27t13:40:00Z", "2025-08-27T13:40:00+24:00",
-                    "2025-08-27T13:40:00Z[Mars/Olympus]", "2025-08-27T1३:40:00Z", "", "2025-08-27T13:40:00+03:00[]"] {
+                    "2025-08-27T13:40:00Z[Mars/Olympus]", "2025-08-27T1३:40:00Z", "", "2025-08-27T13:40:00+03:00[]",
+                    "+202-01-01T00:00:00Z"] {
             #expect(!RecordSchema.isInstant(bad), "\(bad)")
         }
+        #expect(!RecordSchema.isDate("+202-01-01") && !RecordSchema.isDate("202-01-01") && RecordSchema.isDate("2025-01-01"))
+        // A look-alike zone name (KELVIN SIGN for K) is refused, and does not make the real one
+        // refused after it: a memo keyed by String would have shared their entries.
+        #expect(!RecordSchema.isInstant("2025-08-27T13:40:00+04:30[Asia/\u{212A}abul]"))
+        #expect(RecordSchema.isInstant("2025-08-27T13:40:00+04:30[Asia/Kabul]"))
     }
 
     @Test func phoneNumbersGainE164OnlyWhenTheCountryIsClear() {

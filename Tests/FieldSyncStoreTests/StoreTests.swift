@@ -559,6 +559,11 @@ final class TempDir {
         func outbox() throws -> [UInt64] { try store.outbox(device: field.deviceID).map(\.seq) }
         func waiting() throws -> Int { try store.status(device: field.deviceID).waiting }
         #expect(try outbox() == [1, 2, 3, 4, 5] && waiting() == 5)
+        // A byte budget stops the building: past it by one change, never by only the first (one
+        // change always goes; the second says that more wait).
+        let size = made[0].envelope.count
+        #expect(try store.outbox(device: field.deviceID, bytes: 1).map(\.seq) == [1, 2])
+        #expect(try store.outbox(device: field.deviceID, bytes: 2 * size + 1).map(\.seq) == [1, 2, 3])
         // Each goes up as the envelope its author made, byte for byte, with its id.
         let sent = try store.outbox(device: field.deviceID)
         #expect(sent.map(\.envelope) == made.map(\.envelope) && sent.map(\.id) == made.map(\.id))
