@@ -1,6 +1,7 @@
 import FieldSyncCore
 import FieldSyncStore
 import Foundation
+import Glibc
 
 /// The replica folder: `$FIELDSYNC_HOME` (default `~/.local/share/fieldsync`) holding the device
 /// key (`device.key`, mode 0600) and the replica (`replica.sqlite`).
@@ -17,6 +18,10 @@ public struct ClientHome: Sendable {
     }
 
     public var keyPath: String { path + "/device.key" }
+    /// The key `fieldsync rekey` enrols, until the replica is the new key's: it replaces
+    /// `device.key` only after the replica's commit, so a crash between the two is finished
+    /// when the replica is next opened.
+    public var rekeyPath: String { path + "/device.key.rekey" }
     public var databasePath: String { path + "/replica.sqlite" }
 
     /// Creates the key and the replica. Refuses an existing replica rather than overwrite it.
@@ -66,13 +71,53 @@ public struct ClientHome: Sendable {
         if let attrs = try? fm.attributesOfItem(atPath: keyPath), let mode = attrs[.posixPermissions] as? Int, mode & 0o077 != 0 {
             throw ClientError("the device key \(keyPath) is readable by others (mode \(String(mode, radix: 8))): run chmod 600 on it")
         }
-        let key = try DeviceKey(rawRepresentation: raw)
+        var key = try DeviceKey(rawRepresentation: raw)
         let store = try ReplicaStore.open(path: databasePath)
+        if try store.meta("device") != key.deviceID.description, let pending = try? readKey(rekeyPath),
+           try store.meta("device") == pending.deviceID.description {
+            // A rekey committed its replica but was stopped before it put its key in place.
+            try finishRekey()
+            key = pending
+        }
         guard try store.meta("device") == key.deviceID.description else {
             throw ClientError("the device key in \(path) does not belong to this replica")
         }
         return Replica(home: self, store: store, key: key)
     }
+
+    func readKey(_ file: String) throws -> DeviceKey {
+        guard let text = FileManager.default.contents(atPath: file).flatMap({ String(data: $0, encoding: .utf8) }),
+              let raw = [UInt8](hex: text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw ClientError("the device key \(file) is missing or unreadable")
+        }
+        return try DeviceKey(rawRepresentation: raw)
+    }
+
+    /// The key a rekey enrols: the one a stopped rekey made (its invite may be spent on it
+    /// already), or a new one, 0600 from its first byte.
+    public func rekeyKey() throws -> (key: DeviceKey, new: Bool) {
+        if FileManager.default.fileExists(atPath: rekeyPath) { return (try readKey(rekeyPath), false) }
+        let key = DeviceKey()
+        let fd = Glibc.open(rekeyPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw ClientError("cannot write \(rekeyPath): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(key.rawRepresentation.hex.utf8)
+        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count, fsync(fd) == 0 else {
+            unlink(rekeyPath)
+            throw ClientError("cannot write \(rekeyPath): \(String(cString: strerror(errno)))")
+        }
+        return (key, true)
+    }
+
+    /// Puts the rekeyed key in place of the old one (which no longer signs for this replica).
+    public func finishRekey() throws {
+        guard rename(rekeyPath, keyPath) == 0 else { throw ClientError("cannot move \(rekeyPath) to \(keyPath): \(String(cString: strerror(errno)))") }
+        let dir = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { _ = fsync(dir); close(dir) }
+    }
+
+    /// Drops a rekey's key that was never enrolled (the server refused the invite).
+    public func abandonRekey() { unlink(rekeyPath) }
 }
 
 /// An open replica with its device key: what every command works on.

@@ -9,7 +9,7 @@ struct Fieldsync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fieldsync",
         abstract: "Offline-first field notes and press contacts, replicated and signed.",
-        subcommands: [Init.self, Enroll.self, Unenroll.self, Sync.self, BundleCommand.self, NoteCommand.self, ContactCommand.self, SchemaCommand.self, Export.self, Log.self, Conflicts.self, Resolve.self, Submit.self, Review.self, Status.self]
+        subcommands: [Init.self, Enroll.self, Unenroll.self, Sync.self, Rekey.self, BundleCommand.self, NoteCommand.self, ContactCommand.self, SchemaCommand.self, Export.self, Log.self, Conflicts.self, Resolve.self, Submit.self, Review.self, Status.self]
     )
 
     /// Every failure is one line on stderr and an exit code from DESIGN.md §9; never a trace.
@@ -194,6 +194,9 @@ struct Status: ParsableCommand {
         let server = try replica.store.meta("server_url")
         let lastSync = try replica.store.meta("last_sync")
         let refusals = try replica.store.refusals()
+        let forks = try replica.store.forks()
+        let names = try replica.names()
+        let rekeyedFrom = try replica.store.meta("rekeyed_from")
         if output.json {
             printJSON(.object([
                 "device": .string(replica.device.description), "name": .string(me.name), "role": .string(me.role.rawValue),
@@ -201,6 +204,11 @@ struct Status: ParsableCommand {
                 "notes": .int(Int64(s.notes)), "contacts": .int(Int64(s.contacts)), "conflicts": .int(Int64(s.conflicts)),
                 "changes_waiting": .int(Int64(s.waiting)), "changes_refused": .int(Int64(refusals.count)), "changes": .int(Int64(s.changes)),
                 "refusals": .array(refusals.map { .object(["id": .string($0.id.hex), "code": .string($0.code), "reason": .string($0.reason)]) }),
+                "forks": .array(forks.map { f in
+                    .object(["device": .string(f.device.description), "name": .string(names[f.device] ?? ""), "seq": .int(Int64(clamping: f.seq)),
+                             "refused": .string(f.refused.hex), "seen": .string(Timestamps.iso(f.seenAt)), "this_device": .bool(f.device == replica.device)])
+                }),
+                "rekeyed_from": rekeyedFrom.map { .string($0) } ?? .null,
             ]))
             return
         }
@@ -212,5 +220,13 @@ struct Status: ParsableCommand {
         print("conflicts   \(s.conflicts) open")
         print("waiting     \(s.waiting) changes to send\(refusals.isEmpty ? "" : ", \(refusals.count) refused by the server")")
         for r in refusals { print("refused     \(r.id.hex.prefix(12)) (\(r.code)): \(r.reason)") }
+        if let rekeyedFrom { print("rekeyed     from \(rekeyedFrom) (after a fork)") }
+        for f in forks {
+            let who = f.device == replica.device ? "THIS DEVICE" : TerminalText.escaped(names[f.device] ?? f.device.description)
+            let what = f.device == replica.device
+                ? "a copy of this replica wrote another change as this device; ask for an invite and run `fieldsync rekey --token TOKEN`"
+                : "its key signed two versions; the server's is kept (\(f.refused.hex.prefix(12)) given up here)"
+            print("fork        \(who) at seq \(f.seq), \(Timestamps.iso(f.seenAt)): \(what)")
+        }
     }
 }

@@ -46,6 +46,45 @@ struct Unenroll: ParsableCommand {
     }
 }
 
+struct Rekey: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "After a fork, move this laptop to a new device key; its changes the server lacks are signed again under it.",
+        discussion: """
+            A fork: a copy of this replica (a restored disk, a cloned laptop) wrote as this device, and both versions left \
+            their laptops, so the server keeps one and refuses the other for good (`fieldsync status` lists it, `sync` exits 5). \
+            Ask the server's administrator for an invite (`fieldsync-server invite --name NAME --role ROLE`), then run this \
+            with its token. The laptop enrols a new key, takes the old device's chain as the server holds it, and signs again \
+            under the new key every change of its own the server lacks (records it created get new ids); the old key is \
+            deleted. Then run `fieldsync sync`. A rekey that stops half-way is finished by running it again with the same token.
+            """)
+    @Option(help: "The one-time invite token from `fieldsync-server invite`.") var token: String
+    @OptionGroup var output: OutputOptions
+
+    func run() async throws {
+        let replica = try openReplica()
+        // Not while a sync runs: it would go on signing with the old key.
+        let lock = try SyncLock(path: replica.home.path + "/sync.lock")
+        defer { lock.release() }
+        let old = replica.device
+        let (key, new) = try replica.home.rekeyKey()
+        let rekeyed: (entry: RosterEntry, result: ReplicaStoreTakeBack)
+        do {
+            rekeyed = try await SyncEngine(replica: replica).rekey(token: token, key: key, retry: !new)
+        } catch let f as SyncFailure where new && f.problem == .inviteRefused {
+            replica.home.abandonRekey()
+            throw f
+        }
+        try replica.home.finishRekey()
+        let (entry, result) = rekeyed
+        if output.json {
+            printJSON(.object(["device": .string(entry.device.description), "name": .string(entry.name), "old_device": .string(old.description),
+                               "resigned": .int(Int64(result.resigned)), "taken": .int(Int64(result.taken))]))
+        } else {
+            print("this laptop is now \(entry.name) (\(entry.device)), no longer \(old); \(result.resigned) changes the server lacked signed again under the new key, \(result.taken) taken from the server; run `fieldsync sync`. Once no copy of this laptop writes as the old device, the administrator may revoke it (fieldsync-server devices revoke \(old))")
+        }
+    }
+}
+
 struct Sync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send this replica's changes and fetch what it lacks, until both sides are done.",
@@ -203,11 +242,12 @@ struct SyncWatch: Service {
 extension SyncEngine.Summary {
     /// What a person reads after a sync: one line, then one per change refused.
     /// Whether the sync changed anything here or there, or has something to report.
-    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore || resent > 0 || takenBack + resigned > 0 }
+    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore || resent > 0 || takenBack + resigned + forkDropped > 0 }
 
     func lines(durationMillis ms: Int64) -> [String] {
         ["sent \(pushed), received \(pulled), \(conflictsAfter) conflicts open (\(max(0, conflictsAfter - conflictsBefore)) new), \(ms) ms"]
             + (resent > 0 ? ["the server had lost \(resent) of this laptop's changes (restored from a backup?): sent again"] : [])
+            + (forkDropped > 0 ? ["another device's chain forked: \(forkDropped) of its changes held here were given up for the server's (fieldsync status lists the fork)"] : [])
             + (takenBack + resigned > 0 ? ["the server held this device's changes that this replica lacked (restored or copied?): taken back, \(resigned) of ours signed again after them"] : [])
             + refused.map { "refused \($0.id.prefix(12)): \($0.reason)" }
     }

@@ -42,6 +42,7 @@ public enum ServerBundle {
                 let refusedIDs = Set(result.refused.map(\.id))
                 report.accepted += result.accepted.filter { !refusedIDs.contains($0.hex) }.count
                 report.refused += result.refused
+                if !result.forks.isEmpty { try await store.recordForks(result.forks) }
                 // Taken in order: stop where the store took no more (a refusal holds the rest).
                 let taken = Set(result.accepted.map(\.hex)).union(refusedIDs)
                 let done = batch.prefix { taken.contains($0.id.hex) }.count

@@ -19,6 +19,7 @@ public struct SyncServer: Sendable {
     let metrics: ServerMetrics
     let load: ExchangeLoad
     let rosters = RosterSigner()
+    let forkNotices = ForkNotices()
 
     /// The CA certificate, served at `/ca.pem` so `fieldsync enroll --pin` can check it against the pin.
     public let caPEM: String
@@ -140,6 +141,14 @@ public struct SyncServer: Sendable {
             accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking,
             vector: Dictionary(uniqueKeysWithValues: result.vector.seqs.map { ($0.key.description, $0.value) }),
             more: result.more, serverTime: clock(), roster: nil)
+        if !result.forks.isEmpty {
+            // Evidence kept for the administrator and every laptop; the refusal itself stands
+            // even if keeping it fails.
+            try? await store.recordForks(result.forks)
+            await forkNotices.expire()
+        }
+        let forks = await forkNotices.current(store)
+        if !forks.isEmpty { body.forks = forks }
         let signedRoster = await rosters.signed(roster, key: key)
         if signedRoster.digest != req.rosterDigest { body.roster = signedRoster.signed }
         metrics.syncDuration.record(ContinuousClock.now - start)
@@ -281,6 +290,23 @@ final class ExchangeLoad: Sendable {
 /// The roster as last signed: signing it again for every answer cost an Ed25519 signature and
 /// its JSON per exchange, though it changes only on enrolment and revocation. Keyed by the
 /// roster read from the store, so a change made by another process is signed afresh.
+/// The forks every answer names (`SyncResponse.forks`), read from the store at most once a
+/// second: a fork recorded by another process reaches this one's answers within a second.
+actor ForkNotices {
+    static let most = 256
+    var last: (at: ContinuousClock.Instant, notices: [ForkNotice])?
+
+    func current(_ store: any SyncStore) async -> [ForkNotice] {
+        if let last, ContinuousClock.now - last.at < .seconds(1) { return last.notices }
+        guard let read = try? await store.forks(limit: Self.most) else { return last?.notices ?? [] }
+        let notices = read.map { ForkNotice(device: $0.device.description, seq: $0.seq, refused: $0.refused.hex) }
+        last = (ContinuousClock.now, notices)
+        return notices
+    }
+
+    func expire() { last = nil }
+}
+
 actor RosterSigner {
     var last: (roster: Roster, signed: SignedRoster, digest: String)?
 

@@ -409,12 +409,16 @@ struct Devices: ParsableCommand {
         @Flag(help: "Print JSON.") var json = false
 
         func run() async throws {
-            let reports = try await data.withStore { store in try await store.deviceReports() }
+            let (reports, forkList) = try await data.withStore { store in (try await store.deviceReports(), try await store.forks(limit: .max)) }
+            let forks = Dictionary(grouping: forkList, by: \.device).mapValues { $0.sorted { $0.seq < $1.seq } }
             if json {
                 print(JSONValue.array(reports.map { r in
                     .object(["device": .string(r.entry.device.description), "name": .string(r.entry.name), "role": .string(r.entry.role.rawValue),
                              "last_sync": r.lastSync.map { .string(Timestamps.iso($0)) } ?? .null, "changes": .int(Int64(r.changes)),
-                             "backlog": .int(Int64(r.backlog)), "revoked": .bool(r.entry.revokedAfterSeq != nil)])
+                             "backlog": .int(Int64(r.backlog)), "revoked": .bool(r.entry.revokedAfterSeq != nil),
+                             "forks": .array((forks[r.entry.device] ?? []).map { f in
+                                 .object(["seq": .int(Int64(clamping: f.seq)), "refused": .string(f.refused.hex), "seen": .string(Timestamps.iso(f.seenAt))])
+                             })])
                 }).canonicalString)
                 return
             }
@@ -423,7 +427,9 @@ struct Devices: ParsableCommand {
             for r in reports {
                 rows.append([r.entry.device.description, DeviceName.printable(r.entry.name), r.entry.role.rawValue,
                              r.lastSync.map(Timestamps.iso) ?? "never", String(r.backlog),
-                             r.entry.revokedAfterSeq.map { "REVOKED after seq \($0)" } ?? "active"])
+                             [r.entry.revokedAfterSeq.map { "REVOKED after seq \($0)" } ?? "active",
+                              forks[r.entry.device].map { "FORKED at seq \($0.map { String($0.seq) }.joined(separator: ", ")) (its key signed two versions; the stored one is kept)" }]
+                                 .compactMap { $0 }.joined(separator: "; ")])
             }
             let widths = (0..<6).map { c in rows.map { $0[c].count }.max() ?? 0 }
             for row in rows {

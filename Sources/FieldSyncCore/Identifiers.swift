@@ -91,6 +91,14 @@ public struct RecordID: Hashable, Comparable, Sendable, CustomStringConvertible 
         return RecordID(hi: hi, lo: variantBits | random14 << 48 | mark(creator, hi: hi, random: random14))
     }
 
+    /// The id a record made by another device gets when `creator` signs its create again
+    /// (`fieldsync rekey`): the same time and type, fresh random bits and `creator`'s mark,
+    /// because only the device whose mark an id carries may create it.
+    public func remade(by creator: DeviceID) -> RecordID {
+        var g = SystemRandomNumberGenerator()
+        return Self.made(by: creator, hi: hi & ~0x07FF | g.next() & 0x07FF, random: g.next())
+    }
+
     /// Whether `device` may create the record this id names: the device whose mark it carries,
     /// or anyone for an id named by an outside identifier. Any other 16 bytes (another version,
     /// a wrong variant) name no record anyone may create.

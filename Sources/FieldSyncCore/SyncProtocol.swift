@@ -148,8 +148,11 @@ public struct SyncResponse: Codable, Sendable {
     public var serverTime: UInt64
     /// The signed roster, when it differs from the one the request named.
     public var roster: SignedRoster?
+    /// Forks the server knows of (absent when none): a replica holding a refused version gives
+    /// it up for the server's chain.
+    public var forks: [ForkNotice]?
 
-    enum CodingKeys: String, CodingKey { case accepted, refused, vector, more, serverTime, roster }
+    enum CodingKeys: String, CodingKey { case accepted, refused, vector, more, serverTime, roster, forks }
 
     public init(body: [UInt8]) throws(CoreError) {
         let (h, changes) = try SyncBody.decode(body, header: SyncResponse.self)
@@ -169,6 +172,15 @@ public struct SyncResponse: Codable, Sendable {
         self.serverTime = serverTime
         self.roster = roster
     }
+}
+
+/// A device whose key signed `refused` at `seq` beside the change the server's chain holds
+/// there: a fork. Ids as hex, devices as base32, like the rest of the header.
+public struct ForkNotice: Codable, Sendable, Hashable {
+    public var device: String
+    public var seq: UInt64
+    public var refused: String
+    public init(device: String, seq: UInt64, refused: String) { self.device = device; self.seq = seq; self.refused = refused }
 }
 
 public struct EnrollRequest: Codable, Sendable {

@@ -170,6 +170,14 @@ extension ReplicaStore {
         if high > (try Meta.get("acked_high", db).flatMap { Int64($0) } ?? 0) { try Meta.set("acked_high", String(high), db) }
     }
 
+    /// This replica's own changes up to `seq` left the laptop another way than by sync (a
+    /// bundle): like acknowledged ones, `takeBack` must never replace them.
+    public func markLeft(through seq: UInt64) throws {
+        try write { db in
+            if Int64(clamping: seq) > (try Meta.get("acked_high", db).flatMap { Int64($0) } ?? 0) { try Meta.set("acked_high", String(seq), db) }
+        }
+    }
+
     static func acknowledgedMark(_ db: Database, device: DeviceID) throws -> UInt64 {
         let now = try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(seq) FROM changes WHERE device = ? AND acked = 1"),
                                      arguments: [device.description]) ?? 0

@@ -182,4 +182,79 @@ import Testing
         #expect(try JSONValue.parse(try twin.ok("status", "--json"))["changes_waiting"] == .int(0))
         server.kill(SIGTERM)
     }
+
+    /// A fork that has spread: a copy of a laptop and the laptop itself both wrote as one
+    /// device, and both versions left (one by bundle to another laptop, one to the server). The
+    /// server keeps its version; the laptop whose version is refused is told (exit 5); the
+    /// server and every replica list the fork; the laptop holding the refused version gives it
+    /// up for the server's; `rekey` moves the forked laptop to a new key, and once everyone
+    /// syncs nothing is lost.
+    @Test func aForkThatSpreadIsListedAndMendedByRekey() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "mt3-laptop")
+        let c = try laptop(server, role: "field", name: "nts2-laptop")
+        let co = try laptop(server, role: "coordinator", name: "hq")
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=BASE")
+        _ = try a.ok("sync", "--quiet")
+        let twin = CLI()
+        try copyFolder(a.home, twin.home)
+        let usb = NSTemporaryDirectory() + "fieldsync-usb-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: usb, withIntermediateDirectories: true)
+        defer { for l in [a, c, co, twin] { l.cleanUp() }; try? FileManager.default.removeItem(atPath: usb) }
+
+        // a's seq 2 and 3 leave by bundle for c; the twin's seq 2 reaches the server first.
+        let x = try a.ok("note", "add", "--kind", "survey", "--set", "ref=FROM-A").trimmingCharacters(in: .whitespacesAndNewlines)
+        _ = try a.ok("note", "edit", x, "--set", "narrative=written on a")
+        _ = try a.ok("bundle", "create", "--out", usb + "/a.fsb")
+        #expect(try c.run("bundle", "apply", usb + "/a.fsb").status == 0)
+        _ = try twin.ok("note", "add", "--kind", "survey", "--set", "ref=FROM-TWIN")
+        #expect(try twin.run("sync", "--quiet").status == 0)
+
+        // a: what it bundled cannot be taken back and signed again, for c holds it.
+        let refused = try a.run("sync", "--json")
+        #expect(refused.status == 5, "\(refused)")
+        #expect(try JSONValue.parse(refused.out)["error"]?["message"]?.stringValue?.contains("fieldsync rekey") == true, "\(refused.out)")
+        let mine = try JSONValue.parse(try a.ok("status", "--json"))["forks"]?.arrayValue ?? []
+        #expect(mine.count == 1 && mine.first?["seq"] == .int(2) && mine.first?["this_device"] == .bool(true), "\(mine)")
+        #expect(try a.ok("status").contains("fork        THIS DEVICE at seq 2"))
+        #expect(try refs(a) == ["BASE", "FROM-A"], "nothing of a's is lost meanwhile")
+        let listed = try runProcess(LiveServer.binary, ["devices", "list", "--data", server.dir])
+        #expect(listed.status == 0 && listed.out.contains("FORKED at seq 2"), "\(listed)")
+        let listedJSON = try JSONValue.parse(try runProcess(LiveServer.binary, ["devices", "list", "--data", server.dir, "--json"]).out)
+        #expect(listedJSON.arrayValue?.first { $0["name"] == "mt3-laptop" }?["forks"]?.arrayValue?.count == 1, "\(listedJSON)")
+
+        // c held a's refused version: it takes the server's chain instead, and lists the fork.
+        let cs = try c.run("sync", "--json")
+        #expect(cs.status == 0, "\(cs)")
+        #expect(try JSONValue.parse(cs.out)["fork_dropped"] == .int(2), "\(cs.out)")
+        #expect(try refs(c) == ["BASE", "FROM-TWIN"])
+        let cForks = try JSONValue.parse(try c.ok("status", "--json"))["forks"]?.arrayValue ?? []
+        #expect(cForks.count == 2 && cForks.allSatisfy { $0["name"] == "mt3-laptop" && $0["this_device"] == .bool(false) }, "\(cForks)")
+
+        // The administrator sends an invite; a moves to a new key and signs its work again.
+        let token = try server.invite("field", "mt3-laptop-2")
+        let rekeyed = try a.run("rekey", "--token", token, "--json")
+        #expect(rekeyed.status == 0, "\(rekeyed)")
+        let r = try JSONValue.parse(rekeyed.out)
+        #expect(r["resigned"] == .int(2) && r["taken"] == .int(1) && r["name"] == "mt3-laptop-2", "\(r)")
+        #expect(!FileManager.default.fileExists(atPath: a.home + "/device.key.rekey"))
+        #expect(try a.run("rekey", "--token", token).status != 0, "a spent invite moves nothing")
+        #expect(try a.run("sync", "--quiet").status == 0)
+        for l in [c, co, twin, a] { #expect(try l.run("sync", "--quiet").status == 0) }
+        let all: Set = ["BASE", "FROM-A", "FROM-TWIN"]
+        for l in [a, c, co, twin] { #expect(try refs(l) == all) }
+        #expect(try a.ok("note", "list", "--json") == co.ok("note", "list", "--json"), "the replicas agree")
+        #expect(try c.ok("note", "list", "--json") == co.ok("note", "list", "--json"))
+        let fromA = try JSONValue.parse(try co.ok("note", "show", "FROM-A", "--json"))
+        #expect(fromA["fields"]?["narrative"] == "written on a", "the edit signed again follows its note")
+        let st = try JSONValue.parse(try a.ok("status", "--json"))
+        #expect(st["name"] == "mt3-laptop-2" && st["changes_waiting"] == .int(0) && st["rekeyed_from"] != .null, "\(st)")
+        // The twin goes on as the old device, a as the new one.
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=AFTER")
+        _ = try twin.ok("note", "add", "--kind", "survey", "--set", "ref=TWIN-AFTER")
+        for l in [a, twin, co] { #expect(try l.run("sync", "--quiet").status == 0) }
+        #expect(try refs(co) == all.union(["AFTER", "TWIN-AFTER"]))
+        server.kill(SIGTERM)
+    }
 }

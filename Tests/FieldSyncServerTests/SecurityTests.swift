@@ -208,6 +208,27 @@ import Testing
         let fork = try two.note("fork").1
         #expect(try await refusals([c1], by: alice).isEmpty)
         #expect(try await refusals([fork], by: alice) == [fork.id.hex: "forked_chain"])
+        // Kept as evidence once, listed for the administrator and named in every answer.
+        #expect(try await refusals([fork], by: alice) == [fork.id.hex: "forked_chain"])
+        let kept = try await ts.store.forks(limit: 10)
+        #expect(kept.map(\.refused) == [fork.id] && kept.first?.device == alice.deviceID && kept.first?.seq == 1)
+        let b = syncBody([])
+        let (code, answer, _, _) = try await send(ts, headers: Signer(bob).headers(body: b), body: b)
+        #expect(code == 200)
+        #expect(answer["forks"] == .array([.object(["device": .string(alice.deviceID.description), "seq": .int(1), "refused": .string(fork.id.hex)])]),
+                "\(answer)")
+    }
+
+    /// A device that signs a new version of every seq it ever wrote leaves a bounded trace.
+    @Test func forksKeptPerDeviceAreBounded() async throws {
+        var one = TestLaptop(key: alice, roster: try await ts.store.roster())
+        var twin = TestLaptop(key: alice, roster: try await ts.store.roster())
+        let n = ForkReport.maxPerDevice + 3
+        var chain: [SignedChange] = [], forks: [SignedChange] = []
+        for i in 0..<n { chain.append(try one.note("c\(i)").1); forks.append(try twin.note("f\(i)").1) }
+        #expect(try await refusals(chain, by: alice).isEmpty)
+        for f in forks { _ = try await refusals([f], by: alice) }
+        #expect(try await ts.store.forks(limit: 1_000).count == ForkReport.maxPerDevice)
     }
 
     @Test func tamperedChangeIsRefusedAndTheRestKept() async throws {

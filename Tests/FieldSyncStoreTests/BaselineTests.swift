@@ -15,8 +15,8 @@ import Testing
         do { _ = try ReplicaStore.open(path: store.path) } catch let e as StoreError { #expect(e.message.contains("make a new one with init")) }
     }
 
-    /// The baseline is SQL only: a replica made from it has every table, index and trigger, and
-    /// the server's baseline adds its own.
+    /// The baseline and the migrations after it are SQL only: a replica made from them has
+    /// every table, index and trigger, and the server's baseline adds its own.
     @Test func theBaselineMakesEveryTable() throws {
         let dir = TempDir()
         let laptop = try ReplicaStore.open(path: dir.path + "/l.sqlite", create: true)
@@ -26,7 +26,7 @@ import Testing
         }
         let replicaTables: Set = ["meta", "roster", "pending", "records", "refusals", "changes", "heads", "edits", "ended",
                                   "records_conflicted", "edits_by_record", "changes_by_hlc", "roster_stamp_insert", "roster_stamp_update",
-                                  "roster_stamp_delete", "received_changes_move_heads"]
+                                  "roster_stamp_delete", "received_changes_move_heads", "forks"]
         #expect(try names(laptop) == replicaTables)
         #expect(try names(server) == replicaTables.union(["invites", "nonces", "nonces_expiry", "device_activity"]))
         #expect(try laptop.meta("roster_version")?.count == 32)

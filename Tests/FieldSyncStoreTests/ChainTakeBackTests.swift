@@ -77,7 +77,73 @@ import Testing
         #expect(try store.outbox(device: me.deviceID).count == 1, "unacknowledged, to be sent again")
         var other = MemoryReplica(roster: Roster(entries))
         let fake = try other.commit(note("OTHER").1, key: me, wallMillis: 2_000)
-        #expect(throws: StoreError.self) { _ = try store.takeBack(theirs: [fake], key: me) }
+        let result = try store.takeBack(theirs: [fake], key: me)
+        #expect(result.forkedAt == 1 && result.resigned == 0 && result.taken == 0)
         #expect(try store.hasChange(c1[0].id) && !store.hasChange(fake.id), "nothing changed")
+        let forks = try store.forks()
+        #expect(forks.count == 1 && forks.first?.device == me.deviceID && forks.first?.seq == 1 && forks.first?.refused == c1[0].id, "but the fork is listed")
+    }
+
+    /// `rekey`: the old device's chain becomes the server's; what it lacks is signed again
+    /// under the new key, a note the old key created getting an id the new key may create, and
+    /// a replica that receives the server's chain and the new changes shows the same records.
+    @Test func aRekeySignsWhatTheServerLacksUnderTheNewKey() throws {
+        let dir = TempDir()
+        let store = try laptop(dir)
+        let (_, d1) = note("BASE")
+        let c1 = try store.commitLocal(key: me, wallMillis: 1_000) { _ in d1 }
+        _ = try store.absorb(ReplicaStore.ExchangeOutcome(acknowledged: c1.map(\.id)))
+        let (mine, d2) = note("MINE")
+        let c2 = try store.commitLocal(key: me, wallMillis: 2_000) { _ in d2 }
+        _ = try store.commitLocal(key: me, wallMillis: 3_000) { r in
+            var e = ChangeDraft()
+            e.set("narrative", to: "edited here", on: try r.ops(mine), type: .note)
+            return e
+        }
+        try store.markLeft(through: 3)  // carried off in a bundle: a real fork
+        var other = MemoryReplica(roster: Roster(entries))
+        _ = try Replicator.receive(c1[0], into: &other, wallMillis: 4_000)
+        let t2 = try other.commit(note("THEIRS").1, key: me, wallMillis: 4_000)
+        #expect(try store.takeBack(theirs: [t2], key: me).forkedAt == 2)
+
+        let fresh = DeviceKey()
+        let newEntry = RosterEntry(publicKey: fresh.publicKey, name: "me-2", role: .field, enrolledAtMillis: 5_000)
+        let result = try store.rekey(oldChain: [c1[0], t2], newKey: fresh, roster: [newEntry], meta: ["name": "me-2"], wallMillis: 6_000)
+        #expect(result.resigned == 2 && result.taken == 1 && result.dropped == 2)
+        #expect(try store.meta("device") == fresh.deviceID.description && store.meta("rekeyed_from") == me.deviceID.description)
+        #expect(try !store.hasChange(c2[0].id) && store.hasChange(t2.id))
+        let out = try store.outbox(device: fresh.deviceID).map { try SignedChange(envelope: $0.envelope) }
+        #expect(out.map(\.change.seq) == [1, 2] && out.allSatisfy { $0.change.device == fresh.deviceID })
+        #expect(try store.outbox(device: me.deviceID).isEmpty, "the old key sends nothing more")
+        let remade = try #require(out.first?.change.ops.first { $0.action == .create }?.record)
+        #expect(remade != mine && remade.mayBeCreated(by: fresh.deviceID) && remade.type == .note)
+        #expect(try store.view(mine) == nil)
+        // Another replica: the server's chain of the old device, then the new device's changes.
+        var reference = MemoryReplica(roster: Roster(entries + [newEntry]))
+        for c in [c1[0], t2] + out { _ = try Replicator.receive(c, into: &reference, wallMillis: 7_000) }
+        #expect(reference.refusals.isEmpty, "policy takes every change signed again")
+        #expect(try store.view(remade) == reference.record(remade))
+        #expect(try store.view(remade)?.fields["narrative"]?.value == "edited here", "the edit follows its note")
+        #expect(try store.forks().map(\.seq) == [2])
+    }
+
+    /// `adoptChain`: a replica holding another device's version the server refused gives it
+    /// up for the server's, and lists what it gave up.
+    @Test func anotherDevicesRefusedVersionIsGivenUpForTheServers() throws {
+        let dir = TempDir()
+        let store = try ReplicaStore.open(path: dir.path + "/c.sqlite", create: true)
+        try store.upsertRoster(entries)
+        try store.setMeta("device", coord.deviceID.description)
+        var a = MemoryReplica(roster: Roster(entries)), b = MemoryReplica(roster: Roster(entries))
+        let base = try a.commit(note("BASE").1, key: me, wallMillis: 1_000)
+        _ = try Replicator.receive(base, into: &b, wallMillis: 1_000)
+        let x = try a.commit(note("FROM-A").1, key: me, wallMillis: 2_000)
+        let y = try b.commit(note("FROM-TWIN").1, key: me, wallMillis: 2_000)
+        _ = try store.absorb(ReplicaStore.ExchangeOutcome(incoming: [base, x]))
+        let result = try store.adoptChain(theirs: [y], wallMillis: 3_000)
+        #expect(result.dropped == 1 && result.taken == 1)
+        #expect(try !store.hasChange(x.id) && store.hasChange(y.id))
+        #expect(try store.forks().map { [$0.seq: $0.refused] } == [[2: x.id]])
+        #expect(try store.adoptChain(theirs: [y], wallMillis: 4_000).dropped == 0, "once")
     }
 }

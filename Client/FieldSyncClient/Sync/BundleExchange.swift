@@ -24,16 +24,19 @@ extension Replica {
         // The outbox first (a laptop's own work is what must travel), then the rest; once each.
         var seen = Set<ChangeID>()
         var envelopes: [[UInt8]] = []
-        var own = 0
+        var own = 0, ownHigh: UInt64 = 0
         for e in outbox.map(\.envelope) + since {
             guard let c = try? SignedChange(envelope: e), seen.insert(c.id).inserted else { continue }
-            if c.change.device == device { own += 1 }
+            if c.change.device == device { own += 1; ownHigh = max(ownHigh, c.change.seq) }
             envelopes.append(e)
         }
         let roster = try store.meta("roster_signed").flatMap { try? JSONDecoder().decode(SignedRoster.self, from: Data($0.utf8)) }
         let header = ChangeBundle.Header(madeBy: device.description, madeAt: Timestamps.iso(Timestamps.nowMillis), serverKey: serverKey, roster: roster)
         try Self.writeNew(path, try ChangeBundle.encode(header, changes: envelopes))
         try store.setMeta(Self.bundleMarkKey, String(last))
+        // What left in a bundle may be held elsewhere now: never taken back (a fork if the
+        // server comes to hold another version).
+        if ownHigh > 0 { try store.markLeft(through: ownHigh) }
         return BundleWritten(changes: envelopes.count, own: own)
     }
 

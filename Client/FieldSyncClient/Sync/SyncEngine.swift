@@ -2,6 +2,10 @@ import FieldSyncCore
 import FieldSyncStore
 import Foundation
 
+/// What a take-back, a fork adopted or a rekey did (for the command-line client, which does not
+/// see the store).
+public typealias ReplicaStoreTakeBack = ReplicaStore.TakeBack
+
 /// THE SYNC LOOP: enrolment, then repeated exchanges until neither side has anything left.
 /// A change is marked acknowledged only after a verified answer lists it; an interrupted sync
 /// resumes from the outbox and the version vector, both on disk.
@@ -58,6 +62,63 @@ public struct SyncEngine: Sendable {
         return mine
     }
 
+    // MARK: Rekey
+
+    /// `fieldsync rekey`: after a fork, this laptop moves to `key` (enrolled with `token`, an
+    /// invite from the same server), and its changes the server lacks are signed again under
+    /// it (`ReplicaStore.rekey`). `retry`: `key` was made by a rekey that stopped, and may be
+    /// enrolled already.
+    public func rekey(token: String, key: DeviceKey, retry: Bool) async throws -> (entry: RosterEntry, result: ReplicaStore.TakeBack) {
+        let store = replica.store
+        guard let url = try store.meta("server_url"), let caPEM = try store.meta("ca_pem"),
+              let keyHex = try store.meta("server_key"), let serverKey = [UInt8](hex: keyHex) else {
+            throw SyncFailure(.usage, "this replica is not enrolled: a rekey moves an enrolled laptop to a new key")
+        }
+        let me = try replica.myEntry()
+        let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: key, offsetMillis: 0, serverKey: serverKey)
+        let offset: Int64
+        do { offset = Int64(try await probe.serverTime()) - Int64(Timestamps.nowMillis) } catch { await probe.shutdown(); throw error }
+        await probe.shutdown()
+        let transport = try SyncTransport(baseURL: url, caPEM: caPEM, key: key, offsetMillis: offset, serverKey: serverKey)
+        defer { Task { await transport.shutdown() } }
+        var signed: SignedRoster
+        do {
+            let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: me.name)))
+            let (_, answer) = try await transport.send(method: .POST, path: "/v1/enroll", body: body)
+            guard let enrolled = try? JSONDecoder().decode(EnrollResponse.self, from: Data(answer)) else {
+                throw SyncFailure(.failure, "the server's enrolment answer is malformed")
+            }
+            guard enrolled.serverPublicKey == Data(serverKey).base64EncodedString() else {
+                throw SyncFailure(.failure, "the invite is from another server than the one this replica syncs with")
+            }
+            signed = enrolled.roster
+        } catch let f as SyncFailure where retry && f.exit != .unreachable {
+            // Enrolled by the rekey that stopped: the key signs for itself now.
+            let answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: [], rosterDigest: nil))
+            guard let r = answer.roster else { throw f }
+            signed = r
+        }
+        let roster = try signed.verified(serverKey: serverKey)
+        guard let mine = roster[key.deviceID] else { throw SyncFailure(.failure, "the server's roster does not list the new key") }
+        guard mine.role == me.role else {
+            throw SyncFailure(.failure, "the invite is for a \(mine.role.rawValue) device but this laptop's work was signed as \(me.role.rawValue): ask for a \(me.role.rawValue) invite (and have this one revoked: fieldsync-server devices revoke \(key.deviceID))")
+        }
+        // The old device's chain as the server holds it, from its first change.
+        let answer = try await transport.exchange(SyncRequest(vector: try store.vector(), changes: [], rosterDigest: signed.digest))
+        let chain = try await fetchChain(transport, device: replica.device, from: 1, serverVector: answer.vector)
+        let result: ReplicaStore.TakeBack
+        do {
+            result = try store.rekey(oldChain: chain, newKey: key, roster: roster.sorted,
+                                     meta: ["roster_digest": signed.digest, "roster_signed": Self.stored(signed),
+                                            "clock_offset": String(offset), "name": mine.name])
+        } catch let e as StoreError {
+            throw SyncFailure(.failure, "the replica could not move to the new key: \(e.message)")
+        } catch let e as CoreError {
+            throw SyncFailure(.failure, "the replica could not move to the new key: \(e.message)")
+        }
+        return (mine, result)
+    }
+
     // MARK: Sync
 
     public struct Summary: Sendable {
@@ -70,6 +131,8 @@ public struct SyncEngine: Sendable {
         /// replica), and its changes signed again on top of them.
         public var takenBack = 0
         public var resigned = 0
+        /// Other devices' changes given up for the server's chain (forks, `adoptChain`).
+        public var forkDropped = 0
         public var refused: [ChangeRefusal] = []
         public var conflictsBefore = 0
         public var conflictsAfter = 0
@@ -80,6 +143,7 @@ public struct SyncEngine: Sendable {
             .object([
                 "pushed": .int(Int64(pushed)), "pulled": .int(Int64(pulled)), "rounds": .int(Int64(rounds)), "server": .string(server),
                 "resent": .int(Int64(resent)), "taken_back": .int(Int64(takenBack)), "resigned": .int(Int64(resigned)),
+                "fork_dropped": .int(Int64(forkDropped)),
                 "refused": .array(refused.map { .object(["id": .string($0.id), "code": .string($0.code), "reason": .string($0.reason)]) }),
                 "conflicts_open": .int(Int64(conflictsAfter)), "conflicts_raised": .int(Int64(max(0, conflictsAfter - conflictsBefore))),
             ])
@@ -197,19 +261,29 @@ public struct SyncEngine: Sendable {
                 summary.refused.removeAll { $0.code == CoreError.Code.forkedChain.description || $0.code == CoreError.Code.brokenChain.description }
                 continue
             }
+            // Another device's fork, of which this replica holds the version the server refused:
+            // that device's chain is fetched and adopted after this answer is stored, and its
+            // changes in this answer wait for that.
+            let forked = try forkedChainsHeld(answer.forks ?? [])
+            if !forked.isEmpty {
+                ahead?.cancel()
+                ahead = nil
+                let keep = outcome.incoming.indices.filter { forked[outcome.incoming[$0].change.device] == nil }
+                (outcome.incoming, outcome.verified) = (keep.map { outcome.incoming[$0] }, keep.map { outcome.verified[$0] })
+            }
             // Done when the server has nothing more and we sent all we had, or could make no
             // progress (changes refused outright stay unacknowledged in the outbox).
             let sentEverything = acked.count == outbox.count && outbox.count < window.size && heldBack == 0
             // Kept-but-refused changes are listed both accepted and refused: count each once.
             window.update(sent: outbox.count, handled: Set(acked.map(\.hex)).union(refusedHere.map(\.id)).count)
-            let done = !answer.more && (sentEverything || acked.isEmpty) && lost == 0
+            let done = !answer.more && (sentEverything || acked.isEmpty) && lost == 0 && forked.isEmpty
             if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
             // Pull ahead: when only pulling is left (all sent, no roster news), ask for the next
             // answer while this one is stored, so the server's work, the transfer and the
             // signature checks overlap the one writer's (a first sync). The request counts this
             // answer's changes as held; if storing them fails, the sync ends and the next one
             // starts again from what is on disk.
-            if !done && answer.more && sentEverything && lost == 0 && answer.roster == nil && refusedHere.isEmpty && !outcome.incoming.isEmpty {
+            if !done && answer.more && sentEverything && lost == 0 && answer.roster == nil && refusedHere.isEmpty && forked.isEmpty && !outcome.incoming.isEmpty {
                 var vector = try store.vector()
                 for c in outcome.incoming { vector.seqs[c.change.device] = max(vector[c.change.device], c.change.seq) }
                 claimed = vector
@@ -231,6 +305,9 @@ public struct SyncEngine: Sendable {
             if ahead != nil, try !store.vector().includes(claimed) {
                 ahead?.cancel()
                 ahead = nil
+            }
+            for (device, from) in forked.sorted(by: { $0.key < $1.key }) {
+                summary.forkDropped += try await adopt(transport, device: device, from: from, serverVector: answer.vector).dropped
             }
             summary.pushed += acked.count
             summary.pulled += outcome.incoming.count
@@ -263,31 +340,69 @@ public struct SyncEngine: Sendable {
     }
 
     /// Fetches this device's chain as the server holds it, from the first change the server
-    /// has not acknowledged to us, and hands it to `ReplicaStore.takeBack`.
+    /// has not acknowledged to us, and hands it to `ReplicaStore.takeBack`. A change of ours
+    /// that left this laptop differing from the server's is a real fork: it needs `rekey`.
     func takeBack(_ transport: SyncTransport, serverVector: [String: UInt64]) async throws -> ReplicaStore.TakeBack {
         let store = replica.store, me = replica.device
-        let from = try store.acknowledgedHead(device: me) + 1
-        var target = serverVector[me.description] ?? 0
+        let theirs = try await fetchChain(transport, device: me, from: try store.acknowledgedHead(device: me) + 1, serverVector: serverVector)
+        guard !theirs.isEmpty else { throw SyncFailure(.failure, "the server refused this device's chain as a fork but sent none of its own") }
+        let result: ReplicaStore.TakeBack
+        do { result = try store.takeBack(theirs: theirs, key: replica.key) } catch let e as StoreError {
+            throw SyncFailure(.failure, e.message)
+        } catch let e as CoreError {
+            throw SyncFailure(.failure, "this device's changes could not be taken back from the server: \(e.message)")
+        }
+        if let seq = result.forkedAt {
+            throw SyncFailure(.policy, "this device's change at seq \(seq) left this laptop (acknowledged, or in a bundle), yet the server holds another: a fork (a copy of this replica wrote as this device). Nothing here is lost; ask the server's administrator for an invite and run `fieldsync rekey --token TOKEN`")
+        }
+        return result
+    }
+
+    /// The devices (not this one) whose change this replica holds though the server named it a
+    /// fork, each with the lowest such seq.
+    func forkedChainsHeld(_ notices: [ForkNotice]) throws -> [DeviceID: UInt64] {
+        var out: [DeviceID: UInt64] = [:]
+        for n in notices {
+            guard let d = DeviceID(n.device), d != replica.device, let id = ChangeID(hex: n.refused), try replica.store.hasChange(id) else { continue }
+            out[d] = min(out[d] ?? .max, n.seq)
+        }
+        return out
+    }
+
+    /// Gives up this replica's version of `device`'s chain from `from` for the server's
+    /// (`ReplicaStore.adoptChain`); from seq 1 when the two differ earlier too.
+    func adopt(_ transport: SyncTransport, device: DeviceID, from: UInt64, serverVector: [String: UInt64]) async throws -> ReplicaStore.TakeBack {
+        for start in from > 1 ? [from, 1] : [1] {
+            let theirs = try await fetchChain(transport, device: device, from: start, serverVector: serverVector)
+            do { return try replica.store.adoptChain(theirs: theirs) } catch let e as StoreError where e.code == .notFound && start > 1 {
+                continue
+            } catch let e as StoreError {
+                throw SyncFailure(.failure, "device \(device)'s chain forked and the server's could not be taken: \(e.message)")
+            } catch let e as CoreError {
+                throw SyncFailure(.failure, "device \(device)'s chain forked and the server's could not be taken: \(e.message)")
+            }
+        }
+        return ReplicaStore.TakeBack()
+    }
+
+    /// `device`'s changes as the server holds them, from seq `from` to its head, contiguous.
+    func fetchChain(_ transport: SyncTransport, device: DeviceID, from: UInt64, serverVector: [String: UInt64]) async throws -> [SignedChange] {
+        var target = serverVector[device.description] ?? 0
         var theirs: [SignedChange] = []
         // Every other device as the server holds it: only this device's chain is lacking.
         var vector = VersionVector()
         for (k, v) in serverVector { if let d = DeviceID(k) { vector.seqs[d] = v } }
         while from + UInt64(theirs.count) <= target {
-            vector.seqs[me] = from - 1 + UInt64(theirs.count)
-            let answer = try await transport.exchange(SyncRequest(vector: vector, changes: [], rosterDigest: try store.meta("roster_digest")))
-            target = max(target, answer.vector[me.description] ?? 0)
-            let next = try answer.changes.map { try SignedChange(envelope: $0) }.filter { $0.change.device == me }
+            vector.seqs[device] = from - 1 + UInt64(theirs.count)
+            let answer = try await transport.exchange(SyncRequest(vector: vector, changes: [], rosterDigest: try replica.store.meta("roster_digest")))
+            target = max(target, answer.vector[device.description] ?? 0)
+            let next = try answer.changes.map { try SignedChange(envelope: $0) }.filter { $0.change.device == device }
                 .sorted { $0.change.seq < $1.change.seq }
             var took = 0
             for c in next where c.change.seq == from + UInt64(theirs.count) { theirs.append(c); took += 1 }
             if took == 0 { break }
         }
-        guard !theirs.isEmpty else { throw SyncFailure(.failure, "the server refused this device's chain as a fork but sent none of its own") }
-        do { return try store.takeBack(theirs: theirs, key: replica.key) } catch let e as StoreError {
-            throw SyncFailure(.failure, e.message)
-        } catch let e as CoreError {
-            throw SyncFailure(.failure, "this device's changes could not be taken back from the server: \(e.message)")
-        }
+        return theirs
     }
 
     /// Each roster device's public key: the stored roster's, and those of `news`.

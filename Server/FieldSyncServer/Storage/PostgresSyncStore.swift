@@ -336,6 +336,33 @@ public final class PostgresSyncStore: SyncStoreAdmin {
             : StoreHealth(ok: false, backend: "postgresql", detail: "the database does not answer")
     }
 
+    public func recordForks(_ forks: [ForkReport]) async throws {
+        try await client.withConnection { db in
+            for f in forks {
+                let device = f.device.description
+                _ = try await db.query("""
+                    INSERT INTO forks (device, seq, refused, seen_at)
+                    SELECT \(device), \(Int64(clamping: f.seq)), \(ByteBuffer(bytes: f.refused.bytes)), \(Int64(clamping: f.seenAt))
+                    WHERE (SELECT count(*) FROM forks WHERE device = \(device)) < \(Int64(ForkReport.maxPerDevice))
+                    ON CONFLICT DO NOTHING
+                    """, logger: logger).collect()
+            }
+        }
+    }
+
+    public func forks(limit: Int) async throws -> [ForkReport] {
+        try await client.withConnection { db in
+            var out: [ForkReport] = []
+            for try await (device, seq, refused, seen) in try await db.query("""
+                SELECT device, seq, refused, seen_at FROM forks ORDER BY seen_at DESC, device, seq LIMIT \(Int64(max(0, limit)))
+                """, logger: logger).decode((String, Int64, ByteBuffer, Int64).self) {
+                guard let d = DeviceID(device), let id = ChangeID(bytes: Array(refused.readableBytesView)) else { continue }
+                out.append(ForkReport(device: d, seq: UInt64(clamping: seq), refused: id, seenAt: UInt64(clamping: seen)))
+            }
+            return out
+        }
+    }
+
     // MARK: SyncStoreAdmin
 
     public func createInvite(role: Role, name: String, ttlMillis: UInt64, now: UInt64) async throws -> String {

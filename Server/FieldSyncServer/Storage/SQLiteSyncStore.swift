@@ -104,6 +104,16 @@ public final class SQLiteSyncStore: SyncStoreAdmin {
 
     public func hasChange(_ id: ChangeID) async throws -> Bool { try replica.hasChange(id) }
 
+    public func recordForks(_ forks: [ForkReport]) async throws {
+        try replica.recordForks(forks.map { .init(device: $0.device, seq: $0.seq, refused: $0.refused, seenAt: $0.seenAt) },
+                                maxPerDevice: ForkReport.maxPerDevice)
+    }
+
+    public func forks(limit: Int) async throws -> [ForkReport] {
+        try replica.forks().sorted { ($0.seenAt, $1.device, $1.seq) > ($1.seenAt, $0.device, $0.seq) }.prefix(max(0, limit))
+            .map { ForkReport(device: $0.device, seq: $0.seq, refused: $0.refused, seenAt: $0.seenAt) }
+    }
+
     public func vector() async throws -> VersionVector { try replica.vector() }
 
     public func view(_ id: RecordID) async throws -> RecordView? { try replica.view(id) }

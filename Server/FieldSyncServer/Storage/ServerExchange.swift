@@ -61,6 +61,8 @@ enum ServerExchange {
                 if let refusal { result.refused.append(ChangeRefusal(id: id, code: refusal.code.description, reason: refusal.message)) }
             } catch let e as CoreError {
                 result.refused.append(ChangeRefusal(id: id, code: e.code.description, reason: e.message))
+                // Signed by the device (checked before the chain), so its key signed two versions.
+                if e.code == .forkedChain { result.forks.append(ForkReport(device: c.change.device, seq: c.change.seq, refused: c.id, seenAt: r.now)) }
             }
         }
         return (result, known)

@@ -22,6 +22,26 @@ public protocol SyncStore: Sendable {
     func devicesSeen(since: UInt64) async throws -> Int
     /// Whether the database answers (`/healthz`).
     func health() async -> StoreHealth
+    /// Remembers forks an exchange refused (`ExchangeResult.forks`): the first version refused
+    /// at each device and seq, at most `ForkReport.maxPerDevice` per device.
+    func recordForks(_ forks: [ForkReport]) async throws
+    /// The forks remembered, newest first, at most `limit`.
+    func forks(limit: Int) async throws -> [ForkReport]
+}
+
+/// A device whose key signed another change at `seq` than the one stored: the stored chain is
+/// the true one, and `refused` names the other version (DESIGN.md §5, forks).
+public struct ForkReport: Sendable, Hashable {
+    /// A hostile device could sign a new version of every seq it ever wrote: what is kept of
+    /// them is bounded.
+    public static let maxPerDevice = 64
+    public var device: DeviceID
+    public var seq: UInt64
+    public var refused: ChangeID
+    public var seenAt: UInt64
+    public init(device: DeviceID, seq: UInt64, refused: ChangeID, seenAt: UInt64) {
+        self.device = device; self.seq = seq; self.refused = refused; self.seenAt = seenAt
+    }
 }
 
 /// What an administrator (the `fieldsync-server` commands) and the tests need beside the
@@ -161,5 +181,7 @@ public struct ExchangeResult: Sendable {
     public var lacking: [[UInt8]] = []
     public var vector = VersionVector()
     public var more = false
+    /// Uploaded changes refused because their device's chain holds another at their seq.
+    public var forks: [ForkReport] = []
     public init() {}
 }
