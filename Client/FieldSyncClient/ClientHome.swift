@@ -106,6 +106,9 @@ public struct ClientHome: Sendable {
             unlink(rekeyPath)
             throw ClientError("cannot write \(rekeyPath): \(String(cString: strerror(errno)))")
         }
+        // The name too: the key must outlive a power cut that the replica's commit survives.
+        let dir = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { _ = fsync(dir); close(dir) }
         return (key, true)
     }
 

@@ -72,6 +72,10 @@ struct Rekey: AsyncParsableCommand {
             rekeyed = try await SyncEngine(replica: replica).rekey(token: token, key: key, retry: !new)
         } catch let f as SyncFailure where new && f.problem == .inviteRefused {
             replica.home.abandonRekey()
+            if let before = try replica.store.meta("rekeyed_from") {
+                // A rekey stopped after its commit was finished when the replica was opened.
+                throw SyncFailure(.failure, "\(f.message); this laptop already moved from \(before) to \(old) in an earlier rekey: run `fieldsync sync` (a new fork needs a new invite)")
+            }
             throw f
         }
         try replica.home.finishRekey()

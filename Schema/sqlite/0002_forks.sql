@@ -1,5 +1,5 @@
--- Forks: a device whose key signed two different changes at one seq, both of which left the
--- device. The server's chain is the one every replica keeps; `refused` is the other version
+-- Forks: a device whose key signed two different changes at one seq (a copy of its replica,
+-- restored or cloned, wrote as it; a real fork when both versions left their laptops). The server's chain is the one every replica keeps; `refused` is the other version
 -- (the one a replica gave up, or the server refused). At most one row per device and seq.
 CREATE TABLE forks (
     device  TEXT NOT NULL,

@@ -287,9 +287,6 @@ final class ExchangeLoad: Sendable {
     }
 }
 
-/// The roster as last signed: signing it again for every answer cost an Ed25519 signature and
-/// its JSON per exchange, though it changes only on enrolment and revocation. Keyed by the
-/// roster read from the store, so a change made by another process is signed afresh.
 /// The forks every answer names (`SyncResponse.forks`), read from the store at most once a
 /// second: a fork recorded by another process reaches this one's answers within a second.
 actor ForkNotices {
@@ -307,6 +304,9 @@ actor ForkNotices {
     func expire() { last = nil }
 }
 
+/// The roster as last signed: signing it again for every answer cost an Ed25519 signature and
+/// its JSON per exchange, though it changes only on enrolment and revocation. Keyed by the
+/// roster read from the store, so a change made by another process is signed afresh.
 actor RosterSigner {
     var last: (roster: Roster, signed: SignedRoster, digest: String)?
 

@@ -428,7 +428,7 @@ struct Devices: ParsableCommand {
                 rows.append([r.entry.device.description, DeviceName.printable(r.entry.name), r.entry.role.rawValue,
                              r.lastSync.map(Timestamps.iso) ?? "never", String(r.backlog),
                              [r.entry.revokedAfterSeq.map { "REVOKED after seq \($0)" } ?? "active",
-                              forks[r.entry.device].map { "FORKED at seq \($0.map { String($0.seq) }.joined(separator: ", ")) (its key signed two versions; the stored one is kept)" }]
+                              forks[r.entry.device].map { "FORKED at seq \($0.map { String($0.seq) }.joined(separator: ", ")) (its key signed two versions there: a copied replica; the stored one is kept)" }]
                                  .compactMap { $0 }.joined(separator: "; ")])
             }
             let widths = (0..<6).map { c in rows.map { $0[c].count }.max() ?? 0 }

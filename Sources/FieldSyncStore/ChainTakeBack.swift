@@ -46,9 +46,12 @@ extension ReplicaStore {
         }
     }
 
-    public func forks() throws -> [Fork] {
+    /// Every fork listed here; `unheld`: only those whose refused version is not stored here
+    /// (the server's notices: a version refused while a gap was open may be stored since).
+    public func forks(unheld: Bool = false) throws -> [Fork] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT device, seq, refused, seen_at FROM forks ORDER BY device, seq").compactMap { row in
+            try Row.fetchAll(db, sql: "SELECT device, seq, refused, seen_at FROM forks"
+                             + (unheld ? " WHERE refused NOT IN (SELECT id FROM changes)" : "") + " ORDER BY device, seq").compactMap { row in
                 guard let d = DeviceID(row["device"] as String), let id = ChangeID(bytes: row.bytes("refused")) else { return nil }
                 return Fork(device: d, seq: UInt64(clamping: row["seq"] as Int64), refused: id, seenAt: UInt64(clamping: row["seen_at"] as Int64))
             }
@@ -201,6 +204,9 @@ extension ReplicaStore {
                  resign: [SignedChange], as key: DeviceKey?, wallMillis: UInt64) throws -> TakeBack {
         let held = Set(stored.map(\.change.id))
         for table in ["edits", "ended", "records", "changes", "heads"] { try db.execute(sql: "DELETE FROM \(table)") }
+        // Stored again, every change gets a new local number: a bundle's mark by number no
+        // longer says what was bundled, so the next bundle carries everything.
+        try db.execute(sql: "DELETE FROM meta WHERE key = 'bundle_mark'")
         for id in dropped { try db.execute(sql: "DELETE FROM refusals WHERE change_id = ?", arguments: [Data(id.bytes)]) }
         var s = try storage(db, wallMillis: wallMillis)
         let kept = stored.filter { !dropped.contains($0.change.id) }

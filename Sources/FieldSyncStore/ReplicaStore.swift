@@ -41,6 +41,11 @@ extension ReplicaStore {
                             _ build: (RecordReader) throws -> ChangeDraft) throws -> [SignedChange] {
         try write { db in
             var s = try storage(db, wallMillis: wallMillis)
+            // A command that opened the replica before a rekey committed must not sign with the
+            // old key after it.
+            guard s.localDevice == nil || s.localDevice == key.deviceID else {
+                throw StoreError(.ambiguous, "this replica moved to a new device key (fieldsync rekey) while this command ran: run it again")
+            }
             let draft = try build(RecordReader(storage: s))
             guard !draft.isEmpty else { return [] }
             var out: [SignedChange] = []

@@ -106,6 +106,7 @@ import Testing
         let t2 = try other.commit(note("THEIRS").1, key: me, wallMillis: 4_000)
         #expect(try store.takeBack(theirs: [t2], key: me).forkedAt == 2)
 
+        try store.setMeta("bundle_mark", "3")
         let fresh = DeviceKey()
         let newEntry = RosterEntry(publicKey: fresh.publicKey, name: "me-2", role: .field, enrolledAtMillis: 5_000)
         let result = try store.rekey(oldChain: [c1[0], t2], newKey: fresh, roster: [newEntry], meta: ["name": "me-2"], wallMillis: 6_000)
@@ -125,6 +126,10 @@ import Testing
         #expect(try store.view(remade) == reference.record(remade))
         #expect(try store.view(remade)?.fields["narrative"]?.value == "edited here", "the edit follows its note")
         #expect(try store.forks().map(\.seq) == [2])
+        #expect(try store.meta("bundle_mark") == nil, "changes are numbered afresh: the next bundle carries everything")
+        #expect(throws: StoreError.self, "a command still holding the old key signs nothing") {
+            try store.commitLocal(key: me, wallMillis: 8_000) { _ in note("LATE").1 }
+        }
     }
 
     /// `adoptChain`: a replica holding another device's version the server refused gives it

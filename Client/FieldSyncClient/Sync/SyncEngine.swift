@@ -101,6 +101,9 @@ public struct SyncEngine: Sendable {
         let roster = try signed.verified(serverKey: serverKey)
         guard let mine = roster[key.deviceID] else { throw SyncFailure(.failure, "the server's roster does not list the new key") }
         guard mine.role == me.role else {
+            // That key is enrolled in the wrong role and no use to this laptop: the next rekey,
+            // with the right invite, makes another.
+            replica.home.abandonRekey()
             throw SyncFailure(.failure, "the invite is for a \(mine.role.rawValue) device but this laptop's work was signed as \(me.role.rawValue): ask for a \(me.role.rawValue) invite (and have this one revoked: fieldsync-server devices revoke \(key.deviceID))")
         }
         // The old device's chain as the server holds it, from its first change.
@@ -174,6 +177,9 @@ public struct SyncEngine: Sendable {
         var claimed = VersionVector()
         /// This device's chain was mended once in this sync (`takeBack`).
         var mendedFork = false
+        /// Other devices whose chain was adopted in this sync: once each, so that a notice this
+        /// replica cannot act on never keeps the sync going.
+        var adopted: Set<DeviceID> = []
         defer { ahead?.cancel() }
         while true {
             try Task.checkCancellation()
@@ -264,7 +270,7 @@ public struct SyncEngine: Sendable {
             // Another device's fork, of which this replica holds the version the server refused:
             // that device's chain is fetched and adopted after this answer is stored, and its
             // changes in this answer wait for that.
-            let forked = try forkedChainsHeld(answer.forks ?? [])
+            let forked = try forkedChainsHeld(answer.forks ?? []).filter { !adopted.contains($0.key) }
             if !forked.isEmpty {
                 ahead?.cancel()
                 ahead = nil
@@ -307,6 +313,7 @@ public struct SyncEngine: Sendable {
                 ahead = nil
             }
             for (device, from) in forked.sorted(by: { $0.key < $1.key }) {
+                adopted.insert(device)
                 summary.forkDropped += try await adopt(transport, device: device, from: from, serverVector: answer.vector).dropped
             }
             summary.pushed += acked.count

@@ -354,7 +354,8 @@ public final class PostgresSyncStore: SyncStoreAdmin {
         try await client.withConnection { db in
             var out: [ForkReport] = []
             for try await (device, seq, refused, seen) in try await db.query("""
-                SELECT device, seq, refused, seen_at FROM forks ORDER BY seen_at DESC, device, seq LIMIT \(Int64(max(0, limit)))
+                SELECT device, seq, refused, seen_at FROM forks WHERE NOT EXISTS (SELECT 1 FROM changes c WHERE c.id = forks.refused)
+                ORDER BY seen_at DESC, device, seq LIMIT \(Int64(max(0, limit)))
                 """, logger: logger).decode((String, Int64, ByteBuffer, Int64).self) {
                 guard let d = DeviceID(device), let id = ChangeID(bytes: Array(refused.readableBytesView)) else { continue }
                 out.append(ForkReport(device: d, seq: UInt64(clamping: seq), refused: id, seenAt: UInt64(clamping: seen)))

@@ -110,7 +110,7 @@ public final class SQLiteSyncStore: SyncStoreAdmin {
     }
 
     public func forks(limit: Int) async throws -> [ForkReport] {
-        try replica.forks().sorted { ($0.seenAt, $1.device, $1.seq) > ($1.seenAt, $0.device, $0.seq) }.prefix(max(0, limit))
+        try replica.forks(unheld: true).sorted { ($0.seenAt, $1.device, $1.seq) > ($1.seenAt, $0.device, $0.seq) }.prefix(max(0, limit))
             .map { ForkReport(device: $0.device, seq: $0.seq, refused: $0.refused, seenAt: $0.seenAt) }
     }
 

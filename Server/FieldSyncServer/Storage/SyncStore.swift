@@ -25,7 +25,8 @@ public protocol SyncStore: Sendable {
     /// Remembers forks an exchange refused (`ExchangeResult.forks`): the first version refused
     /// at each device and seq, at most `ForkReport.maxPerDevice` per device.
     func recordForks(_ forks: [ForkReport]) async throws
-    /// The forks remembered, newest first, at most `limit`.
+    /// The forks remembered whose refused version is not stored (one refused while a gap was
+    /// open may be taken since), newest first, at most `limit`.
     func forks(limit: Int) async throws -> [ForkReport]
 }
 
