@@ -189,9 +189,16 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                 // A pull stores no change: its nonce and activity need not wait for the disk.
                 _ = try await db.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger).collect()
             }
-            let backlog = ServerExchange.backlog(held: try await Self.vector(db, logger: logger), known: known, sending: limits.sends())
+            // What the device will still lack after this answer (`ServerExchange.backlog`),
+            // counted in the same statement that records it: numeric, so no sum overflows.
+            let pairs = known.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
             _ = try await db.query("""
-                INSERT INTO device_activity (device, last_sync, backlog) VALUES (\(r.device.description), \(Int64(clamping: r.now)), \(max(0, backlog)))
+                INSERT INTO device_activity (device, last_sync, backlog)
+                SELECT \(r.device.description), \(Int64(clamping: r.now)),
+                       LEAST(GREATEST(COALESCE(SUM(GREATEST(h.seq::numeric - COALESCE(k.known, 0), 0)), 0) - \(Int64(max(0, limits.sends()))), 0),
+                             9223372036854775807)::int8
+                FROM heads h LEFT JOIN unnest(\(pairs.map(\.0))::text[], \(pairs.map(\.1))::int8[]) AS k(device, known) USING (device)
+                WHERE h.seq > 0
                 ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
                 """, logger: logger).collect()
             return (result, known, erased)
@@ -213,7 +220,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
         // commit, so it holds what was just stored.
         var result = stored
         let limit = limits.sends()
-        (result.lacking, result.more, result.vector) = try await transaction("ISOLATION LEVEL REPEATABLE READ, READ ONLY") { db in
+        (result.lacking, result.more, result.vector) = try await client.withConnection { db in
             try await Self.lacking(db, known: known, limit: limit, maxBytes: SyncProtocol.maxAnswerBytes, logger: logger)
         }
         return result
@@ -230,27 +237,34 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     /// What a client holding `known` lacks, in each device's seq order, as envelopes: at most
     /// `limit` changes and about `maxBytes` (at least one); whether more remain; the vector.
-    /// One query for every device the client lacks (each device's changes by its own index),
-    /// not one per device: fifty devices were fifty round trips per pull.
+    /// One statement, so one snapshot (the vector and the changes agree) and one round trip:
+    /// the heads, and each lacking device's changes by its own index (fifty devices were fifty
+    /// round trips per pull, and a transaction around two reads four).
     static func lacking(_ db: PostgresConnection, known: VersionVector, limit: Int, maxBytes: Int,
                         logger: Logger) async throws -> ([[UInt8]], Bool, VersionVector) {
-        let vector = try await vector(db, logger: logger)
-        let behind = vector.seqs.filter { $0.value > known[$0.key] }.sorted { $0.key < $1.key }
-        guard !behind.isEmpty, limit > 0 else { return ([], !behind.isEmpty, vector) }
-        let devices = behind.map { $0.key.description }
-        let froms = behind.map { Int64(clamping: known[$0.key]) }
+        let pairs = known.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
+        var vector = VersionVector()
         var out: [[UInt8]] = []
         var budget = ByteBudget(limit: maxBytes)
         var sent: [String: UInt64] = [:]
         var spent = false
-        for try await (device, envelope) in try await db.query("""
-            SELECT k.device, c.envelope
-            FROM unnest(\(devices)::text[], \(froms)::int8[]) WITH ORDINALITY AS k(device, known, i)
-            CROSS JOIN LATERAL (SELECT seq, envelope FROM changes c WHERE c.device = k.device AND c.seq > k.known
-                                ORDER BY c.seq LIMIT \(limit)) c
-            ORDER BY k.i, c.seq
-            LIMIT \(limit)
-            """, logger: logger).decode((String, ByteBuffer).self) {
+        for try await (device, seq, envelope) in try await db.query("""
+            WITH h AS (SELECT device, seq FROM heads WHERE seq > 0),
+                 k AS (SELECT device, known FROM unnest(\(pairs.map(\.0))::text[], \(pairs.map(\.1))::int8[]) AS k(device, known)),
+                 b AS (SELECT h.device, COALESCE(k.known, 0) AS known FROM h LEFT JOIN k USING (device) WHERE h.seq > COALESCE(k.known, 0))
+            SELECT device, seq, envelope FROM (
+                SELECT device, seq, NULL::bytea AS envelope, 0 AS part FROM h
+                UNION ALL
+                SELECT * FROM (SELECT b.device, c.seq, c.envelope, 1 AS part FROM b
+                               CROSS JOIN LATERAL (SELECT seq, envelope FROM changes c WHERE c.device = b.device AND c.seq > b.known
+                                                   ORDER BY c.seq LIMIT \(Int64(max(0, limit)))) c
+                               ORDER BY b.device, c.seq LIMIT \(Int64(max(0, limit)))) l
+            ) rows ORDER BY part, device, seq
+            """, logger: logger).decode((String, Int64, ByteBuffer?).self) {
+            guard let envelope else {
+                if let d = DeviceID(device) { vector.seqs[d] = UInt64(clamping: seq) }
+                continue
+            }
             // Rows keep coming after the budget is spent (the query is already running): read
             // and drop them, so the connection is left clean.
             guard !spent else { continue }
@@ -259,7 +273,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
             out.append(bytes)
             sent[device, default: 0] += 1
         }
-        let more = behind.contains { d, top in (sent[d.description] ?? 0) < top - known[d] }
+        let more = vector.seqs.contains { d, top in top > known[d] && (sent[d.description] ?? 0) < top - known[d] }
         return (out, more, vector)
     }
 
@@ -297,9 +311,11 @@ public final class PostgresSyncStore: SyncStoreAdmin {
     /// Records a nonce; false when any process recorded it before. A second process sending the
     /// same nonce at once waits on the primary key and then finds it taken.
     static func useNonce(_ db: PostgresConnection, _ n: SignatureNonce, now: UInt64, logger: Logger) async throws -> Bool {
-        _ = try await db.query("DELETE FROM nonces WHERE device = \(n.device) AND expires_at < \(Int64(clamping: now))", logger: logger).collect()
+        // One round trip: the device's expired nonces go in the same statement. (Its parts see
+        // one snapshot: an expired nonce used again still counts as used, the safe side.)
         var fresh = false
         for try await _ in try await db.query("""
+            WITH expired AS (DELETE FROM nonces WHERE device = \(n.device) AND expires_at < \(Int64(clamping: now)))
             INSERT INTO nonces (device, nonce, expires_at) VALUES (\(n.device), \(n.nonce), \(Int64(clamping: n.expiresAt)))
             ON CONFLICT DO NOTHING RETURNING 1
             """, logger: logger).decode(Int.self) { fresh = true }
