@@ -46,22 +46,28 @@ extension ReplicaStore {
         }
     }
 
-    /// Every fork listed here; `unheld`: only those whose refused version is not stored here
-    /// (the server's notices: a version refused while a gap was open may be stored since).
-    public func forks(unheld: Bool = false) throws -> [Fork] {
-        try read { db in
-            try Row.fetchAll(db, sql: "SELECT device, seq, refused, seen_at FROM forks"
-                             + (unheld ? " WHERE refused NOT IN (SELECT id FROM changes)" : "") + " ORDER BY device, seq").compactMap { row in
-                guard let d = DeviceID(row["device"] as String), let id = ChangeID(bytes: row.bytes("refused")) else { return nil }
-                return Fork(device: d, seq: UInt64(clamping: row["seq"] as Int64), refused: id, seenAt: UInt64(clamping: row["seen_at"] as Int64))
-            }
+    /// Every fork listed here.
+    public func forks() throws -> [Fork] { try read { try Self.forks($0, unheld: false) } }
+
+    /// For the server's handlers, without blocking a thread of the cooperative pool
+    /// (`currentRoster`): the forks whose refused version is not stored here (a version refused
+    /// while a gap was open may be stored since).
+    public func unheldForks(inline: Bool) async throws -> [Fork] {
+        try await read(Access(alone: inline)) { db in try Self.forks(db, unheld: true) }
+    }
+
+    static func forks(_ db: Database, unheld: Bool) throws -> [Fork] {
+        try Row.fetchAll(db, sql: "SELECT device, seq, refused, seen_at FROM forks"
+                         + (unheld ? " WHERE refused NOT IN (SELECT id FROM changes)" : "") + " ORDER BY device, seq").compactMap { row in
+            guard let d = DeviceID(row["device"] as String), let id = ChangeID(bytes: row.bytes("refused")) else { return nil }
+            return Fork(device: d, seq: UInt64(clamping: row["seq"] as Int64), refused: id, seenAt: UInt64(clamping: row["seen_at"] as Int64))
         }
     }
 
     /// Remembers forks (the server's `recordForks`): the first version refused at each device
-    /// and seq, at most `maxPerDevice` per device.
-    public func recordForks(_ forks: [Fork], maxPerDevice: Int) throws {
-        try write { db in
+    /// and seq, at most `maxPerDevice` per device. Never blocks a thread of the cooperative pool.
+    public func recordForks(_ forks: [Fork], maxPerDevice: Int, inline: Bool) async throws {
+        try await write(Access(alone: inline), durable: true) { db in
             for f in forks {
                 let n = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM forks WHERE device = ?"), arguments: [f.device.description]) ?? 0
                 guard n < maxPerDevice else { continue }

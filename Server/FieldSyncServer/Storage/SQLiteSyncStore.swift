@@ -105,12 +105,12 @@ public final class SQLiteSyncStore: SyncStoreAdmin {
     public func hasChange(_ id: ChangeID) async throws -> Bool { try replica.hasChange(id) }
 
     public func recordForks(_ forks: [ForkReport]) async throws {
-        try replica.recordForks(forks.map { .init(device: $0.device, seq: $0.seq, refused: $0.refused, seenAt: $0.seenAt) },
-                                maxPerDevice: ForkReport.maxPerDevice)
+        let rows = forks.map { ReplicaStore.Fork(device: $0.device, seq: $0.seq, refused: $0.refused, seenAt: $0.seenAt) }
+        try await counted { inline in try await replica.recordForks(rows, maxPerDevice: ForkReport.maxPerDevice, inline: inline) }
     }
 
     public func forks(limit: Int) async throws -> [ForkReport] {
-        try replica.forks(unheld: true).sorted { ($0.seenAt, $1.device, $1.seq) > ($1.seenAt, $0.device, $0.seq) }.prefix(max(0, limit))
+        try await counted { inline in try await replica.unheldForks(inline: inline) }.sorted { ($0.seenAt, $1.device, $1.seq) > ($1.seenAt, $0.device, $0.seq) }.prefix(max(0, limit))
             .map { ForkReport(device: $0.device, seq: $0.seq, refused: $0.refused, seenAt: $0.seenAt) }
     }
 
