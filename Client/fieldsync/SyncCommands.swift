@@ -92,7 +92,7 @@ struct Rekey: AsyncParsableCommand {
 struct Sync: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send this replica's changes and fetch what it lacks, until both sides are done.",
-        discussion: "Exit codes: 0 all exchanged; 1 other failure; 2 usage; 3 server unreachable or timed out (retry later); 4 authentication refused; 5 some local changes refused by policy (kept locally); 6 another sync of this replica is running.")
+        discussion: "Exit codes: 0 all exchanged; 1 other failure; 2 usage; 3 server unreachable or timed out (retry later); 4 authentication refused; 5 some local changes refused by policy, or this device's chain forked (kept locally; see fieldsync rekey); 6 another sync of this replica is running.")
     @Flag(help: "Print nothing but errors.") var quiet = false
     @Option(help: "Give up retrying after this many seconds (with --watch it never gives up).") var timeout: Int = 120
     @Flag(help: "Stay running over one kept connection: sync within a second of each change made here, and every --every seconds for what others sent. A bad link is retried until it comes back. Stops on SIGTERM or SIGINT.")

@@ -46,6 +46,16 @@ extension ReplicaStore {
         }
     }
 
+    /// Which of `ids` are stored here, in one read (a sync answer names every fork the server
+    /// knows of).
+    public func held(_ ids: [ChangeID]) throws -> Set<ChangeID> {
+        guard !ids.isEmpty else { return [] }
+        return try read { db in
+            let look = try db.cachedStatement(sql: "SELECT 1 FROM changes WHERE id = ?")
+            return Set(try ids.filter { try Int.fetchOne(look, arguments: [Data($0.bytes)]) != nil })
+        }
+    }
+
     /// Every fork listed here.
     public func forks() throws -> [Fork] { try read { try Self.forks($0, unheld: false) } }
 

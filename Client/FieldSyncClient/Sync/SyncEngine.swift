@@ -368,11 +368,12 @@ public struct SyncEngine: Sendable {
     /// The devices (not this one) whose change this replica holds though the server named it a
     /// fork, each with the lowest such seq.
     func forkedChainsHeld(_ notices: [ForkNotice]) throws -> [DeviceID: UInt64] {
+        let named = notices.compactMap { n in
+            DeviceID(n.device).flatMap { d in ChangeID(hex: n.refused).map { (device: d, seq: n.seq, id: $0) } }
+        }.filter { $0.device != replica.device }
+        let held = try replica.store.held(named.map(\.id))
         var out: [DeviceID: UInt64] = [:]
-        for n in notices {
-            guard let d = DeviceID(n.device), d != replica.device, let id = ChangeID(hex: n.refused), try replica.store.hasChange(id) else { continue }
-            out[d] = min(out[d] ?? .max, n.seq)
-        }
+        for n in named where held.contains(n.id) { out[n.device] = min(out[n.device] ?? .max, n.seq) }
         return out
     }
 
