@@ -98,23 +98,20 @@ public struct ClientHome: Sendable {
     public func rekeyKey() throws -> (key: DeviceKey, new: Bool) {
         if FileManager.default.fileExists(atPath: rekeyPath) { return (try readKey(rekeyPath), false) }
         let key = DeviceKey()
-        let fd = Glibc.open(rekeyPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw ClientError("cannot write \(rekeyPath): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes = Array(key.rawRepresentation.hex.utf8)
-        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count, fsync(fd) == 0 else {
-            unlink(rekeyPath)
-            throw ClientError("cannot write \(rekeyPath): \(String(cString: strerror(errno)))")
-        }
+        try Replica.writeNew(rekeyPath, Array(key.rawRepresentation.hex.utf8))
         // The name too: the key must outlive a power cut that the replica's commit survives.
-        let dir = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 { _ = fsync(dir); close(dir) }
+        syncFolder()
         return (key, true)
     }
 
     /// Puts the rekeyed key in place of the old one (which no longer signs for this replica).
     public func finishRekey() throws {
         guard rename(rekeyPath, keyPath) == 0 else { throw ClientError("cannot move \(rekeyPath) to \(keyPath): \(String(cString: strerror(errno)))") }
+        syncFolder()
+    }
+
+    /// Makes the folder's names durable (a new or renamed key file).
+    func syncFolder() {
         let dir = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 { _ = fsync(dir); close(dir) }
     }
