@@ -370,6 +370,12 @@ public struct UploadWindow: Sendable, Equatable {
         if let learnedBytes { bytes = min(SyncProtocol.maxUploadBytes, max(Self.minimumBytes, learnedBytes)) }
     }
 
+    /// The most the next request may carry, whatever this one's answer says (`update` at most
+    /// doubles the size and adds `minimumBytes`): what a read ahead of it takes.
+    public var mostNext: (size: Int, bytes: Int) {
+        (min(SyncProtocol.maxBatch, 2 * size), min(SyncProtocol.maxUploadBytes, bytes + Self.minimumBytes))
+    }
+
     /// After an answer: `handled` of the `sent` changes were accepted or refused.
     public mutating func update(sent: Int, handled: Int) {
         size = handled < sent ? max(Self.minimum, 2 * handled) : min(SyncProtocol.maxBatch, 2 * size)

@@ -236,10 +236,13 @@ extension ReplicaStore {
     /// one change always goes, so the caller needs a second to see that more wait.
     /// Building an envelope decodes and re-encodes its change: an upload of large imported
     /// changes built four times what one request could carry, every round, before this bound.
-    public func outbox(device: DeviceID, limit: Int = .max, bytes budget: Int = .max) throws -> [OutgoingChange] {
+    /// - Parameter after: only changes after this seq: those of a request still at the server
+    ///   are not acknowledged yet, and the next request's changes are read while it is there.
+    public func outbox(device: DeviceID, after: UInt64? = nil, limit: Int = .max, bytes budget: Int = .max) throws -> [OutgoingChange] {
         try read { db in
+            let from = max(try Outbox.mark(device, db), after.map { Int64(clamping: $0 < UInt64.max ? $0 + 1 : $0) } ?? 0)
             let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT n, id, seq, signed, signature, seed FROM changes WHERE device = ? AND seq >= ? AND acked = 0 ORDER BY seq LIMIT ?"),
-                                           arguments: [device.description, try Outbox.mark(device, db), limit])
+                                           arguments: [device.description, from, limit])
             var out: [OutgoingChange] = []
             var total = 0
             while let row = try rows.next() {

@@ -36,6 +36,31 @@ import Testing
         #expect(status == 200 && answer["accepted"] == .array([.string(c.id.hex)]))
     }
 
+    /// A large upload to an idle server is decoded on every core: in order, and a change that
+    /// does not decode is named by its place in the request, as when decoded on one.
+    @Test func anUploadDecodedOnEveryCoreKeepsItsOrderAndPlaces() async throws {
+        let key = DeviceKey()
+        var prev = ChangeID.zero
+        var envelopes: [[UInt8]] = []
+        for seq in 1...40 {
+            var d = ChangeDraft()
+            let id = RecordID.make(.note, by: key.deviceID)
+            d.create(id, type: .note, kind: "survey")
+            d.set("narrative", to: .string(String(repeating: "lane \(seq) cleared; ", count: 400)), onNew: id, type: .note)
+            let c = signed(d.ops, key: key, seq: UInt64(seq), prev: prev, values: d.values)
+            prev = c.id
+            envelopes.append(c.envelope)
+        }
+        for broken in [0, 17, 39] { envelopes[broken] = Array(envelopes[broken].prefix(30)) }
+        #expect(envelopes.reduce(0) { $0 + $1.count } >= 128 << 10, "large enough to be split")
+        let alone = await SyncServer.decode(envelopes, alone: true)
+        let crowded = await SyncServer.decode(envelopes, alone: false)
+        #expect(alone.undecodable.map(\.id) == ["#0", "#17", "#39"])
+        #expect(alone.undecodable == crowded.undecodable)
+        #expect(alone.upload.map(\.id) == crowded.upload.map(\.id) && alone.upload.count == 37)
+        #expect(alone.upload.map(\.change.seq) == (1...40).filter { ![1, 18, 40].contains($0) }.map(UInt64.init))
+    }
+
     @Test func aFieldDevicesDeleteTypedAsANoteLeavesAContactAlone() async throws {
         let ts = try await TestServer.make()
         let press = try await ts.enroll(.press, "press"), field = try await ts.enroll(.field, "mallory")

@@ -564,6 +564,9 @@ final class TempDir {
         let size = made[0].envelope.count
         #expect(try store.outbox(device: field.deviceID, bytes: 1).map(\.seq) == [1, 2])
         #expect(try store.outbox(device: field.deviceID, bytes: 2 * size + 1).map(\.seq) == [1, 2, 3])
+        // Read ahead of an answer: only what follows the request in flight.
+        #expect(try store.outbox(device: field.deviceID, after: 2, limit: 2).map(\.seq) == [3, 4])
+        #expect(try store.outbox(device: field.deviceID, after: 5).isEmpty && store.outbox(device: field.deviceID, after: .max).isEmpty)
         // Each goes up as the envelope its author made, byte for byte, with its id.
         let sent = try store.outbox(device: field.deviceID)
         #expect(sent.map(\.envelope) == made.map(\.envelope) && sent.map(\.id) == made.map(\.id))

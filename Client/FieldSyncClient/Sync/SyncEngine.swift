@@ -180,7 +180,11 @@ public struct SyncEngine: Sendable {
         /// Other devices whose chain was adopted in this sync: once each, so that a notice this
         /// replica cannot act on never keeps the sync going.
         var adopted: Set<DeviceID> = []
-        defer { ahead?.cancel() }
+        /// The next request's changes, read while this one is at the server: building envelopes
+        /// is most of the laptop's work in an upload, and it need not wait for the answer.
+        /// Taken only when that answer acknowledged all it carried and sent nothing back again.
+        var readAhead: Task<[ReplicaStore.OutgoingChange], any Error>?
+        defer { ahead?.cancel(); readAhead?.cancel() }
         while true {
             try Task.checkCancellation()
             let outbox: [ReplicaStore.OutgoingChange]
@@ -194,7 +198,14 @@ public struct SyncEngine: Sendable {
                 // Waiting on a task's value does not pass a cancellation on (SIGTERM to `sync --watch`).
                 (answer, early) = try await withTaskCancellationHandler { try await next.value } onCancel: { next.cancel() }
             } else {
-                let waiting = try store.outbox(device: replica.device, limit: window.size, bytes: window.bytes)
+                let waiting: [ReplicaStore.OutgoingChange]
+                if let read = readAhead {
+                    readAhead = nil
+                    // Read for the largest window this one could have become: cut to the window.
+                    waiting = Array(try await read.value.prefix(window.size))
+                } else {
+                    waiting = try store.outbox(device: replica.device, limit: window.size, bytes: window.bytes)
+                }
                 let envelopes = waiting.map(\.envelope)
                 let sending = SyncProtocol.fitting(envelopes.map(\.count), budget: window.bytes)
                 outbox = Array(waiting.prefix(sending))
@@ -202,6 +213,10 @@ public struct SyncEngine: Sendable {
                 var request = SyncRequest(vector: try store.vector(), changes: [], rosterDigest: try store.meta("roster_digest"))
                 request.changes = Array(envelopes.prefix(sending))
                 window.sending = request.changes.reduce(0) { $0 + $1.count }
+                if heldBack > 0 || outbox.count == window.size, let last = outbox.last?.seq {
+                    let (device, most) = (replica.device, window.mostNext)
+                    readAhead = Task { try store.outbox(device: device, after: last, limit: most.size, bytes: most.bytes) }
+                }
                 answer = try await transport.exchange(request)
             }
             summary.rounds += 1
@@ -231,6 +246,11 @@ public struct SyncEngine: Sendable {
                     lost = Int(clamping: head - serverHolds)
                 }
             }
+            // The changes read ahead follow this request's: sent only on top of all of them.
+            if acked.count != outbox.count || lost > 0 {
+                readAhead?.cancel()
+                readAhead = nil
+            }
             let mine = Set(outbox.map(\.id.hex))
             // A change the server could not even decode it names by its place in the request
             // ("#2"): it is this laptop's all the same, and must not pass for a clean sync.
@@ -259,6 +279,8 @@ public struct SyncEngine: Sendable {
                 }
                 ahead?.cancel()
                 ahead = nil
+                readAhead?.cancel()
+                readAhead = nil
                 let mended = try await takeBack(transport, serverVector: answer.vector)
                 mendedFork = true
                 summary.takenBack = mended.taken
