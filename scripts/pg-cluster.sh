@@ -3,6 +3,7 @@
 #   scripts/pg-cluster.sh start   starts one; prints the folder whose `env` file holds
 #                                 FIELDSYNC_TEST_POSTGRES_URL=postgres://…
 #   scripts/pg-cluster.sh stop DIR  stops it and removes DIR
+# FIELDSYNC_PG_OPTIONS adds server options, e.g. "-c shared_preload_libraries=pg_stat_statements".
 # PostgreSQL refuses to run as root: as root, the cluster runs as the `postgres` user.
 set -euo pipefail
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -21,7 +22,7 @@ start)
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
         # fsync off: a test cluster is thrown away; the benchmark asks for it on (FIELDSYNC_PG_FSYNC=on).
         if "${as[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${FIELDSYNC_PG_FSYNC:-off} -c max_connections=400" start >/dev/null; then
+            -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${FIELDSYNC_PG_FSYNC:-off} -c max_connections=400 ${FIELDSYNC_PG_OPTIONS:-}" start >/dev/null; then
             started=1; break
         fi
     done

@@ -84,7 +84,7 @@ struct Authenticator: RouterMiddleware {
         let expires = try Self.checkFreshness(created: params.created, expires: params.expires, nowMillis: arrived)
         var publicKey: [UInt8] = []
         if !isEnroll {
-            let roster = try await server.store.roster()
+            let roster = try await server.store.recentRoster(knowing: DeviceID(params.keyid))
             context.roster = roster
             guard let device = DeviceID(params.keyid), let entry = roster[device] else {
                 throw Problem(.unknownKey, "keyid '\(params.keyid.prefix(80))' is not an enrolled device")

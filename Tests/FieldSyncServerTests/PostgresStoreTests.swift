@@ -351,6 +351,35 @@ struct Seeded: RandomNumberGenerator {
         #expect(r.accepted.isEmpty && r.refused.first?.code == "revoked", "\(r.refused)")
     }
 
+    /// Authentication takes the roster a process kept (read again only when its version moved):
+    /// a key enrolled through another process a moment ago is known at once, and a revocation
+    /// made there refuses the device here within `PostgresRosterCache.maxAge`.
+    @Test func aKeptRosterFollowsEnrolmentsAndRevocationsElsewhere() async throws {
+        guard StoreKind.postgresURL != nil else { return }
+        let db = try await TestDatabase.make()
+        defer { Task { await db.close() } }
+        let p1 = try await db.open(), p2 = try await db.open()
+        _ = try await p2.recentRoster(knowing: nil)  // p2 keeps the roster as it is now
+        let key = DeviceKey()
+        let token = try await p1.createInvite(role: .field, name: "new", ttlMillis: 60_000, now: Timestamps.nowMillis)
+        _ = try await p1.enroll(token: token, publicKey: key.publicKey, name: "", now: Timestamps.nowMillis)
+        #expect(try await p2.recentRoster(knowing: key.deviceID)[key.deviceID]?.revokedAfterSeq == nil)
+        #expect(try await p2.recentRoster(knowing: key.deviceID)[key.deviceID] != nil, "enrolled elsewhere, known here at once")
+        _ = try await p1.revoke(key.deviceID)
+        let start = ContinuousClock.now
+        while try await p2.recentRoster(knowing: key.deviceID)[key.deviceID]?.revokedAfterSeq == nil {
+            #expect(ContinuousClock.now - start < PostgresRosterCache.maxAge + .milliseconds(500), "the revocation is seen within maxAge")
+            if ContinuousClock.now - start > .seconds(5) { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(try await p2.recentRoster(knowing: key.deviceID)[key.deviceID]?.revokedAfterSeq != nil)
+        #expect(try await p1.recentRoster(knowing: key.deviceID)[key.deviceID]?.revokedAfterSeq != nil, "at once where it was made")
+        // Every change to the roster raises its version, whoever makes it.
+        var versions: [Int64] = []
+        for store in [p1, p2] { versions.append(try await store.client.withConnection { try await PostgresSyncStore.rosterVersion($0, logger: store.logger) }) }
+        #expect(versions[0] == versions[1] && versions[0] >= 3, "\(versions)")
+    }
+
     /// The pull's cursor is each device's seq. A writer holding device A's first changes
     /// uncommitted must not let a reader see later ones of A (a resend through another process
     /// waits for A's chain lock), and once it commits the reader gets them all, none skipped.

@@ -17,6 +17,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
     /// Tests only: runs inside an upload's transaction just before it commits, so a test can
     /// hold a writer open while others commit and read.
     let beforeCommit: (@Sendable (DeviceID) async -> Void)?
+    let rosters = PostgresRosterCache()
 
     /// A store over a running client; `migrate` before the first exchange.
     public init(client: PostgresClient, schema: RecordSchema = .standard, logger: Logger,
@@ -155,20 +156,36 @@ public final class PostgresSyncStore: SyncStoreAdmin {
     // MARK: SyncStore
 
     public func roster() async throws -> Roster {
-        try await client.withConnection { db in try await Self.roster(db, logger: logger) }
+        try await client.withConnection { db in try await rosters.roster(version: Self.rosterVersion(db, logger: logger), db, logger: logger) }
     }
 
-    static func roster(_ db: PostgresConnection, logger: Logger) async throws -> Roster {
+    public func recentRoster(knowing device: DeviceID?) async throws -> Roster {
+        if let kept = rosters.recent(), device.map({ kept[$0] != nil }) ?? true { return kept }
+        return try await roster()
+    }
+
+    static func rosterVersion(_ db: PostgresConnection, logger: Logger) async throws -> Int64 {
+        var version: Int64 = 0
+        for try await v in try await db.query("SELECT version FROM roster_version", logger: logger).decode(Int64.self) { version = v }
+        return version
+    }
+
+    /// The roster and its version, read in one statement (one snapshot).
+    static func rosterRead(_ db: PostgresConnection, logger: Logger) async throws -> (version: Int64?, roster: Roster) {
         var entries: [RosterEntry] = []
-        for try await (key, name, role, enrolled, revoked) in try await db.query(
-            "SELECT public_key, name, role, enrolled_at, revoked_after_seq FROM roster ORDER BY device", logger: logger)
-            .decode((ByteBuffer, String, String, Int64, Int64?).self) {
+        var version: Int64?
+        for try await (v, key, name, role, enrolled, revoked) in try await db.query(
+            "SELECT (SELECT version FROM roster_version), public_key, name, role, enrolled_at, revoked_after_seq FROM roster ORDER BY device",
+            logger: logger).decode((Int64, ByteBuffer, String, String, Int64, Int64?).self) {
+            version = v
             guard let role = Role(rawValue: role) else { continue }
             entries.append(RosterEntry(publicKey: Array(buffer: key), name: name, role: role, enrolledAtMillis: UInt64(clamping: enrolled),
                                        revokedAfterSeq: revoked.map { UInt64(clamping: $0) }))
         }
-        return Roster(entries)
+        return (version, Roster(entries))
     }
+
+    static func roster(_ db: PostgresConnection, logger: Logger) async throws -> Roster { try await rosterRead(db, logger: logger).roster }
 
     public func exchange(_ r: ExchangeRequest, limits: ExchangeLimits) async throws -> ExchangeResult {
         let (upload, verified) = ServerExchange.preverify(r, limits: limits)
@@ -180,7 +197,8 @@ public final class PostgresSyncStore: SyncStoreAdmin {
             var known = r.clientVector
             var erased = false
             if !upload.isEmpty {
-                var stage = try await PostgresStage.load(db, device: r.device, upload: upload, schema: schema, now: r.now, logger: logger)
+                var stage = try await PostgresStage.load(db, device: r.device, upload: upload, schema: schema, rosters: rosters, now: r.now,
+                                                         logger: logger)
                 (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
                 try await stage.flush(db, logger: logger)
                 erased = !stage.erasures.isEmpty
@@ -396,7 +414,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
     }
 
     public func revoke(_ device: DeviceID) async throws -> RosterEntry {
-        try await transaction { db in
+        let revoked = try await transaction { db in
             // Waits for the device's exchange in flight, if any: the cut is after what it stored.
             var head: Int64?
             for try await seq in try await db.query("SELECT seq FROM heads WHERE device = \(device.description) FOR UPDATE",
@@ -406,6 +424,9 @@ public final class PostgresSyncStore: SyncStoreAdmin {
             guard let entry = try await Self.roster(db, logger: logger)[device] else { throw SyncStoreError(.notFound, "no device \(device)") }
             return entry
         }
+        // This process's requests see it at once; other processes' within `PostgresRosterCache.maxAge`.
+        rosters.forget()
+        return revoked
     }
 
     public func deviceReports() async throws -> [DeviceReport] {
@@ -481,4 +502,36 @@ final class FirstAnswer: Sendable {
             c = nil
         }
     }
+}
+
+/// The roster this process read last, with its version (`roster_version`, raised by a trigger on
+/// every statement that changes the roster): read again only when the version moved. Each read
+/// of the whole roster was one more round trip and a row per device on every request (a fifth
+/// of PostgreSQL's statements in B3). Authentication takes it as kept for up to `maxAge`, so a
+/// revocation made through another process refuses the device here within that; an upload's
+/// transaction compares the version after its chain lock, so what it stores is never judged
+/// by a stale roster.
+final class PostgresRosterCache: Sendable {
+    static let maxAge = Duration.milliseconds(500)
+    private let kept = Mutex<(version: Int64, checked: ContinuousClock.Instant, roster: Roster)?>(nil)
+
+    /// The roster as of `version`: the kept one if it is that version, else read on `db`.
+    func roster(version: Int64, _ db: PostgresConnection, logger: Logger) async throws -> Roster {
+        let now = ContinuousClock.now
+        if let roster = kept.withLock({ k -> Roster? in
+            guard let hit = k, hit.version == version else { return nil }
+            k?.checked = now
+            return hit.roster
+        }) { return roster }
+        let read = try await PostgresSyncStore.rosterRead(db, logger: logger)
+        if let v = read.version { kept.withLock { $0 = (v, now, read.roster) } }
+        return read.roster
+    }
+
+    /// The kept roster, if its version was checked within `maxAge`.
+    func recent() -> Roster? {
+        kept.withLock { k in k.flatMap { ContinuousClock.now - $0.checked <= Self.maxAge ? $0.roster : nil } }
+    }
+
+    func forget() { kept.withLock { $0 = nil } }
 }

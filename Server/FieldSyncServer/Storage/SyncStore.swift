@@ -8,6 +8,11 @@ import FieldSyncCore
 public protocol SyncStore: Sendable {
     /// The roster as stored now.
     func roster() async throws -> Roster
+    /// The roster to authenticate a request with: as stored now, or as read at most
+    /// `PostgresRosterCache.maxAge` ago by a store that keeps it (a revocation made through
+    /// another process then holds here within that; an upload's transaction checks it again).
+    /// A roster that does not list `device` is read afresh: it may have enrolled a moment ago.
+    func recentRoster(knowing device: DeviceID?) async throws -> Roster
     /// One exchange (`ExchangeRequest`): records its nonce and stores the upload durably in one
     /// transaction (a pull, which stores no change, need not wait for the disk), then collects
     /// what the client lacks, as many as `limits` allows when each part of the work starts. A
@@ -185,4 +190,8 @@ public struct ExchangeResult: Sendable {
     /// Uploaded changes refused because their device's chain holds another at their seq.
     public var forks: [ForkReport] = []
     public init() {}
+}
+
+extension SyncStore {
+    public func recentRoster(knowing device: DeviceID?) async throws -> Roster { try await roster() }
 }
