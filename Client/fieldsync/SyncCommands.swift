@@ -138,8 +138,9 @@ struct Sync: AsyncParsableCommand {
             var o = summary.jsonObject(durationMillis: duration)
             o["exit"] = .int(summary.refused.isEmpty ? 0 : 5)
             printJSON(.object(o))
-        } else if !quiet && (isatty(STDOUT_FILENO) == 1 || summary.moved) {
-            // To a pipe or a file (cron), a sync that moved nothing says nothing.
+        } else if !quiet && (isatty(STDOUT_FILENO) == 1 || summary.moved || !summary.serverLacks.isEmpty) {
+            // To a pipe or a file (cron), a sync that moved nothing says nothing, unless the
+            // server lacks what this laptop holds: someone has to carry it.
             for line in summary.lines(durationMillis: duration) { print(line) }
         }
         if !summary.refused.isEmpty {
@@ -193,6 +194,7 @@ struct SyncWatch: Service {
         var failures = 0           // in a row: the link is down, or the server
         var retryAt = ContinuousClock.now
         var refusalsShown: Set<String> = []
+        var lacksShown: Set<String> = []
         while true {
             try Task.checkCancellation()
             let head = try replica.store.vector()[replica.device]
@@ -208,7 +210,7 @@ struct SyncWatch: Service {
                     nextPull = ContinuousClock.now + wait
                     if failures > 0 { FileHandle.standardError.write(Data("sync: \(summary.server) answers again\n".utf8)) }
                     failures = 0
-                    report(summary, since: now, refusalsShown: &refusalsShown)
+                    report(summary, since: now, refusalsShown: &refusalsShown, lacksShown: &lacksShown)
                 } catch let f as SyncFailure where f.exit == .unreachable {
                     if failures == 0 { FileHandle.standardError.write(Data("sync: \(f.message); retrying until it answers\n".utf8)) }
                     failures += 1
@@ -219,16 +221,18 @@ struct SyncWatch: Service {
         }
     }
 
-    func report(_ s: SyncEngine.Summary, since start: ContinuousClock.Instant, refusalsShown: inout Set<String>) {
-        // A change refused outright stays in the outbox and is sent again each time: say so once.
+    func report(_ s: SyncEngine.Summary, since start: ContinuousClock.Instant, refusalsShown: inout Set<String>, lacksShown: inout Set<String>) {
+        // A change refused outright stays in the outbox and is sent again each time, and what the
+        // server lacks stays lacking until carried: each said once.
         var s = s
         s.refused = s.refused.filter { refusalsShown.insert($0.id).inserted }
+        s.serverLacks = s.serverLacks.filter { lacksShown.insert("\($0.device) \($0.changes)").inserted }
         if quiet {
             // Nothing but errors; with no exit code to carry them, refusals are errors here.
             for r in s.refused { FileHandle.standardError.write(Data("refused \(r.id.prefix(12)): \(r.reason)\n".utf8)) }
             return
         }
-        guard s.pushed + s.pulled > 0 || !s.refused.isEmpty else { return }
+        guard s.pushed + s.pulled > 0 || !s.refused.isEmpty || !s.serverLacks.isEmpty else { return }
         let ms = (ContinuousClock.now - start).wholeMillis
         let at = Timestamps.iso(Timestamps.nowMillis)
         if json {
@@ -253,6 +257,7 @@ extension SyncEngine.Summary {
             + (resent > 0 ? ["the server had lost \(resent) of this laptop's changes (restored from a backup?): sent again"] : [])
             + (forkDropped > 0 ? ["another device's chain forked: \(forkDropped) of its changes held here were given up for the server's (fieldsync status lists the fork)"] : [])
             + (takenBack + resigned > 0 ? ["the server held this device's changes that this replica lacked (restored or copied?): taken back, \(resigned) of ours signed again after them"] : [])
+            + serverLacks.map { "the server lacks \($0.changes) of \(TerminalText.escaped($0.name))'s changes that this laptop holds (a server restored from a backup? work carried here by bundle?): `fieldsync bundle create --all --out FILE` here and `fieldsync-server bundle apply` carry them to it" }
             + refused.map { "refused \($0.id.prefix(12)): \($0.reason)" }
     }
 

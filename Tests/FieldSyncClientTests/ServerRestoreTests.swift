@@ -101,6 +101,53 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: elsewhere + "-2/server.key"), "nothing written for a bad backup")
         try? FileManager.default.removeItem(atPath: elsewhere + "-2")
     }
+
+    /// A laptop lost after its work was acknowledged, then the server restored from a backup
+    /// made before that work: only the laptops that pulled it still hold it. Their syncs say so
+    /// (one line, `server_lacks` in `--json`, exit 0: not theirs to fix by syncing), and a bundle
+    /// of everything they hold carries it back; then a new laptop gets it from the server alone.
+    @Test func aLostLaptopsWorkComesBackFromTheLaptopsThatHoldIt() throws {
+        let server = try LiveServer()
+        try server.start()
+        let lost = try laptop(server, role: "field", name: "mt3-laptop")
+        let hq = try laptop(server, role: "coordinator", name: "hq")
+        var everyone = [lost, hq]
+        defer { for l in everyone { l.cleanUp() } }
+        let backup = server.dir + ".backup", carried = server.dir + ".carried.fsb"
+        defer { for f in [backup, carried] { try? FileManager.default.removeItem(atPath: f) } }
+        for l in everyone { _ = try l.ok("sync", "--quiet") }
+        #expect(try admin("backup", "--data", server.dir, "--out", backup).status == 0)
+
+        _ = try lost.ok("note", "add", "--kind", "survey", "--set", "ref=L-1")
+        _ = try lost.ok("note", "add", "--kind", "survey", "--set", "ref=L-2")
+        _ = try lost.ok("sync", "--quiet")
+        let clean = try JSONValue.parse(try hq.ok("sync", "--json"))
+        #expect(clean["pulled"] == .int(2) && clean["server_lacks"] == .array([]), "\(clean)")
+        // The laptop is lost: revoked, never seen again. Then the server's disk goes.
+        _ = try LiveServer.admin(["devices", "revoke", "mt3-laptop", "--data", server.dir])
+        server.kill(SIGTERM)
+        #expect(try admin("restore", "--data", server.dir, backup).status == 0)
+        try server.start()
+
+        let told = try JSONValue.parse(try hq.ok("sync", "--json"))
+        let lack = JSONValue.object(["device": .string(try deviceID(lost)), "name": .string("mt3-laptop"), "changes": .int(2)])
+        #expect(told["exit"] == .int(0) && told["server_lacks"] == .array([lack]), "\(told)")
+        let line = try hq.run("sync")
+        #expect(line.status == 0 && line.out.contains("the server lacks 2 of mt3-laptop's changes"), "\(line)")
+        _ = try hq.ok("bundle", "create", "--all", "--out", carried)
+        let taken = try admin("bundle", "apply", "--data", server.dir, carried)
+        #expect(taken.status == 0 && taken.out.contains("; 0 refused"), "\(taken)")
+        #expect(try JSONValue.parse(try hq.ok("sync", "--json"))["server_lacks"] == .array([]))
+        let fresh = try laptop(server, role: "coordinator", name: "hq-2")
+        everyone.append(fresh)
+        _ = try fresh.ok("sync", "--quiet")
+        #expect(try notes(fresh) == ["L-1", "L-2"])
+        server.kill(SIGTERM)
+    }
+
+    func deviceID(_ cli: CLI) throws -> String {
+        try #require(JSONValue.parse(try cli.ok("status", "--json"))["device"]?.stringValue)
+    }
 }
 
 /// Issue 25, item 2: a laptop restored from a copy of its folder, or two copies of one replica,

@@ -137,6 +137,11 @@ public struct SyncEngine: Sendable {
         /// Other devices' changes given up for the server's chain (forks, `adoptChain`).
         public var forkDropped = 0
         public var refused: [ChangeRefusal] = []
+        /// Other devices' changes this replica holds and the server lacks, at the sync's end: a
+        /// server restored from a backup that the author has not synced with since (a laptop lost,
+        /// say), or work that came here by bundle. A sync never carries them (each laptop uploads
+        /// its own changes); `fieldsync bundle create --all` does.
+        public var serverLacks: [ServerLack] = []
         public var conflictsBefore = 0
         public var conflictsAfter = 0
         public var rounds = 0
@@ -147,10 +152,28 @@ public struct SyncEngine: Sendable {
                 "pushed": .int(Int64(pushed)), "pulled": .int(Int64(pulled)), "rounds": .int(Int64(rounds)), "server": .string(server),
                 "resent": .int(Int64(resent)), "taken_back": .int(Int64(takenBack)), "resigned": .int(Int64(resigned)),
                 "fork_dropped": .int(Int64(forkDropped)),
+                "server_lacks": .array(serverLacks.map { .object(["device": .string($0.device.description), "name": .string($0.name),
+                                                                  "changes": .int(Int64(clamping: $0.changes))]) }),
                 "refused": .array(refused.map { .object(["id": .string($0.id), "code": .string($0.code), "reason": .string($0.reason)]) }),
                 "conflicts_open": .int(Int64(conflictsAfter)), "conflicts_raised": .int(Int64(max(0, conflictsAfter - conflictsBefore))),
             ])
         }
+    }
+
+    public struct ServerLack: Sendable, Equatable {
+        public var device: DeviceID
+        public var name: String
+        public var changes: UInt64
+    }
+
+    /// What this replica holds of other devices beyond the server's vector, by roster name.
+    func serverLacks(_ serverVector: [String: UInt64]) throws -> [ServerLack] {
+        let roster = try replica.store.roster()
+        return try replica.store.vector().seqs.compactMap { device, held -> ServerLack? in
+            let there = serverVector[device.description] ?? 0
+            guard device != replica.device, held > there else { return nil }
+            return ServerLack(device: device, name: roster[device]?.name ?? device.description, changes: held - there)
+        }.sorted { ($0.name, $0.device.description) < ($1.name, $1.device.description) }
     }
 
     /// Exchanges until both sides are done over a connection of its own (`fieldsync sync`).
@@ -340,6 +363,7 @@ public struct SyncEngine: Sendable {
             }
             summary.pushed += acked.count
             summary.pulled += outcome.incoming.count
+            if done { summary.serverLacks = try serverLacks(answer.vector) }
             progress(summary)
             if done { return }
         }
