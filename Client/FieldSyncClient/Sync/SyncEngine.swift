@@ -34,16 +34,12 @@ public struct SyncEngine: Sendable {
             }
             caPEM = try await SyncTransport.fetchPinnedCA(baseURL: url, pin: p)
         }
-        let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: 0, serverKey: nil)
-        let offset = Int64(try await probe.serverTime()) - Int64(Timestamps.nowMillis)
-        await probe.shutdown()
+        let offset = try await Self.serverOffset(url: url, caPEM: caPEM, key: replica.key, serverKey: nil)
         let transport = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: offset, serverKey: nil)
         defer { Task { await transport.shutdown() } }
         let me = try replica.myEntry()
-        let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: replica.key.publicKey, name: me.name)))
-        let (_, answer) = try await transport.send(method: .POST, path: "/v1/enroll", body: body)
-        guard let enrolled = try? JSONDecoder().decode(EnrollResponse.self, from: Data(answer)),
-              let serverKey = Data(base64Encoded: enrolled.serverPublicKey).map(Array.init), serverKey.count == 32 else {
+        let enrolled = try await Self.spend(token, key: replica.key, name: me.name, over: transport)
+        guard let serverKey = Data(base64Encoded: enrolled.serverPublicKey).map(Array.init), serverKey.count == 32 else {
             throw SyncFailure(.failure, "the server's enrolment answer is malformed")
         }
         // Trust on first use within the pinned TLS channel: from now on every answer must verify with this key.
@@ -62,6 +58,30 @@ public struct SyncEngine: Sendable {
         return mine
     }
 
+    /// Milliseconds to add to this laptop's clock to get the server's (`/healthz`), so that
+    /// what it signs is fresh by the server's clock whatever its own says.
+    static func serverOffset(url: String, caPEM: String, key: DeviceKey, serverKey: [UInt8]?) async throws -> Int64 {
+        let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: key, offsetMillis: 0, serverKey: serverKey)
+        do {
+            let offset = Int64(try await probe.serverTime()) - Int64(Timestamps.nowMillis)
+            await probe.shutdown()
+            return offset
+        } catch {
+            await probe.shutdown()
+            throw error
+        }
+    }
+
+    /// Spends an invite on `key` (`/v1/enroll`, the request signed by that key: proof of possession).
+    static func spend(_ token: String, key: DeviceKey, name: String, over transport: SyncTransport) async throws -> EnrollResponse {
+        let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: name)))
+        let (_, answer) = try await transport.send(method: .POST, path: "/v1/enroll", body: body)
+        guard let enrolled = try? JSONDecoder().decode(EnrollResponse.self, from: Data(answer)) else {
+            throw SyncFailure(.failure, "the server's enrolment answer is malformed")
+        }
+        return enrolled
+    }
+
     // MARK: Rekey
 
     /// `fieldsync rekey`: after a fork, this laptop moves to `key` (enrolled with `token`, an
@@ -75,19 +95,12 @@ public struct SyncEngine: Sendable {
             throw SyncFailure(.usage, "this replica is not enrolled: a rekey moves an enrolled laptop to a new key")
         }
         let me = try replica.myEntry()
-        let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: key, offsetMillis: 0, serverKey: serverKey)
-        let offset: Int64
-        do { offset = Int64(try await probe.serverTime()) - Int64(Timestamps.nowMillis) } catch { await probe.shutdown(); throw error }
-        await probe.shutdown()
+        let offset = try await Self.serverOffset(url: url, caPEM: caPEM, key: key, serverKey: serverKey)
         let transport = try SyncTransport(baseURL: url, caPEM: caPEM, key: key, offsetMillis: offset, serverKey: serverKey)
         defer { Task { await transport.shutdown() } }
         var signed: SignedRoster
         do {
-            let body = Array(try JSONEncoder().encode(EnrollRequest(token: token, publicKey: key.publicKey, name: me.name)))
-            let (_, answer) = try await transport.send(method: .POST, path: "/v1/enroll", body: body)
-            guard let enrolled = try? JSONDecoder().decode(EnrollResponse.self, from: Data(answer)) else {
-                throw SyncFailure(.failure, "the server's enrolment answer is malformed")
-            }
+            let enrolled = try await Self.spend(token, key: key, name: me.name, over: transport)
             guard enrolled.serverPublicKey == Data(serverKey).base64EncodedString() else {
                 throw SyncFailure(.failure, "the invite is from another server than the one this replica syncs with")
             }
@@ -575,9 +588,7 @@ public actor SyncSession {
             } else if f.problem == .signatureCreated && !relearned {
                 // This laptop's clock moved since the offset was learned: learn it again, once.
                 relearned = true
-                let probe = try SyncTransport(baseURL: url, caPEM: caPEM, key: replica.key, offsetMillis: 0, serverKey: serverKey)
-                do { offset = Int64(try await probe.serverTime()) - Int64(Timestamps.nowMillis) } catch { await probe.shutdown(); throw error }
-                await probe.shutdown()
+                offset = try await SyncEngine.serverOffset(url: url, caPEM: caPEM, key: replica.key, serverKey: serverKey)
             } else {
                 throw f
             }
