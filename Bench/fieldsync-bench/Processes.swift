@@ -123,6 +123,9 @@ final class ServerProcess: Sendable {
 
     /// `init` (keys, CA, database), then `prepare` on the closed SQLite database, then (with
     /// `postgres`) `migrate` into a new schema there, then `serve`.
+    /// `FIELDSYNC_BENCH_PG_CONNECTIONS`: each process's `--postgres-connections` (the server's default when unset).
+    static let connections = ProcessInfo.processInfo.environment["FIELDSYNC_BENCH_PG_CONNECTIONS"].map { ["--postgres-connections", $0] } ?? []
+
     init(postgres base: String? = nil, processes: Int = 1, prepare: (String) throws -> Void) throws {
         let server = try Child.binary("fieldsync-server")
         dir = NSTemporaryDirectory() + "fsbench-server-\(UUID().uuidString)"
@@ -144,7 +147,7 @@ final class ServerProcess: Sendable {
         var pids: [pid_t] = [], ports: [Int] = []
         for i in 0..<max(1, processes) {
             // A bench drives one device far harder than a laptop would: lift the per-device rate limit.
-            let pid = try Child.spawn(server, ["serve", "--data", dir, "--port", "0", "--rate-limit", "10000000"] + (postgres.map { ["--postgres", $0, "--processes", "\(processes)"] } ?? []),
+            let pid = try Child.spawn(server, ["serve", "--data", dir, "--port", "0", "--rate-limit", "10000000"] + (postgres.map { ["--postgres", $0, "--processes", "\(processes)"] + Self.connections } ?? []),
                                       out: logBase + "\(i).out", err: logBase + "\(i).err")
             pids.append(pid)
             var found: Int?
