@@ -52,7 +52,7 @@ public enum ServerBackup {
                 throw ServerError("cannot create \(data.directory): \(error.localizedDescription)")
             }
         }
-        let lock = try data.lockForRestore()
+        let lock = try data.lockAgainstServe()
         defer { lock.release() }
         var readable = true
         var previous: String?
@@ -105,8 +105,10 @@ extension ServerData {
         try FolderLock(path: serveLockPath, exclusive: false, busy: "")
     }
 
-    /// The lock file too goes to the folder's owner when root restores: `serve` must open it.
-    func lockForRestore() throws -> FolderLock {
+    /// Held by what must not run beside a serve of this folder (`restore`, `migrate`): refused
+    /// while one serves, and no serve starts meanwhile. The lock file too goes to the folder's
+    /// owner when root runs it: `serve` must open it.
+    public func lockAgainstServe() throws -> FolderLock {
         let lock = try FolderLock(path: serveLockPath, exclusive: true, busy: "a server is serving from \(directory): stop it first (systemctl stop, or SIGTERM)")
         try giveToFolderOwner(serveLockPath)
         return lock

@@ -175,6 +175,12 @@ struct Migrate: AsyncParsableCommand {
     func run() async throws {
         guard let url = try PostgresURL.fromOption(postgres) else { throw ValidationError("give --postgres URL (or set FIELDSYNC_POSTGRES_URL)") }
         let files = ServerData(directory: from)
+        guard FileManager.default.fileExists(atPath: files.databasePath) else {
+            throw ServerError("no server in \(from): give the data folder of a server that runs on SQLite")
+        }
+        // Not while it serves: what laptops sent meanwhile would stay behind in the SQLite file.
+        let lock = try files.lockAgainstServe()
+        defer { lock.release() }
         let start = ContinuousClock.now
         let report = try await StoreMigration.run(from: files, to: url, logger: .commandLine) { line in
             FileHandle.standardError.write(Data("  \(line)\n".utf8))

@@ -202,6 +202,9 @@ final class PostgresServers: @unchecked Sendable {
         for _ in 0..<2 { for l in [f, co, press, lost] { _ = try l.ok("sync", "--quiet") } }
         _ = try LiveServer.admin(["devices", "revoke", "lost", "--data", server.dir])
         let before = try f.ok("note", "list", "--json")
+        // Not while it serves (what laptops sent meanwhile would stay behind).
+        let busy = try runProcess(LiveServer.binary, ["migrate", "--from", server.dir, "--postgres", url])
+        #expect(busy.status == 1 && busy.err.contains("stop it first") && busy.err.split(separator: "\n").count == 1, "\(busy)")
         server.kill(SIGTERM)
 
         let moved = try LiveServer.admin(["migrate", "--from", server.dir, "--postgres", url])
