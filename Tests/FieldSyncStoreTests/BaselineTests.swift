@@ -15,6 +15,26 @@ import Testing
         do { _ = try ReplicaStore.open(path: store.path) } catch let e as StoreError { #expect(e.message.contains("make a new one with init")) }
     }
 
+    /// The built code holds every schema file as it is in Schema/. SwiftPM does not always run
+    /// the embedding plugin again for a file added since the last build (a release build once
+    /// lacked a new PostgreSQL migration and failed only when it ran): this says so, by name.
+    @Test func everySchemaFileIsEmbeddedAsWritten() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Schema")
+        var onDisk: [String: String] = ["records.json": try String(contentsOf: root.appendingPathComponent("records.json"), encoding: .utf8)]
+        for folder in ["sqlite", "sqlite-server", "postgres"] {
+            let dir = root.appendingPathComponent(folder)
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? [] where name.hasSuffix(".sql") {
+                onDisk["\(folder)/\(name)"] = try String(contentsOf: dir.appendingPathComponent(name), encoding: .utf8)
+            }
+        }
+        #expect(onDisk.count > 4)
+        for (name, text) in onDisk.sorted(by: { $0.key < $1.key }) {
+            #expect(EmbeddedSchema.files[name] == text, "Schema/\(name) is not in the build as written: touch Package.swift and build again")
+        }
+        #expect(Set(EmbeddedSchema.files.keys) == Set(onDisk.keys))
+    }
+
     /// The baseline and the migrations after it are SQL only: a replica made from them has
     /// every table, index and trigger, and the server's baseline adds its own.
     @Test func theBaselineMakesEveryTable() throws {
