@@ -226,13 +226,13 @@ struct SyncWatch: Service {
         // server lacks stays lacking until carried: each said once.
         var s = s
         s.refused = s.refused.filter { refusalsShown.insert($0.id).inserted }
-        s.serverLacks = s.serverLacks.filter { lacksShown.insert("\($0.device) \($0.changes)").inserted }
+        let newLack = s.serverLacks.map { lacksShown.insert("\($0.device) \($0.changes)").inserted }.contains(true)
         if quiet {
             // Nothing but errors; with no exit code to carry them, refusals are errors here.
             for r in s.refused { FileHandle.standardError.write(Data("refused \(r.id.prefix(12)): \(r.reason)\n".utf8)) }
             return
         }
-        guard s.pushed + s.pulled > 0 || !s.refused.isEmpty || !s.serverLacks.isEmpty else { return }
+        guard s.pushed + s.pulled > 0 || !s.refused.isEmpty || newLack else { return }
         let ms = (ContinuousClock.now - start).wholeMillis
         let at = Timestamps.iso(Timestamps.nowMillis)
         if json {

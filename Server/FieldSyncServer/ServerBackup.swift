@@ -126,7 +126,8 @@ public final class FolderLock: Sendable {
     let fd: Int32
 
     init(path: String, exclusive: Bool, busy: String) throws {
-        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // Not through a link: root running restore or migrate must not create a file elsewhere.
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw ServerError("cannot open \(path): \(ServerData.errno())") }
         guard flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB) == 0 else {
             close(fd)

@@ -305,6 +305,12 @@ public struct SyncEngine: Sendable {
                 if early == nil { early = try await Self.open(answer.changes, keys: keys(adding: outcome.roster)) }
                 (outcome.incoming, outcome.verified) = early!
             }
+            // An erasure here removes its values from this laptop's unsent changes too: those
+            // read ahead of it are read again once it is stored.
+            if outcome.incoming.contains(where: \.erases) {
+                readAhead?.cancel()
+                readAhead = nil
+            }
             // A restored or copied replica: the server's chain of this device runs beside this
             // one's. Its changes are taken back here and ours signed again on top, then the
             // sync goes on. Once per sync: a second fork means two copies are writing as one

@@ -47,17 +47,18 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
     static func load(_ db: PostgresConnection, device: DeviceID, upload: [SignedChange], schema: RecordSchema, rosters: PostgresRosterCache,
                      now: UInt64, logger: Logger) async throws -> PostgresStage {
         var head: (seq: UInt64, id: ChangeID)?
-        var version: Int64?
-        for try await (seq, id, v) in try await db.query("""
-            SELECT h.seq, h.id, v.version FROM heads h CROSS JOIN roster_version v WHERE h.device = \(device.description) FOR UPDATE OF h
-            """, logger: logger).decode((Int64, ByteBuffer?, Int64).self) {
-            version = v
+        var locked = false
+        for try await (seq, id) in try await db.query("SELECT seq, id FROM heads WHERE device = \(device.description) FOR UPDATE",
+                                                       logger: logger).decode((Int64, ByteBuffer?).self) {
+            locked = true
             if seq > 0, let id, let cid = ChangeID(bytes: Array(buffer: id)) { head = (UInt64(clamping: seq), cid) }
         }
-        guard let version else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
-        // Its version read after the chain lock, so a revocation made meanwhile is seen (it waits
-        // on the same row); the roster itself is read again only if that version is not the kept one's.
-        let roster = try await rosters.roster(version: version, db, logger: logger)
+        guard locked else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
+        // The roster's version in a statement of its own after the chain lock: a revocation takes
+        // the same row, and only a snapshot taken after the lock sees it (the locking statement's
+        // snapshot is from before its wait). The roster itself is read again only if the version
+        // is not the kept one's.
+        let roster = try await rosters.roster(version: PostgresSyncStore.rosterVersion(db, logger: logger), db, logger: logger)
 
         // Which seqs are held is fixed while the chain lock is ours; their envelopes are read again
         // once the records are locked too (an erasure elsewhere may rewrite them meanwhile).

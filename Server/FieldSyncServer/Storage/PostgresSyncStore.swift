@@ -164,8 +164,9 @@ public final class PostgresSyncStore: SyncStoreAdmin {
         return try await roster()
     }
 
-    static func rosterVersion(_ db: PostgresConnection, logger: Logger) async throws -> Int64 {
-        var version: Int64 = 0
+    /// Nil if the row is missing (then the roster is read every time, never kept).
+    static func rosterVersion(_ db: PostgresConnection, logger: Logger) async throws -> Int64? {
+        var version: Int64?
         for try await v in try await db.query("SELECT version FROM roster_version", logger: logger).decode(Int64.self) { version = v }
         return version
     }
@@ -176,7 +177,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
         var version: Int64?
         for try await (v, key, name, role, enrolled, revoked) in try await db.query(
             "SELECT (SELECT version FROM roster_version), public_key, name, role, enrolled_at, revoked_after_seq FROM roster ORDER BY device",
-            logger: logger).decode((Int64, ByteBuffer, String, String, Int64, Int64?).self) {
+            logger: logger).decode((Int64?, ByteBuffer, String, String, Int64, Int64?).self) {
             version = v
             guard let role = Role(rawValue: role) else { continue }
             entries.append(RosterEntry(publicKey: Array(buffer: key), name: name, role: role, enrolledAtMillis: UInt64(clamping: enrolled),
@@ -516,9 +517,9 @@ final class PostgresRosterCache: Sendable {
     private let kept = Mutex<(version: Int64, checked: ContinuousClock.Instant, roster: Roster)?>(nil)
 
     /// The roster as of `version`: the kept one if it is that version, else read on `db`.
-    func roster(version: Int64, _ db: PostgresConnection, logger: Logger) async throws -> Roster {
+    func roster(version: Int64?, _ db: PostgresConnection, logger: Logger) async throws -> Roster {
         let now = ContinuousClock.now
-        if let roster = kept.withLock({ k -> Roster? in
+        if let version, let roster = kept.withLock({ k -> Roster? in
             guard let hit = k, hit.version == version else { return nil }
             k?.checked = now
             return hit.roster
