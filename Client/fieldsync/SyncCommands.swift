@@ -226,7 +226,9 @@ struct SyncWatch: Service {
         // server lacks stays lacking until carried: each said once.
         var s = s
         s.refused = s.refused.filter { refusalsShown.insert($0.id).inserted }
-        let newLack = s.serverLacks.map { lacksShown.insert("\($0.device) \($0.changes)").inserted }.contains(true)
+        let lacks = Set(s.serverLacks.map { "\($0.device) \($0.changes)" })
+        let newLack = !lacks.isSubset(of: lacksShown)
+        lacksShown = lacks  // one mended and back later is said again
         if quiet {
             // Nothing but errors; with no exit code to carry them, refusals are errors here.
             for r in s.refused { FileHandle.standardError.write(Data("refused \(r.id.prefix(12)): \(r.reason)\n".utf8)) }

@@ -115,7 +115,7 @@ public struct SyncServer: Sendable {
         defer { load.leave() }
         let limits = ExchangeLimits(takes: { ExchangeLoad.uploadLimit(crowd: load.crowd) },
                                     sends: { ExchangeLoad.sendLimit(crowd: load.crowd) })
-        let (upload, undecodable) = await Self.decode(Array(req.changes.prefix(limits.takes())), alone: load.crowd == 1)
+        let (upload, undecodable) = await Self.decode(Array(req.changes.prefix(limits.takes())), alone: load.crowdHere == 1)
         guard let nonce = context.unrecordedNonce else { throw Problem(.signatureInvalid, "no signature nonce") }
         let roster: Roster
         if let known = context.roster { roster = known } else { roster = try await store.roster() }
@@ -281,9 +281,13 @@ final class ExchangeLoad: Sendable {
     /// How many exchanges are in flight now, this one included.
     var current: Int { inFlight.load(ordering: .relaxed) }
 
-    /// How many exchanges share the server: those in flight, or those that began within the
-    /// window, whichever is more. Both limits are judged by it.
-    var crowd: Int {
+    /// How many exchanges share the server: this process's crowd (`crowdHere`) times the
+    /// processes that share the database. Both limits are judged by it.
+    var crowd: Int { crowdHere * processes }
+
+    /// The exchanges of this process: those in flight, or those that began within the window,
+    /// whichever is more. What shares this process's cores.
+    var crowdHere: Int {
         let now = ContinuousClock.now
         // Arrival times ascend: find the first inside the window by bisection (this is asked
         // before every signature check and every change applied).
@@ -295,7 +299,7 @@ final class ExchangeLoad: Sendable {
             }
             return times.count - lo
         }
-        return max(current, recent) * processes
+        return max(current, recent)
     }
 
     /// The whole batch (500 changes) for up to ten exchanges at once, then shrinking with the
