@@ -208,18 +208,9 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                 // A pull stores no change: its nonce and activity need not wait for the disk.
                 _ = try await db.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger).collect()
             }
-            // What the device will still lack after this answer (`ServerExchange.backlog`),
-            // counted in the same statement that records it: numeric, so no sum overflows.
             let pairs = known.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
-            _ = try await db.query("""
-                INSERT INTO device_activity (device, last_sync, backlog)
-                SELECT \(r.device.description), \(Int64(clamping: r.now)),
-                       LEAST(GREATEST(COALESCE(SUM(GREATEST(h.seq::numeric - COALESCE(k.known, 0), 0)), 0) - \(Int64(max(0, limits.sends()))), 0),
-                             9223372036854775807)::int8
-                FROM heads h LEFT JOIN unnest(\(pairs.map(\.0))::text[], \(pairs.map(\.1))::int8[]) AS k(device, known) USING (device)
-                WHERE h.seq > 0
-                ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
-                """, logger: logger).collect()
+            _ = try await db.execute(ActivityStatement(device: r.device.description, now: Int64(clamping: r.now), sends: Int64(max(0, limits.sends())),
+                                                       devices: pairs.map(\.0), known: pairs.map(\.1)), logger: logger)
             return (result, known, erased)
         }
         // An erased value's old row versions stay in the table files until VACUUM, which cannot
@@ -267,19 +258,8 @@ public final class PostgresSyncStore: SyncStoreAdmin {
         var budget = ByteBudget(limit: maxBytes)
         var sent: [String: UInt64] = [:]
         var spent = false
-        for try await (device, seq, envelope) in try await db.query("""
-            WITH h AS (SELECT device, seq FROM heads WHERE seq > 0),
-                 k AS (SELECT device, known FROM unnest(\(pairs.map(\.0))::text[], \(pairs.map(\.1))::int8[]) AS k(device, known)),
-                 b AS (SELECT h.device, COALESCE(k.known, 0) AS known FROM h LEFT JOIN k USING (device) WHERE h.seq > COALESCE(k.known, 0))
-            SELECT device, seq, envelope FROM (
-                SELECT device, seq, NULL::bytea AS envelope, 0 AS part FROM h
-                UNION ALL
-                SELECT * FROM (SELECT b.device, c.seq, c.envelope, 1 AS part FROM b
-                               CROSS JOIN LATERAL (SELECT seq, envelope FROM changes c WHERE c.device = b.device AND c.seq > b.known
-                                                   ORDER BY c.seq LIMIT \(Int64(max(0, limit)))) c
-                               ORDER BY b.device, c.seq LIMIT \(Int64(max(0, limit)))) l
-            ) rows ORDER BY part, device, seq
-            """, logger: logger).decode((String, Int64, ByteBuffer?).self) {
+        let statement = LackingStatement(devices: pairs.map(\.0), known: pairs.map(\.1), limit: Int64(max(0, limit)))
+        for try await (device, seq, envelope) in try await db.execute(statement, logger: logger) {
             guard let envelope else {
                 if let d = DeviceID(device) { vector.seqs[d] = UInt64(clamping: seq) }
                 continue
@@ -330,14 +310,9 @@ public final class PostgresSyncStore: SyncStoreAdmin {
     /// Records a nonce; false when any process recorded it before. A second process sending the
     /// same nonce at once waits on the primary key and then finds it taken.
     static func useNonce(_ db: PostgresConnection, _ n: SignatureNonce, now: UInt64, logger: Logger) async throws -> Bool {
-        // One round trip: the device's expired nonces go in the same statement. (Its parts see
-        // one snapshot: an expired nonce used again still counts as used, the safe side.)
         var fresh = false
-        for try await _ in try await db.query("""
-            WITH expired AS (DELETE FROM nonces WHERE device = \(n.device) AND expires_at < \(Int64(clamping: now)))
-            INSERT INTO nonces (device, nonce, expires_at) VALUES (\(n.device), \(n.nonce), \(Int64(clamping: n.expiresAt)))
-            ON CONFLICT DO NOTHING RETURNING 1
-            """, logger: logger).decode(Int.self) { fresh = true }
+        for try await _ in try await db.execute(NonceStatement(device: n.device, now: Int64(clamping: now), nonce: n.nonce,
+                                                               expiresAt: Int64(clamping: n.expiresAt)), logger: logger) { fresh = true }
         return fresh
     }
 
