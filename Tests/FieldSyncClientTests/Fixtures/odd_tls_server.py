@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """An HTTPS server on loopback that misbehaves in one way, for the transport's tests.
-Usage: odd_tls_server.py MODE CERT KEY. Prints its own port, then serves; stops after 60 s.
+Usage: odd_tls_server.py MODE CERT KEY. Prints its own port, then serves; stops after 600 s (the
+test ends it sooner; this only catches one left behind, and must outlast a test that waited long
+for a thread: a CI run under load once waited 70 s, and found it gone).
 MODE is one of:
   silent  reads each request and never answers (a link gone dead after the handshake);
   close   answers each request with 200 "ok" and `Connection: close`, then closes;
@@ -112,7 +114,7 @@ def serve(raw):
         pass
 
 def stop_later():
-    time.sleep(60)
+    time.sleep(600)
     import os
     os._exit(0)
 
