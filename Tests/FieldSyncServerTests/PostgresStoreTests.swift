@@ -332,14 +332,20 @@ struct Seeded: RandomNumberGenerator {
         #expect(try await p2.roster().entries.count == 5)
     }
 
+    /// A field device's key, enrolled through `store` on an invite spent at once.
+    func enrolledField(_ name: String, through store: PostgresSyncStore) async throws -> DeviceKey {
+        let key = DeviceKey()
+        let token = try await store.createInvite(role: .field, name: name, ttlMillis: 60_000, now: Timestamps.nowMillis)
+        _ = try await store.enroll(token: token, publicKey: key.publicKey, name: "", now: Timestamps.nowMillis)
+        return key
+    }
+
     @Test func aRevocationOnOneProcessHoldsOnTheOther() async throws {
         guard StoreKind.postgresURL != nil else { return }
         let db = try await TestDatabase.make()
         defer { Task { await db.close() } }
         let p1 = try await db.open(), p2 = try await db.open()
-        let key = DeviceKey()
-        let token = try await p1.createInvite(role: .field, name: "lost", ttlMillis: 60_000, now: Timestamps.nowMillis)
-        _ = try await p1.enroll(token: token, publicKey: key.publicKey, name: "", now: Timestamps.nowMillis)
+        let key = try await enrolledField("lost", through: p1)
         var laptop = TestLaptop(key: key, roster: try await p1.roster())
         let (_, first) = try laptop.note("UA-1")
         let two = StoreUnderTest(store: p2, database: nil, dir: nil)
@@ -360,9 +366,7 @@ struct Seeded: RandomNumberGenerator {
         defer { Task { await db.close() } }
         let p1 = try await db.open(), p2 = try await db.open()
         _ = try await p2.recentRoster(knowing: nil)  // p2 keeps the roster as it is now
-        let key = DeviceKey()
-        let token = try await p1.createInvite(role: .field, name: "new", ttlMillis: 60_000, now: Timestamps.nowMillis)
-        _ = try await p1.enroll(token: token, publicKey: key.publicKey, name: "", now: Timestamps.nowMillis)
+        let key = try await enrolledField("new", through: p1)
         #expect(try await p2.recentRoster(knowing: key.deviceID)[key.deviceID]?.revokedAfterSeq == nil)
         #expect(try await p2.recentRoster(knowing: key.deviceID)[key.deviceID] != nil, "enrolled elsewhere, known here at once")
         _ = try await p1.revoke(key.deviceID)
@@ -388,9 +392,7 @@ struct Seeded: RandomNumberGenerator {
         let db = try await TestDatabase.make()
         defer { Task { await db.close() } }
         let p1 = try await db.open(), p2 = try await db.open()
-        let key = DeviceKey()
-        let token = try await p1.createInvite(role: .field, name: "stolen", ttlMillis: 60_000, now: Timestamps.nowMillis)
-        _ = try await p1.enroll(token: token, publicKey: key.publicKey, name: "", now: Timestamps.nowMillis)
+        let key = try await enrolledField("stolen", through: p1)
         var laptop = TestLaptop(key: key, roster: try await p1.roster())
         let (_, first) = try laptop.note("UA-1")
         let two = StoreUnderTest(store: p2, database: nil, dir: nil)
