@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """An HTTPS server on loopback that misbehaves in one way, for the transport's tests.
-Usage: odd_tls_server.py MODE CERT KEY. Prints its own port, then serves; stops after 600 s (the
-test ends it sooner; this only catches one left behind, and must outlast a test that waited long
-for a thread: a CI run under load once waited 70 s, and found it gone).
+Usage: odd_tls_server.py MODE CERT KEY. Prints its own port, then serves; stops within a second
+of the process that started it (the test runner: a server left behind would hold its output open
+and keep `swift test` waiting), and after 600 s in any case (long enough for a test that waited
+for a thread: a CI run under load once waited 70 s).
 MODE is one of:
   silent  reads each request and never answers (a link gone dead after the handshake);
   close   answers each request with 200 "ok" and `Connection: close`, then closes;
@@ -114,8 +115,12 @@ def serve(raw):
         pass
 
 def stop_later():
-    time.sleep(600)
     import os
+    parent = os.getppid()
+    for _ in range(600):
+        if os.getppid() != parent:
+            break
+        time.sleep(1)
     os._exit(0)
 
 threading.Thread(target=stop_later, daemon=True).start()
