@@ -118,6 +118,18 @@ import Testing
         #expect(code == 401 && detail.contains("replay"))
     }
 
+    /// An upload spends its nonce with its chain lock, a pull with its activity: both refuse a
+    /// replay, and the replayed upload stores nothing more.
+    @Test func replayedUploadIsRefused() async throws {
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
+        let upload = syncBody([try laptop.note("MA-1").1])
+        let h = Signer(alice).headers(body: upload)
+        #expect(try await status(h, body: upload).0 == 200)
+        let (code, detail) = try await status(h, body: upload)
+        #expect(code == 401 && detail.contains("replay"))
+        #expect(try await ts.store.vector()[alice.deviceID] == 1)
+    }
+
     /// `/v1/sync` records its nonce in the exchange's transaction, the other routes before the
     /// handler: a replay is refused on both paths, and a replayed sync stores nothing.
     @Test func replayedNonceIsRefusedOnTheRosterToo() async throws {

@@ -41,90 +41,154 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
 
     // MARK: Loading
 
-    /// Locks and loads what receiving `upload` from `device` can ask. The caller holds the
-    /// transaction; `device`'s heads row is taken FOR UPDATE here, first, then the records'
-    /// advisory locks in sorted order: one order in every process, so no deadlock.
-    static func load(_ db: PostgresConnection, device: DeviceID, upload: [SignedChange], schema: RecordSchema, rosters: PostgresRosterCache,
-                     now: UInt64, logger: Logger) async throws -> PostgresStage {
+    /// Spends the upload's nonce, locks and loads what receiving `upload` from `device` can ask.
+    /// The caller holds the transaction; `device`'s heads row is taken FOR UPDATE here, first,
+    /// then the records' advisory locks in sorted order: one order in every process, so no
+    /// deadlock. Three round trips when no other device shares the records, five when one does.
+    static func load(_ db: PostgresConnection, device: DeviceID, nonce: SignatureNonce?, upload: [SignedChange], schema: RecordSchema,
+                     rosters: PostgresRosterCache, now: UInt64, logger: Logger) async throws -> PostgresStage {
+        var lockRow: ChainLockStatement.Row?
+        for try await row in try await db.execute(ChainLockStatement(device: device.description, now: Int64(clamping: now), nonce: nonce),
+                                                  logger: logger) { lockRow = row }
+        guard let (seq, id, fresh) = lockRow else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
+        guard fresh else { throw SyncStoreError(.replayed, "this signature nonce was already used (replay)") }
         var head: (seq: UInt64, id: ChangeID)?
-        var locked = false
-        for try await (seq, id) in try await db.query("SELECT seq, id FROM heads WHERE device = \(device.description) FOR UPDATE",
-                                                       logger: logger).decode((Int64, ByteBuffer?).self) {
-            locked = true
-            if seq > 0, let id, let cid = ChangeID(bytes: Array(buffer: id)) { head = (UInt64(clamping: seq), cid) }
-        }
-        guard locked else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
-        // The roster's version in a statement of its own after the chain lock: a revocation takes
-        // the same row, and only a snapshot taken after the lock sees it (the locking statement's
-        // snapshot is from before its wait). The roster itself is read again only if the version
-        // is not the kept one's.
-        let roster = try await rosters.roster(version: PostgresSyncStore.rosterVersion(db, logger: logger), db, logger: logger)
+        if seq > 0, let id, let cid = ChangeID(bytes: Array(buffer: id)) { head = (UInt64(clamping: seq), cid) }
 
-        // Which seqs are held is fixed while the chain lock is ours; their envelopes are read again
-        // once the records are locked too (an erasure elsewhere may rewrite them meanwhile).
-        var held = try await heldChanges(db, device: device, logger: logger)
-
-        let candidates = upload + held.values
-        var recordIDs = Set<RecordID>()
-        var changeIDs = Set<ChangeID>()
-        for c in candidates {
-            changeIDs.insert(c.id)
-            if !c.change.prev.isZero { changeIDs.insert(c.change.prev) }
-            for op in c.change.ops { recordIDs.insert(op.record) }
+        // Everything else in a statement of its own after the chain lock: a revocation takes the
+        // same row, and only a snapshot taken after the lock sees it (the locking statement's
+        // snapshot is from before its wait). The roster itself is read again only if its version
+        // is not the kept one's. Which seqs are held is fixed while the chain lock is ours.
+        var asked = Asked(upload)
+        var loaded = try await read(db, device: device, asked, schema: schema, logger: logger)
+        let roster = try await rosters.roster(version: loaded.version, db, logger: logger)
+        // Held changes may name changes and records the upload does not (rare: a gap in a chain).
+        let more = Asked(Array(loaded.held.values)).subtracting(asked)
+        if !more.isEmpty {
+            loaded.merge(try await read(db, device: device, more, schema: schema, logger: logger))
+            asked.formUnion(more)
         }
-        let sortedRecords = recordIDs.sorted()
-        let recordKeys = sortedRecords.map(\.description)
+        let sortedRecords = asked.records.sorted()
+
         // The records' locks: two devices' changes to one record are merged one after the other,
         // so neither saves a `records` row that lacks the other's op. Records share 256 lock
         // buckets, taken in order: an upload of thousands of records takes at most 256 locks
         // (PostgreSQL's lock table is shared and small). A record that nothing has written yet
         // and that only this device may create (its mark) needs none: no other device has seen
         // it, and this device's uploads already wait for each other (the chain lock). So a
-        // laptop's new notes never wait for another laptop's.
-        if !recordKeys.isEmpty {
-            var stored = Set<RecordID>()
-            for try await id in try await db.query("SELECT DISTINCT record::text FROM record_changes WHERE record = ANY(\(recordKeys)::uuid[])",
-                                                   logger: logger).decode(String.self) {
-                if let rid = RecordID(id) { stored.insert(rid) }
-            }
-            let shared = sortedRecords.filter { stored.contains($0) || !$0.onlyCreatable(by: device) }
-            if !shared.isEmpty {
-                let keys = Set(shared.map { Int64($0.lockKey % Self.lockBuckets) }).sorted().map { Self.lockSpace + $0 }
-                _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
-                                       logger: logger).collect()
-                held = try await heldChanges(db, device: device, logger: logger)
+        // laptop's new notes never wait for another laptop's. Once locked, the records and the
+        // held envelopes are read again (an erasure elsewhere may have rewritten them).
+        let shared = sortedRecords.filter { loaded.stored.contains($0) || !$0.onlyCreatable(by: device) }
+        if !shared.isEmpty {
+            let keys = Set(shared.map { Int64($0.lockKey % Self.lockBuckets) }).sorted().map { Self.lockSpace + $0 }
+            _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
+                                   logger: logger).collect()
+            let again = try await read(db, device: device, Asked(changes: [], records: asked.records), schema: schema, logger: logger)
+            loaded.held = again.held
+            loaded.records = again.records
+        }
+        return PostgresStage(schema: schema, wallMillis: now, roster: roster.entries, device: device, head: head, positions: loaded.positions,
+                             held: loaded.held, records: loaded.records)
+    }
+
+    /// The changes (ids and predecessors) and records some changes can ask about.
+    struct Asked {
+        var changes: Set<ChangeID> = []
+        var records: Set<RecordID> = []
+
+        init(changes: Set<ChangeID>, records: Set<RecordID>) { self.changes = changes; self.records = records }
+
+        init(_ of: [SignedChange]) {
+            for c in of {
+                changes.insert(c.id)
+                if !c.change.prev.isZero { changes.insert(c.change.prev) }
+                for op in c.change.ops { records.insert(op.record) }
             }
         }
 
+        var isEmpty: Bool { changes.isEmpty && records.isEmpty }
+        func subtracting(_ other: Asked) -> Asked { Asked(changes: changes.subtracting(other.changes), records: records.subtracting(other.records)) }
+        mutating func formUnion(_ other: Asked) { changes.formUnion(other.changes); records.formUnion(other.records) }
+    }
+
+    /// What `UploadReadStatement` read, decoded.
+    struct Loaded {
+        var version: Int64?
+        var held: [UInt64: SignedChange] = [:]
         var positions: [ChangeID: (device: DeviceID, seq: UInt64, refusal: CoreError?)?] = [:]
-        for id in changeIDs { positions[id] = .some(nil) }
-        let idBuffers = changeIDs.map { ByteBuffer(bytes: $0.bytes) }
-        for try await (id, dev, seq, code, reason) in try await db.query("""
-            SELECT id, device, seq, refusal_code, refusal FROM changes WHERE id = ANY(\(idBuffers)::bytea[])
-            """, logger: logger).decode((ByteBuffer, String, Int64, String?, String?).self) {
-            guard let cid = ChangeID(bytes: Array(buffer: id)), let d = DeviceID(dev) else { continue }
-            positions[cid] = (d, UInt64(clamping: seq), code.map { CoreError(CoreError.Code(stored: $0), reason ?? "") })
-        }
+        /// Records with any stored change, applied or refused.
+        var stored: Set<RecordID> = []
+        var records: [RecordID: RecordOps] = [:]
 
-        let records = try await recordOps(db, sortedRecords, schema: schema, logger: logger)
-        return PostgresStage(schema: schema, wallMillis: now, roster: roster.entries, device: device, head: head, positions: positions,
-                             held: held, records: records)
+        mutating func merge(_ other: Loaded) {
+            positions.merge(other.positions) { $1 }
+            stored.formUnion(other.stored)
+            records.merge(other.records) { $1 }
+        }
+    }
+
+    /// The roster's version, the device's held changes, the positions of `asked.changes` and the
+    /// records of `asked.records`, in one statement (one snapshot, one round trip).
+    static func read(_ db: PostgresConnection, device: DeviceID, _ asked: Asked, schema: RecordSchema, logger: Logger) async throws -> Loaded {
+        var loaded = Loaded()
+        for id in asked.changes { loaded.positions[id] = .some(nil) }
+        var ops = RecordOpsReader(asked.records, schema: schema)
+        let statement = UploadReadStatement(device: device.description, ids: asked.changes.map { ByteBuffer(bytes: $0.bytes) },
+                                            records: asked.records.map(\.description))
+        for try await (part, num, bytes, text, code, reason) in try await db.execute(statement, logger: logger) {
+            switch part {
+            case 0:
+                loaded.version = num
+            case 1:
+                guard let num, let bytes else { continue }
+                loaded.held[UInt64(clamping: num)] = try SignedChange(envelope: Array(buffer: bytes))
+            case 2:
+                guard let num, let bytes, let text, let cid = ChangeID(bytes: Array(buffer: bytes)), let d = DeviceID(text) else { continue }
+                loaded.positions[cid] = (d, UInt64(clamping: num), code.map { CoreError(CoreError.Code(stored: $0), reason ?? "") })
+            case 3:
+                if let text, let rid = RecordID(text) { loaded.stored.insert(rid) }
+            case 4:
+                guard let num, let bytes, let text, let rid = RecordID(text) else { continue }
+                loaded.stored.insert(rid)
+                try ops.add(record: rid, n: num, envelope: bytes)
+            default:
+                continue
+            }
+        }
+        loaded.records = ops.records
+        return loaded
     }
 
     /// Every applied op of each of `ids`, as the merge reads a record (an id nothing wrote to
     /// comes back empty).
     static func recordOps(_ db: PostgresConnection, _ ids: [RecordID], schema: RecordSchema, logger: Logger) async throws -> [RecordID: RecordOps] {
-        var records: [RecordID: RecordOps] = [:]
-        for id in ids { records[id] = RecordOps(id: id) }
-        guard !ids.isEmpty else { return records }
+        guard !ids.isEmpty else { return [:] }
+        var ops = RecordOpsReader(ids, schema: schema)
         let recordKeys = ids.map(\.description)
-        var personal: [RecordType: Set<String>] = [:]
-        var decoded: [Int64: SignedChange] = [:]
         for try await (record, n, envelope) in try await db.query("""
             SELECT rc.record::text, c.n, c.envelope FROM record_changes rc JOIN changes c ON c.n = rc.change
             WHERE rc.record = ANY(\(recordKeys)::uuid[]) AND rc.applied
             """, logger: logger).decode((String, Int64, ByteBuffer).self) {
-            guard let rid = RecordID(record), records[rid] != nil else { continue }
+            if let rid = RecordID(record) { try ops.add(record: rid, n: n, envelope: envelope) }
+        }
+        return ops.records
+    }
+
+    /// Builds records from their applied changes' rows (a change that wrote to several records
+    /// comes once per record, and is decoded once).
+    struct RecordOpsReader {
+        let schema: RecordSchema
+        private(set) var records: [RecordID: RecordOps] = [:]
+        private var personal: [RecordType: Set<String>] = [:]
+        private var decoded: [Int64: SignedChange] = [:]
+
+        init(_ ids: some Sequence<RecordID>, schema: RecordSchema) {
+            self.schema = schema
+            for id in ids { records[id] = RecordOps(id: id) }
+        }
+
+        mutating func add(record rid: RecordID, n: Int64, envelope: ByteBuffer) throws {
+            guard records[rid] != nil else { return }
             let change: SignedChange
             if let known = decoded[n] { change = known } else {
                 change = try SignedChange(envelope: Array(buffer: envelope))
@@ -138,17 +202,6 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
                                                wallMillis: c.wallMillis, value: change.values[UInt16(i)]?.value), personalFields: fields)
             }
         }
-        return records
-    }
-
-    /// A device's held changes, by seq.
-    static func heldChanges(_ db: PostgresConnection, device: DeviceID, logger: Logger) async throws -> [UInt64: SignedChange] {
-        var held: [UInt64: SignedChange] = [:]
-        for try await (seq, envelope) in try await db.query("SELECT seq, envelope FROM pending WHERE device = \(device.description)",
-                                                             logger: logger).decode((Int64, ByteBuffer).self) {
-            held[UInt64(clamping: seq)] = try SignedChange(envelope: Array(buffer: envelope))
-        }
-        return held
     }
 
     /// Record lock buckets, as advisory-lock keys above `lockSpace` (clear of the migration's).
@@ -250,54 +303,36 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
 
     // MARK: Flushing
 
-    /// Writes what the merge did, in the caller's transaction: the appended changes (the chain's
-    /// foreign key and `UNIQUE (device, seq)` check them again), the records they wrote to, the
-    /// held changes, the head, and the erasures.
-    func flush(_ db: PostgresConnection, logger: Logger) async throws {
-        if !appended.isEmpty {
-            let ids = appended.map { ByteBuffer(bytes: $0.change.id.bytes) }
-            let devices = appended.map { $0.change.change.device.description }
-            let seqs = appended.map { Int64(clamping: $0.change.change.seq) }
+    /// Writes what the merge did, in the caller's transaction, with the device's activity
+    /// (`known`: what it holds after this answer, `sends`: what the answer may carry): the
+    /// appended changes, the records they wrote to and the head in one statement
+    /// (`UploadWriteStatement`), then the held changes and the erasures, which are rare.
+    func flush(_ db: PostgresConnection, known: VersionVector, sends: Int, logger: Logger) async throws {
+        var changes = UploadWriteStatement.Changes(), recordChanges = UploadWriteStatement.RecordChanges()
+        for a in appended {
+            let c = a.change.change, id = ByteBuffer(bytes: a.change.id.bytes)
+            changes.ids.append(id)
+            changes.devices.append(c.device.description)
+            changes.seqs.append(Int64(clamping: c.seq))
             // No NULL elements in a bound array: an empty prev stands for none.
-            let prevs = appended.map { ByteBuffer(bytes: $0.change.change.prev.isZero ? [] : $0.change.change.prev.bytes) }
-            let hlcs = appended.map { Int64(bitPattern: $0.change.change.hlc.raw) }
-            let walls = appended.map { Int64(bitPattern: $0.change.change.wallMillis) }
-            let envelopes = appended.map { ByteBuffer(bytes: $0.change.envelope) }
-            let codes = appended.map { $0.refusal?.code.description ?? "" }
-            let reasons = appended.map { $0.refusal?.message ?? "" }
-            let skews = appended.map(\.skewed)
-            let received = Int64(clamping: wallMillis)
-            var numbers: [ChangeID: Int64] = [:]
-            for try await (n, id) in try await db.query("""
-                INSERT INTO changes (id, device, seq, prev, hlc, wall, received_at, envelope, refusal_code, refusal, clock_skew)
-                SELECT id, device, seq, NULLIF(prev, ''::bytea), hlc, wall, \(received), envelope, NULLIF(code, ''), NULLIF(reason, ''), skew
-                FROM unnest(\(ids)::bytea[], \(devices)::text[], \(seqs)::int8[], \(prevs)::bytea[], \(hlcs)::int8[], \(walls)::int8[],
-                            \(envelopes)::bytea[], \(codes)::text[], \(reasons)::text[], \(skews)::bool[])
-                     AS t(id, device, seq, prev, hlc, wall, envelope, code, reason, skew)
-                ORDER BY seq
-                RETURNING n, id
-                """, logger: logger).decode((Int64, ByteBuffer).self) {
-                if let cid = ChangeID(bytes: Array(buffer: id)) { numbers[cid] = n }
-            }
-            var rcRecords: [String] = [], rcChanges: [Int64] = [], rcApplied: [Bool] = []
-            for a in appended {
-                guard let n = numbers[a.change.id] else { throw StageMiss(what: "the number of change \(a.change.id.hex.prefix(12))") }
-                for r in a.applied { rcRecords.append(r.description); rcChanges.append(n); rcApplied.append(true) }
-                for r in a.listed { rcRecords.append(r.description); rcChanges.append(n); rcApplied.append(false) }
-            }
-            if !rcRecords.isEmpty {
-                _ = try await db.query("""
-                    INSERT INTO record_changes (record, change, applied)
-                    SELECT record::uuid, change, applied FROM unnest(\(rcRecords)::text[], \(rcChanges)::int8[], \(rcApplied)::bool[])
-                        AS t(record, change, applied)
-                    ON CONFLICT DO NOTHING
-                    """, logger: logger).collect()
-            }
+            changes.prevs.append(ByteBuffer(bytes: c.prev.isZero ? [] : c.prev.bytes))
+            changes.hlcs.append(Int64(bitPattern: c.hlc.raw))
+            changes.walls.append(Int64(bitPattern: c.wallMillis))
+            changes.envelopes.append(ByteBuffer(bytes: a.change.envelope))
+            changes.codes.append(a.refusal?.code.description ?? "")
+            changes.reasons.append(a.refusal?.message ?? "")
+            changes.skews.append(a.skewed)
+            for r in a.applied { recordChanges.records.append(r.description); recordChanges.ids.append(id); recordChanges.applied.append(true) }
+            for r in a.listed { recordChanges.records.append(r.description); recordChanges.ids.append(id); recordChanges.applied.append(false) }
         }
-        if let head {
-            _ = try await db.query("UPDATE heads SET seq = \(Int64(clamping: head.seq)), id = \(ByteBuffer(bytes: head.id.bytes)) WHERE device = \(device.description)",
-                               logger: logger).collect()
-        }
+        let pairs = known.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
+        let statement = UploadWriteStatement(
+            changes: changes, receivedAt: Int64(clamping: wallMillis), recordChanges: recordChanges, device: device.description,
+            headSeq: head.map { Int64(clamping: $0.seq) } ?? -1, headID: ByteBuffer(bytes: head?.id.bytes ?? []), records: recordRows(),
+            now: Int64(clamping: wallMillis), sends: Int64(max(0, sends)), knownDevices: pairs.map(\.0), known: pairs.map(\.1))
+        var inserted: Int64 = -1
+        for try await n in try await db.execute(statement, logger: logger) { inserted = n }
+        guard inserted == Int64(appended.count) else { throw StageMiss(what: "the numbers of the \(appended.count) appended changes") }
         if !heldChanged.isEmpty {
             let seqs = heldChanged.sorted().map { Int64(clamping: $0) }
             _ = try await db.query("DELETE FROM pending WHERE device = \(device.description) AND seq = ANY(\(seqs)::int8[])", logger: logger).collect()
@@ -313,37 +348,24 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
                     """, logger: logger).collect()
             }
         }
-        try await saveRecords(db, logger: logger)
         for (record, fields) in erasures.sorted(by: { $0.key < $1.key }) {
             try await Self.erase(db, record: record, fields: fields, logger: logger)
         }
     }
 
-    func saveRecords(_ db: PostgresConnection, logger: Logger) async throws {
-        var ids: [String] = [], types: [String] = [], kinds: [String] = [], deleted: [Bool] = [], conflicted: [Bool] = [],
-            erased: [Bool] = [], changed: [Int64] = [], refs: [String] = [], statuses: [String] = [], teams: [String] = [],
-            reviews: [String] = [], jsons: [String] = []
+    /// The `records` rows of the records this stage saved, as their listing shows them.
+    func recordRows() -> UploadWriteStatement.Records {
+        var rows = UploadWriteStatement.Records()
         for id in saved.sorted() {
             guard let view = records[id]?.materialize(schema: schema) else { continue }  // its create has not arrived yet
             func text(_ field: String) -> String { view.fields[field]?.value?.stringValue ?? "" }
-            ids.append(id.description); types.append(view.type.description); kinds.append(view.kind ?? "")
-            deleted.append(view.deleted); conflicted.append(view.hasConflict); erased.append(view.erasedBy != nil)
-            changed.append(Int64(bitPattern: view.lastChanged.raw)); refs.append(text("ref")); statuses.append(text("status"))
-            teams.append(text("team")); reviews.append(view.fields["review"]?.value?["state"]?.stringValue ?? "")
-            jsons.append(String(decoding: view.listingBytes, as: UTF8.self))
+            rows.ids.append(id.description); rows.types.append(view.type.description); rows.kinds.append(view.kind ?? "")
+            rows.deleted.append(view.deleted); rows.conflicted.append(view.hasConflict); rows.erased.append(view.erasedBy != nil)
+            rows.changed.append(Int64(bitPattern: view.lastChanged.raw)); rows.refs.append(text("ref")); rows.statuses.append(text("status"))
+            rows.teams.append(text("team")); rows.reviews.append(view.fields["review"]?.value?["state"]?.stringValue ?? "")
+            rows.jsons.append(String(decoding: view.listingBytes, as: UTF8.self))
         }
-        guard !ids.isEmpty else { return }
-        _ = try await db.query("""
-            INSERT INTO records (id, type, kind, deleted, conflicted, erased, last_changed, ref, status, team, review, json)
-            SELECT id::uuid, type, NULLIF(kind, ''), deleted, conflicted, erased, changed, NULLIF(ref, ''), NULLIF(status, ''),
-                   NULLIF(team, ''), NULLIF(review, ''), json::jsonb
-            FROM unnest(\(ids)::text[], \(types)::text[], \(kinds)::text[], \(deleted)::bool[], \(conflicted)::bool[], \(erased)::bool[],
-                        \(changed)::int8[], \(refs)::text[], \(statuses)::text[], \(teams)::text[], \(reviews)::text[], \(jsons)::text[])
-                 AS t(id, type, kind, deleted, conflicted, erased, changed, ref, status, team, review, json)
-            ON CONFLICT (id) DO UPDATE SET type = excluded.type, kind = excluded.kind, deleted = excluded.deleted,
-              conflicted = excluded.conflicted, erased = excluded.erased, last_changed = excluded.last_changed, ref = excluded.ref,
-              status = excluded.status, team = excluded.team, review = excluded.review, json = excluded.json
-            """, logger: logger).collect()
+        return rows
     }
 
     /// Drops the values of a record's ops on these fields from every stored change that wrote to

@@ -117,23 +117,28 @@ public final class PostgresSyncStore: SyncStoreAdmin {
     /// if it throws. A deadlock or serialization failure (another process won a race) is retried
     /// up to three times; the error of the last try is thrown.
     func transaction<T: Sendable>(_ mode: String = "READ WRITE", _ body: (PostgresConnection) async throws -> T) async throws -> T {
-        var attempt = 0
-        while true {
-            attempt += 1
-            do {
-                return try await client.withConnection { db in
-                    _ = try await db.query(PostgresQuery(unsafeSQL: "BEGIN \(mode)"), logger: logger).collect()
-                    do {
-                        let value = try await body(db)
-                        _ = try await db.query("COMMIT", logger: logger).collect()
-                        return value
-                    } catch {
-                        _ = try? await db.query("ROLLBACK", logger: logger).collect()
-                        throw error
-                    }
+        try await transaction(mode, body, then: { _, value in value })
+    }
+
+    /// The same, then `after` on the same connection once the transaction has committed (it is
+    /// never retried: what committed stays committed).
+    func transaction<T: Sendable, U: Sendable>(_ mode: String = "READ WRITE", _ body: (PostgresConnection) async throws -> T,
+                                               then after: (PostgresConnection, T) async throws -> U) async throws -> U {
+        try await client.withConnection { db in
+            var attempt = 0
+            while true {
+                attempt += 1
+                _ = try await db.query(PostgresQuery(unsafeSQL: "BEGIN \(mode)"), logger: logger).collect()
+                let value: T
+                do {
+                    value = try await body(db)
+                    _ = try await db.query("COMMIT", logger: logger).collect()
+                } catch {
+                    _ = try? await db.query("ROLLBACK", logger: logger).collect()
+                    if let e = error as? PSQLError, attempt < 3, Self.retriable(e) { continue }
+                    throw error
                 }
-            } catch let e as PSQLError where attempt < 3 && Self.retriable(e) {
-                continue
+                return try await after(db, value)
             }
         }
     }
@@ -190,29 +195,48 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     public func exchange(_ r: ExchangeRequest, limits: ExchangeLimits) async throws -> ExchangeResult {
         let (upload, verified) = ServerExchange.preverify(r, limits: limits)
-        let (stored, known, erased) = try await transaction { db in
-            if let n = r.nonce, try await !Self.useNonce(db, n, now: r.now, logger: logger) {
-                throw SyncStoreError(.replayed, "this signature nonce was already used (replay)")
+        if upload.isEmpty, let n = r.nonce {
+            // A pull stores no change: its nonce and activity are one statement, its own
+            // transaction, whose commit need not wait for the disk; then the answer.
+            return try await client.withConnection { db in
+                let pairs = r.clientVector.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
+                var fresh = false
+                for try await (spent, _) in try await db.execute(PullStatement(
+                    device: n.device, now: Int64(clamping: r.now), nonce: n.nonce, expiresAt: Int64(clamping: n.expiresAt),
+                    sends: Int64(max(0, limits.sends())), devices: pairs.map(\.0), known: pairs.map(\.1)), logger: logger) { fresh = spent }
+                guard fresh else { throw SyncStoreError(.replayed, "this signature nonce was already used (replay)") }
+                var result = ExchangeResult()
+                (result.lacking, result.more, result.vector) = try await Self.lacking(db, known: r.clientVector, limit: limits.sends(),
+                                                                                      maxBytes: SyncProtocol.maxAnswerBytes, logger: logger)
+                return result
             }
+        }
+        let (result, erased) = try await transaction("READ WRITE", { db in
             var result = ExchangeResult()
             var known = r.clientVector
             var erased = false
             if !upload.isEmpty {
-                var stage = try await PostgresStage.load(db, device: r.device, upload: upload, schema: schema, rosters: rosters, now: r.now,
-                                                         logger: logger)
+                var stage = try await PostgresStage.load(db, device: r.device, nonce: r.nonce, upload: upload, schema: schema, rosters: rosters,
+                                                         now: r.now, logger: logger)
                 (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
-                try await stage.flush(db, logger: logger)
+                try await stage.flush(db, known: known, sends: limits.sends(), logger: logger)
                 erased = !stage.erasures.isEmpty
                 await beforeCommit?(r.device)
             } else {
-                // A pull stores no change: its nonce and activity need not wait for the disk.
                 _ = try await db.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger).collect()
+                let pairs = known.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
+                _ = try await db.execute(ActivityStatement(device: r.device.description, now: Int64(clamping: r.now), sends: Int64(max(0, limits.sends())),
+                                                           devices: pairs.map(\.0), known: pairs.map(\.1)), logger: logger)
             }
-            let pairs = known.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
-            _ = try await db.execute(ActivityStatement(device: r.device.description, now: Int64(clamping: r.now), sends: Int64(max(0, limits.sends())),
-                                                       devices: pairs.map(\.0), known: pairs.map(\.1)), logger: logger)
             return (result, known, erased)
-        }
+        }, then: { db, stored in
+            // The answer from one snapshot, so the vector and the changes agree; after the
+            // upload's commit, so it holds what was just stored; on the same connection.
+            var result = stored.0
+            (result.lacking, result.more, result.vector) = try await Self.lacking(db, known: stored.1, limit: limits.sends(),
+                                                                                  maxBytes: SyncProtocol.maxAnswerBytes, logger: logger)
+            return (result, stored.2)
+        })
         // An erased value's old row versions stay in the table files until VACUUM, which cannot
         // remove them while any older snapshot is open (another process's pull, say): vacuum
         // now and a few times after, rather than wait for autovacuum, which a small table may
@@ -225,13 +249,6 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                     _ = try? await client.query("VACUUM (SKIP_LOCKED) changes, pending, records", logger: logger).collect()
                 }
             }
-        }
-        // The answer from one snapshot, so the vector and the changes agree; after the upload's
-        // commit, so it holds what was just stored.
-        var result = stored
-        let limit = limits.sends()
-        (result.lacking, result.more, result.vector) = try await client.withConnection { db in
-            try await Self.lacking(db, known: known, limit: limit, maxBytes: SyncProtocol.maxAnswerBytes, logger: logger)
         }
         return result
     }
