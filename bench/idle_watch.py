@@ -3,7 +3,8 @@
 
 Starts a real server (release binaries, embedded SQLite) and one enrolled laptop whose every
 byte goes through a counting TCP proxy, then measures:
-  kept: an idle `sync --watch --every 1 --idle-max 8` over its kept connection: bytes per sync;
+  kept: an idle `sync --watch --every 1 --idle-max 8` over its kept connection: bytes per sync
+        after the first (which opens the connection), the median of the traffic's bursts;
   new:  a one-shot `fieldsync sync` (a new TCP + TLS connection, then one exchange), five times.
 and works out a day at the defaults (`--every 60 --idle-max 7200`): each sync after a wait
 longer than the laptop's 300 s connection idle timeout opens a new connection. Counted are TCP
@@ -29,6 +30,7 @@ class CountingProxy:
     def __init__(self, target):
         self.target, self.port = target, free_port()
         self.up = self.down = self.connections = 0
+        self.chunks = []  # (monotonic time, bytes), both ways
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         asyncio.run_coroutine_threadsafe(self.start(), self.loop).result()
@@ -45,6 +47,7 @@ class CountingProxy:
                 while data := await src.read(65536):
                     if up: self.up += len(data)
                     else: self.down += len(data)
+                    self.chunks.append((time.monotonic(), len(data)))
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, asyncio.IncompleteReadError):
@@ -55,6 +58,16 @@ class CountingProxy:
 
     def reset(self):
         self.up = self.down = self.connections = 0
+        self.chunks = []
+
+    def bursts(self, gap=0.4):
+        """Bytes per burst of traffic (chunks less than `gap` s apart): one sync each."""
+        out, last = [], None
+        for t, n in self.chunks:
+            if last is None or t - last > gap: out.append(0)
+            out[-1] += n
+            last = t
+        return out
 
     @property
     def total(self):
@@ -104,7 +117,11 @@ def main():
             t += wait
             wait = min(8, wait * 2)
         kept_bytes, kept_connections = proxy.total, proxy.connections
-        per_kept = (kept_bytes - 0) / syncs
+        # The first sync opens the connection (its TLS handshake); each later one is a single
+        # exchange on it.
+        bursts = proxy.bursts()
+        exchanges = sorted(bursts[1:])
+        per_kept = exchanges[len(exchanges) // 2]
 
         # A day at the defaults.
         t, wait, day_kept, day_new = 0, 60, 0, 0
@@ -118,7 +135,8 @@ def main():
         print(json.dumps({
             "new_connection_sync_bytes": new, "new_connection_sync_bytes_median": per_new, "connections_for_5": new_connections,
             "kept_connection_watch_bytes": kept_bytes, "kept_connection_watch_syncs": syncs, "kept_connections": kept_connections,
-            "kept_connection_bytes_per_sync": round(per_kept),
+            "kept_connection_syncs_seen": len(bursts), "kept_connection_first_sync_bytes": bursts[0],
+            "kept_connection_exchange_bytes": exchanges, "kept_connection_bytes_per_sync": round(per_kept),
             "default_day_syncs_kept": day_kept, "default_day_syncs_new_connection": day_new, "default_day_bytes": round(day),
         }, indent=1))
     finally:
