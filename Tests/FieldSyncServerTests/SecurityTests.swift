@@ -130,6 +130,15 @@ import Testing
         #expect(try await ts.store.vector()[alice.deviceID] == 1)
     }
 
+    /// A keyid in capitals names the same device, and its sync is recorded as that device's.
+    @Test func aKeyidInCapitalsIsRecordedAsItsDevice() async throws {
+        var s = Signer(alice); s.keyid = alice.deviceID.description.uppercased()
+        #expect(try await status(s.headers(body: body)).0 == 200)
+        let report = try await ts.store.deviceReports().first { $0.entry.device == alice.deviceID }
+        #expect(report?.lastSync != nil)
+        #expect(try await ts.store.devicesSeen(since: 0) == 1)
+    }
+
     /// `/v1/sync` records its nonce in the exchange's transaction, the other routes before the
     /// handler: a replay is refused on both paths, and a replayed sync stores nothing.
     @Test func replayedNonceIsRefusedOnTheRosterToo() async throws {

@@ -101,39 +101,45 @@ struct NonceStatement: PostgresPreparedStatement {
 /// A pull's nonce and activity, in one round trip and its own transaction: the nonce spent (a
 /// row with true: it was fresh), the device's activity recorded only then, and the commit not
 /// waited for on the disk (a pull stores no change; the setting lasts to the statement's
-/// commit, as its transaction is the statement).
+/// commit, as its transaction is the statement). The expired nonces are deleted before the
+/// activity row is written (the activity asks for them), the order an upload of the same
+/// device takes them in: no deadlock between the two.
 struct PullStatement: PostgresPreparedStatement {
     static let sql = """
-        WITH expired AS (DELETE FROM nonces WHERE device = $1 AND expires_at < $2),
+        WITH expired AS (DELETE FROM nonces WHERE device = $1 AND expires_at < $2 RETURNING 1),
              fresh AS (INSERT INTO nonces (device, nonce, expires_at) VALUES ($1, $3, $4) ON CONFLICT DO NOTHING RETURNING 1),
              activity AS (
                  INSERT INTO device_activity (device, last_sync, backlog)
-                 SELECT $1, $2, LEAST(GREATEST(COALESCE(SUM(GREATEST(h.seq::numeric - COALESCE(k.known, 0), 0)), 0) - $5, 0),
+                 SELECT $8, $2, LEAST(GREATEST(COALESCE(SUM(GREATEST(h.seq::numeric - COALESCE(k.known, 0), 0)), 0) - $5, 0),
                                       9223372036854775807)::int8
                  FROM heads h LEFT JOIN unnest($6::text[], $7::int8[]) AS k(device, known) USING (device)
                  WHERE h.seq > 0
-                 HAVING EXISTS (SELECT 1 FROM fresh)
+                 HAVING EXISTS (SELECT 1 FROM fresh) AND (SELECT count(*) FROM expired) >= 0
                  ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog)
         SELECT EXISTS (SELECT 1 FROM fresh), set_config('synchronous_commit', 'off', true) = 'off'
         """
     typealias Row = (Bool, Bool)
-    var device: String
+    /// The nonce's device as its signature named it (`SignatureNonce.device`).
+    var nonceDevice: String
     var now: Int64
     var nonce: String
     var expiresAt: Int64
     var sends: Int64
     var devices: [String]
     var known: [Int64]
+    /// The device's canonical id, for its activity row.
+    var device: String
 
     func makeBindings() throws -> PostgresBindings {
-        var b = PostgresBindings(capacity: 7)
-        b.append(device)
+        var b = PostgresBindings(capacity: 8)
+        b.append(nonceDevice)
         b.append(now)
         b.append(nonce)
         b.append(expiresAt)
         b.append(sends)
         b.append(devices)
         b.append(known)
+        b.append(device)
         return b
     }
 
@@ -143,10 +149,11 @@ struct PullStatement: PostgresPreparedStatement {
 /// An upload's first statement: spends its nonce (if it has one) and takes its device's chain
 /// lock, the heads row FOR UPDATE. A row back: the head (seq 0: none) and whether the nonce was
 /// fresh; no row: the device is not on the roster. Nothing else may be read here: this
-/// statement's snapshot is from before its wait for the lock. The nonce's rows are written
-/// after the lock is taken (a data-modifying CTE runs when its rows are first asked for, or at
-/// the statement's end), so two uploads of one device always lock in the same order; a
-/// deadlock would be retried in any case (`PostgresSyncStore.retriable`).
+/// statement's snapshot is from before its wait for the lock. The new nonce is inserted as the
+/// heads row is read, before the lock's wait, and the expired ones deleted after it (a
+/// data-modifying CTE runs when its rows are first asked for, else at the statement's end):
+/// the same nonce twice waits on its row and the second is refused; a deadlock would be
+/// retried (`PostgresSyncStore.retriable`).
 struct ChainLockStatement: PostgresPreparedStatement {
     static let sql = """
         WITH expired AS (DELETE FROM nonces WHERE device = $5 AND expires_at < $2 AND $3::text IS NOT NULL),

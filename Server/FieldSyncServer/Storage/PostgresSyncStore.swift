@@ -197,13 +197,22 @@ public final class PostgresSyncStore: SyncStoreAdmin {
         let (upload, verified) = ServerExchange.preverify(r, limits: limits)
         if upload.isEmpty, let n = r.nonce {
             // A pull stores no change: its nonce and activity are one statement, its own
-            // transaction, whose commit need not wait for the disk; then the answer.
+            // transaction, whose commit need not wait for the disk; then the answer. A deadlock
+            // rolls the statement back whole, so it is tried again as a transaction would be.
             return try await client.withConnection { db in
                 let pairs = r.clientVector.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
+                let statement = PullStatement(nonceDevice: n.device, now: Int64(clamping: r.now), nonce: n.nonce, expiresAt: Int64(clamping: n.expiresAt),
+                                              sends: Int64(max(0, limits.sends())), devices: pairs.map(\.0), known: pairs.map(\.1),
+                                              device: r.device.description)
                 var fresh = false
-                for try await (spent, _) in try await db.execute(PullStatement(
-                    device: n.device, now: Int64(clamping: r.now), nonce: n.nonce, expiresAt: Int64(clamping: n.expiresAt),
-                    sends: Int64(max(0, limits.sends())), devices: pairs.map(\.0), known: pairs.map(\.1)), logger: logger) { fresh = spent }
+                for attempt in 1... {
+                    do {
+                        for try await (spent, _) in try await db.execute(statement, logger: logger) { fresh = spent }
+                        break
+                    } catch let e as PSQLError where attempt < 3 && Self.retriable(e) {
+                        continue
+                    }
+                }
                 guard fresh else { throw SyncStoreError(.replayed, "this signature nonce was already used (replay)") }
                 var result = ExchangeResult()
                 (result.lacking, result.more, result.vector) = try await Self.lacking(db, known: r.clientVector, limit: limits.sends(),
@@ -211,7 +220,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                 return result
             }
         }
-        let (result, erased) = try await transaction("READ WRITE", { db in
+        return try await transaction("READ WRITE", { db in
             var result = ExchangeResult()
             var known = r.clientVector
             var erased = false
@@ -230,27 +239,29 @@ public final class PostgresSyncStore: SyncStoreAdmin {
             }
             return (result, known, erased)
         }, then: { db, stored in
+            if stored.2 { vacuumSoon() }
             // The answer from one snapshot, so the vector and the changes agree; after the
             // upload's commit, so it holds what was just stored; on the same connection.
             var result = stored.0
             (result.lacking, result.more, result.vector) = try await Self.lacking(db, known: stored.1, limit: limits.sends(),
                                                                                   maxBytes: SyncProtocol.maxAnswerBytes, logger: logger)
-            return (result, stored.2)
+            return result
         })
-        // An erased value's old row versions stay in the table files until VACUUM, which cannot
-        // remove them while any older snapshot is open (another process's pull, say): vacuum
-        // now and a few times after, rather than wait for autovacuum, which a small table may
-        // never get. Not awaited: on a large table it takes a while.
-        if erased {
-            let client = self.client, logger = self.logger
-            Task.detached {
-                for delay in [0, 1, 5, 30] {
-                    try? await Task.sleep(for: .seconds(delay))
-                    _ = try? await client.query("VACUUM (SKIP_LOCKED) changes, pending, records", logger: logger).collect()
-                }
+    }
+
+    /// An erased value's old row versions stay in the table files until VACUUM, which cannot
+    /// remove them while any older snapshot is open (another process's pull, say): vacuum now
+    /// and a few times after, rather than wait for autovacuum, which a small table may never
+    /// get. Not awaited: on a large table it takes a while. Started as soon as the erasure has
+    /// committed, whatever happens to the answer.
+    func vacuumSoon() {
+        let client = self.client, logger = self.logger
+        Task.detached {
+            for delay in [0, 1, 5, 30] {
+                try? await Task.sleep(for: .seconds(delay))
+                _ = try? await client.query("VACUUM (SKIP_LOCKED) changes, pending, records", logger: logger).collect()
             }
         }
-        return result
     }
 
     /// The highest applied seq of each device.
