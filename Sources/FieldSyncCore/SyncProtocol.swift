@@ -59,10 +59,14 @@ public enum SyncBody {
     public static func encode(header: some Encodable, changes: [[UInt8]]) throws -> [UInt8] {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
+        return encode(headerJSON: Array(try enc.encode(header)), changes: changes)
+    }
+
+    static func encode(headerJSON: [UInt8], changes: [[UInt8]]) -> [UInt8] {
         var w = ByteWriter()
-        w.bytes.reserveCapacity(changes.reduce(64) { $0 + $1.count + 3 })
+        w.bytes.reserveCapacity(changes.reduce(headerJSON.count + 8) { $0 + $1.count + 3 })
         w.u8(version)
-        w.blob(Array(try enc.encode(header)))
+        w.blob(headerJSON)
         for c in changes { w.blob(c) }
         return w.bytes
     }
@@ -108,12 +112,19 @@ public struct SyncRequest: Codable, Sendable {
     }
 
     public init(body: [UInt8]) throws(CoreError) {
-        let (h, changes) = try SyncBody.decode(body, header: SyncRequest.self)
-        self = h
+        let (head, changes) = try SyncBody.split(body)
+        if let h = SyncHeaderJSON.request(head) {
+            self = h
+        } else {
+            guard let h = try? JSONDecoder().decode(SyncRequest.self, from: Data(head)) else {
+                throw CoreError(.malformed, "malformed sync body: the header is not the expected JSON")
+            }
+            self = h
+        }
         self.changes = changes
     }
 
-    public func body() throws -> [UInt8] { try SyncBody.encode(header: self, changes: changes) }
+    public func body() throws -> [UInt8] { SyncBody.encode(headerJSON: SyncHeaderJSON.request(self), changes: changes) }
 
     public func decodedVector() throws(CoreError) -> VersionVector {
         var v = VersionVector()
@@ -160,7 +171,10 @@ public struct SyncResponse: Codable, Sendable {
         self.changes = changes
     }
 
-    public func body() throws -> [UInt8] { try SyncBody.encode(header: self, changes: changes) }
+    public func body() throws -> [UInt8] {
+        guard let head = SyncHeaderJSON.response(self) else { return try SyncBody.encode(header: self, changes: changes) }
+        return SyncBody.encode(headerJSON: head, changes: changes)
+    }
 
     public init(accepted: [String], refused: [ChangeRefusal], changes: [[UInt8]], vector: [String: UInt64], more: Bool,
                 serverTime: UInt64, roster: SignedRoster?) {
