@@ -80,6 +80,11 @@ enum FuzzTargets {
             for c in changes { w.blob(c) }
             require(w.bytes == b, "a split sync body frames to other bytes")
         }
+        // The header's own reader decides only what JSONDecoder decides the same way.
+        if let (head, _) = try? SyncBody.split(b), let fast = SyncHeaderJSON.request(head) {
+            let slow = try? JSONDecoder().decode(SyncRequest.self, from: Data(head))
+            require(slow?.vector == fast.vector && slow?.rosterDigest == fast.rosterDigest, "the sync header's reader and JSONDecoder disagree")
+        }
         if let req = try? SyncRequest(body: b) {
             _ = try? req.decodedVector()
             // What the server does next (`SyncServer.sync`).
@@ -89,6 +94,11 @@ enum FuzzTargets {
                     "a sync request does not survive encoding again")
         }
         if let resp = try? SyncResponse(body: b) {
+            if let fast = SyncHeaderJSON.response(resp) {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.sortedKeys]
+                require(fast == (try? enc.encode(resp)).map { Array($0) }, "the sync header's writer and JSONEncoder disagree")
+            }
             // What the laptop does next with an answer.
             _ = try? resp.roster?.verified(serverKey: FuzzSeeds.fieldKey.publicKey)
             for e in resp.changes.prefix(SyncProtocol.maxBatch) { _ = try? SignedChange(envelope: e) }
