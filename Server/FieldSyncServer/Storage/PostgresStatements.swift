@@ -38,34 +38,13 @@ struct LackingStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-/// Records a device's sync and what it will still lack after this answer
-/// (`ServerExchange.backlog`), counted in the same statement: numeric, so no sum overflows.
-struct ActivityStatement: PostgresPreparedStatement {
-    static let sql = """
-        INSERT INTO device_activity (device, last_sync, backlog)
-        SELECT $1, $2, LEAST(GREATEST(COALESCE(SUM(GREATEST(h.seq::numeric - COALESCE(k.known, 0), 0)), 0) - $3, 0), 9223372036854775807)::int8
-        FROM heads h LEFT JOIN unnest($4::text[], $5::int8[]) AS k(device, known) USING (device)
-        WHERE h.seq > 0
-        ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog
-        """
-    typealias Row = ()
-    var device: String
-    var now: Int64
-    var sends: Int64
-    var devices: [String]
-    var known: [Int64]
-
-    func makeBindings() throws -> PostgresBindings {
-        var b = PostgresBindings(capacity: 5)
-        b.append(device)
-        b.append(now)
-        b.append(sends)
-        b.append(devices)
-        b.append(known)
-        return b
+/// What a device will still lack after an answer that sends it `sends` of what it lacks
+/// (`ServerExchange.backlog`), given `head` for each head in `heads h` and `k.known` for what it
+/// holds: counted in numeric, so no sum overflows, and clamped to an int8.
+enum Backlog {
+    static func sql(head: String, sends: String) -> String {
+        "LEAST(GREATEST(COALESCE(SUM(GREATEST(\(head)::numeric - COALESCE(k.known, 0), 0)), 0) - \(sends), 0), 9223372036854775807)::int8"
     }
-
-    func decodeRow(_ row: PostgresRow) throws -> Row {}
 }
 
 /// Spends a signature nonce (a row back: it was fresh) and drops the device's expired ones, in
@@ -98,31 +77,31 @@ struct NonceStatement: PostgresPreparedStatement {
 // An upload is four statements between BEGIN and COMMIT (it was twelve): under a crowd every
 // round trip waits for a core, and the round trips, not the statements' work, made its time.
 
-/// A pull's nonce and activity, in one round trip and its own transaction: the nonce spent (a
-/// row with true: it was fresh), the device's activity recorded only then, and the commit not
-/// waited for on the disk (a pull stores no change; the setting lasts to the statement's
-/// commit, as its transaction is the statement). The expired nonces are deleted before the
-/// activity row is written (the activity asks for them), the order an upload of the same
-/// device takes them in: no deadlock between the two.
+/// A pull's nonce (if it has one) and activity, in one round trip and its own transaction: the
+/// nonce spent (a row with true: it was fresh, or there was none), the device's activity
+/// recorded only then, and the commit not waited for on the disk (a pull stores no change; the
+/// setting lasts to the statement's commit, as its transaction is the statement). The expired
+/// nonces are deleted before the activity row is written (the activity asks for them), the
+/// order an upload of the same device takes them in: no deadlock between the two.
 struct PullStatement: PostgresPreparedStatement {
     static let sql = """
-        WITH expired AS (DELETE FROM nonces WHERE device = $1 AND expires_at < $2 RETURNING 1),
-             fresh AS (INSERT INTO nonces (device, nonce, expires_at) VALUES ($1, $3, $4) ON CONFLICT DO NOTHING RETURNING 1),
+        WITH expired AS (DELETE FROM nonces WHERE device = $1 AND expires_at < $2 AND $3::text IS NOT NULL RETURNING 1),
+             fresh AS (INSERT INTO nonces (device, nonce, expires_at) SELECT $1, $3, $4 WHERE $3::text IS NOT NULL
+                       ON CONFLICT DO NOTHING RETURNING 1),
              activity AS (
                  INSERT INTO device_activity (device, last_sync, backlog)
-                 SELECT $8, $2, LEAST(GREATEST(COALESCE(SUM(GREATEST(h.seq::numeric - COALESCE(k.known, 0), 0)), 0) - $5, 0),
-                                      9223372036854775807)::int8
+                 SELECT $8, $2, \(Backlog.sql(head: "h.seq", sends: "$5"))
                  FROM heads h LEFT JOIN unnest($6::text[], $7::int8[]) AS k(device, known) USING (device)
                  WHERE h.seq > 0
-                 HAVING EXISTS (SELECT 1 FROM fresh) AND (SELECT count(*) FROM expired) >= 0
+                 HAVING ($3::text IS NULL OR EXISTS (SELECT 1 FROM fresh)) AND (SELECT count(*) FROM expired) >= 0
                  ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog)
-        SELECT EXISTS (SELECT 1 FROM fresh), set_config('synchronous_commit', 'off', true) = 'off'
+        SELECT $3::text IS NULL OR EXISTS (SELECT 1 FROM fresh), set_config('synchronous_commit', 'off', true) = 'off'
         """
     typealias Row = (Bool, Bool)
     /// The nonce's device as its signature named it (`SignatureNonce.device`).
     var nonceDevice: String
     var now: Int64
-    var nonce: String
+    var nonce: String?
     var expiresAt: Int64
     var sends: Int64
     var devices: [String]
@@ -246,9 +225,7 @@ struct UploadWriteStatement: PostgresPreparedStatement {
               status = excluded.status, team = excluded.team, review = excluded.review, json = excluded.json),
         activity AS (
             INSERT INTO device_activity (device, last_sync, backlog)
-            SELECT $15, $30, LEAST(GREATEST(COALESCE(SUM(GREATEST(
-                       CASE WHEN h.device = $15 THEN GREATEST(h.seq, $16) ELSE h.seq END::numeric - COALESCE(k.known, 0), 0)), 0) - $31, 0),
-                   9223372036854775807)::int8
+            SELECT $15, $30, \(Backlog.sql(head: "CASE WHEN h.device = $15 THEN GREATEST(h.seq, $16) ELSE h.seq END", sends: "$31"))
             FROM heads h LEFT JOIN unnest($32::text[], $33::int8[]) AS k(device, known) USING (device)
             WHERE h.seq > 0 OR (h.device = $15 AND $16 > 0)
             ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog)

@@ -195,13 +195,14 @@ public final class PostgresSyncStore: SyncStoreAdmin {
 
     public func exchange(_ r: ExchangeRequest, limits: ExchangeLimits) async throws -> ExchangeResult {
         let (upload, verified) = ServerExchange.preverify(r, limits: limits)
-        if upload.isEmpty, let n = r.nonce {
+        if upload.isEmpty {
             // A pull stores no change: its nonce and activity are one statement, its own
             // transaction, whose commit need not wait for the disk; then the answer. A deadlock
             // rolls the statement back whole, so it is tried again as a transaction would be.
             return try await client.withConnection { db in
                 let pairs = r.clientVector.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
-                let statement = PullStatement(nonceDevice: n.device, now: Int64(clamping: r.now), nonce: n.nonce, expiresAt: Int64(clamping: n.expiresAt),
+                let statement = PullStatement(nonceDevice: r.nonce?.device ?? r.device.description, now: Int64(clamping: r.now), nonce: r.nonce?.nonce,
+                                              expiresAt: Int64(clamping: r.nonce?.expiresAt ?? 0),
                                               sends: Int64(max(0, limits.sends())), devices: pairs.map(\.0), known: pairs.map(\.1),
                                               device: r.device.description)
                 var fresh = false
@@ -221,23 +222,12 @@ public final class PostgresSyncStore: SyncStoreAdmin {
             }
         }
         return try await transaction("READ WRITE", { db in
-            var result = ExchangeResult()
-            var known = r.clientVector
-            var erased = false
-            if !upload.isEmpty {
-                var stage = try await PostgresStage.load(db, device: r.device, nonce: r.nonce, upload: upload, schema: schema, rosters: rosters,
-                                                         now: r.now, logger: logger)
-                (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
-                try await stage.flush(db, known: known, sends: limits.sends(), logger: logger)
-                erased = !stage.erasures.isEmpty
-                await beforeCommit?(r.device)
-            } else {
-                _ = try await db.query("SELECT set_config('synchronous_commit', 'off', true)", logger: logger).collect()
-                let pairs = known.seqs.map { ($0.key.description, Int64(clamping: $0.value)) }
-                _ = try await db.execute(ActivityStatement(device: r.device.description, now: Int64(clamping: r.now), sends: Int64(max(0, limits.sends())),
-                                                           devices: pairs.map(\.0), known: pairs.map(\.1)), logger: logger)
-            }
-            return (result, known, erased)
+            var stage = try await PostgresStage.load(db, device: r.device, nonce: r.nonce, upload: upload, schema: schema, rosters: rosters,
+                                                     now: r.now, logger: logger)
+            let (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
+            try await stage.flush(db, known: known, sends: limits.sends(), logger: logger)
+            await beforeCommit?(r.device)
+            return (result, known, !stage.erasures.isEmpty)
         }, then: { db, stored in
             if stored.2 { vacuumSoon() }
             // The answer from one snapshot, so the vector and the changes agree; after the
