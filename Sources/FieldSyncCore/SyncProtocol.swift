@@ -87,9 +87,13 @@ public enum SyncBody {
         }
     }
 
-    public static func decode<H: Decodable>(_ body: [UInt8], header: H.Type) throws(CoreError) -> (H, [[UInt8]]) {
+    /// `direct` reads the plain headers it knows (`SyncHeaderJSON`); JSONDecoder reads the rest.
+    public static func decode<H: Decodable>(_ body: [UInt8], header: H.Type,
+                                            direct: ([UInt8]) -> H? = { _ in nil }) throws(CoreError) -> (H, [[UInt8]]) {
         let (head, changes) = try split(body)
-        guard let h = try? JSONDecoder().decode(H.self, from: Data(head)) else { throw CoreError(.malformed, "malformed sync body: the header is not the expected JSON") }
+        guard let h = direct(head) ?? (try? JSONDecoder().decode(H.self, from: Data(head))) else {
+            throw CoreError(.malformed, "malformed sync body: the header is not the expected JSON")
+        }
         return (h, changes)
     }
 }
@@ -112,15 +116,8 @@ public struct SyncRequest: Codable, Sendable {
     }
 
     public init(body: [UInt8]) throws(CoreError) {
-        let (head, changes) = try SyncBody.split(body)
-        if let h = SyncHeaderJSON.request(head) {
-            self = h
-        } else {
-            guard let h = try? JSONDecoder().decode(SyncRequest.self, from: Data(head)) else {
-                throw CoreError(.malformed, "malformed sync body: the header is not the expected JSON")
-            }
-            self = h
-        }
+        let (h, changes) = try SyncBody.decode(body, header: SyncRequest.self, direct: SyncHeaderJSON.request)
+        self = h
         self.changes = changes
     }
 

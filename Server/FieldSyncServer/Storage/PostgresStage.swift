@@ -51,7 +51,7 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         for try await row in try await db.execute(ChainLockStatement(device: device.description, now: Int64(clamping: now), nonce: nonce),
                                                   logger: logger) { lockRow = row }
         guard let (seq, id, fresh) = lockRow else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
-        guard fresh else { throw SyncStoreError(.replayed, "this signature nonce was already used (replay)") }
+        guard fresh else { throw SyncStoreError.replayed }
         var head: (seq: UInt64, id: ChangeID)?
         if seq > 0, let id, let cid = ChangeID(bytes: Array(buffer: id)) { head = (UInt64(clamping: seq), cid) }
 

@@ -125,20 +125,31 @@ public final class PostgresSyncStore: SyncStoreAdmin {
     func transaction<T: Sendable, U: Sendable>(_ mode: String = "READ WRITE", _ body: (PostgresConnection) async throws -> T,
                                                then after: (PostgresConnection, T) async throws -> U) async throws -> U {
         try await client.withConnection { db in
-            var attempt = 0
-            while true {
-                attempt += 1
+            let value = try await Self.retried {
                 _ = try await db.query(PostgresQuery(unsafeSQL: "BEGIN \(mode)"), logger: logger).collect()
-                let value: T
                 do {
-                    value = try await body(db)
+                    let value = try await body(db)
                     _ = try await db.query("COMMIT", logger: logger).collect()
+                    return value
                 } catch {
                     _ = try? await db.query("ROLLBACK", logger: logger).collect()
-                    if let e = error as? PSQLError, attempt < 3, Self.retriable(e) { continue }
                     throw error
                 }
-                return try await after(db, value)
+            }
+            return try await after(db, value)
+        }
+    }
+
+    /// Runs `work` again when it fails on a deadlock or a serialization failure (`retriable`),
+    /// up to three tries; the error of the last try is thrown. `work` must have left nothing
+    /// behind when it fails: a rolled-back transaction, or a statement of its own.
+    static func retried<T>(isolation: isolated (any Actor)? = #isolation, _ work: () async throws -> T) async throws -> T {
+        var attempt = 1
+        while true {
+            do {
+                return try await work()
+            } catch let e as PSQLError where attempt < 3 && retriable(e) {
+                attempt += 1
             }
         }
     }
@@ -205,16 +216,12 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                                               expiresAt: Int64(clamping: r.nonce?.expiresAt ?? 0),
                                               sends: Int64(max(0, limits.sends())), devices: pairs.map(\.0), known: pairs.map(\.1),
                                               device: r.device.description)
-                var fresh = false
-                for attempt in 1... {
-                    do {
-                        for try await (spent, _) in try await db.execute(statement, logger: logger) { fresh = spent }
-                        break
-                    } catch let e as PSQLError where attempt < 3 && Self.retriable(e) {
-                        continue
-                    }
+                let fresh = try await Self.retried {
+                    var fresh = false
+                    for try await (spent, _) in try await db.execute(statement, logger: logger) { fresh = spent }
+                    return fresh
                 }
-                guard fresh else { throw SyncStoreError(.replayed, "this signature nonce was already used (replay)") }
+                guard fresh else { throw SyncStoreError.replayed }
                 var result = ExchangeResult()
                 (result.lacking, result.more, result.vector) = try await Self.lacking(db, known: r.clientVector, limit: limits.sends(),
                                                                                       maxBytes: SyncProtocol.maxAnswerBytes, logger: logger)

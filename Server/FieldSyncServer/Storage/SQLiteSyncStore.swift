@@ -38,7 +38,7 @@ public final class SQLiteSyncStore: SyncStoreAdmin {
             // and would only repeat an answer).
             let (stored, known) = try await replica.serverWrite(inline: inline, durable: !upload.isEmpty, wallMillis: r.now) { (t: inout ServerTransaction) throws -> (ExchangeResult, VersionVector) in
                 if let n = r.nonce, try !t.useNonce(device: n.device, nonce: n.nonce, expiresAt: n.expiresAt, now: r.now) {
-                    throw SyncStoreError(.replayed, "this signature nonce was already used (replay)")
+                    throw SyncStoreError.replayed
                 }
                 try t.expect(upload)
                 let (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &t)

@@ -130,6 +130,9 @@ public struct SyncStoreError: Error, Sendable, CustomStringConvertible {
     public let message: String
     public init(_ code: Code, _ message: String) { self.code = code; self.message = message }
     public var description: String { message }
+
+    /// The request's signature nonce was spent before: every store refuses a replay with this.
+    static let replayed = SyncStoreError(.replayed, Authenticator.replayed)
 }
 
 /// A request signature's nonce, kept until the signature expires (the replay cache).
