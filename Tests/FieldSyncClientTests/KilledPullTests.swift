@@ -15,22 +15,29 @@ import Testing
         _ = try a.ok("sync", "--quiet")
         let expected = try a.ok("note", "list", "--json")
 
+        // Each kill is timed from the pull's first write to the replica (its WAL file changes),
+        // not from the process's start: on a fast hour the whole pull took under 0.25 s.
+        let wal = b.home + "/replica.sqlite-wal"
+        func walSize() -> Int { (try? FileManager.default.attributesOfItem(atPath: wal)[.size] as? Int) ?? -1 }
         var held: [Int] = []
-        for delay in [0.25, 0.5, 0.8, 1.2] {
+        for delay in [0.0, 0.03, 0.1, 0.3] {
             let sync = Process()
             sync.executableURL = URL(fileURLWithPath: CLI.binary)
             sync.arguments = ["sync", "--quiet"]
             sync.environment = ProcessInfo.processInfo.environment.merging(["FIELDSYNC_HOME": b.home]) { $1 }
             sync.standardError = FileHandle.nullDevice
+            let before = walSize()
             try sync.run()
+            let started = Date()
+            while walSize() == before && sync.isRunning && Date().timeIntervalSince(started) < 20 { usleep(500) }
             Thread.sleep(forTimeInterval: delay)
             kill(sync.processIdentifier, SIGKILL)
             sync.waitUntilExit()
             // Whatever it had pulled, the replica opens and reads, and lists whole notes only.
             let status = try b.run("status", "--json")
-            #expect(status.status == 0, "status after SIGKILL at \(delay) s: \(status.err)")
+            #expect(status.status == 0, "status after SIGKILL \(delay) s into the pull: \(status.err)")
             let list = try b.run("note", "list", "--json")
-            #expect(list.status == 0, "note list after SIGKILL at \(delay) s: \(list.err)")
+            #expect(list.status == 0, "note list after SIGKILL \(delay) s into the pull: \(list.err)")
             let notes = try JSONValue.parse(list.out).arrayValue ?? []
             #expect(notes.allSatisfy { $0["fields"]?["narrative"]?.stringValue != nil || $0["narrative"]?.stringValue != nil })
             held.append(notes.count)
