@@ -140,7 +140,7 @@ struct Sync: AsyncParsableCommand {
             printJSON(.object(o))
         } else if !quiet && (isatty(STDOUT_FILENO) == 1 || summary.moved || !summary.serverLacks.isEmpty) {
             // To a pipe or a file (cron), a sync that moved nothing says nothing, unless the
-            // server lacks what this laptop holds: someone has to carry it.
+            // server lacks what this laptop holds and would not take it: someone has to look.
             for line in summary.lines(durationMillis: duration) { print(line) }
         }
         if !summary.refused.isEmpty {
@@ -234,7 +234,7 @@ struct SyncWatch: Service {
             for r in s.refused { FileHandle.standardError.write(Data("refused \(r.id.prefix(12)): \(r.reason)\n".utf8)) }
             return
         }
-        guard s.pushed + s.pulled > 0 || !s.refused.isEmpty || newLack else { return }
+        guard s.pushed + s.pulled + s.relayed > 0 || !s.refused.isEmpty || newLack else { return }
         let ms = (ContinuousClock.now - start).wholeMillis
         let at = Timestamps.iso(Timestamps.nowMillis)
         if json {
@@ -252,14 +252,19 @@ struct SyncWatch: Service {
 extension SyncEngine.Summary {
     /// What a person reads after a sync: one line, then one per change refused.
     /// Whether the sync changed anything here or there, or has something to report.
-    var moved: Bool { pushed > 0 || pulled > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore || resent > 0 || takenBack + resigned + forkDropped > 0 }
+    var moved: Bool { pushed > 0 || pulled > 0 || relayed > 0 || !refused.isEmpty || conflictsAfter > conflictsBefore || resent > 0 || takenBack + resigned + forkDropped > 0 }
 
     func lines(durationMillis ms: Int64) -> [String] {
         ["sent \(pushed), received \(pulled), \(conflictsAfter) conflicts open (\(max(0, conflictsAfter - conflictsBefore)) new), \(ms) ms"]
             + (resent > 0 ? ["the server had lost \(resent) of this laptop's changes (restored from a backup?): sent again"] : [])
             + (forkDropped > 0 ? ["another device's chain forked: \(forkDropped) of its changes held here were given up for the server's (fieldsync status lists the fork)"] : [])
             + (takenBack + resigned > 0 ? ["the server held this device's changes that this replica lacked (restored or copied?): taken back, \(resigned) of ours signed again after them"] : [])
-            + serverLacks.map { "the server lacks \($0.changes) of \(TerminalText.escaped($0.name))'s changes that this laptop holds (a server restored from a backup? work carried here by bundle?): `fieldsync bundle create --all --out FILE` here and `fieldsync-server bundle apply` carry them to it" }
+            + (relayed > 0 ? ["relayed \(relayed) changes of other devices that the server lacked"] : [])
+            + serverLacks.map { lack in
+                let what = "the server lacks \(lack.changes) of \(TerminalText.escaped(lack.name))'s changes that this laptop holds"
+                guard let refusal = lack.refusal else { return what + ": they go up once this laptop's own changes are all taken" }
+                return what + " and would not take them from it: \(TerminalText.escaped(refusal))"
+            }
             + refused.map { "refused \($0.id.prefix(12)): \($0.reason)" }
     }
 

@@ -119,10 +119,13 @@ public struct SyncServer: Sendable {
         guard let nonce = context.unrecordedNonce else { throw Problem(.signatureInvalid, "no signature nonce") }
         let roster: Roster
         if let known = context.roster { roster = known } else { roster = try await store.roster() }
+        // An upload extends its first change's author's chain: the device's own, or an enrolled
+        // device's it relays. A change of anyone else is refused (`ServerExchange.apply`).
+        let author = upload.first.map(\.change.device).flatMap { roster[$0] == nil ? nil : $0 } ?? device.device
         let result: ExchangeResult
         do {
-            result = try await store.exchange(ExchangeRequest(device: device.device, roster: roster, upload: upload, clientVector: vector,
-                                                              nonce: nonce, now: clock()), limits: limits)
+            result = try await store.exchange(ExchangeRequest(device: device.device, author: author, roster: roster, upload: upload,
+                                                              clientVector: vector, nonce: nonce, now: clock()), limits: limits)
         } catch let e as SyncStoreError where e.code == .replayed {
             throw Problem(.replayed, Authenticator.replayed)
         }

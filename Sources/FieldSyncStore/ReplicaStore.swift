@@ -178,6 +178,21 @@ extension ReplicaStore {
         try read { db in try Self.lacking(db, known: peer, limit: limit, load: Self.loadChange).changes }
     }
 
+    /// `device`'s changes after its seq `after`, in seq order, as they go on the wire: for a
+    /// server that lacks them (`Relay`). At most `limit`, and no more than `bytes` (but always one).
+    public func relayable(of device: DeviceID, after: UInt64, limit: Int, bytes: Int) throws -> [OutgoingChange] {
+        try read { db in
+            var known = try Self.vector(db)
+            known.seqs[device] = after
+            var seq = after
+            return try Self.lacking(db, known: known, limit: limit, maxBytes: bytes, size: { (c: OutgoingChange) in c.envelope.count }) { row, db in
+                guard let id = ChangeID(bytes: row.bytes("id")) else { throw StoreError(.notAReplica, "a stored change has a malformed id") }
+                seq += 1
+                return OutgoingChange(id: id, seq: seq, envelope: try Self.loadEnvelope(row, db))
+            }.changes
+        }
+    }
+
     /// What a peer holding `known` lacks (each device's changes in seq order, at most `limit`,
     /// and no more than `maxBytes` as `size` counts them, but always one), whether more remain,
     /// and this replica's vector: one pass for `missing` and the server's exchange, each change

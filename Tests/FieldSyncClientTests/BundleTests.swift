@@ -69,6 +69,52 @@ import Testing
         server.kill(SIGTERM)
     }
 
+    /// Work carried by bundle reaches the server with the first laptop that syncs: b relays a's
+    /// changes while a is still in the field, and a, back later, finds them taken. A revoked
+    /// laptop's changes are refused however they come: b's sync says so once, exits 0 (b's own
+    /// work is all sent), and does not send them again until the server's chain of them moves.
+    @Test func aLaptopCarriesAnotherLaptopsWorkToTheServer() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "mt3-laptop")
+        let b = try laptop(server, role: "field", name: "nts2-laptop")
+        let co = try laptop(server, role: "coordinator", name: "hq")
+        let lost = try laptop(server, role: "field", name: "spare-laptop")
+        let dir = NSTemporaryDirectory() + "fieldsync-usb-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { for l in [a, b, co, lost] { l.cleanUp() }; try? FileManager.default.removeItem(atPath: dir) }
+        for l in [a, b, co, lost] { _ = try l.ok("sync", "--quiet") }
+
+        _ = try a.ok("note", "add", "--kind", "clearance_day", "--set", "ref=A-1")
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=A-2")
+        _ = try a.ok("bundle", "create", "--out", dir + "/a.fsb")
+        _ = try lost.ok("note", "add", "--kind", "survey", "--set", "ref=LOST-1")
+        _ = try lost.ok("bundle", "create", "--out", dir + "/lost.fsb")
+        for f in ["a.fsb", "lost.fsb"] { #expect(try b.run("bundle", "apply", dir + "/" + f).status == 0) }
+        _ = try b.ok("note", "add", "--kind", "survey", "--set", "ref=B-1")
+        // The spare laptop is stolen before it ever syncs again.
+        _ = try LiveServer.admin(["devices", "revoke", "spare-laptop", "--data", server.dir])
+
+        let sync = try JSONValue.parse(try b.ok("sync", "--json"))
+        #expect(sync["exit"] == .int(0) && sync["pushed"] == .int(1) && sync["relayed"] == .int(2), "\(sync)")
+        let lack = try #require(sync["server_lacks"]?.arrayValue?.first, "\(sync)")
+        #expect(sync["server_lacks"]?.arrayValue?.count == 1 && lack["name"] == .string("spare-laptop") && lack["changes"] == .int(1))
+        #expect(lack["reason"]?.stringValue?.contains("revoked") == true, "\(lack)")
+        let line = try b.run("sync")
+        #expect(line.status == 0 && line.out.contains("the server lacks 1 of spare-laptop's changes that this laptop holds and would not take them"),
+                "\(line)")
+        let quiet = try JSONValue.parse(try b.ok("sync", "--json"))
+        #expect(quiet["rounds"] == .int(1) && quiet["relayed"] == .int(0), "a refused relay is not sent again: \(quiet)")
+
+        _ = try co.ok("sync", "--quiet")
+        #expect(try refs(co) == ["A-1", "A-2", "B-1"], "a's work reached the server before a did; the stolen laptop's did not")
+        let back = try JSONValue.parse(try a.ok("sync", "--json"))
+        #expect(back["exit"] == .int(0) && back["pushed"] == .int(2), "\(back)")
+        #expect(try JSONValue.parse(try a.ok("status", "--json"))["changes_waiting"] == .int(0))
+        #expect(try refs(a) == ["A-1", "A-2", "B-1"])
+        server.kill(SIGTERM)
+    }
+
     /// A changed byte refuses that change and what follows it from its author, never the other
     /// author's; a revoked device's bundle is refused; a bundle of another server is refused.
     @Test func aTamperedOrRevokedBundleIsRefusedChangeByChange() throws {

@@ -215,11 +215,48 @@ import Testing
         return out
     }
 
-    @Test func changeSignedByOneDeviceUploadedByAnotherIsRefused() async throws {
+    /// Another device's changes relayed by bob (a server that lost them, work carried to bob
+    /// by bundle) are checked as if alice had sent them: her key, her chain. A request carries
+    /// one author's changes; a key not on the roster relays nothing.
+    @Test func aRelayedChangeIsCheckedAsItsAuthorsAndNoOneElses() async throws {
         var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
-        let c = try laptop.note("A").1
-        #expect(try await refusals([c], by: bob) == [c.id.hex: "wrong_uploader"])
-        #expect(try await !ts.store.hasChange(c.id))
+        let c1 = try laptop.note("A-1").1, c2 = try laptop.note("A-2").1, c3 = try laptop.note("A-3").1
+        #expect(try await refusals([c1, c2], by: bob).isEmpty)
+        let vector = try await ts.store.vector()
+        #expect(try await ts.store.hasChange(c2.id))
+        #expect(vector[alice.deviceID] == 2 && vector[bob.deviceID] == 0, "stored as alice's, not bob's")
+        let seen = try await ts.store.deviceReports()
+        #expect(seen.first { $0.entry.device == alice.deviceID }?.lastSync == nil, "bob synced, not alice")
+        #expect(seen.first { $0.entry.device == bob.deviceID }?.lastSync != nil)
+
+        var bytes = c3.bytes
+        bytes[50] ^= 1
+        let forged = try SignedChange(bytes: bytes, signature: c3.signature, values: c3.values)
+        #expect(try await refusals([forged], by: bob) == [forged.id.hex: "bad_signature"])
+        var bobs = TestLaptop(key: bob, roster: try await ts.store.roster())
+        let b1 = try bobs.note("B-1").1
+        #expect(try await refusals([c3, b1], by: bob) == [b1.id.hex: "wrong_uploader"], "one author a request")
+        #expect(try await ts.store.hasChange(c3.id))
+        #expect(try await !ts.store.hasChange(b1.id))
+
+        let stranger = DeviceKey()
+        let own = try await ts.store.roster().sorted + [RosterEntry(publicKey: stranger.publicKey, name: "stranger", role: .field, enrolledAtMillis: 0, revokedAfterSeq: nil)]
+        var outside = TestLaptop(key: stranger, roster: Roster(own))
+        let x = try outside.note("X").1
+        #expect(try await refusals([x], by: bob) == [x.id.hex: "unknown_device"])
+        #expect(try await !ts.store.hasChange(x.id))
+    }
+
+    /// A revoked device's changes after its revocation stay refused whoever carries them.
+    @Test func aRevokedDevicesLaterChangesAreRefusedWhenRelayed() async throws {
+        var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())
+        let c1 = try laptop.note("before").1
+        #expect(try await refusals([c1], by: alice).isEmpty)
+        let c2 = try laptop.note("after").1
+        _ = try await ts.store.revoke(alice.deviceID)
+        let refused = try await refusals([c2], by: bob)
+        #expect(refused.keys.contains(c2.id.hex) && refused[c2.id.hex] != "wrong_uploader", "\(refused)")
+        #expect(try await ts.store.vector()[alice.deviceID] == 1)
     }
 
     @Test func forkedChainIsRefused() async throws {

@@ -150,10 +150,12 @@ public struct SyncEngine: Sendable {
         /// Other devices' changes given up for the server's chain (forks, `adoptChain`).
         public var forkDropped = 0
         public var refused: [ChangeRefusal] = []
-        /// Other devices' changes this replica holds and the server lacks, at the sync's end: a
-        /// server restored from a backup that the author has not synced with since (a laptop lost,
-        /// say), or work that came here by bundle. A sync never carries them (each laptop uploads
-        /// its own changes); `fieldsync bundle create --all` does.
+        /// Other devices' changes the server lacked and took from this laptop (`Relay`): a server
+        /// restored from a backup, or work that came here by bundle.
+        public var relayed = 0
+        /// Other devices' changes this replica holds and the server still lacks at the sync's
+        /// end: those it refused when relayed (each with its reason), or all of them while this
+        /// laptop's own changes are not all taken (they go first).
         public var serverLacks: [ServerLack] = []
         public var conflictsBefore = 0
         public var conflictsAfter = 0
@@ -165,8 +167,13 @@ public struct SyncEngine: Sendable {
                 "pushed": .int(Int64(pushed)), "pulled": .int(Int64(pulled)), "rounds": .int(Int64(rounds)), "server": .string(server),
                 "resent": .int(Int64(resent)), "taken_back": .int(Int64(takenBack)), "resigned": .int(Int64(resigned)),
                 "fork_dropped": .int(Int64(forkDropped)),
-                "server_lacks": .array(serverLacks.map { .object(["device": .string($0.device.description), "name": .string($0.name),
-                                                                  "changes": .int(Int64(clamping: $0.changes))]) }),
+                "relayed": .int(Int64(relayed)),
+                "server_lacks": .array(serverLacks.map { lack in
+                    var o: [String: JSONValue] = ["device": .string(lack.device.description), "name": .string(lack.name),
+                                                  "changes": .int(Int64(clamping: lack.changes))]
+                    if let reason = lack.refusal { o["reason"] = .string(reason) }
+                    return .object(o)
+                }),
                 "refused": .array(refused.map { .object(["id": .string($0.id), "code": .string($0.code), "reason": .string($0.reason)]) }),
                 "conflicts_open": .int(Int64(conflictsAfter)), "conflicts_raised": .int(Int64(max(0, conflictsAfter - conflictsBefore))),
             ])
@@ -177,6 +184,8 @@ public struct SyncEngine: Sendable {
         public var device: DeviceID
         public var name: String
         public var changes: UInt64
+        /// Why the server did not take them when this laptop relayed them (nil: not relayed).
+        public var refusal: String?
     }
 
     /// What this replica holds of other devices beyond the server's vector, by roster name.
@@ -203,9 +212,10 @@ public struct SyncEngine: Sendable {
         }
     }
 
-    /// `window` is the session's: how much to upload at once, as learned from the server and the link.
+    /// `window` is the session's: how much to upload at once, as learned from the server and the
+    /// link; so is `relay`: what the server would not take by relay.
     func exchangeUntilDone(_ transport: SyncTransport, _ summary: inout Summary, _ offset: inout Int64, _ window: inout UploadWindow,
-                           progress: @Sendable (Summary) -> Void) async throws {
+                           _ relay: inout Relay, progress: @Sendable (Summary) -> Void) async throws {
         let store = replica.store
         // The next answer, asked for while this one is stored (see "Pull ahead" below).
         var ahead: Task<(answer: SyncResponse, opened: Opened), any Error>?
@@ -216,6 +226,10 @@ public struct SyncEngine: Sendable {
         /// Other devices whose chain was adopted in this sync: once each, so that a notice this
         /// replica cannot act on never keeps the sync going.
         var adopted: Set<DeviceID> = []
+        /// Other devices' changes the server lacks, relayed once this laptop's own are all taken:
+        /// the authors left to relay, and the server's vector they were read against.
+        var relayLacks: [ServerLack] = []
+        var relayVector: [String: UInt64] = [:]
         /// The next request's changes, read while this one is at the server: building envelopes
         /// is most of the laptop's work in an upload, and it need not wait for the answer.
         /// Taken only when that answer acknowledged all it carried and sent nothing back again.
@@ -226,6 +240,8 @@ public struct SyncEngine: Sendable {
             let outbox: [ReplicaStore.OutgoingChange]
             /// Changes of the outbox left for the next request by `maxUploadBytes`.
             var heldBack = 0
+            /// Another device's changes this request carries instead (the outbox is empty).
+            var relaying: Relay.Batch?
             let answer: SyncResponse
             var early: Opened?
             if let next = ahead {
@@ -248,6 +264,10 @@ public struct SyncEngine: Sendable {
                 heldBack = waiting.count - sending
                 var request = SyncRequest(vector: try store.vector(), changes: [], rosterDigest: try store.meta("roster_digest"))
                 request.changes = Array(envelopes.prefix(sending))
+                if waiting.isEmpty, !relayLacks.isEmpty {
+                    relaying = try relay.next(relayLacks, serverVector: relayVector, store: store, window: window)
+                    request.changes = relaying?.changes.map(\.envelope) ?? []
+                }
                 window.sending = request.changes.reduce(0) { $0 + $1.count }
                 if heldBack > 0 || outbox.count == window.size, let last = outbox.last?.seq {
                     let (device, most) = (replica.device, window.mostNext)
@@ -269,6 +289,10 @@ public struct SyncEngine: Sendable {
             let accepted = Set(answer.accepted)
             let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
             outcome.acknowledged = acked
+            if let batch = relaying {
+                summary.relayed += relay.answered(batch, vector: answer.vector, refusals: answer.refused)
+                outcome.meta[Relay.metaKey] = relay.stored
+            }
             // A server restored from a backup holds less of this laptop's work than it once
             // acknowledged: what it lost is unacknowledged again here and sent again, so a
             // restore loses nothing a laptop still holds. Once per sync: a server that keeps
@@ -345,8 +369,17 @@ public struct SyncEngine: Sendable {
             // progress (changes refused outright stay unacknowledged in the outbox).
             let sentEverything = acked.count == outbox.count && outbox.count < window.size && heldBack == 0
             // Kept-but-refused changes are listed both accepted and refused: count each once.
-            window.update(sent: outbox.count, handled: Set(acked.map(\.hex)).union(refusedHere.map(\.id)).count)
-            let done = !answer.more && (sentEverything || acked.isEmpty) && lost == 0 && forked.isEmpty
+            if let batch = relaying {
+                let answered = accepted.union(answer.refused.map(\.id))
+                window.update(sent: batch.changes.count, handled: batch.changes.count { answered.contains($0.id.hex) })
+            } else {
+                window.update(sent: outbox.count, handled: Set(acked.map(\.hex)).union(refusedHere.map(\.id)).count)
+            }
+            let settled = !answer.more && (sentEverything || acked.isEmpty) && lost == 0 && forked.isEmpty
+            // What the server lacks is relayed only once all of this laptop's own is taken.
+            relayLacks = settled && sentEverything ? relay.open(try serverLacks(answer.vector), serverVector: answer.vector) : []
+            relayVector = answer.vector
+            let done = settled && relayLacks.isEmpty
             if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
             // Pull ahead: when only pulling is left (all sent, no roster news), ask for the next
             // answer while this one is stored, so the server's work, the transfer and the
@@ -382,7 +415,13 @@ public struct SyncEngine: Sendable {
             }
             summary.pushed += acked.count
             summary.pulled += outcome.incoming.count
-            if done { summary.serverLacks = try serverLacks(answer.vector) }
+            if done {
+                summary.serverLacks = try serverLacks(answer.vector).map { lack in
+                    var lack = lack
+                    lack.refusal = relay.refusal(of: lack, serverVector: answer.vector)
+                    return lack
+                }
+            }
             progress(summary)
             if done { return }
         }
@@ -534,6 +573,9 @@ public actor SyncSession {
     /// How much to upload at once: kept across retries and syncs, so a slow link is learned once,
     /// and its bytes in the replica (`meta.upload_bytes`) for the next process.
     var window = UploadWindow()
+    /// What the server would not take by relay (`Relay`), as the replica keeps it (read at the
+    /// first sync).
+    var relay: Relay?
     /// The bytes the replica holds (nil until read at the first sync).
     var keptBytes: Int?
     /// One sync at a time: a second, interleaved at an await, would share the transport.
@@ -573,9 +615,10 @@ public actor SyncSession {
                                                                  serverKey: serverKey, idleTimeout: idleTimeout)
             self.transport = transport
             var failure: (any Error)?
-            var window = self.window
-            do { try await engine.exchangeUntilDone(transport, &summary, &offset, &window, progress: progress) } catch { failure = error }
+            var window = self.window, relay = try self.relay ?? Relay(stored: replica.store.meta(Relay.metaKey))
+            do { try await engine.exchangeUntilDone(transport, &summary, &offset, &window, &relay, progress: progress) } catch { failure = error }
             self.window = window
+            self.relay = relay
             guard let failure else { break }
             self.transport = nil
             await transport.shutdown()

@@ -21,8 +21,8 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
     let wallMillis: UInt64
     var clock = HybridClock()
     var roster: [DeviceID: RosterEntry]
-    /// The uploading device's head, as locked; other devices' are never asked (an upload holds
-    /// only its own device's changes: `ServerExchange` refuses the rest first).
+    /// The upload's author's head, as locked; other devices' are never asked (an upload holds
+    /// one author's changes: `ServerExchange` refuses the rest first).
     let device: DeviceID
     var head: (seq: UInt64, id: ChangeID)?
     /// Positions of the changes this upload can ask about (its ids and prevs, and those of the
@@ -303,11 +303,12 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
 
     // MARK: Flushing
 
-    /// Writes what the merge did, in the caller's transaction, with the device's activity
-    /// (`known`: what it holds after this answer, `sends`: what the answer may carry): the
+    /// Writes what the merge did, in the caller's transaction, with the activity of the device
+    /// that sent it, `requester` (`known`: what it holds after this answer, `sends`: what the
+    /// answer may carry): the
     /// appended changes, the records they wrote to and the head in one statement
     /// (`UploadWriteStatement`), then the held changes and the erasures, which are rare.
-    func flush(_ db: PostgresConnection, known: VersionVector, sends: Int, logger: Logger) async throws {
+    func flush(_ db: PostgresConnection, requester: DeviceID, known: VersionVector, sends: Int, logger: Logger) async throws {
         var changes = UploadWriteStatement.Changes(), recordChanges = UploadWriteStatement.RecordChanges()
         for a in appended {
             let c = a.change.change, id = ByteBuffer(bytes: a.change.id.bytes)
@@ -329,7 +330,8 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         let statement = UploadWriteStatement(
             changes: changes, receivedAt: Int64(clamping: wallMillis), recordChanges: recordChanges, device: device.description,
             headSeq: head.map { Int64(clamping: $0.seq) } ?? -1, headID: ByteBuffer(bytes: head?.id.bytes ?? []), records: recordRows(),
-            now: Int64(clamping: wallMillis), sends: Int64(max(0, sends)), knownDevices: pairs.map(\.0), known: pairs.map(\.1))
+            now: Int64(clamping: wallMillis), sends: Int64(max(0, sends)), knownDevices: pairs.map(\.0), known: pairs.map(\.1),
+            requester: requester.description)
         var inserted: Int64 = -1
         for try await n in try await db.execute(statement, logger: logger) { inserted = n }
         guard inserted == Int64(appended.count) else { throw StageMiss(what: "the numbers of the \(appended.count) appended changes") }

@@ -194,10 +194,10 @@ struct UploadReadStatement: PostgresPreparedStatement {
 
 /// What an upload's merge wrote, in one statement: the appended changes (the chain's foreign
 /// key and `UNIQUE (device, seq)` check them again, at the statement's end), the records each
-/// wrote to (by change id: their numbers are taken here), the head (seq < 0: unchanged), the
-/// records' listings, and the device's activity. The activity reads the heads as they were
-/// before this statement, so the uploader's own head is taken as the new one. The row back
-/// counts the changes inserted.
+/// wrote to (by change id: their numbers are taken here), the author's head (seq < 0:
+/// unchanged), the records' listings, and the requesting device's activity. The activity reads
+/// the heads as they were before this statement, so the author's head is taken as the new one.
+/// The row back counts the changes inserted.
 struct UploadWriteStatement: PostgresPreparedStatement {
     static let sql = """
         WITH ins AS (
@@ -225,7 +225,7 @@ struct UploadWriteStatement: PostgresPreparedStatement {
               status = excluded.status, team = excluded.team, review = excluded.review, json = excluded.json),
         activity AS (
             INSERT INTO device_activity (device, last_sync, backlog)
-            SELECT $15, $30, \(Backlog.sql(head: "CASE WHEN h.device = $15 THEN GREATEST(h.seq, $16) ELSE h.seq END", sends: "$31"))
+            SELECT $34, $30, \(Backlog.sql(head: "CASE WHEN h.device = $15 THEN GREATEST(h.seq, $16) ELSE h.seq END", sends: "$31"))
             FROM heads h LEFT JOIN unnest($32::text[], $33::int8[]) AS k(device, known) USING (device)
             WHERE h.seq > 0 OR (h.device = $15 AND $16 > 0)
             ON CONFLICT (device) DO UPDATE SET last_sync = excluded.last_sync, backlog = excluded.backlog)
@@ -255,9 +255,11 @@ struct UploadWriteStatement: PostgresPreparedStatement {
     var sends: Int64
     var knownDevices: [String]
     var known: [Int64]
+    /// The device that sent the upload (its activity row); `device` is the changes' author.
+    var requester: String
 
     func makeBindings() throws -> PostgresBindings {
-        var b = PostgresBindings(capacity: 33)
+        var b = PostgresBindings(capacity: 34)
         let c = changes
         b.append(c.ids); b.append(c.devices); b.append(c.seqs); b.append(c.prevs); b.append(c.hlcs); b.append(c.walls)
         b.append(receivedAt)
@@ -267,7 +269,7 @@ struct UploadWriteStatement: PostgresPreparedStatement {
         let r = records
         b.append(r.ids); b.append(r.types); b.append(r.kinds); b.append(r.deleted); b.append(r.conflicted); b.append(r.erased)
         b.append(r.changed); b.append(r.refs); b.append(r.statuses); b.append(r.teams); b.append(r.reviews); b.append(r.jsons)
-        b.append(now); b.append(sends); b.append(knownDevices); b.append(known)
+        b.append(now); b.append(sends); b.append(knownDevices); b.append(known); b.append(requester)
         return b
     }
 

@@ -6,7 +6,7 @@ import FieldSyncStore
 /// `preverify` before its transaction and `apply` inside it.
 enum ServerExchange {
     /// The upload as far as `limits.takes()` reaches (asked again before each change), and the
-    /// ids of those signed by the requesting device whose signatures verify against the
+    /// ids of those signed by the request's author whose signatures verify against the
     /// request's roster: checked before any transaction begins, so no writer waits on Ed25519.
     static func preverify(_ r: ExchangeRequest, limits: ExchangeLimits) -> (upload: [SignedChange], verified: Set<ChangeID>) {
         var verified: Set<ChangeID> = []
@@ -14,7 +14,7 @@ enum ServerExchange {
         for c in r.upload {
             guard considered < limits.takes() else { break }
             considered += 1
-            if c.change.device == r.device, let entry = r.roster[c.change.device], (try? c.verify(publicKey: entry.publicKey)) != nil {
+            if c.change.device == r.author, let entry = r.roster[c.change.device], (try? c.verify(publicKey: entry.publicKey)) != nil {
                 verified.insert(c.id)
             }
         }
@@ -34,8 +34,14 @@ enum ServerExchange {
         for (taken, c) in upload.enumerated() {
             guard taken < limits.takes() else { break }
             let id = c.id.hex
-            guard c.change.device == r.device else {
-                result.refused.append(ChangeRefusal(id: id, code: "wrong_uploader", reason: "change \(id.prefix(12)) was signed by \(c.change.device), not by the uploading device"))
+            guard c.change.device == r.author else {
+                if r.roster[c.change.device] == nil {
+                    result.refused.append(ChangeRefusal(id: id, code: CoreError.Code.unknownDevice.description,
+                                                        reason: "change \(id.prefix(12)) was signed by \(c.change.device), which is not on this server's roster"))
+                    continue
+                }
+                result.refused.append(ChangeRefusal(id: id, code: "wrong_uploader",
+                                                    reason: "change \(id.prefix(12)) was signed by \(c.change.device): a request carries one author's changes, and this one's are \(r.author)'s"))
                 continue
             }
             if let bad = invalidValue(c, schema: t.schema) {
@@ -56,7 +62,7 @@ enum ServerExchange {
                 case .duplicate: refusal = try t.storedRefusal(of: c.id)
                 }
                 result.accepted.append(c.id)
-                known.seqs[r.device] = max(known[r.device], c.change.seq)
+                known.seqs[r.author] = max(known[r.author], c.change.seq)
                 // Accepted and refused: kept in its chain, applied nowhere.
                 if let refusal { result.refused.append(ChangeRefusal(id: id, code: refusal.code.description, reason: refusal.message)) }
             } catch let e as CoreError {

@@ -160,7 +160,14 @@ public struct ExchangeLimits: Sendable {
 
 /// One authenticated sync request, as the store sees it.
 public struct ExchangeRequest: Sendable {
+    /// The device that signed the request: its nonce and its activity.
     public var device: DeviceID
+    /// Whose chain the upload extends: the requesting device's own, or another enrolled
+    /// device's that it relays (work it holds that the server lacks: a server restored from a
+    /// backup, or changes carried to it by bundle). Each change is checked against its
+    /// author's key and chain exactly as if the author had sent it, so relaying needs no trust
+    /// in the relay; one author a request, so an upload takes one chain lock.
+    public var author: DeviceID
     /// The roster the request was authenticated with: the upload's signatures are checked
     /// against it (revocation is judged again inside the store's transaction).
     public var roster: Roster
@@ -170,8 +177,10 @@ public struct ExchangeRequest: Sendable {
     public var nonce: SignatureNonce?
     public var now: UInt64
 
-    public init(device: DeviceID, roster: Roster, upload: [SignedChange], clientVector: VersionVector, nonce: SignatureNonce?, now: UInt64) {
+    public init(device: DeviceID, author: DeviceID? = nil, roster: Roster, upload: [SignedChange], clientVector: VersionVector,
+                nonce: SignatureNonce?, now: UInt64) {
         self.device = device
+        self.author = author ?? device
         self.roster = roster
         self.upload = upload
         self.clientVector = clientVector
