@@ -39,7 +39,7 @@ struct BundleCommand: ParsableCommand {
             if output.json {
                 printJSON(.object([
                     "made_by": .string(r.madeBy), "new": .int(Int64(r.new)), "already_here": .int(Int64(r.already)), "held": .int(Int64(r.held)),
-                    "roster_news": .int(Int64(r.rosterNews)), "acknowledged": .int(Int64(r.acknowledged)),
+                    "roster_news": .int(Int64(r.rosterNews)), "acknowledged": .int(Int64(r.acknowledged)), "forks": .int(Int64(r.forks)),
                     "refused": .array(r.refused.map { .object(["id": .string($0.id), "device": .string($0.device), "seq": $0.seq.map { .int(Int64(clamping: $0)) } ?? .null,
                                                                 "reason": .string($0.reason)]) }),
                     "exit": .int(r.refused.isEmpty ? 0 : 5),
@@ -50,6 +50,7 @@ struct BundleCommand: ParsableCommand {
                 line += ")"
                 if r.acknowledged > 0 { line += "; the server acknowledged \(r.acknowledged) of this laptop's" }
                 if r.rosterNews > 0 { line += "; \(r.rosterNews) roster changes" }
+                if r.forks > 0 { line += "; \(r.forks) forks (a key that signed two versions: `fieldsync status` lists them)" }
                 print(line)
                 for x in r.refused {
                     print("refused \(x.id.prefix(12)) by \(TerminalText.escaped(x.device))\(x.seq.map { " seq \($0)" } ?? ""): \(TerminalText.escaped(x.reason))")

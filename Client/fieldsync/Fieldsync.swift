@@ -225,7 +225,7 @@ struct Status: ParsableCommand {
             let who = f.device == replica.device ? "THIS DEVICE" : TerminalText.escaped(names[f.device] ?? f.device.description)
             let what = f.device == replica.device
                 ? "a copy of this replica wrote another change as this device; ask for an invite and run `fieldsync rekey --token TOKEN`"
-                : "its key signed two versions; the server's is kept (\(f.refused.hex.prefix(12)) given up here)"
+                : "its key signed two versions of that change; \(f.refused.hex.prefix(12)) is the one not kept here"
             print("fork        \(who) at seq \(f.seq), \(Timestamps.iso(f.seenAt)): \(what)")
         }
     }

@@ -37,6 +37,9 @@ extension ReplicaStore {
     /// One fork a replica knows of: `device` signed another change at `seq` than the one the
     /// server's chain holds, and `refused` is that other one.
     public struct Fork: Sendable {
+        /// A hostile device could sign a new version of every seq it ever wrote: what is kept of
+        /// them is bounded.
+        public static let maxPerDevice = 64
         public var device: DeviceID
         public var seq: UInt64
         public var refused: ChangeID
@@ -76,13 +79,21 @@ extension ReplicaStore {
 
     /// Remembers forks (the server's `recordForks`): the first version refused at each device
     /// and seq, at most `maxPerDevice` per device. Never blocks a thread of the cooperative pool.
-    public func recordForks(_ forks: [Fork], maxPerDevice: Int, inline: Bool) async throws {
-        try await write(Access(alone: inline), durable: true) { db in
-            for f in forks {
-                let n = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM forks WHERE device = ?"), arguments: [f.device.description]) ?? 0
-                guard n < maxPerDevice else { continue }
-                try Self.recordFork(device: f.device, seq: f.seq, refused: f.refused, at: f.seenAt, db)
-            }
+    public func recordForks(_ forks: [Fork], maxPerDevice: Int = Fork.maxPerDevice, inline: Bool) async throws {
+        try await write(Access(alone: inline), durable: true) { db in try Self.recordForks(forks, maxPerDevice: maxPerDevice, db) }
+    }
+
+    /// The same, for a laptop: a bundle that brings another version of a change held here is
+    /// evidence that its device's key signed two (`Replica.applyBundle`).
+    public func recordForks(_ forks: [Fork]) throws {
+        try write { db in try Self.recordForks(forks, maxPerDevice: Fork.maxPerDevice, db) }
+    }
+
+    static func recordForks(_ forks: [Fork], maxPerDevice: Int, _ db: Database) throws {
+        for f in forks {
+            let n = try Int.fetchOne(db.cachedStatement(sql: "SELECT count(*) FROM forks WHERE device = ?"), arguments: [f.device.description]) ?? 0
+            guard n < maxPerDevice else { continue }
+            try Self.recordFork(device: f.device, seq: f.seq, refused: f.refused, at: f.seenAt, db)
         }
     }
 

@@ -115,6 +115,36 @@ import Testing
         server.kill(SIGTERM)
     }
 
+    /// Two copies of one laptop each wrote a change at the same seq, and both reached b by
+    /// bundle: the second is refused, and b lists the fork as a sync would (`status`), with no
+    /// server in the loop.
+    @Test func aForkThatArrivesByBundleIsListed() throws {
+        let server = try LiveServer()
+        try server.start()
+        let a = try laptop(server, role: "field", name: "mt3-laptop")
+        let b = try laptop(server, role: "field", name: "nts2-laptop")
+        let copy = CLI()
+        let dir = NSTemporaryDirectory() + "fieldsync-usb-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { for l in [a, b, copy] { l.cleanUp() }; try? FileManager.default.removeItem(atPath: dir) }
+        for l in [a, b] { _ = try l.ok("sync", "--quiet") }
+        server.kill(SIGTERM)
+        #expect(try runProcess("/bin/cp", ["-a", a.home, copy.home]).status == 0)
+
+        _ = try a.ok("note", "add", "--kind", "survey", "--set", "ref=ORIGINAL")
+        _ = try copy.ok("note", "add", "--kind", "survey", "--set", "ref=COPY")
+        _ = try a.ok("bundle", "create", "--out", dir + "/a.fsb")
+        _ = try copy.ok("bundle", "create", "--out", dir + "/copy.fsb")
+        #expect(try b.run("bundle", "apply", dir + "/a.fsb").status == 0)
+        let second = try b.run("bundle", "apply", dir + "/copy.fsb")
+        #expect(second.status == 5 && second.out.contains("1 forks"), "\(second)")
+        let status = try JSONValue.parse(try b.ok("status", "--json"))
+        let fork = try #require(status["forks"]?.arrayValue?.first, "\(status)")
+        #expect(fork["name"] == .string("mt3-laptop") && fork["seq"] == .int(1) && fork["this_device"] == .bool(false), "\(fork)")
+        #expect(try refs(b) == ["ORIGINAL"])
+        #expect(try b.ok("status").contains("fork        mt3-laptop at seq 1"))
+    }
+
     /// A changed byte refuses that change and what follows it from its author, never the other
     /// author's; a revoked device's bundle is refused; a bundle of another server is refused.
     @Test func aTamperedOrRevokedBundleIsRefusedChangeByChange() throws {

@@ -64,6 +64,8 @@ extension Replica {
         public var refused: [(id: String, device: String, seq: UInt64?, reason: String)] = []
         /// Devices the bundle's roster added or revoked here.
         public var rosterNews = 0
+        /// Refused changes that another version of, signed by the same key, is held here.
+        public var forks = 0
         /// This laptop's changes the server's receipt acknowledged.
         public var acknowledged = 0
         public var madeBy = ""
@@ -108,6 +110,7 @@ extension Replica {
         changes.sort { ($0.change.device.description, $0.change.seq) < ($1.change.device.description, $1.change.seq) }
         let results = try store.receive(changes)
         let names = try self.names()
+        var forks: [ReplicaStore.Fork] = []
         for c in changes {
             switch results[c.id] {
             case .success(.applied)?: report.new += 1
@@ -115,9 +118,17 @@ extension Replica {
             case .success(.pending)?: report.held += 1
             case .failure(let e)?:
                 report.refused.append((c.id.hex, names[c.change.device] ?? c.change.device.description, c.change.seq, e.message))
+                // Its signature held (checked before the chain), so the device's key signed two
+                // versions of that seq, and both have spread: a fork, listed by `status`. This
+                // device's own is left to the next sync, which takes back what it can.
+                if e.code == .forkedChain, c.change.device != device {
+                    forks.append(ReplicaStore.Fork(device: c.change.device, seq: c.change.seq, refused: c.id, seenAt: Timestamps.nowMillis))
+                }
             case nil: report.already += 1
             }
         }
+        if !forks.isEmpty { try store.recordForks(forks) }
+        report.forks = forks.count
         // A server's receipt: this laptop's changes it holds count as acknowledged.
         if let r = header.receipt, r.device == device.description, r.verified(serverKey: serverKey), let head = ChangeID(hex: r.head) {
             report.acknowledged = try store.acknowledge(device: device, through: r.seq, head: head)

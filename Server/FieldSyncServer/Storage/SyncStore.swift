@@ -1,4 +1,5 @@
 import FieldSyncCore
+import FieldSyncStore
 
 /// What the sync server needs of its storage: the embedded SQLite replica (`SQLiteSyncStore`)
 /// or, for several server processes, PostgreSQL. The types here are the server's; a store
@@ -39,8 +40,8 @@ public protocol SyncStore: Sendable {
 /// the true one, and `refused` names the other version (DESIGN.md §5, forks).
 public struct ForkReport: Sendable, Hashable {
     /// A hostile device could sign a new version of every seq it ever wrote: what is kept of
-    /// them is bounded.
-    public static let maxPerDevice = 64
+    /// them is bounded, as on a laptop.
+    public static let maxPerDevice = ReplicaStore.Fork.maxPerDevice
     public var device: DeviceID
     public var seq: UInt64
     public var refused: ChangeID
