@@ -205,7 +205,7 @@ struct SyncWatch: Service {
                     let summary = try await session.sync(deadline: now)
                     sentUpTo = head
                     // Refusals do not count: a change refused for good goes again each time.
-                    let progressed = summary.pushed + summary.pulled + summary.resent + summary.takenBack + summary.resigned > 0
+                    let progressed = summary.pushed + summary.pulled + summary.relayed + summary.resent + summary.takenBack + summary.resigned > 0
                     wait = progressed ? every : min(idleMax, wait * 2)
                     nextPull = ContinuousClock.now + wait
                     if failures > 0 { FileHandle.standardError.write(Data("sync: \(summary.server) answers again\n".utf8)) }

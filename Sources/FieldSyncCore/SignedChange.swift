@@ -193,6 +193,11 @@ public struct SignedChange: Hashable, Sendable {
         }
     }
 
+    /// Every value its ops commit to travels with it: none was erased on the way.
+    public var isWhole: Bool {
+        change.ops.indices.allSatisfy { change.ops[$0].commitment == nil || values[UInt16($0)] != nil }
+    }
+
     public static func == (a: SignedChange, b: SignedChange) -> Bool { a.id == b.id && a.values == b.values }
     public func hash(into h: inout Hasher) { h.combine(id) }
 }

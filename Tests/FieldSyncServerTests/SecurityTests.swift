@@ -239,6 +239,16 @@ import Testing
         #expect(try await ts.store.hasChange(c3.id))
         #expect(try await !ts.store.hasChange(b1.id))
 
+        // Values travel beside the signed bytes: a relay that drops them is refused, or the
+        // server would keep alice's change without them for good.
+        let c4 = try laptop.note("A-4").1
+        var stripped = c4
+        stripped.dropValues(Array(c4.values.keys))
+        #expect(!stripped.isWhole && c4.isWhole)
+        #expect(try await refusals([stripped], by: bob) == [c4.id.hex: "values_missing"])
+        #expect(try await refusals([c4], by: bob).isEmpty, "whole, it is taken")
+        #expect(try await ts.store.view(try #require(c4.change.ops.first?.record))?.fields["ref"]?.value == .string("A-4"))
+
         let stranger = DeviceKey()
         let own = try await ts.store.roster().sorted + [RosterEntry(publicKey: stranger.publicKey, name: "stranger", role: .field, enrolledAtMillis: 0, revokedAfterSeq: nil)]
         var outside = TestLaptop(key: stranger, roster: Roster(own))

@@ -59,8 +59,16 @@ struct Relay: Sendable {
                        window: UploadWindow) throws -> Batch? {
         for lack in open(lacks, serverVector: serverVector) {
             let after = serverVector[lack.device.description] ?? 0
-            let changes = try store.relayable(of: lack.device, after: after, limit: window.size, bytes: window.bytes)
-            if !changes.isEmpty { return Batch(device: lack.device, after: after, changes: changes) }
+            let read = try store.relayable(of: lack.device, after: after, limit: window.size, bytes: window.bytes)
+            // What fits the window; at least one, unless it is larger than any upload may be
+            // (an author's own changes are cut to about 64 kB, but a relay carries what it was given).
+            var total = 0
+            let changes = read.prefix { total += $0.envelope.count; return total <= window.bytes }
+            if let first = read.first, changes.isEmpty, first.envelope.count > SyncProtocol.maxUploadBytes {
+                refused[lack.device] = (after, "its change \(first.id.hex.prefix(12)) is \(first.envelope.count) bytes, more than one upload may carry")
+                continue
+            }
+            if !read.isEmpty { return Batch(device: lack.device, after: after, changes: changes.isEmpty ? [read[0]] : Array(changes)) }
             // Its vector says this replica holds them: never expected, and never tried again.
             refused[lack.device] = (after, "this laptop could not read them")
         }
@@ -70,13 +78,21 @@ struct Relay: Sendable {
     /// What the server's answer did with `batch`: its vector shows how far it now holds the
     /// author's chain. No step forward, and the author is not tried again from there: so a
     /// relay always ends. Returns how many of the batch the server took.
-    mutating func answered(_ batch: Batch, vector: [String: UInt64], refusals: [ChangeRefusal]) -> Int {
+    mutating func answered(_ batch: Batch, vector: [String: UInt64], accepted: Set<String>, refusals: [ChangeRefusal]) -> Int {
         let now = vector[batch.device.description] ?? 0
+        let refusedIDs = Set(refusals.map(\.id))
         guard now > batch.after else {
             let ids = Set(batch.changes.map(\.id.hex))
             refused[batch.device] = (now, refusals.first { ids.contains($0.id) }?.reason ?? "the server did not take them")
             return 0
         }
-        return Int(clamping: min(now - batch.after, UInt64(batch.changes.count)))
+        // Those it took and applied (one kept but refused is listed both ways).
+        return batch.changes.count { accepted.contains($0.id.hex) && !refusedIDs.contains($0.id.hex) }
+    }
+
+    /// The server refused the request that carried `batch` (a problem, not a change's refusal):
+    /// its author is not tried again from there, and the sync goes on with the rest.
+    mutating func failed(_ batch: Batch, reason: String) {
+        refused[batch.device] = (batch.after, reason)
     }
 }

@@ -273,7 +273,19 @@ public struct SyncEngine: Sendable {
                     let (device, most) = (replica.device, window.mostNext)
                     readAhead = Task { try store.outbox(device: device, after: last, limit: most.size, bytes: most.bytes) }
                 }
-                answer = try await transport.exchange(request)
+                if let batch = relaying {
+                    do { answer = try await transport.exchange(request) } catch let f as SyncFailure where f.exit != .unreachable {
+                        // Refused whole (other devices' changes too large, say): this laptop's own
+                        // work is all sent, so the sync goes on without that author.
+                        relay.failed(batch, reason: f.message)
+                        try store.setMeta(Relay.metaKey, relay.stored)
+                        relayLacks = relay.open(relayLacks, serverVector: relayVector)
+                        window.sending = 0
+                        continue
+                    }
+                } else {
+                    answer = try await transport.exchange(request)
+                }
             }
             summary.rounds += 1
             offset = Int64(answer.serverTime) - Int64(Timestamps.nowMillis)
@@ -290,7 +302,7 @@ public struct SyncEngine: Sendable {
             let acked = outbox.filter { accepted.contains($0.id.hex) }.map(\.id)
             outcome.acknowledged = acked
             if let batch = relaying {
-                summary.relayed += relay.answered(batch, vector: answer.vector, refusals: answer.refused)
+                summary.relayed += relay.answered(batch, vector: answer.vector, accepted: accepted, refusals: answer.refused)
                 outcome.meta[Relay.metaKey] = relay.stored
             }
             // A server restored from a backup holds less of this laptop's work than it once

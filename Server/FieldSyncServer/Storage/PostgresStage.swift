@@ -45,8 +45,9 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
     /// The caller holds the transaction; `device`'s heads row is taken FOR UPDATE here, first,
     /// then the records' advisory locks in sorted order: one order in every process, so no
     /// deadlock. Three round trips when no other device shares the records, five when one does.
-    static func load(_ db: PostgresConnection, device: DeviceID, nonce: SignatureNonce?, upload: [SignedChange], schema: RecordSchema,
-                     rosters: PostgresRosterCache, now: UInt64, logger: Logger) async throws -> PostgresStage {
+    /// `relayed`: another device sent `device`'s changes (`ExchangeRequest.author`).
+    static func load(_ db: PostgresConnection, device: DeviceID, relayed: Bool, nonce: SignatureNonce?, upload: [SignedChange],
+                     schema: RecordSchema, rosters: PostgresRosterCache, now: UInt64, logger: Logger) async throws -> PostgresStage {
         var lockRow: ChainLockStatement.Row?
         for try await row in try await db.execute(ChainLockStatement(device: device.description, now: Int64(clamping: now), nonce: nonce),
                                                   logger: logger) { lockRow = row }
@@ -76,9 +77,11 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         // (PostgreSQL's lock table is shared and small). A record that nothing has written yet
         // and that only this device may create (its mark) needs none: no other device has seen
         // it, and this device's uploads already wait for each other (the chain lock). So a
-        // laptop's new notes never wait for another laptop's. Once locked, the records and the
+        // laptop's new notes never wait for another laptop's. A relayed change has been seen by
+        // its relay at least, which may have edited or erased its records: it locks them all.
+        // Once locked, the records and the
         // held envelopes are read again (an erasure elsewhere may have rewritten them).
-        let shared = sortedRecords.filter { loaded.stored.contains($0) || !$0.onlyCreatable(by: device) }
+        let shared = relayed ? sortedRecords : sortedRecords.filter { loaded.stored.contains($0) || !$0.onlyCreatable(by: device) }
         if !shared.isEmpty {
             let keys = Set(shared.map { Int64($0.lockKey % Self.lockBuckets) }).sorted().map { Self.lockSpace + $0 }
             _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",

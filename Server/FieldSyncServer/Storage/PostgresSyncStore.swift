@@ -229,7 +229,7 @@ public final class PostgresSyncStore: SyncStoreAdmin {
             }
         }
         return try await transaction("READ WRITE", { db in
-            var stage = try await PostgresStage.load(db, device: r.author, nonce: r.nonce, upload: upload, schema: schema, rosters: rosters,
+            var stage = try await PostgresStage.load(db, device: r.author, relayed: r.author != r.device, nonce: r.nonce, upload: upload, schema: schema, rosters: rosters,
                                                      now: r.now, logger: logger)
             let (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
             try await stage.flush(db, requester: r.device, known: known, sends: limits.sends(), logger: logger)

@@ -44,6 +44,14 @@ enum ServerExchange {
                                                     reason: "change \(id.prefix(12)) was signed by \(c.change.device): a request carries one author's changes, and this one's are \(r.author)'s"))
                 continue
             }
+            // Values travel beside the signed bytes, so a relay could drop them and the signature
+            // would still hold; stored so, they would be lost for good (the author's own upload
+            // is then a duplicate). Only the author sends a change without its values.
+            if r.author != r.device, !c.isWhole {
+                result.refused.append(ChangeRefusal(id: id, code: "values_missing",
+                                                    reason: "change \(id.prefix(12)) was relayed without some of its values: only its author may send it so"))
+                continue
+            }
             if let bad = invalidValue(c, schema: t.schema) {
                 result.refused.append(ChangeRefusal(id: id, code: bad.code.description, reason: bad.message))
                 continue
