@@ -54,7 +54,7 @@ struct Rekey: AsyncParsableCommand {
             their laptops, so the server keeps one and refuses the other for good (`fieldsync status` lists it, `sync` exits 5). \
             Ask the server's administrator for an invite (`fieldsync-server invite --name NAME --role ROLE`), then run this \
             with its token. The laptop enrols a new key, takes the old device's chain as the server holds it, and signs again \
-            under the new key every change of its own the server lacks (records it created get new ids); the old key is \
+            under the new key every change of its own the server lacks (records it created get new ids, and its links to them follow); the old key is \
             deleted. Then run `fieldsync sync`. A rekey that stops half-way is finished by running it again with the same token.
             """)
     @Option(help: "The one-time invite token from `fieldsync-server invite`.") var token: String

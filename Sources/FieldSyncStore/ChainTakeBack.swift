@@ -252,22 +252,32 @@ extension ReplicaStore {
         if let key {
             let me = key.deviceID
             // An op naming an op of a change signed again names its new id; a record created
-            // under another key gets an id this key may create.
+            // under another key gets an id this key may create, and a value naming that record
+            // (a note's `links`) names the new id: the old one never left this laptop, so
+            // nothing else can name it.
             var renamed: [ChangeID: ChangeID] = [:]
             var remade: [RecordID: RecordID] = [:]
-            for old in resign.sorted(by: { $0.change.seq < $1.change.seq }) {
+            let resigning = resign.sorted(by: { $0.change.seq < $1.change.seq })
+            for old in resigning {
+                for op in old.change.ops where op.action == .create && !op.record.mayBeCreated(by: me) && remade[op.record] == nil {
+                    remade[op.record] = op.record.remade(by: me)
+                }
+            }
+            for old in resigning {
                 var ops = old.change.ops
+                var values = old.values
                 for i in ops.indices {
                     ops[i].refs = ops[i].refs.map { r in renamed[r.change].map { OpRef(change: $0, index: r.index) } ?? r }.sorted()
-                    if ops[i].action == .create, !ops[i].record.mayBeCreated(by: me), remade[ops[i].record] == nil {
-                        remade[ops[i].record] = ops[i].record.remade(by: me)
-                    }
                     if let r = remade[ops[i].record] { ops[i].record = r }
+                    if let v = values[UInt16(i)], case .string(let text) = v.value, let named = RecordID(text), let new = remade[named],
+                       s.schema.field(ops[i].field, type: ops[i].recordType, kind: nil)?.type == "record_id" {
+                        values[UInt16(i)] = OpValue.fresh(.string(new.description))
+                    }
                 }
                 let head = try s.head(of: me)
                 let change = Change(device: me, seq: (head?.seq ?? 0) + 1, prev: head?.id ?? .zero, hlc: s.clock.tick(wallMillis: wallMillis),
                                     wallMillis: wallMillis, ops: ops)
-                let again = SignedChange.author(change, values: old.values, key: key)
+                let again = SignedChange.author(change, values: values, key: key)
                 _ = try Replicator.receive(again, into: &s, wallMillis: wallMillis, verified: true)
                 renamed[old.id] = again.id
                 result.resigned += 1

@@ -84,6 +84,45 @@ import Testing
         #expect(forks.count == 1 && forks.first?.device == me.deviceID && forks.first?.seq == 1 && forks.first?.refused == c1[0].id, "but the fork is listed")
     }
 
+    /// A rekey gives the notes the old key created new ids; a link to one of them, in a note it
+    /// created or in an older note's edit, names the new id (the old never left this laptop).
+    @Test func aRekeyRenamesLinksToTheNotesItRemakes() throws {
+        let dir = TempDir()
+        let store = try laptop(dir)
+        let (base, d1) = note("BASE")
+        let c1 = try store.commitLocal(key: me, wallMillis: 1_000) { _ in d1 }
+        _ = try store.absorb(ReplicaStore.ExchangeOutcome(acknowledged: c1.map(\.id)))
+        let (first, d2) = note("FIRST")
+        _ = try store.commitLocal(key: me, wallMillis: 2_000) { _ in d2 }
+        var (second, d3) = note("SECOND")
+        d3.add("links", .string(first.description), record: second, type: .note)
+        _ = try store.commitLocal(key: me, wallMillis: 3_000) { _ in d3 }
+        _ = try store.commitLocal(key: me, wallMillis: 4_000) { _ in
+            var e = ChangeDraft()
+            e.add("links", .string(first.description), record: base, type: .note)
+            return e
+        }
+        let fresh = DeviceKey()
+        let newEntry = RosterEntry(publicKey: fresh.publicKey, name: "me-2", role: .field, enrolledAtMillis: 5_000)
+        let result = try store.rekey(oldChain: [c1[0]], newKey: fresh, roster: [newEntry], meta: [:], wallMillis: 6_000)
+        #expect(result.resigned == 3)
+        let out = try store.outbox(device: fresh.deviceID).map { try SignedChange(envelope: $0.envelope) }
+        let made = out.flatMap { $0.change.ops.filter { $0.action == .create }.map(\.record) }
+        let ref = { (id: RecordID) in try store.view(id)?.fields["ref"]?.value }
+        let newFirst = try #require(try made.first { try ref($0) == "FIRST" })
+        second = try #require(try made.first { try ref($0) == "SECOND" })
+        #expect(newFirst != first)
+        for holder in [second, base] {
+            let links = String(describing: try store.view(holder)?.fields["links"])
+            #expect(links.contains(newFirst.description) && !links.contains(first.description), "\(holder): \(links)")
+        }
+        // Another replica that gets the server's chain and the new changes sees the same.
+        var reference = MemoryReplica(roster: Roster(entries + [newEntry]))
+        for c in [c1[0]] + out { _ = try Replicator.receive(c, into: &reference, wallMillis: 7_000) }
+        #expect(reference.refusals.isEmpty)
+        #expect(try store.view(base) == reference.record(base))
+    }
+
     /// `rekey`: the old device's chain becomes the server's; what it lacks is signed again
     /// under the new key, a note the old key created getting an id the new key may create, and
     /// a replica that receives the server's chain and the new changes shows the same records.
