@@ -6,16 +6,20 @@ import Logging
 import Synchronization
 
 /// What a request's log line says of it beyond its route and status, filled in while it is
-/// handled: the device that signed it and the problem that refused it. A reference, so the
-/// outermost middleware reads what the authenticator, deeper in, wrote.
+/// handled: the device that signed it, the problem that refused it, and whose changes it relayed
+/// (the log is the record of which laptop brought another's work). A reference, so the
+/// outermost middleware reads what the authenticator and the handler, deeper in, wrote.
 final class RequestNote: Sendable {
-    private let state = Mutex<(device: String?, problem: String?)>((nil, nil))
+    struct Read { var device: String?; var problem: String?; var relayedFor: String?; var relayed = 0 }
+    private let state = Mutex(Read())
     func signed(by device: String) { state.withLock { $0.device = device } }
     func refused(_ code: Problem.Code?) { state.withLock { $0.problem = code?.rawValue ?? "problem" } }
-    var read: (device: String?, problem: String?) { state.withLock { $0 } }
+    func relayed(for author: String, changes: Int) { state.withLock { $0.relayedFor = author; $0.relayed = changes } }
+    var read: Read { state.withLock { $0 } }
 }
 
-/// One log line per request (info): route, status, duration, device, problem code. The route is
+/// One log line per request (info): route, status, duration, device, problem code, and for a
+/// relay the author and the changes taken. The route is
 /// one of the server's or "other", never the raw path: a path is the client's bytes.
 struct RequestLogMiddleware: RouterMiddleware {
     typealias Context = SyncContext
@@ -45,6 +49,10 @@ struct RequestLogMiddleware: RouterMiddleware {
         ]
         if let device = note.device { metadata["device"] = .string(device) }
         if let problem = note.problem { metadata["problem"] = .string(problem) }
+        if let author = note.relayedFor {
+            metadata["relayed_for"] = .string(author)
+            metadata["relayed"] = .stringConvertible(note.relayed)
+        }
         logger.log(level: status >= 500 ? .error : .info, "request", metadata: metadata)
     }
 }

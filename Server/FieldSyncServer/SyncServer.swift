@@ -132,7 +132,9 @@ public struct SyncServer: Sendable {
         let refused = undecodable + result.refused
         // Accepted minus those kept but refused by policy (listed in both), without comparing every pair.
         let acceptedIDs = Set(result.accepted.map(\.hex))
-        metrics.changesAccepted.increment(by: Int64(result.accepted.count - result.refused.filter { acceptedIDs.contains($0.id) }.count))
+        let applied = result.accepted.count - result.refused.filter { acceptedIDs.contains($0.id) }.count
+        metrics.changesAccepted.increment(by: Int64(applied))
+        if author != device.device { context.note.relayed(for: roster[author]?.name ?? author.description, changes: applied) }
         metrics.changesRefused.increment(by: Int64(refused.count))
         var body = SyncResponse(
             accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking,

@@ -75,7 +75,8 @@ import Testing
     /// work is all sent), and does not send them again until the server's chain of them moves.
     @Test func aLaptopCarriesAnotherLaptopsWorkToTheServer() throws {
         let server = try LiveServer()
-        try server.start()
+        let log = server.dir + "/serve.log"
+        try server.start(["--log-format", "json"], log: log)
         let a = try laptop(server, role: "field", name: "mt3-laptop")
         let b = try laptop(server, role: "field", name: "nts2-laptop")
         let co = try laptop(server, role: "coordinator", name: "hq")
@@ -113,6 +114,11 @@ import Testing
         #expect(try JSONValue.parse(try a.ok("status", "--json"))["changes_waiting"] == .int(0))
         #expect(try refs(a) == ["A-1", "A-2", "B-1"])
         server.kill(SIGTERM)
+        // The server's log says which laptop brought whose work.
+        let relays = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map { try JSONValue.parse(String($0)) }
+            .filter { $0["relayed_for"] != nil }
+        #expect(relays.contains { $0["device"] == "nts2-laptop" && $0["relayed_for"] == "mt3-laptop" && $0["relayed"] == .int(2) }, "\(relays)")
+        #expect(relays.contains { $0["relayed_for"] == "spare-laptop" && $0["relayed"] == .int(0) })
     }
 
     /// Two copies of one laptop each wrote a change at the same seq, and both reached b by

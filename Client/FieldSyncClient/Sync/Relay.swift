@@ -8,9 +8,10 @@ import FieldSyncStore
 /// the server as if its author had sent it, so relaying trusts no one. One author a request,
 /// from the seq the server holds; an author whose relayed changes the server did not take
 /// (revoked, or a chain it holds another version of) is not tried again while the server holds
-/// as much of that chain as then (the replica keeps this, `meta.relay_refused`, so a nightly
-/// sync or an idle `sync --watch` does not send the same refused changes every time), and stays
-/// in `Summary.serverLacks` with the server's reason.
+/// as much of that chain as then, for a day (the replica keeps this, `meta.relay_refused`, so a
+/// nightly sync or an idle `sync --watch` does not send the same refused changes every time,
+/// and a refusal that passes, a roster read a moment before an enrolment, say, does not stand
+/// for ever), and stays in `Summary.serverLacks` with the server's reason.
 struct Relay: Sendable {
     /// What one request carried: `device`'s changes after `after`.
     struct Batch: Sendable {
@@ -19,10 +20,15 @@ struct Relay: Sendable {
         let changes: [ReplicaStore.OutgoingChange]
     }
 
-    /// Authors the server would not take from this laptop: the seq it held of them then, and why.
-    private var refused: [DeviceID: (at: UInt64, reason: String)] = [:]
+    /// Authors the server would not take from this laptop: the seq it held of them then, why,
+    /// and when (ms).
+    private var refused: [DeviceID: (at: UInt64, reason: String, when: UInt64)] = [:]
 
     static let metaKey = "relay_refused"
+    /// How long a refusal stands while the server's chain of its author stays where it was.
+    static let retryAfterMillis: UInt64 = 86_400_000
+    /// The time now (ms), for the tests to move.
+    var now: @Sendable () -> UInt64 = { Timestamps.nowMillis }
 
     init() {}
 
@@ -30,21 +36,23 @@ struct Relay: Sendable {
     init(stored: String?) {
         guard let stored, case .object(let o)? = try? JSONValue.parse(stored) else { return }
         for (k, v) in o {
-            guard let device = DeviceID(k), case .int(let at)? = v["at"], at >= 0, let reason = v["reason"]?.stringValue else { continue }
-            refused[device] = (UInt64(at), reason)
+            guard let device = DeviceID(k), case .int(let at)? = v["at"], at >= 0, case .int(let when)? = v["when"], when >= 0,
+                  let reason = v["reason"]?.stringValue else { continue }
+            refused[device] = (UInt64(at), reason, UInt64(when))
         }
     }
 
     /// The form the replica keeps.
     var stored: String {
         JSONValue.object(Dictionary(uniqueKeysWithValues: refused.map { d, r in
-            (d.description, JSONValue.object(["at": .int(Int64(clamping: r.at)), "reason": .string(r.reason)]))
+            (d.description, JSONValue.object(["at": .int(Int64(clamping: r.at)), "reason": .string(r.reason), "when": .int(Int64(clamping: r.when))]))
         })).canonicalString
     }
 
     /// Why the server would not take `lack` from this laptop, if it would not at the seq it holds now.
     func refusal(of lack: SyncEngine.ServerLack, serverVector: [String: UInt64]) -> String? {
-        guard let r = refused[lack.device], r.at == serverVector[lack.device.description] ?? 0 else { return nil }
+        guard let r = refused[lack.device], r.at == serverVector[lack.device.description] ?? 0,
+              now() < r.when.addingReportingOverflow(Self.retryAfterMillis).partialValue else { return nil }
         return r.reason
     }
 
@@ -65,12 +73,12 @@ struct Relay: Sendable {
             var total = 0
             let changes = read.prefix { total += $0.envelope.count; return total <= window.bytes }
             if let first = read.first, changes.isEmpty, first.envelope.count > SyncProtocol.maxUploadBytes {
-                refused[lack.device] = (after, "its change \(first.id.hex.prefix(12)) is \(first.envelope.count) bytes, more than one upload may carry")
+                refused[lack.device] = (after, "its change \(first.id.hex.prefix(12)) is \(first.envelope.count) bytes, more than one upload may carry", now())
                 continue
             }
             if !read.isEmpty { return Batch(device: lack.device, after: after, changes: changes.isEmpty ? [read[0]] : Array(changes)) }
             // Its vector says this replica holds them: never expected, and never tried again.
-            refused[lack.device] = (after, "this laptop could not read them")
+            refused[lack.device] = (after, "this laptop could not read them", now())
         }
         return nil
     }
@@ -79,11 +87,11 @@ struct Relay: Sendable {
     /// author's chain. No step forward, and the author is not tried again from there: so a
     /// relay always ends. Returns how many of the batch the server took.
     mutating func answered(_ batch: Batch, vector: [String: UInt64], accepted: Set<String>, refusals: [ChangeRefusal]) -> Int {
-        let now = vector[batch.device.description] ?? 0
+        let holds = vector[batch.device.description] ?? 0
         let refusedIDs = Set(refusals.map(\.id))
-        guard now > batch.after else {
+        guard holds > batch.after else {
             let ids = Set(batch.changes.map(\.id.hex))
-            refused[batch.device] = (now, refusals.first { ids.contains($0.id) }?.reason ?? "the server did not take them")
+            refused[batch.device] = (holds, refusals.first { ids.contains($0.id) }?.reason ?? "the server did not take them", now())
             return 0
         }
         // Those it took and applied (one kept but refused is listed both ways).
@@ -93,6 +101,6 @@ struct Relay: Sendable {
     /// The server refused the request that carried `batch` (a problem, not a change's refusal):
     /// its author is not tried again from there, and the sync goes on with the rest.
     mutating func failed(_ batch: Batch, reason: String) {
-        refused[batch.device] = (batch.after, reason)
+        refused[batch.device] = (batch.after, reason, now())
     }
 }
