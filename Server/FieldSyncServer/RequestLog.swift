@@ -10,11 +10,14 @@ import Synchronization
 /// (the log is the record of which laptop brought another's work). A reference, so the
 /// outermost middleware reads what the authenticator and the handler, deeper in, wrote.
 final class RequestNote: Sendable {
-    struct Read { var device: String?; var problem: String?; var relayedFor: String?; var relayed = 0 }
+    struct Read { var device: String?; var problem: String?; var relayedFor: String?; var relayedForName = ""; var relayed = 0 }
     private let state = Mutex(Read())
     func signed(by device: String) { state.withLock { $0.device = device } }
     func refused(_ code: Problem.Code?) { state.withLock { $0.problem = code?.rawValue ?? "problem" } }
-    func relayed(for author: String, changes: Int) { state.withLock { $0.relayedFor = author; $0.relayed = changes } }
+    /// `author` by device id (names are not unique: a rekeyed laptop's new key takes its old name).
+    func relayed(for author: String, named name: String, changes: Int) {
+        state.withLock { $0.relayedFor = author; $0.relayedForName = name; $0.relayed = changes }
+    }
     var read: Read { state.withLock { $0 } }
 }
 
@@ -51,6 +54,7 @@ struct RequestLogMiddleware: RouterMiddleware {
         if let problem = note.problem { metadata["problem"] = .string(problem) }
         if let author = note.relayedFor {
             metadata["relayed_for"] = .string(author)
+            metadata["relayed_for_name"] = .string(note.relayedForName)
             metadata["relayed"] = .stringConvertible(note.relayed)
         }
         logger.log(level: status >= 500 ? .error : .info, "request", metadata: metadata)

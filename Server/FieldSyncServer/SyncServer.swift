@@ -134,7 +134,7 @@ public struct SyncServer: Sendable {
         let acceptedIDs = Set(result.accepted.map(\.hex))
         let applied = result.accepted.count - result.refused.filter { acceptedIDs.contains($0.id) }.count
         metrics.changesAccepted.increment(by: Int64(applied))
-        if author != device.device { context.note.relayed(for: roster[author]?.name ?? author.description, changes: applied) }
+        if author != device.device { context.note.relayed(for: author.description, named: roster[author]?.name ?? "", changes: applied) }
         metrics.changesRefused.increment(by: Int64(refused.count))
         var body = SyncResponse(
             accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking,

@@ -146,7 +146,9 @@ extension ReplicaStore {
             let trueIDs = Set(theirs.map(\.id))
             let replaced = stored.filter { $0.change.change.device == device && $0.change.change.seq >= first.change.seq && !trueIDs.contains($0.change.id) }
             guard !replaced.isEmpty else { return TakeBack() }
-            for r in replaced { try Self.recordFork(device: device, seq: r.change.change.seq, refused: r.change.id, at: wallMillis, db) }
+            // The version given up here is the one not kept, whatever an earlier row named (a
+            // bundle's version refused here before the server's word came).
+            for r in replaced { try Self.recordFork(device: device, seq: r.change.change.seq, refused: r.change.id, at: wallMillis, replacing: true, db) }
             try db.execute(sql: "DELETE FROM pending WHERE device = ?", arguments: [device.description])
             var result = try rebuild(db, stored: stored, dropping: Set(replaced.map(\.change.id)), theirs: theirs, resign: [], as: nil, wallMillis: wallMillis)
             result.dropped = replaced.count
@@ -218,8 +220,10 @@ extension ReplicaStore {
         }
     }
 
-    static func recordFork(device: DeviceID, seq: UInt64, refused: ChangeID, at: UInt64, _ db: Database) throws {
-        try db.execute(sql: "INSERT INTO forks (device, seq, refused, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    /// Lists a fork; the first version named at a device and seq stays unless `replacing`.
+    static func recordFork(device: DeviceID, seq: UInt64, refused: ChangeID, at: UInt64, replacing: Bool = false, _ db: Database) throws {
+        try db.execute(sql: "INSERT INTO forks (device, seq, refused, seen_at) VALUES (?, ?, ?, ?) ON CONFLICT DO "
+                       + (replacing ? "UPDATE SET refused = excluded.refused, seen_at = excluded.seen_at" : "NOTHING"),
                        arguments: [device.description, Int64(clamping: seq), Data(refused.bytes), Int64(clamping: at)])
     }
 
@@ -252,9 +256,10 @@ extension ReplicaStore {
         if let key {
             let me = key.deviceID
             // An op naming an op of a change signed again names its new id; a record created
-            // under another key gets an id this key may create, and a value naming that record
-            // (a note's `links`) names the new id: the old one never left this laptop, so
-            // nothing else can name it.
+            // under another key gets an id this key may create, and a value signed again that
+            // names such a record (a note's `links`) names the new id. A link another device
+            // signed to the old id (it had the forked version by bundle) cannot be rewritten,
+            // and names a record that no longer exists.
             var renamed: [ChangeID: ChangeID] = [:]
             var remade: [RecordID: RecordID] = [:]
             let resigning = resign.sorted(by: { $0.change.seq < $1.change.seq })

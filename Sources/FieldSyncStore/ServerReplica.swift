@@ -224,6 +224,9 @@ public struct ServerTransaction {
     /// Loads in bulk what receiving `upload` will look up.
     public mutating func expect(_ upload: [SignedChange]) throws { try storage.expect(upload) }
 
+    /// Whether the record is erased on this server.
+    public func isErased(_ record: RecordID) throws -> Bool { try storage.isErased(record) }
+
     /// `Replicator.receive` on this replica, at the transaction's wall clock.
     public mutating func receive(_ change: SignedChange, verified: Bool) throws -> ReceiveOutcome {
         try Replicator.receive(change, into: &storage, wallMillis: storage.wallMillis, verified: verified)

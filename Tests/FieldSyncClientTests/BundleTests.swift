@@ -117,8 +117,10 @@ import Testing
         // The server's log says which laptop brought whose work.
         let relays = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map { try JSONValue.parse(String($0)) }
             .filter { $0["relayed_for"] != nil }
-        #expect(relays.contains { $0["device"] == "nts2-laptop" && $0["relayed_for"] == "mt3-laptop" && $0["relayed"] == .int(2) }, "\(relays)")
-        #expect(relays.contains { $0["relayed_for"] == "spare-laptop" && $0["relayed"] == .int(0) })
+        let aID = try #require(JSONValue.parse(try a.ok("status", "--json"))["device"])
+        #expect(relays.contains { $0["device"] == "nts2-laptop" && $0["relayed_for"] == aID && $0["relayed_for_name"] == "mt3-laptop"
+                                  && $0["relayed"] == .int(2) }, "\(relays)")
+        #expect(relays.contains { $0["relayed_for_name"] == "spare-laptop" && $0["relayed"] == .int(0) })
     }
 
     /// Two copies of one laptop each wrote a change at the same seq, and both reached b by

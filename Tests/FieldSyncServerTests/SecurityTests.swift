@@ -257,6 +257,32 @@ import Testing
         #expect(try await !ts.store.hasChange(x.id))
     }
 
+    /// A laptop that applied an erase holds the erased record's changes without those values:
+    /// relayed so, they are taken where the server holds the erase, and only there.
+    @Test func aRelayedChangeMayLackOnlyValuesTheServerHoldsErased() async throws {
+        let press = try await ts.enroll(.press, "press"), hq = try await ts.enroll(.coordinator, "hq")
+        let roster = try await ts.store.roster()
+        var pl = TestLaptop(key: press, roster: roster), hl = TestLaptop(key: hq, roster: roster)
+        func contact(_ name: String) throws -> SignedChange {
+            var d = ChangeDraft()
+            let id = RecordID.make(.contact, by: press.deviceID)
+            d.create(id, type: .contact, kind: nil)
+            d.set("fn", to: .string(name), onNew: id, type: .contact)
+            return try pl.replica.commit(d, key: press, wallMillis: Timestamps.nowMillis)
+        }
+        let erasedOne = try contact("Erased Person"), keptOne = try contact("Kept Person")
+        _ = try Replicator.receive(erasedOne, into: &hl.replica, wallMillis: Timestamps.nowMillis)
+        var e = ChangeDraft()
+        e.erase(try #require(erasedOne.change.ops.first?.record))
+        #expect(try await refusals([try hl.replica.commit(e, key: hq, wallMillis: Timestamps.nowMillis)], by: hq).isEmpty)
+        var strippedErased = erasedOne, strippedKept = keptOne
+        strippedErased.dropValues(Array(erasedOne.values.keys))
+        strippedKept.dropValues(Array(keptOne.values.keys))
+        #expect(try await refusals([strippedErased], by: bob).isEmpty, "the server holds that record erased")
+        #expect(try await refusals([strippedKept], by: bob) == [keptOne.id.hex: "values_missing"])
+        #expect(try await refusals([keptOne], by: bob).isEmpty)
+    }
+
     /// A revoked device's changes after its revocation stay refused whoever carries them.
     @Test func aRevokedDevicesLaterChangesAreRefusedWhenRelayed() async throws {
         var laptop = TestLaptop(key: alice, roster: try await ts.store.roster())

@@ -274,10 +274,13 @@ public struct SyncEngine: Sendable {
                     readAhead = Task { try store.outbox(device: device, after: last, limit: most.size, bytes: most.bytes) }
                 }
                 if let batch = relaying {
-                    do { answer = try await transport.exchange(request) } catch let f as SyncFailure where f.exit != .unreachable {
-                        // Refused whole (other devices' changes too large, say): this laptop's own
-                        // work is all sent, so the sync goes on without that author.
-                        relay.failed(batch, reason: f.message)
+                    do { answer = try await transport.exchange(request) } catch let f as SyncFailure
+                        where f.exit == .failure && f.problem.map(Relay.refusedWhole.contains) == true {
+                        // Refused whole for what it carried (other devices' changes too large,
+                        // say): this laptop's own work is all sent, so the sync goes on without
+                        // that author. Anything else (this device refused, an answer that does
+                        // not verify, a bad link) ends the sync as it would any request.
+                        relay.failed(batch, reason: f.message, code: f.problem?.rawValue ?? "")
                         try store.setMeta(Relay.metaKey, relay.stored)
                         relayLacks = relay.open(relayLacks, serverVector: relayVector)
                         window.sending = 0

@@ -46,10 +46,12 @@ enum ServerExchange {
             }
             // Values travel beside the signed bytes, so a relay could drop them and the signature
             // would still hold; stored so, they would be lost for good (the author's own upload
-            // is then a duplicate). Only the author sends a change without its values.
-            if r.author != r.device, !c.isWhole {
-                result.refused.append(ChangeRefusal(id: id, code: "values_missing",
-                                                    reason: "change \(id.prefix(12)) was relayed without some of its values: only its author may send it so"))
+            // is then a duplicate). A relay may send a change without a value only where the
+            // server holds the record erased (it would drop that value itself); the author may
+            // always.
+            if r.author != r.device, let missing = try missingValue(c, in: t) {
+                result.refused.append(ChangeRefusal(id: id, code: Self.valuesMissing,
+                                                    reason: "change \(id.prefix(12)) was relayed without the value of op \(missing), on a record this server does not hold erased: only its author may send it so"))
                 continue
             }
             if let bad = invalidValue(c, schema: t.schema) {
@@ -80,6 +82,18 @@ enum ServerExchange {
             }
         }
         return (result, known)
+    }
+
+    /// The refusal of a relayed change that lacks a value (`missingValue`).
+    static let valuesMissing = "values_missing"
+
+    /// The first op of `c` whose value it lacks on a record `t` does not hold erased.
+    static func missingValue<T: ExchangeTransaction>(_ c: SignedChange, in t: T) throws -> Int? {
+        guard !c.isWhole else { return nil }
+        for (i, op) in c.change.ops.enumerated() where op.commitment != nil && c.values[UInt16(i)] == nil {
+            if try !t.isErased(op.record) { return i }
+        }
+        return nil
     }
 
     /// Values must meet the schema on the server, which every laptop trusts to pass changes on.
@@ -116,6 +130,8 @@ protocol ExchangeTransaction {
     mutating func receive(_ change: SignedChange, verified: Bool) throws -> ReceiveOutcome
     /// The verdict a stored change was kept with (nil: applied).
     func storedRefusal(of id: ChangeID) throws -> CoreError?
+    /// Whether the record is erased here (its personal values dropped).
+    func isErased(_ record: RecordID) throws -> Bool
 }
 
 extension ServerTransaction: ExchangeTransaction {}
