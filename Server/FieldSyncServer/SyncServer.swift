@@ -122,6 +122,9 @@ public struct SyncServer: Sendable {
         // An upload extends its first change's author's chain: the device's own, or an enrolled
         // device's it relays. A change of anyone else is refused (`ServerExchange.apply`).
         let author = upload.first.map(\.change.device).flatMap { roster[$0] == nil ? nil : $0 } ?? device.device
+        // Logged even if the exchange fails: the log is the record of who brought whose work.
+        let relayedFor = author == device.device ? nil : (id: author.description, name: roster[author]?.name ?? "")
+        if let r = relayedFor { context.note.relayed(for: r.id, named: r.name, changes: 0) }
         let result: ExchangeResult
         do {
             result = try await store.exchange(ExchangeRequest(device: device.device, author: author, roster: roster, upload: upload,
@@ -134,7 +137,7 @@ public struct SyncServer: Sendable {
         let acceptedIDs = Set(result.accepted.map(\.hex))
         let applied = result.accepted.count - result.refused.filter { acceptedIDs.contains($0.id) }.count
         metrics.changesAccepted.increment(by: Int64(applied))
-        if author != device.device { context.note.relayed(for: author.description, named: roster[author]?.name ?? "", changes: applied) }
+        if let r = relayedFor { context.note.relayed(for: r.id, named: r.name, changes: applied) }
         metrics.changesRefused.increment(by: Int64(refused.count))
         var body = SyncResponse(
             accepted: result.accepted.map(\.hex), refused: refused, changes: result.lacking,
