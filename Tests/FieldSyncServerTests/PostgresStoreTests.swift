@@ -457,6 +457,41 @@ struct Seeded: RandomNumberGenerator {
         #expect(Set(pulled.map(\.id)).count == pulled.count, "no change twice")
     }
 
+    /// A note reached b by bundle before its author uploaded it; the author's upload and b's edit
+    /// of the note commit at the same moment through two processes. The server's `records` row
+    /// (what an administrator or a GIS reader sees) holds both: b's edit waits for the author's
+    /// lock on the note, then reads it.
+    @Test func aNoteWrittenByTwoProcessesAtOnceListsBothWrites() async throws {
+        guard StoreKind.postgresURL != nil else { return }
+        let db = try await TestDatabase.make()
+        defer { Task { await db.close() } }
+        let gate = Gate()
+        let p1 = try await db.open(beforeCommit: { _ in await gate.wait() })
+        let p2 = try await db.open()
+        let one = StoreUnderTest(store: p1, database: nil, dir: nil), two = StoreUnderTest(store: p2, database: nil, dir: nil)
+        let a = try await two.enroll(.field, "a"), b = try await two.enroll(.field, "b")
+        let roster = try await p2.roster()
+        var la = TestLaptop(key: a, roster: roster), lb = TestLaptop(key: b, roster: roster)
+        let (id, made) = try la.note("MADE-BY-A")
+        _ = try Replicator.receive(made, into: &lb.replica, wallMillis: Timestamps.nowMillis)
+        var d = ChangeDraft()
+        d.set("narrative", to: .string("checked by b"), on: try #require(lb.replica.records[id]), type: .note)
+        let edit = try lb.replica.commit(d, key: b, wallMillis: Timestamps.nowMillis)
+
+        let w1 = Task { try await one.exchange(a.deviceID, [made]) }
+        try await gate.waitUntilHeld()
+        let w2 = Task { try await two.exchange(b.deviceID, [edit]) }
+        try await Task.sleep(for: .milliseconds(300))
+        await gate.open()
+        #expect(try await w1.value.accepted == [made.id])
+        #expect(try await w2.value.accepted == [edit.id])
+        var listed = ""
+        for try await json in try await p2.client.query("SELECT json::text FROM records WHERE id = \(id.description)::uuid").decode(String.self) {
+            listed = json
+        }
+        #expect(listed.contains("MADE-BY-A") && listed.contains("checked by b"), "\(listed)")
+    }
+
     /// The database refuses a gap or a fork in a chain by itself, whatever the code above it does.
     @Test func theDatabaseHoldsEachChain() async throws {
         guard StoreKind.postgresURL != nil else { return }

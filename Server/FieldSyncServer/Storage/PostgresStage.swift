@@ -43,55 +43,67 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
 
     /// Spends the upload's nonce, locks and loads what receiving `upload` from `device` can ask.
     /// The caller holds the transaction; `device`'s heads row is taken FOR UPDATE here, first,
-    /// then the records' advisory locks in sorted order: one order in every process, so no
-    /// deadlock. Three round trips when no other device shares the records, five when one does.
+    /// then the records' advisory locks in sorted order (`recordLocks`), in the same statement:
+    /// one order in every process, so no deadlock. Then one read, after every lock. Two round
+    /// trips, three when held changes name other records.
     /// `relayed`: another device sent `device`'s changes (`ExchangeRequest.author`).
     static func load(_ db: PostgresConnection, device: DeviceID, relayed: Bool, nonce: SignatureNonce?, upload: [SignedChange],
                      schema: RecordSchema, rosters: PostgresRosterCache, now: UInt64, logger: Logger) async throws -> PostgresStage {
+        var asked = Asked(upload)
+        let locks = recordLocks(asked.records, device: device, relayed: relayed)
         var lockRow: ChainLockStatement.Row?
-        for try await row in try await db.execute(ChainLockStatement(device: device.description, now: Int64(clamping: now), nonce: nonce),
+        for try await row in try await db.execute(ChainLockStatement(device: device.description, now: Int64(clamping: now), nonce: nonce,
+                                                                     keys: locks.map(\.key), exclusive: locks.map(\.exclusive)),
                                                   logger: logger) { lockRow = row }
-        guard let (seq, id, fresh) = lockRow else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
+        guard let (seq, id, fresh, _) = lockRow else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
         guard fresh else { throw SyncStoreError.replayed }
         var head: (seq: UInt64, id: ChangeID)?
         if seq > 0, let id, let cid = ChangeID(bytes: Array(buffer: id)) { head = (UInt64(clamping: seq), cid) }
 
-        // Everything else in a statement of its own after the chain lock: a revocation takes the
-        // same row, and only a snapshot taken after the lock sees it (the locking statement's
-        // snapshot is from before its wait). The roster itself is read again only if its version
-        // is not the kept one's. Which seqs are held is fixed while the chain lock is ours.
-        var asked = Asked(upload)
+        // Everything else in a statement of its own after the locks: a revocation takes the
+        // same row, and only a snapshot taken after the locks sees it and what other uploads
+        // committed to these records (the locking statement's snapshot is from before its
+        // waits). The roster itself is read again only if its version is not the kept one's.
+        // Which seqs are held is fixed while the chain lock is ours.
         var loaded = try await read(db, device: device, asked, schema: schema, logger: logger)
         let roster = try await rosters.roster(version: loaded.version, db, logger: logger)
         // Held changes may name changes and records the upload does not (rare: a gap in a chain).
+        // Their records are locked now, out of the one order (a deadlock is retried), and read
+        // again once locked.
         let more = Asked(Array(loaded.held.values)).subtracting(asked)
         if !more.isEmpty {
             loaded.merge(try await read(db, device: device, more, schema: schema, logger: logger))
             asked.formUnion(more)
-        }
-        let sortedRecords = asked.records.sorted()
-
-        // The records' locks: two devices' changes to one record are merged one after the other,
-        // so neither saves a `records` row that lacks the other's op. Records share 256 lock
-        // buckets, taken in order: an upload of thousands of records takes at most 256 locks
-        // (PostgreSQL's lock table is shared and small). A record that nothing has written yet
-        // and that only this device may create (its mark) needs none: no other device has seen
-        // it, and this device's uploads already wait for each other (the chain lock). So a
-        // laptop's new notes never wait for another laptop's. A relayed change has been seen by
-        // its relay at least, which may have edited or erased its records: it locks them all.
-        // Once locked, the records and the
-        // held envelopes are read again (an erasure elsewhere may have rewritten them).
-        let shared = relayed ? sortedRecords : sortedRecords.filter { loaded.stored.contains($0) || !$0.onlyCreatable(by: device) }
-        if !shared.isEmpty {
-            let keys = Set(shared.map { Int64($0.lockKey % Self.lockBuckets) }).sorted().map { Self.lockSpace + $0 }
-            _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(keys)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
-                                   logger: logger).collect()
-            let again = try await read(db, device: device, Asked(changes: [], records: asked.records), schema: schema, logger: logger)
-            loaded.held = again.held
-            loaded.records = again.records
+            let taken = Set(locks.map(\.key))
+            let extra = recordLocks(more.records, device: device, relayed: true).map(\.key).filter { !taken.contains($0) }
+            if !extra.isEmpty {
+                _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(extra)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
+                                       logger: logger).collect()
+                let again = try await read(db, device: device, Asked(changes: [], records: asked.records), schema: schema, logger: logger)
+                loaded.held = again.held
+                loaded.records = again.records
+            }
         }
         return PostgresStage(schema: schema, wallMillis: now, roster: roster.entries, device: device, head: head, positions: loaded.positions,
                              held: loaded.held, records: loaded.records)
+    }
+
+    /// The records' advisory locks, by bucket in key order. Two devices' changes to one record
+    /// are merged one after the other, so neither saves a `records` row that lacks the other's
+    /// op. Records share 256 buckets: an upload of thousands of records takes at most 256 locks
+    /// (PostgreSQL's lock table is shared and small). A record only this device may create (its
+    /// mark) is locked shared: this device's uploads wait for each other anyway (the chain
+    /// lock), so a laptop's notes never wait for another laptop's notes, while any other
+    /// device's change to one (it had the note by bundle, or edits it now) locks it exclusive
+    /// and waits, or is waited for. A bucket holding any other record is exclusive; so is every
+    /// bucket of a relayed upload (its relay has seen the records, and may have edited them).
+    static func recordLocks(_ records: Set<RecordID>, device: DeviceID, relayed: Bool) -> [(key: Int64, exclusive: Bool)] {
+        var buckets: [Int64: Bool] = [:]
+        for r in records {
+            let key = lockSpace + Int64(r.lockKey % lockBuckets)
+            buckets[key] = buckets[key] == true || relayed || !r.onlyCreatable(by: device)
+        }
+        return buckets.keys.sorted().map { ($0, buckets[$0]!) }
     }
 
     /// The changes (ids and predecessors) and records some changes can ask about.

@@ -125,33 +125,44 @@ struct PullStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-/// An upload's first statement: spends its nonce (if it has one) and takes its device's chain
-/// lock, the heads row FOR UPDATE. A row back: the head (seq 0: none) and whether the nonce was
-/// fresh; no row: the device is not on the roster. Nothing else may be read here: this
-/// statement's snapshot is from before its wait for the lock. The new nonce is inserted as the
-/// heads row is read, before the lock's wait, and the expired ones deleted after it (a
+/// An upload's first statement: spends its nonce (if it has one), takes its device's chain
+/// lock (the heads row FOR UPDATE), then its records' advisory locks in the order of `keys`,
+/// each exclusive or shared (`exclusive`). A row back: the head (seq 0: none), whether the nonce
+/// was fresh, and the locks taken; no row: the device is not on the roster. Nothing else may be
+/// read here: this statement's snapshot is from before its waits. The new nonce is inserted as
+/// the heads row is read, before the lock's wait, and the expired ones deleted after it (a
 /// data-modifying CTE runs when its rows are first asked for, else at the statement's end):
-/// the same nonce twice waits on its row and the second is refused; a deadlock would be
-/// retried (`PostgresSyncStore.retriable`).
+/// the same nonce twice waits on its row and the second is refused. The record locks are taken
+/// row by row of the locked head (a join), so after it. A deadlock would be retried
+/// (`PostgresSyncStore.retriable`).
 struct ChainLockStatement: PostgresPreparedStatement {
     static let sql = """
         WITH expired AS (DELETE FROM nonces WHERE device = $5 AND expires_at < $2 AND $3::text IS NOT NULL),
              fresh AS (INSERT INTO nonces (device, nonce, expires_at) SELECT $5, $3, $4 WHERE $3::text IS NOT NULL
-                       ON CONFLICT DO NOTHING RETURNING 1)
-        SELECT h.seq, h.id, $3::text IS NULL OR EXISTS (SELECT 1 FROM fresh) FROM heads h WHERE h.device = $1 FOR UPDATE OF h
+                       ON CONFLICT DO NOTHING RETURNING 1),
+             h AS (SELECT h.seq, h.id FROM heads h WHERE h.device = $1 FOR UPDATE OF h),
+             l AS (SELECT count(t.taken) AS n FROM (
+                       SELECT CASE WHEN u.x THEN pg_advisory_xact_lock(u.k)::text ELSE pg_advisory_xact_lock_shared(u.k)::text END AS taken
+                       FROM h, unnest($6::int8[], $7::bool[]) WITH ORDINALITY AS u(k, x, i) ORDER BY u.i) t)
+        SELECT h.seq, h.id, $3::text IS NULL OR EXISTS (SELECT 1 FROM fresh), (SELECT n FROM l) FROM h
         """
-    typealias Row = (Int64, ByteBuffer?, Bool)
+    typealias Row = (Int64, ByteBuffer?, Bool, Int64)
     var device: String
     var now: Int64
     var nonce: SignatureNonce?
+    /// Advisory-lock keys, in the order to take them, and whether each is exclusive.
+    var keys: [Int64] = []
+    var exclusive: [Bool] = []
 
     func makeBindings() throws -> PostgresBindings {
-        var b = PostgresBindings(capacity: 5)
+        var b = PostgresBindings(capacity: 7)
         b.append(device)
         b.append(now)
         b.append(nonce?.nonce)
         b.append(Int64(clamping: nonce?.expiresAt ?? 0))
         b.append(nonce?.device ?? device)
+        b.append(keys)
+        b.append(exclusive)
         return b
     }
 
