@@ -11,6 +11,12 @@ struct StageMiss: Error, CustomStringConvertible {
     var description: String { "the PostgreSQL stage did not load \(what)" }
 }
 
+/// The device's held changes name records the upload's locks do not cover as they must: the
+/// transaction is rolled back and tried again with them locked (`PostgresSyncStore.exchange`).
+struct LockMore: Error {
+    let records: Set<RecordID>
+}
+
 /// One upload's view of the PostgreSQL replica, for `Replicator` (which is synchronous; the
 /// database is not): everything the upload can ask is loaded first, under the device's chain
 /// lock and the records' locks, the same merge then runs in memory, and what it wrote is
@@ -47,16 +53,19 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
     /// one order in every process, so no deadlock. Then one read, after every lock. Two round
     /// trips, three when held changes name other records.
     /// `relayed`: another device sent `device`'s changes (`ExchangeRequest.author`).
-    static func load(_ db: PostgresConnection, device: DeviceID, relayed: Bool, nonce: SignatureNonce?, upload: [SignedChange],
-                     schema: RecordSchema, rosters: PostgresRosterCache, now: UInt64, logger: Logger) async throws -> PostgresStage {
+    /// `alsoLock`: records the device's held changes name, found by an earlier try (`LockMore`).
+    static func load(_ db: PostgresConnection, device: DeviceID, relayed: Bool, alsoLock: Set<RecordID> = [], nonce: SignatureNonce?,
+                     upload: [SignedChange], schema: RecordSchema, rosters: PostgresRosterCache, now: UInt64,
+                     logger: Logger) async throws -> PostgresStage {
         var asked = Asked(upload)
-        let locks = recordLocks(asked.records, device: device, relayed: relayed)
+        let locks = recordLocks(asked.records.union(alsoLock), device: device, relayed: relayed)
         var lockRow: ChainLockStatement.Row?
         for try await row in try await db.execute(ChainLockStatement(device: device.description, now: Int64(clamping: now), nonce: nonce,
                                                                      keys: locks.map(\.key), exclusive: locks.map(\.exclusive)),
                                                   logger: logger) { lockRow = row }
-        guard let (seq, id, fresh, _) = lockRow else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
+        guard let (seq, id, fresh, taken) = lockRow else { throw CoreError(.unknownDevice, "device \(device) is not on the roster") }
         guard fresh else { throw SyncStoreError.replayed }
+        guard taken == locks.count else { throw StageMiss(what: "the \(locks.count) record locks (\(taken) taken)") }
         var head: (seq: UInt64, id: ChangeID)?
         if seq > 0, let id, let cid = ChangeID(bytes: Array(buffer: id)) { head = (UInt64(clamping: seq), cid) }
 
@@ -68,21 +77,19 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         var loaded = try await read(db, device: device, asked, schema: schema, logger: logger)
         let roster = try await rosters.roster(version: loaded.version, db, logger: logger)
         // Held changes may name changes and records the upload does not (rare: a gap in a chain).
-        // Their records are locked now, out of the one order (a deadlock is retried), and read
-        // again once locked.
+        // A record of theirs not locked as it must be is not locked now, out of the one order
+        // (two uploads could then wait for each other): the transaction is tried again with it
+        // in the first statement's locks (`LockMore`). The held changes cannot change meanwhile
+        // but by this device's own uploads, which wait for the chain lock.
         let more = Asked(Array(loaded.held.values)).subtracting(asked)
         if !more.isEmpty {
+            let held = Dictionary(uniqueKeysWithValues: locks.map { ($0.key, $0.exclusive) })
+            let needed = recordLocks(more.records, device: device, relayed: relayed)
+            if needed.contains(where: { held[$0.key] == nil || ($0.exclusive && held[$0.key] == false) }) {
+                throw LockMore(records: more.records.union(alsoLock))
+            }
             loaded.merge(try await read(db, device: device, more, schema: schema, logger: logger))
             asked.formUnion(more)
-            let taken = Set(locks.map(\.key))
-            let extra = recordLocks(more.records, device: device, relayed: true).map(\.key).filter { !taken.contains($0) }
-            if !extra.isEmpty {
-                _ = try await db.query("SELECT pg_advisory_xact_lock(k) FROM unnest(\(extra)::int8[]) WITH ORDINALITY AS t(k, i) ORDER BY i",
-                                       logger: logger).collect()
-                let again = try await read(db, device: device, Asked(changes: [], records: asked.records), schema: schema, logger: logger)
-                loaded.held = again.held
-                loaded.records = again.records
-            }
         }
         return PostgresStage(schema: schema, wallMillis: now, roster: roster.entries, device: device, head: head, positions: loaded.positions,
                              held: loaded.held, records: loaded.records)
@@ -93,10 +100,12 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
     /// op. Records share 256 buckets: an upload of thousands of records takes at most 256 locks
     /// (PostgreSQL's lock table is shared and small). A record only this device may create (its
     /// mark) is locked shared: this device's uploads wait for each other anyway (the chain
-    /// lock), so a laptop's notes never wait for another laptop's notes, while any other
-    /// device's change to one (it had the note by bundle, or edits it now) locks it exclusive
-    /// and waits, or is waited for. A bucket holding any other record is exclusive; so is every
-    /// bucket of a relayed upload (its relay has seen the records, and may have edited them).
+    /// lock), and laptops' uploads of their own notes take shared locks that do not conflict,
+    /// while any other device's change to one (it had the note by bundle, or edits it now)
+    /// locks it exclusive and waits, or is waited for (and while it waits, later shared
+    /// requests on that bucket queue behind it). A bucket holding any other record is
+    /// exclusive; so is every bucket of a relayed upload (its relay has seen the records, and
+    /// may have edited them).
     static func recordLocks(_ records: Set<RecordID>, device: DeviceID, relayed: Bool) -> [(key: Int64, exclusive: Bool)] {
         var buckets: [Int64: Bool] = [:]
         for r in records {
@@ -131,13 +140,10 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
         var version: Int64?
         var held: [UInt64: SignedChange] = [:]
         var positions: [ChangeID: (device: DeviceID, seq: UInt64, refusal: CoreError?)?] = [:]
-        /// Records with any stored change, applied or refused.
-        var stored: Set<RecordID> = []
         var records: [RecordID: RecordOps] = [:]
 
         mutating func merge(_ other: Loaded) {
             positions.merge(other.positions) { $1 }
-            stored.formUnion(other.stored)
             records.merge(other.records) { $1 }
         }
     }
@@ -160,11 +166,8 @@ struct PostgresStage: ReplicaStorage, ExchangeTransaction {
             case 2:
                 guard let num, let bytes, let text, let cid = ChangeID(bytes: Array(buffer: bytes)), let d = DeviceID(text) else { continue }
                 loaded.positions[cid] = (d, UInt64(clamping: num), code.map { CoreError(CoreError.Code(stored: $0), reason ?? "") })
-            case 3:
-                if let text, let rid = RecordID(text) { loaded.stored.insert(rid) }
             case 4:
                 guard let num, let bytes, let text, let rid = RecordID(text) else { continue }
-                loaded.stored.insert(rid)
                 try ops.add(record: rid, n: num, envelope: bytes)
             default:
                 continue

@@ -129,10 +129,10 @@ struct PullStatement: PostgresPreparedStatement {
 /// lock (the heads row FOR UPDATE), then its records' advisory locks in the order of `keys`,
 /// each exclusive or shared (`exclusive`). A row back: the head (seq 0: none), whether the nonce
 /// was fresh, and the locks taken; no row: the device is not on the roster. Nothing else may be
-/// read here: this statement's snapshot is from before its waits. The new nonce is inserted as
-/// the heads row is read, before the lock's wait, and the expired ones deleted after it (a
-/// data-modifying CTE runs when its rows are first asked for, else at the statement's end):
-/// the same nonce twice waits on its row and the second is refused. The record locks are taken
+/// read here: this statement's snapshot is from before its waits. The new nonce is inserted
+/// once the heads row is locked, and the expired ones deleted at the statement's end (a
+/// data-modifying CTE runs when its rows are first asked for, else then): the same nonce
+/// twice waits on its row and the second is refused. The record locks are taken
 /// row by row of the locked head (a join), so after it. A deadlock would be retried
 /// (`PostgresSyncStore.retriable`).
 struct ChainLockStatement: PostgresPreparedStatement {
@@ -169,10 +169,10 @@ struct ChainLockStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
-/// What an upload reads after its chain lock, in one snapshot, as rows tagged by `part`:
+/// What an upload reads after its locks, in one snapshot, as rows tagged by `part`:
 /// 0 the roster's version; 1 the device's held changes (seq, envelope); 2 the stored changes
-/// among `ids` (seq, id, device, refusal code and reason); 3 records among `records` written
-/// only by refused changes (record); 4 every applied change of `records` (n, envelope, record).
+/// among `ids` (seq, id, device, refusal code and reason); 4 every applied change of `records`
+/// (n, envelope, record).
 struct UploadReadStatement: PostgresPreparedStatement {
     static let sql = """
         SELECT 0 AS part, version AS num, NULL::bytea AS bytes, NULL::text AS txt, NULL::text AS code, NULL::text AS reason
@@ -181,8 +181,6 @@ struct UploadReadStatement: PostgresPreparedStatement {
         SELECT 1, seq, envelope, NULL, NULL, NULL FROM pending WHERE device = $1
         UNION ALL
         SELECT 2, seq, id, device, refusal_code, refusal FROM changes WHERE id = ANY($2::bytea[])
-        UNION ALL
-        SELECT 3, NULL, NULL, record::text, NULL, NULL FROM record_changes WHERE record = ANY($3::uuid[]) AND NOT applied
         UNION ALL
         SELECT 4, c.n, c.envelope, rc.record::text, NULL, NULL
         FROM record_changes rc JOIN changes c ON c.n = rc.change WHERE rc.record = ANY($3::uuid[]) AND rc.applied

@@ -228,8 +228,18 @@ public final class PostgresSyncStore: SyncStoreAdmin {
                 return result
             }
         }
+        // Tried again, once, with more records locked when the device's held changes need them.
+        do { return try await store(r, upload, verified: verified, limits: limits, alsoLock: []) } catch let more as LockMore {
+            return try await store(r, upload, verified: verified, limits: limits, alsoLock: more.records)
+        }
+    }
+
+    /// An upload's transaction, then its answer on the same connection.
+    func store(_ r: ExchangeRequest, _ upload: [SignedChange], verified: Set<ChangeID>, limits: ExchangeLimits,
+               alsoLock: Set<RecordID>) async throws -> ExchangeResult {
         return try await transaction("READ WRITE", { db in
-            var stage = try await PostgresStage.load(db, device: r.author, relayed: r.author != r.device, nonce: r.nonce, upload: upload, schema: schema, rosters: rosters,
+            var stage = try await PostgresStage.load(db, device: r.author, relayed: r.author != r.device, alsoLock: alsoLock, nonce: r.nonce,
+                                                     upload: upload, schema: schema, rosters: rosters,
                                                      now: r.now, logger: logger)
             let (result, known) = try ServerExchange.apply(upload, verified: verified, request: r, limits: limits, into: &stage)
             try await stage.flush(db, requester: r.device, known: known, sends: limits.sends(), logger: logger)
