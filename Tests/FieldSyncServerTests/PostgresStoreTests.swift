@@ -458,10 +458,10 @@ struct Seeded: RandomNumberGenerator {
     }
 
     /// A note reached b by bundle before its author uploaded it; the author's upload and b's edit
-    /// of the note commit at the same moment through two processes. The server's `records` row
-    /// (what an administrator or a GIS reader sees) holds both: b's edit waits for the author's
-    /// lock on the note, then reads it.
-    @Test func aNoteWrittenByTwoProcessesAtOnceListsBothWrites() async throws {
+    /// of the note commit at the same moment through two processes, either held open first. The
+    /// server's `records` row (what an administrator or a GIS reader sees) holds both: the second
+    /// waits for the first's lock on the note, then reads it.
+    @Test(arguments: [true, false]) func aNoteWrittenByTwoProcessesAtOnceListsBothWrites(authorFirst: Bool) async throws {
         guard StoreKind.postgresURL != nil else { return }
         let db = try await TestDatabase.make()
         defer { Task { await db.close() } }
@@ -478,13 +478,14 @@ struct Seeded: RandomNumberGenerator {
         d.set("narrative", to: .string("checked by b"), on: try #require(lb.replica.records[id]), type: .note)
         let edit = try lb.replica.commit(d, key: b, wallMillis: Timestamps.nowMillis)
 
-        let w1 = Task { try await one.exchange(a.deviceID, [made]) }
+        let (first, second) = authorFirst ? ((a, made), (b, edit)) : ((b, edit), (a, made))
+        let w1 = Task { try await one.exchange(first.0.deviceID, [first.1]) }
         try await gate.waitUntilHeld()
-        let w2 = Task { try await two.exchange(b.deviceID, [edit]) }
+        let w2 = Task { try await two.exchange(second.0.deviceID, [second.1]) }
         try await Task.sleep(for: .milliseconds(300))
         await gate.open()
-        #expect(try await w1.value.accepted == [made.id])
-        #expect(try await w2.value.accepted == [edit.id])
+        #expect(try await w1.value.accepted == [first.1.id])
+        #expect(try await w2.value.accepted == [second.1.id])
         var listed = ""
         for try await json in try await p2.client.query("SELECT json::text FROM records WHERE id = \(id.description)::uuid").decode(String.self) {
             listed = json
