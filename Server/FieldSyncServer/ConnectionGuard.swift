@@ -4,7 +4,7 @@ import NIOCore
 import NIOHTTPTypes
 import Synchronization
 
-/// What one server process allows its connections (docs/ARCHITECTURE.md, "Limits").
+/// What one server process allows its connections (docs/PROTOCOL.md, "Limits").
 public struct ConnectionLimits: Sendable {
     /// Open connections at once; past it the server stops accepting (they wait in the listen
     /// backlog) until one closes.

@@ -246,7 +246,7 @@ public struct Problem: Codable, Sendable, Error {
         return Code(rawValue: String(type.dropFirst(Code.prefix.count)))
     }
 
-    /// Every problem code the server sends (listed in docs/ARCHITECTURE.md, "Problem codes").
+    /// Every problem code the server sends (listed in docs/PROTOCOL.md, "Problem codes").
     /// A code is never renamed or reused; new ones may be added.
     public enum Code: String, Sendable, CaseIterable {
         case unsupportedMediaType = "unsupported-media-type"
