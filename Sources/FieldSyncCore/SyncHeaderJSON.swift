@@ -27,41 +27,30 @@ enum SyncHeaderJSON {
         var w = Writer()
         w.byte("{")
         w.key("accepted")
-        w.byte("[")
-        for (i, id) in r.accepted.enumerated() {
-            if i > 0 { w.byte(",") }
-            w.string(id)
-        }
-        w.byte("]")
+        w.list(r.accepted) { w, id in w.string(id) }
         if let forks = r.forks {
             w.byte(",")
             w.key("forks")
-            w.byte("[")
-            for (i, f) in forks.enumerated() {
-                if i > 0 { w.byte(",") }
+            w.list(forks) { w, f in
                 w.byte("{")
                 w.key("device"); w.string(f.device); w.byte(",")
                 w.key("refused"); w.string(f.refused); w.byte(",")
                 w.key("seq"); w.number(f.seq)
                 w.byte("}")
             }
-            w.byte("]")
         }
         w.byte(",")
         w.key("more")
         w.bytes += r.more ? Array("true".utf8) : Array("false".utf8)
         w.byte(",")
         w.key("refused")
-        w.byte("[")
-        for (i, x) in r.refused.enumerated() {
-            if i > 0 { w.byte(",") }
+        w.list(r.refused) { w, x in
             w.byte("{")
             w.key("code"); w.string(x.code); w.byte(",")
             w.key("id"); w.string(x.id); w.byte(",")
             w.key("reason"); w.string(x.reason)
             w.byte("}")
         }
-        w.byte("]")
         w.byte(",")
         w.key("serverTime")
         w.number(r.serverTime)
@@ -85,6 +74,16 @@ enum SyncHeaderJSON {
         }
 
         mutating func number(_ n: UInt64) { bytes += Array(String(n).utf8) }
+
+        /// A JSON array, each item written by `item`.
+        mutating func list<T>(_ items: [T], _ item: (inout Writer, T) -> Void) {
+            byte("[")
+            for (i, x) in items.enumerated() {
+                if i > 0 { byte(",") }
+                item(&self, x)
+            }
+            byte("]")
+        }
 
         /// Keys in the order of their UTF-8 bytes, as `.sortedKeys` orders them.
         mutating func vector(_ v: [String: UInt64]) {
