@@ -139,6 +139,10 @@ public struct ChangeRefusal: Codable, Sendable, Hashable {
     public var code: String
     public var reason: String
     public init(id: String, code: String, reason: String) { self.id = id; self.code = code; self.reason = reason }
+
+    /// A relayed change without a value, on a record the server does not hold erased: the
+    /// server refuses it, and a relaying laptop tries that author again once another's moves.
+    public static let valuesMissing = "values_missing"
 }
 
 public struct SyncResponse: Codable, Sendable {

@@ -37,7 +37,7 @@ import Testing
     }
 
     @Test func aMissingValueIsTriedAgainOnceAnotherAuthorMoves() throws {
-        var relay = Relay(stored: kept(when: t, code: Relay.valuesMissing))
+        var relay = Relay(stored: kept(when: t, code: ChangeRefusal.valuesMissing))
         relay.now = { [t] in t + 1 }
         let vector: [String: UInt64] = [author.description: 4, other.description: 0]
         #expect(relay.open([lack(author, 2), lack(other, 1)], serverVector: vector).map(\.device) == [other])

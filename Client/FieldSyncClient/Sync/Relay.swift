@@ -109,16 +109,13 @@ struct Relay: Sendable {
                                             when: now())
             return 0
         }
-        refused = refused.filter { $0.value.code != Self.valuesMissing }
+        refused = refused.filter { $0.value.code != ChangeRefusal.valuesMissing }
         // Those it took and applied (one kept but refused is listed both ways).
         return batch.changes.count { accepted.contains($0.id.hex) && !refusedIDs.contains($0.id.hex) }
     }
 
     /// The problems by which a server refuses a request for what it carries, not for who sent it.
     static let refusedWhole: Set<Problem.Code> = [.bodyTooLarge, .tooManyChanges, .malformedRequest]
-
-    /// The server's code for a relayed change without a value on a record it does not hold erased.
-    static let valuesMissing = "values_missing"
 
     /// The server refused the request that carried `batch` whole (its problem `code`): its
     /// author is not tried again from there, and the sync goes on with the rest.

@@ -392,7 +392,8 @@ public struct SyncEngine: Sendable {
             }
             let settled = !answer.more && (sentEverything || acked.isEmpty) && lost == 0 && forked.isEmpty
             // What the server lacks is relayed only once all of this laptop's own is taken.
-            relayLacks = settled && sentEverything ? relay.open(try serverLacks(answer.vector), serverVector: answer.vector) : []
+            let lacks = settled && sentEverything ? try serverLacks(answer.vector) : nil
+            relayLacks = lacks.map { relay.open($0, serverVector: answer.vector) } ?? []
             relayVector = answer.vector
             let done = settled && relayLacks.isEmpty
             if done { outcome.meta["last_sync"] = Timestamps.iso(Timestamps.nowMillis) }
@@ -431,7 +432,7 @@ public struct SyncEngine: Sendable {
             summary.pushed += acked.count
             summary.pulled += outcome.incoming.count
             if done {
-                summary.serverLacks = try serverLacks(answer.vector).map { lack in
+                summary.serverLacks = try (lacks ?? serverLacks(answer.vector)).map { lack in
                     var lack = lack
                     lack.refusal = relay.refusal(of: lack, serverVector: answer.vector)
                     return lack

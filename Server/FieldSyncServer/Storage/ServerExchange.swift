@@ -50,7 +50,7 @@ enum ServerExchange {
             // server holds the record erased (it would drop that value itself); the author may
             // always.
             if r.author != r.device, let missing = try missingValue(c, in: t) {
-                result.refused.append(ChangeRefusal(id: id, code: Self.valuesMissing,
+                result.refused.append(ChangeRefusal(id: id, code: ChangeRefusal.valuesMissing,
                                                     reason: "change \(id.prefix(12)) was relayed without the value of op \(missing), on a record this server does not hold erased: only its author may send it so"))
                 continue
             }
@@ -84,12 +84,8 @@ enum ServerExchange {
         return (result, known)
     }
 
-    /// The refusal of a relayed change that lacks a value (`missingValue`).
-    static let valuesMissing = "values_missing"
-
     /// The first op of `c` whose value it lacks on a record `t` does not hold erased.
     static func missingValue<T: ExchangeTransaction>(_ c: SignedChange, in t: T) throws -> Int? {
-        guard !c.isWhole else { return nil }
         for (i, op) in c.change.ops.enumerated() where op.commitment != nil && c.values[UInt16(i)] == nil {
             if try !t.isErased(op.record) { return i }
         }
