@@ -59,6 +59,14 @@ final class TestDatabase: Sendable {
         return store
     }
 
+    /// Two server processes' stores on this database: every upload through `held` waits at
+    /// `gate` before its commit; `free` and its store are the other process.
+    func twoProcesses(holding gate: Gate) async throws -> (held: StoreUnderTest, free: StoreUnderTest, freeStore: PostgresSyncStore) {
+        let p1 = try await open(beforeCommit: { _ in await gate.wait() })
+        let p2 = try await open()
+        return (StoreUnderTest(store: p1, database: nil, dir: nil), StoreUnderTest(store: p2, database: nil, dir: nil), p2)
+    }
+
     func close() async {
         _ = try? await admin.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE")).collect()
         for t in runners.withLock({ $0 }) { t.cancel() }
@@ -427,9 +435,7 @@ struct Seeded: RandomNumberGenerator {
         let db = try await TestDatabase.make()
         defer { Task { await db.close() } }
         let gate = Gate()
-        let p1 = try await db.open(beforeCommit: { _ in await gate.wait() })
-        let p2 = try await db.open()
-        let one = StoreUnderTest(store: p1, database: nil, dir: nil), two = StoreUnderTest(store: p2, database: nil, dir: nil)
+        let (one, two, p2) = try await db.twoProcesses(holding: gate)
         let a = try await two.enroll(.field, "a"), b = try await two.enroll(.field, "b"), c = try await two.enroll(.coordinator, "c")
         let roster = try await p2.roster()
         var la = TestLaptop(key: a, roster: roster), lb = TestLaptop(key: b, roster: roster)
@@ -466,9 +472,7 @@ struct Seeded: RandomNumberGenerator {
         let db = try await TestDatabase.make()
         defer { Task { await db.close() } }
         let gate = Gate()
-        let p1 = try await db.open(beforeCommit: { _ in await gate.wait() })
-        let p2 = try await db.open()
-        let one = StoreUnderTest(store: p1, database: nil, dir: nil), two = StoreUnderTest(store: p2, database: nil, dir: nil)
+        let (one, two, p2) = try await db.twoProcesses(holding: gate)
         let a = try await two.enroll(.field, "a"), b = try await two.enroll(.field, "b")
         let roster = try await p2.roster()
         var la = TestLaptop(key: a, roster: roster), lb = TestLaptop(key: b, roster: roster)
